@@ -1,0 +1,87 @@
+# Pronto: one entry point for setup, running, testing and benchmarking.
+# `make run` and `make test` install what they need on first use.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+UV          := $(VENV)/bin/uv
+TOOLS_BIN   := $(CURDIR)/.tools/bin
+export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
+
+UV_VERSION   := 0.13.8
+GHZ_VERSION  := v0.120.0
+HELM_VERSION := v3.19.5
+APT_PACKAGES := prometheus wrk
+
+SETUP_STAMP := $(VENV)/.pronto-setup
+PYTEST_ARGS ?=
+
+GEN_PY   := server/generated
+GEN_DESC := gateway/generated/pronto.pb
+PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
+
+.PHONY: help setup setup-apt setup-go run test lint proto proto-check bench clean
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(SETUP_STAMP) ## install Python packages, Go tools (ghz, helm) and Debian packages
+
+$(SETUP_STAMP): pyproject.toml .ci/constraints.txt
+	$(MAKE) setup-apt setup-go
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip install -q -p $(PY) -c .ci/constraints.txt -e '.[serve,train,dev]'
+	touch $@
+
+setup-apt: ## Debian packages: prometheus (promtool) and wrk
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+setup-go: ## Go tools at pinned versions into .tools/bin
+	@mkdir -p $(TOOLS_BIN)
+	@test -x $(TOOLS_BIN)/ghz && $(TOOLS_BIN)/ghz --version | grep -q $(GHZ_VERSION) || \
+	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	@test -x $(TOOLS_BIN)/helm && $(TOOLS_BIN)/helm version --short | grep -q $(HELM_VERSION) || \
+	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+run: setup ## train the default model if needed, then serve it behind Envoy
+	$(VENV)/bin/pronto up
+
+test: setup ## lint, proto drift check and the whole test suite
+	$(MAKE) lint proto-check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy, buf lint and buf format
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy server trainer gateway loadtest
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf format --diff --exit-code
+
+proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
+	rm -rf $(GEN_PY) && mkdir -p $(GEN_PY) $(dir $(GEN_DESC))
+	$(PY) -m grpc_tools.protoc -I proto \
+	  --python_out=$(GEN_PY) --grpc_python_out=$(GEN_PY) \
+	  --mypy_out=$(GEN_PY) --mypy_grpc_out=$(GEN_PY) $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I proto --include_imports --include_source_info \
+	  --descriptor_set_out=$(GEN_DESC) $(PROTOS)
+	$(PY) -m server.protogen $(GEN_PY)
+
+proto-check: ## fail when generated files differ from what proto/ produces
+	@tmp=$$(mktemp -d); cp -r $(GEN_PY) $$tmp/py; cp $(GEN_DESC) $$tmp/desc.pb; \
+	$(MAKE) -s proto >/dev/null; \
+	if ! diff -r $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
+	  echo "generated code is out of date: run 'make proto' and commit the result"; \
+	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+bench: setup ## load-test scenarios; writes loadtest/results/ and docs/benchmarks.md
+	$(VENV)/bin/pronto bench all
+
+clean: ## remove caches and test artefacts (keeps .venv and .tools)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache loadtest/results/tmp

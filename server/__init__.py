@@ -1,0 +1,1 @@
+"""Pronto inference server."""
