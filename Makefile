@@ -45,10 +45,14 @@ setup-apt: ## Debian packages: prometheus (promtool) and wrk
 
 setup-go: ## Go tools at pinned versions into .tools/bin
 	@mkdir -p $(TOOLS_BIN)
-	@test -x $(TOOLS_BIN)/ghz && $(TOOLS_BIN)/ghz --version | grep -q $(GHZ_VERSION) || \
-	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
-	@test -x $(TOOLS_BIN)/helm && $(TOOLS_BIN)/helm version --short | grep -q $(HELM_VERSION) || \
-	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@# `go install` binaries do not report their module version, so a stamp
+	@# file per pinned version keeps this step idempotent and upgradeable.
+	@test -f $(TOOLS_BIN)/.ghz-$(GHZ_VERSION) || { \
+	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && \
+	  touch $(TOOLS_BIN)/.ghz-$(GHZ_VERSION); }
+	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
+	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
 
 run: setup ## train the default model if needed, then serve it behind Envoy
 	$(VENV)/bin/pronto up
