@@ -1,21 +1,93 @@
-"""`pronto bench`: Run a load-test scenario with ghz/wrk and write reports."""
+"""`pronto bench`: run a load-test scenario with ghz/wrk and write reports."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.settings_cli import add_settings_arguments, settings_from_args
+
+__all__ = ["BenchSettings", "register"]
+
+SCENARIOS = ("smoke", "challenge", "peak", "batch", "compare")
+
+
+class BenchSettings(BaseSettings):
+    """Where to send the load and where to write the reports."""
+
+    model_config = SettingsConfigDict(env_prefix="PRONTO_", extra="ignore")
+
+    address: str | None = Field(
+        None, description="gRPC address of a running server; default: start one on free ports."
+    )
+    envoy_address: str | None = Field(
+        None, description="Address of a running Envoy for REST runs; default: start one."
+    )
+    model_repository: Path = Field(Path("models"), description="Model repository root.")
+    model: str = Field("flight-delay", description="Model the requests are built for.")
+    workers: int = Field(0, ge=0, description="Worker processes to start; 0: one per CPU.")
+    results_dir: Path = Field(
+        Path("loadtest/results"), description="Where summaries and tool reports go."
+    )
+    update_docs: bool = Field(
+        True, description="Regenerate the tables of docs/benchmarks.md from all summaries."
+    )
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="Run a load-test scenario with ghz/wrk and write reports.",
-        description="Run a load-test scenario with ghz/wrk and write reports.",
+    help_text = "Run a load-test scenario with ghz/wrk and write reports."
+    parser = subparsers.add_parser("bench", help=help_text, description=help_text)
+    parser.add_argument(
+        "scenario", help=f"scenario name ({', '.join(SCENARIOS)}, or 'all') or a YAML file"
     )
+    add_settings_arguments(parser, BenchSettings)
     parser.set_defaults(handler=_run)
 
 
+def _ensure_model(settings: BenchSettings) -> None:
+    if any((settings.model_repository / settings.model).glob("[0-9]*/model.json")):
+        return
+    print(f"no {settings.model!r} in {settings.model_repository}: training the default model")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "train",
+            "--model-repository",
+            str(settings.model_repository),
+        ],
+        check=True,
+    )
+
+
+def _ensure_data(settings: BenchSettings) -> None:
+    from loadtest.data import DATA_DIR, build_data, latest_manifest
+
+    if (DATA_DIR / "oip.json").exists():
+        return
+    build_data(latest_manifest(settings.model_repository, settings.model))
+
+
+def run_named(name: str, settings: BenchSettings) -> bool:
+    """Run one scenario; returns whether every threshold was met."""
+    from loadtest.bench import run_bench
+
+    return run_bench(name, settings, " ".join(["pronto", "bench", name]))
+
+
 def _run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("not implemented yet")
+    settings = settings_from_args(BenchSettings, args)
+    _ensure_model(settings)
+    _ensure_data(settings)
+    names = [s for s in SCENARIOS if s != "smoke"] if args.scenario == "all" else [args.scenario]
+    ok = True
+    for name in names:
+        ok = run_named(name, settings) and ok
+    return 0 if ok else 1

@@ -1,0 +1,160 @@
+"""Run ghz and reduce its JSON report to the figures the summaries need."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GhzRun", "LoadResult", "find_tool", "run_ghz"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_tool(name: str) -> str:
+    """Locate ghz/wrk: PATH first, then the project's ``.tools/bin``."""
+    found = shutil.which(name) or shutil.which(name, path=str(_ROOT / ".tools" / "bin"))
+    if not found:
+        raise FileNotFoundError(f"{name} not found: run `make setup`")
+    return found
+
+
+@dataclass
+class LoadResult:
+    """Client-side outcome of one load run, tool-independent."""
+
+    tool: str
+    count: int
+    ok: int
+    errors: int
+    duration_s: float
+    rps: float
+    latency_ms: dict[str, float]
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "count": self.count,
+            "ok": self.ok,
+            "errors": self.errors,
+            "duration_s": round(self.duration_s, 3),
+            "rps": round(self.rps, 1),
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "error_kinds": self.error_kinds,
+        }
+
+
+@dataclass
+class GhzRun:
+    """One ghz invocation against a gRPC address."""
+
+    address: str
+    call: str
+    data_file: Path
+    concurrency: int = 50
+    connections: int = 1
+    total: int | None = None
+    duration_s: float | None = None
+    rps: int | None = None
+    protoset: Path = _ROOT / "gateway" / "generated" / "pronto.pb"
+    timeout_s: float = 10.0
+    metadata: dict[str, str] | None = None
+    extra: list[str] = field(default_factory=list)
+
+    def command(self, output: Path, fmt: str) -> list[str]:
+        cmd = [
+            find_tool("ghz"),
+            "--insecure",
+            f"--protoset={self.protoset}",
+            f"--call={self.call}",
+            f"--data-file={self.data_file}",
+            f"--concurrency={self.concurrency}",
+            f"--connections={self.connections}",
+            f"--timeout={self.timeout_s}s",
+            f"--format={fmt}",
+            f"--output={output}",
+        ]
+        if self.duration_s:
+            cmd.append(f"--duration={self.duration_s}s")
+        if self.total:
+            cmd.append(f"--total={self.total}")
+        if self.rps:
+            cmd.append(f"--rps={self.rps}")
+        if self.metadata:
+            cmd.append("--metadata=" + json.dumps(self.metadata))
+        return [*cmd, *self.extra, self.address]
+
+
+def _percentiles(report: dict[str, Any]) -> dict[str, float]:
+    wanted = {50: "p50", 90: "p90", 95: "p95", 99: "p99"}
+    out: dict[str, float] = {}
+    for item in report.get("latencyDistribution") or []:
+        key = wanted.get(int(item["percentage"]))
+        if key:
+            out[key] = item["latency"] / 1e6
+    out["mean"] = report.get("average", 0) / 1e6
+    out["max"] = report.get("slowest", 0) / 1e6
+    return out
+
+
+def parse_ghz_report(report: dict[str, Any]) -> LoadResult:
+    codes: dict[str, int] = dict(report.get("statusCodeDistribution") or {})
+    ok = int(codes.get("OK", 0))
+    count = int(report.get("count", 0))
+    errors = sum(v for k, v in codes.items() if k != "OK")
+    kinds = {k: int(v) for k, v in codes.items() if k != "OK"}
+    kinds.update({k[:200]: int(v) for k, v in (report.get("errorDistribution") or {}).items()})
+    return LoadResult(
+        tool="ghz",
+        count=count,
+        ok=ok,
+        errors=errors,
+        duration_s=report.get("total", 0) / 1e9,
+        rps=float(report.get("rps", 0.0)),
+        latency_ms=_percentiles(report),
+        error_kinds=kinds,
+    )
+
+
+def run_ghz(run: GhzRun, out_dir: Path, name: str) -> LoadResult:
+    """Run ghz once, keep its JSON and HTML reports in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{name}.ghz.json"
+    proc = subprocess.run(run.command(json_path, "json"), capture_output=True, text=True)
+    if not json_path.exists() or json_path.stat().st_size == 0:
+        raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    report = json.loads(json_path.read_text())
+    _write_html(report, run, out_dir / f"{name}.ghz.html")
+    # The per-request details make the JSON large and add nothing to the summary.
+    report.pop("details", None)
+    json_path.write_text(json.dumps(report, indent=1))
+    return parse_ghz_report(report)
+
+
+def _write_html(report: dict[str, Any], run: GhzRun, path: Path) -> None:
+    """ghz renders HTML itself only during a run; rerunning would double the load,
+    so convert the JSON report we have with ghz's own template-free summary."""
+    result = parse_ghz_report(report)
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{v:.3f} ms</td></tr>" for k, v in result.latency_ms.items()
+    )
+    hist = "".join(
+        f"<tr><td>{b['mark'] * 1000:.3f} ms</td><td>{b['count']}</td></tr>"
+        for b in report.get("histogram") or []
+    )
+    codes = "".join(
+        f"<tr><td>{k}</td><td>{v}</td></tr>"
+        for k, v in (report.get("statusCodeDistribution") or {}).items()
+    )
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>ghz report</title></head><body>"
+        f"<h1>{run.call}</h1><p>{result.count} requests, {result.rps:.1f} RPS, "
+        f"{result.duration_s:.2f} s, concurrency {run.concurrency}, "
+        f"connections {run.connections}, rps limit {run.rps or 'none'}</p>"
+        f"<h2>Latency</h2><table>{rows}</table><h2>Histogram</h2><table>{hist}</table>"
+        f"<h2>Status codes</h2><table>{codes}</table></body></html>"
+    )

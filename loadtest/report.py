@@ -1,0 +1,102 @@
+"""Summaries under ``loadtest/results/`` and the tables of ``docs/benchmarks.md``.
+
+The markdown is regenerated from the summary files only, so the document
+always shows what the last ``pronto bench`` runs measured, with the machine
+and command that produced each table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_markdown", "update_benchmarks_doc", "write_summary"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "loadtest" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- BEGIN GENERATED: pronto bench -->", "<!-- END GENERATED: pronto bench -->"
+
+
+def write_summary(
+    scenario: dict[str, Any],
+    runs: list[dict[str, Any]],
+    machine: dict[str, Any],
+    command: str,
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    summary = {
+        "scenario": scenario["name"],
+        "description": scenario.get("description", ""),
+        "command": command,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "passed": all(r["passed"] for r in runs),
+        "runs": runs,
+        **(extra or {}),
+    }
+    path = out_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return path
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:,.{digits}f}"
+
+
+def _table(summary: dict[str, Any]) -> str:
+    lines = [
+        f"### {summary['scenario']}",
+        "",
+        summary.get("description", ""),
+        "",
+        f"Command: `{summary['command']}` · finished {summary['finished_at']} · "
+        f"machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, "
+        f"{summary['machine']['memory_gib']} GiB, load generator on the same machine · "
+        f"{'all thresholds met' if summary['passed'] else '**thresholds missed**'}",
+        "",
+        "| run | tool | target RPS | requests | errors | RPS | p50 ms | p95 ms | p99 ms "
+        "| server CPU s | server peak RSS MiB | verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for run in summary["runs"]:
+        r, s, spec = run["result"], run["server"], run["spec"]
+        lat = r["latency_ms"]
+        verdict = "pass" if run["passed"] else "FAIL: " + "; ".join(run["failures"])
+        rows = f" ({run['rows_per_s']:,} rows/s)" if "rows_per_s" in run else ""
+        peak = f" (peak {run['peak_rps']:,} RPS)" if "peak_rps" in run else ""
+        lines.append(
+            f"| {run['name']}{peak} | {r['tool']} | {spec.get('rps') or 'unpaced'} "
+            f"| {r['count']:,} | {r['errors']} | {_fmt(r['rps'], 0)}{rows} "
+            f"| {_fmt(lat.get('p50'))} "
+            f"| {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))} | {_fmt(s.get('cpu_seconds'), 1)} "
+            f"| {_fmt(s.get('peak_rss_mib'), 0)} | {verdict} |"
+        )
+    for table in summary.get("tables", []):
+        lines += ["", table]
+    return "\n".join(lines)
+
+
+def render_markdown(results_dir: Path = RESULTS_DIR) -> str:
+    order = ["smoke", "challenge", "peak", "batch", "compare", "batching", "drift"]
+    summaries = []
+    for path in sorted(results_dir.glob("*/summary.json")):
+        summaries.append(json.loads(path.read_text()))
+    summaries.sort(
+        key=lambda s: (order.index(s["scenario"]) if s["scenario"] in order else 99, s["scenario"])
+    )
+    body = "\n\n".join(_table(s) for s in summaries) or "_No results yet: run `make bench`._"
+    return f"{BEGIN}\n{body}\n{END}"
+
+
+def update_benchmarks_doc(doc: Path = DOC, results_dir: Path = RESULTS_DIR) -> None:
+    """Replace the generated block of ``doc`` (hand-written text around it stays)."""
+    text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    doc.write_text(pattern.sub(lambda _: render_markdown(results_dir), text))

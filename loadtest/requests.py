@@ -1,0 +1,107 @@
+"""Request payloads for the load scenarios, built from real feature rows.
+
+Every request carries different rows (no single repeated payload), in the
+JSON forms the tools send: protobuf JSON for ghz (OIP ModelInfer and
+pronto.v1 Predict) and REST bodies, one per line, for wrk.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PayloadSet", "build_payloads", "write_payloads"]
+
+PayloadSet = dict[str, list[dict[str, Any]]]
+
+
+def _chunks(
+    rows: Sequence[dict[str, Any]], size: int, count: int
+) -> Iterable[list[dict[str, Any]]]:
+    n = len(rows)
+    for i in range(count):
+        start = (i * size) % n
+        chunk = [rows[(start + j) % n] for j in range(size)]
+        yield chunk
+
+
+def _b64(value: Any) -> str:
+    return base64.b64encode(str(value).encode()).decode()
+
+
+def _oip_request(
+    model: str, inputs: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    tensors = []
+    for spec in inputs:
+        name, dtype = spec["name"], spec["datatype"]
+        values = [row[name] for row in rows]
+        contents: dict[str, list[Any]]
+        if dtype == "BYTES":
+            contents = {
+                "bytes_contents": [base64.b64encode(str(v).encode()).decode() for v in values]
+            }
+        elif dtype in ("FP32", "FP64"):
+            key = "fp32_contents" if dtype == "FP32" else "fp64_contents"
+            contents = {key: [float(v) for v in values]}
+        elif dtype == "INT64":
+            contents = {"int64_contents": [str(int(v)) for v in values]}
+        elif dtype == "INT32":
+            contents = {"int_contents": [int(v) for v in values]}
+        elif dtype == "BOOL":
+            contents = {"bool_contents": [bool(v) for v in values]}
+        else:
+            raise ValueError(f"unsupported datatype {dtype} for input {name}")
+        tensors.append(
+            {"name": name, "datatype": dtype, "shape": [len(rows), 1], "contents": contents}
+        )
+    return {"model_name": model, "inputs": tensors, "outputs": [{"name": "probabilities"}]}
+
+
+def _clean(row: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in inputs:
+        v = row[spec["name"]]
+        if spec["datatype"] == "BYTES":
+            out[spec["name"]] = str(v)
+        else:
+            f = float(v)
+            out[spec["name"]] = int(f) if f.is_integer() and not math.isinf(f) else f
+    return out
+
+
+def build_payloads(
+    manifest: dict[str, Any], rows: Sequence[dict[str, Any]], batch: int, count: int
+) -> PayloadSet:
+    """``count`` requests of ``batch`` rows each, per protocol."""
+    model = manifest["name"]
+    inputs = manifest["signature"]["inputs"]
+    clean = [_clean(r, inputs) for r in rows]
+    oip, predict, rest_predict, rest_oip = [], [], [], []
+    for chunk in _chunks(clean, batch, count):
+        req = _oip_request(model, inputs, chunk)
+        oip.append(req)
+        rest_oip.append({k: v for k, v in req.items() if k != "model_name"})
+        predict.append({"name": model, "instances": chunk})
+        rest_predict.append({"instances": chunk})
+    return {"oip": oip, "predict": predict, "rest_oip": rest_oip, "rest_predict": rest_predict}
+
+
+def write_payloads(payloads: PayloadSet, out_dir: Path, suffix: str) -> dict[str, Path]:
+    """ghz reads a JSON array (one element per request, round-robin); wrk's
+    script reads one body per line."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for kind, items in payloads.items():
+        if kind.startswith("rest_"):
+            path = out_dir / f"{kind}{suffix}.jsonl"
+            path.write_text("".join(json.dumps(i, separators=(",", ":")) + "\n" for i in items))
+        else:
+            path = out_dir / f"{kind}{suffix}.json"
+            path.write_text(json.dumps(items, separators=(",", ":")))
+        paths[kind] = path
+    return paths

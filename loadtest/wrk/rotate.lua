@@ -1,0 +1,49 @@
+-- wrk script: POST a different JSON body on every request, rotating through a
+-- file with one body per line, and print a JSON summary at the end so the
+-- harness never parses wrk's human-readable output.
+--
+-- Environment: WRK_BODIES (path of the bodies file), WRK_PATH (request path),
+-- WRK_HEADERS (optional "Name: value" pairs separated by "\n"), WRK_DELAY_MS
+-- (optional pause before each request on a connection: wrk cannot pace a
+-- constant rate, so connections / rate gives an approximately paced load).
+
+local bodies = {}
+local index = 0
+local path = os.getenv("WRK_PATH") or "/"
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+
+function init(args)
+  for line in io.lines(os.getenv("WRK_BODIES")) do
+    if #line > 0 then bodies[#bodies + 1] = line end
+  end
+  -- Start each thread at a different offset so threads do not send in lockstep.
+  index = math.random(#bodies)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  for name, value in string.gmatch(os.getenv("WRK_HEADERS") or "", "([^:\n]+):%s*([^\n]+)") do
+    wrk.headers[name] = value
+  end
+end
+
+function request()
+  index = index % #bodies + 1
+  return wrk.format(nil, path, nil, bodies[index])
+end
+
+if pause > 0 then
+  function delay()
+    return pause
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\nWRK_JSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, ' ..
+    '"timeouts": %d, "p50_us": %d, "p90_us": %d, "p95_us": %d, "p99_us": %d, ' ..
+    '"mean_us": %.1f, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency.mean, latency.max))
+end
