@@ -1,0 +1,265 @@
+"""Render the Envoy configuration from :class:`GatewaySettings`.
+
+Rendering is a pure function of the settings, the packaged template and the
+descriptor set: the same inputs give byte-identical output, which is what lets
+the Helm chart render in an init container and a test pin the result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from gateway.settings import GatewaySettings
+
+__all__ = [
+    "DESCRIPTOR_FILENAME",
+    "PACKAGED_DESCRIPTOR_SET",
+    "TEMPLATE",
+    "ApiKey",
+    "build_context",
+    "read_api_keys",
+    "render",
+    "transcoded_services",
+    "worker_count",
+    "write_config",
+]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE = PACKAGE_DIR / "envoy.yaml.j2"
+DESCRIPTOR_FILENAME = "pronto.pb"
+PACKAGED_DESCRIPTOR_SET = PACKAGE_DIR / "generated" / DESCRIPTOR_FILENAME
+
+# Liveness and readiness must answer without credentials or rate limiting: kubelet,
+# load balancers and Envoy's own health checks carry neither.
+PUBLIC_PATHS = (
+    ("path", "/inference.GRPCInferenceService/ServerLive"),
+    ("path", "/inference.GRPCInferenceService/ServerReady"),
+    ("prefix", "/grpc.health.v1.Health/"),
+)
+INFER_PATHS = (
+    ("path", "/inference.GRPCInferenceService/ModelInfer"),
+    ("path", "/pronto.v1.PredictionService/Predict"),
+)
+# Native gRPC only (no REST mapping), forwarded so grpcurl and friends work through Envoy.
+PASSTHROUGH_SERVICES = (
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
+
+# Envoy's own error replies to plain HTTP requests: HTTP status -> gRPC code, message.
+LOCAL_REPLIES = (
+    (400, 3, "%LOCAL_REPLY_BODY%"),
+    (401, 16, "%LOCAL_REPLY_BODY%"),
+    (403, 7, "%LOCAL_REPLY_BODY%"),
+    (404, 5, "no route for %REQ(:METHOD)% %REQ(:PATH)%"),
+    (413, 8, "%LOCAL_REPLY_BODY%"),
+    (429, 8, "%LOCAL_REPLY_BODY%"),
+    (503, 14, "%LOCAL_REPLY_BODY%"),
+    (504, 4, "%LOCAL_REPLY_BODY%"),
+)
+# For gRPC (and transcoded) requests Envoy derives grpc-status from the HTTP code, and maps
+# all of these to UNAVAILABLE; the transcoder would then answer 503.
+GRPC_LOCAL_REPLIES = ((413, 8), (429, 8), (504, 4))
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+API_KEY_FILTER = "envoy.filters.http.api_key_auth"
+RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    client: str
+    key: str
+
+
+def read_api_keys(path: str | Path) -> list[ApiKey]:
+    """Parse ``client:key`` lines; blank lines and ``#`` comments are skipped."""
+    keys: list[ApiKey] = []
+    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        client, sep, key = line.partition(":")
+        if not sep or not client.strip() or not key.strip():
+            raise ValueError(f"{path}:{number}: expected 'client:key'")
+        keys.append(ApiKey(client.strip(), key.strip()))
+    if not keys:
+        raise ValueError(f"{path}: no API keys")
+    return keys
+
+
+def transcoded_services(descriptor_set: bytes) -> list[str]:
+    """Services of the descriptor set that carry ``google.api.http`` rules."""
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
+    services = []
+    for file in fds.file:
+        for service in file.service:
+            if any(m.options.HasExtension(annotations_pb2.http) for m in service.method):
+                services.append(f"{file.package}.{service.name}")
+    return sorted(services)
+
+
+def worker_count(settings: GatewaySettings) -> int:
+    if settings.workers:
+        return settings.workers
+    from server.settings import usable_cpus  # same default as `pronto serve`
+
+    return usable_cpus()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _routes(settings: GatewaySettings, services: list[str], jwt: bool, keys: bool) -> list[Any]:
+    present = [
+        name
+        for name, on in ((JWT_FILTER, jwt), (API_KEY_FILTER, keys), (RATE_LIMIT_FILTER, True))
+        if on and (name != RATE_LIMIT_FILTER or settings.rate_limit_rps)
+    ]
+    routes: list[dict[str, Any]] = []
+    for kind, value in PUBLIC_PATHS:
+        routes.append(
+            {
+                "name": "public-" + value.strip("/").replace("/", "-"),
+                "match_kind": kind,
+                "match_value": value,
+                "header": None,
+                "timeout": _seconds(settings.metadata_timeout),
+                "auth": "none",
+                "disabled_filters": present,
+            }
+        )
+    # With both mechanisms a request carrying an API key is checked as such and one without
+    # must bring a JWT: either credential admits it, a wrong one is refused.
+    variants: list[tuple[str, str | None]] = []
+    if keys:
+        variants.append(("api-key", settings.api_key_header if jwt else None))
+    if jwt:
+        variants.append(("jwt", None))
+    if not variants:
+        variants.append(("none", None))
+    api = [*INFER_PATHS] + [
+        ("prefix", f"/{service}/") for service in [*services, *PASSTHROUGH_SERVICES]
+    ]
+    for auth, header in variants:
+        off = {"api-key": [JWT_FILTER], "jwt": [API_KEY_FILTER], "none": []}[auth]
+        for kind, value in api:
+            timeout = settings.infer_timeout if kind == "path" else settings.metadata_timeout
+            routes.append(
+                {
+                    "name": f"{auth}-" + value.strip("/").replace("/", "-"),
+                    "match_kind": kind,
+                    "match_value": value,
+                    "header": header,
+                    "timeout": _seconds(timeout),
+                    "auth": auth,
+                    "disabled_filters": [f for f in off if f in present],
+                }
+            )
+    return routes
+
+
+def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, Any]:
+    """Template context; ``descriptor_path`` is where Envoy will read the descriptor set."""
+    source = Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET)
+    services = transcoded_services(source.read_bytes())
+    jwt = settings.jwt_jwks_file != ""
+    keys = read_api_keys(settings.api_keys_file) if settings.api_keys_file else []
+    if settings.require_auth and not (jwt or keys):
+        raise ValueError("require_auth is set but neither a JWKS file nor API keys are given")
+    if settings.upstream_tls and bool(settings.upstream_tls_cert_file) != bool(
+        settings.upstream_tls_key_file
+    ):
+        raise ValueError("mutual TLS needs both upstream_tls_cert_file and upstream_tls_key_file")
+    workers = worker_count(settings)
+    if settings.worker_base_port + workers - 1 > 65535:
+        raise ValueError("worker ports run past 65535")
+    interval = settings.health_check_interval
+    return {
+        "admin_port": settings.admin_port,
+        "stats_port": settings.stats_port,
+        "listen_address": settings.listen_address,
+        "listen_port": settings.listen_port,
+        "buffer_limit_bytes": settings.max_request_bytes,
+        "access_log": settings.access_log,
+        "local_replies": [
+            {"op": "EQ", "http": h, "grpc": g, "message": m} for h, g, m in LOCAL_REPLIES
+        ]
+        + [{"op": "GE", "http": 400, "grpc": 2, "message": "%LOCAL_REPLY_BODY%"}],
+        "grpc_local_replies": [{"http": h, "grpc": g} for h, g in GRPC_LOCAL_REPLIES],
+        "routes": _routes(settings, services, jwt, bool(keys)),
+        "retries": settings.retries,
+        "descriptor_set": descriptor_path,
+        "services": services,
+        "max_request_bytes": settings.max_request_bytes,
+        "max_response_bytes": MAX_RESPONSE_BYTES,
+        "jwt": {
+            "issuer": settings.jwt_issuer,
+            "audiences": settings.jwt_audiences,
+            "jwks_file": settings.jwt_jwks_file,
+        }
+        if jwt
+        else None,
+        "api_keys": {"credentials": keys, "header": settings.api_key_header} if keys else None,
+        "rate_limit": {
+            "rps": settings.rate_limit_rps,
+            "burst": settings.rate_limit_burst or settings.rate_limit_rps,
+        }
+        if settings.rate_limit_rps
+        else None,
+        "worker_ports": [settings.worker_base_port + i for i in range(workers)],
+        "upstream_host": settings.upstream_host,
+        "upstream_tls": {
+            "ca_file": settings.upstream_tls_ca_file,
+            "cert_file": settings.upstream_tls_cert_file,
+            "key_file": settings.upstream_tls_key_file,
+            "server_name": settings.upstream_tls_server_name,
+        }
+        if settings.upstream_tls
+        else None,
+        "health_check_service": settings.health_check_service,
+        "health_check_interval": _seconds(interval),
+        "health_check_timeout": _seconds(max(interval, 1.0)),
+    }
+
+
+def render(settings: GatewaySettings, descriptor_path: str | None = None) -> str:
+    """The Envoy configuration as YAML text."""
+    if descriptor_path is None:
+        descriptor_path = str(Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).resolve())
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PACKAGE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(TEMPLATE.name).render(build_context(settings, descriptor_path))
+
+
+def write_config(settings: GatewaySettings, path: str | Path) -> Path:
+    """Write the configuration to ``path``; without an explicit descriptor set, copy the
+    packaged one next to it so the pair can be handed to any Envoy (e.g. a sidecar)."""
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if settings.descriptor_set:
+        descriptor = settings.descriptor_set
+    else:
+        copy = target.parent / DESCRIPTOR_FILENAME
+        shutil.copyfile(PACKAGED_DESCRIPTOR_SET, copy)
+        descriptor = str(copy)
+    text = render(settings, descriptor)
+    # API keys end up inline: keep the file private to its owner.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return target

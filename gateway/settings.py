@@ -1,0 +1,108 @@
+"""Settings of ``pronto gateway``: one pydantic-settings class, read from ``PRONTO_*``.
+
+The renderer is a pure function of these settings, so a Helm chart can drive it
+with environment variables alone (see ``docs/gateway.md``). Names shared with
+``pronto serve`` (``workers``, ``worker_base_port``) read the same variables on
+purpose: one value describes both sides of the connection.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(BaseSettings):
+    """Configuration of the Envoy gateway in front of the worker processes."""
+
+    model_config = SettingsConfigDict(env_prefix="PRONTO_", extra="ignore")
+
+    listen_address: str = Field("0.0.0.0", description="Address of the REST and gRPC listener.")
+    listen_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the REST and gRPC listener."
+    )
+    admin_port: int = Field(
+        9901, ge=1, le=65535, description="Port of Envoy's admin interface (bound to 127.0.0.1)."
+    )
+    stats_port: int = Field(
+        9902,
+        ge=0,
+        le=65535,
+        description="Port serving only /stats/prometheus from the admin interface, for "
+        "scraping (0 disables it).",
+    )
+    workers: int = Field(
+        0, ge=0, le=256, description="Worker processes to balance over; 0 means one per usable CPU."
+    )
+    worker_base_port: int = Field(
+        50100, ge=1, le=65535, description="Worker i listens on this port + i."
+    )
+    upstream_host: str = Field("127.0.0.1", description="Host of the workers' private ports.")
+    upstream_tls: bool = Field(False, description="Speak TLS to the workers.")
+    upstream_tls_ca_file: str = Field(
+        "", description="CA bundle that signs the workers' certificates (TLS upstream)."
+    )
+    upstream_tls_cert_file: str = Field(
+        "", description="Client certificate Envoy presents to the workers (mutual TLS)."
+    )
+    upstream_tls_key_file: str = Field(
+        "", description="Private key of the client certificate (mutual TLS)."
+    )
+    upstream_tls_server_name: str = Field(
+        "", description="SNI and expected certificate name of the workers (TLS upstream)."
+    )
+    health_check_service: str = Field(
+        "", description="grpc.health.v1 service name checked on every worker ('' = overall)."
+    )
+    health_check_interval: float = Field(
+        1.0, gt=0, description="Seconds between active health checks of each worker."
+    )
+    infer_timeout: float = Field(
+        10.0, gt=0, description="Seconds an inference request may take, retries included."
+    )
+    metadata_timeout: float = Field(
+        2.0, gt=0, description="Seconds a health, metadata or listing request may take."
+    )
+    retries: int = Field(
+        3, ge=0, le=10, description="Retries on UNAVAILABLE, reset or connect failure."
+    )
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest REST request body, in bytes (413 above).",
+    )
+    jwt_jwks_file: str = Field(
+        "", description="JWKS file with the keys that sign accepted JWTs (enables JWT auth)."
+    )
+    jwt_issuer: str = Field("", description="Required 'iss' claim of accepted JWTs ('' = any).")
+    jwt_audiences: list[str] = Field(
+        default_factory=list,
+        description="Accepted 'aud' claims of JWTs (empty = any); env value is a JSON list.",
+    )
+    api_keys_file: str = Field(
+        "",
+        description="File of API keys, one 'client:key' per line (enables API-key auth).",
+    )
+    api_key_header: str = Field("x-api-key", description="Request header carrying the API key.")
+    require_auth: bool = Field(
+        False,
+        description="Refuse to render a configuration without JWT or API-key authentication.",
+    )
+    rate_limit_rps: int = Field(
+        0, ge=0, description="Requests per second admitted by the local rate limit (0 = off)."
+    )
+    rate_limit_burst: int = Field(
+        0, ge=0, description="Token-bucket size of the rate limit (0 = same as rate_limit_rps)."
+    )
+    envoy_concurrency: int = Field(
+        0, ge=0, description="Envoy worker threads (0 = one per usable CPU)."
+    )
+    envoy_log_level: str = Field("warning", description="Envoy log level.")
+    access_log: bool = Field(False, description="Write an access log line per request to stdout.")
+    descriptor_set: str = Field(
+        "",
+        description="Path at which Envoy reads the proto descriptor set ('' = the packaged one, "
+        "copied next to a rendered file).",
+    )
