@@ -1,0 +1,76 @@
+"""The scikit-learn pipeline: ``ColumnTransformer`` preprocessing and a classifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from trainer.data import Dataset
+from trainer.settings import TrainSettings
+
+__all__ = ["Split", "build_pipeline", "estimator_params", "split"]
+
+
+class Split:
+    """A seeded, stratified train/test split of a dataset."""
+
+    def __init__(self, data: Dataset, test_size: float, seed: int) -> None:
+        counts = data.y.value_counts()
+        # Stratifying needs two rows of every class; rare classes fall back to a plain split.
+        stratify = data.y if counts.min() >= 2 else None
+        self.X_train, self.X_test, self.y_train, self.y_test = train_test_split(
+            data.X, data.y, test_size=test_size, random_state=seed, stratify=stratify
+        )
+
+
+def split(data: Dataset, test_size: float, seed: int) -> Split:
+    return Split(data, test_size, seed)
+
+
+def estimator_params(settings: TrainSettings) -> dict[str, Any]:
+    """The estimator's hyper-parameters as recorded in the manifest."""
+    if settings.estimator == "hist_gradient_boosting":
+        return {
+            "max_iter": settings.max_iter or 200,
+            "learning_rate": settings.learning_rate,
+            "random_state": settings.seed,
+        }
+    return {
+        "C": settings.lr_c,
+        "max_iter": settings.max_iter or 1000,
+        "class_weight": "balanced",
+        "random_state": settings.seed,
+    }
+
+
+def build_pipeline(
+    categorical: list[str], numeric: list[str], estimator: str, params: dict[str, Any]
+) -> Pipeline:
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if categorical:
+        # min_frequency would fold rare values into one column, which skl2onnx cannot express.
+        onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        transformers.append(("categorical", onehot, categorical))
+    if numeric:
+        scale = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
+        transformers.append(("numeric", scale, numeric))
+    classifier: Any
+    if estimator == "hist_gradient_boosting":
+        classifier = HistGradientBoostingClassifier(**params)
+    else:
+        classifier = LogisticRegression(**params)
+    return Pipeline(
+        [
+            ("preprocess", ColumnTransformer(transformers, sparse_threshold=0)),
+            ("classifier", classifier),
+        ]
+    )
