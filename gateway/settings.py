@@ -19,90 +19,112 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PRONTO_", extra="ignore")
 
-    listen_address: str = Field("0.0.0.0", description="Address of the REST and gRPC listener.")
+    listen_address: str = Field(
+        default="0.0.0.0", description="Address of the REST and gRPC listener."
+    )
     listen_port: int = Field(
-        8080, ge=1, le=65535, description="Port of the REST and gRPC listener."
+        default=8080, ge=1, le=65535, description="Port of the REST and gRPC listener."
     )
     admin_port: int = Field(
-        9901, ge=1, le=65535, description="Port of Envoy's admin interface (bound to 127.0.0.1)."
+        default=9901,
+        ge=1,
+        le=65535,
+        description="Port of Envoy's admin interface (bound to 127.0.0.1).",
     )
     stats_port: int = Field(
-        9902,
+        default=9902,
         ge=0,
         le=65535,
         description="Port serving only /stats/prometheus from the admin interface, for "
         "scraping (0 disables it).",
     )
     workers: int = Field(
-        0, ge=0, le=256, description="Worker processes to balance over; 0 means one per usable CPU."
+        default=0,
+        ge=0,
+        le=256,
+        description="Worker processes to balance over; 0 means one per usable CPU.",
     )
     worker_base_port: int = Field(
-        50100, ge=1, le=65535, description="Worker i listens on this port + i."
+        default=50100, ge=1, le=65535, description="Worker i listens on this port + i."
     )
-    upstream_host: str = Field("127.0.0.1", description="Host of the workers' private ports.")
-    upstream_tls: bool = Field(False, description="Speak TLS to the workers.")
+    upstream_host: str = Field(
+        default="127.0.0.1", description="Host of the workers' private ports."
+    )
+    upstream_tls: bool = Field(default=False, description="Speak TLS to the workers.")
     upstream_tls_ca_file: str = Field(
-        "", description="CA bundle that signs the workers' certificates (TLS upstream)."
+        default="", description="CA bundle that signs the workers' certificates (TLS upstream)."
     )
     upstream_tls_cert_file: str = Field(
-        "", description="Client certificate Envoy presents to the workers (mutual TLS)."
+        default="", description="Client certificate Envoy presents to the workers (mutual TLS)."
     )
     upstream_tls_key_file: str = Field(
-        "", description="Private key of the client certificate (mutual TLS)."
+        default="", description="Private key of the client certificate (mutual TLS)."
     )
     upstream_tls_server_name: str = Field(
-        "", description="SNI and expected certificate name of the workers (TLS upstream)."
+        default="", description="SNI and expected certificate name of the workers (TLS upstream)."
     )
     health_check_service: str = Field(
-        "", description="grpc.health.v1 service name checked on every worker ('' = overall)."
+        default="",
+        description="grpc.health.v1 service name checked on every worker ('' = overall).",
     )
     health_check_interval: float = Field(
-        1.0, gt=0, description="Seconds between active health checks of each worker."
+        default=1.0, gt=0, description="Seconds between active health checks of each worker."
     )
     infer_timeout: float = Field(
-        10.0, gt=0, description="Seconds an inference request may take, retries included."
+        default=10.0, gt=0, description="Seconds an inference request may take, retries included."
     )
     metadata_timeout: float = Field(
-        2.0, gt=0, description="Seconds a health, metadata or listing request may take."
+        default=2.0, gt=0, description="Seconds a health, metadata or listing request may take."
     )
     retries: int = Field(
-        3, ge=0, le=10, description="Retries on UNAVAILABLE, reset or connect failure."
+        default=3, ge=0, le=10, description="Retries on UNAVAILABLE, reset or connect failure."
     )
     max_request_bytes: int = Field(
-        4 * 1024 * 1024,
+        default=4 * 1024 * 1024,
         ge=1024,
         description="Largest REST request body, in bytes (413 above).",
     )
     jwt_jwks_file: str = Field(
-        "", description="JWKS file with the keys that sign accepted JWTs (enables JWT auth)."
+        default="",
+        description="JWKS file with the keys that sign accepted JWTs (enables JWT auth).",
     )
-    jwt_issuer: str = Field("", description="Required 'iss' claim of accepted JWTs ('' = any).")
+    jwt_issuer: str = Field(
+        default="", description="Required 'iss' claim of accepted JWTs ('' = any)."
+    )
     jwt_audiences: list[str] = Field(
         default_factory=list,
         description="Accepted 'aud' claims of JWTs (empty = any); env value is a JSON list.",
     )
     api_keys_file: str = Field(
-        "",
+        default="",
         description="File of API keys, one 'client:key' per line (enables API-key auth).",
     )
-    api_key_header: str = Field("x-api-key", description="Request header carrying the API key.")
+    api_key_header: str = Field(
+        default="x-api-key", description="Request header carrying the API key."
+    )
     require_auth: bool = Field(
-        False,
+        default=False,
         description="Refuse to render a configuration without JWT or API-key authentication.",
     )
     rate_limit_rps: int = Field(
-        0, ge=0, description="Requests per second admitted by the local rate limit (0 = off)."
+        default=0,
+        ge=0,
+        description="Requests per second admitted by the local rate limit (0 = off).",
     )
     rate_limit_burst: int = Field(
-        0, ge=0, description="Token-bucket size of the rate limit (0 = same as rate_limit_rps)."
+        default=0,
+        ge=0,
+        description="Token-bucket size of the rate limit (0 = same as rate_limit_rps).",
     )
     envoy_concurrency: int = Field(
-        0, ge=0, description="Envoy worker threads (0 = one per usable CPU)."
+        default=0, ge=0, description="Envoy worker threads (0 = one per usable CPU)."
     )
-    envoy_log_level: str = Field("warning", description="Envoy log level.")
-    access_log: bool = Field(False, description="Write an access log line per request to stdout.")
+    envoy_log_level: str = Field(default="warning", description="Envoy log level.")
+    access_log: bool = Field(
+        default=False, description="Write an access log line per request to stdout."
+    )
     descriptor_set: str = Field(
-        "",
+        default="",
         description="Path at which Envoy reads the proto descriptor set ('' = the packaged one, "
         "copied next to a rendered file).",
     )
