@@ -1,0 +1,77 @@
+# Outputs are named for what consumes them: helm_* go into the chart's values,
+# dvc_* into .dvc/config, github_* into the repository's Actions variables.
+# docs/infrastructure.md maps each one to the exact setting.
+
+output "helm_image_repository" {
+  description = "Chart value image.repository: where CI pushes the server image and the nodes pull it from."
+  value       = "${module.registry.repository_url}/pronto"
+}
+
+output "helm_gcp_service_account" {
+  description = "Chart value for the Kubernetes service account annotation iam.gke.io/gcp-service-account (Workload Identity)."
+  value       = module.iam.runtime_service_account_email
+}
+
+output "helm_model_bucket" {
+  description = "Chart value for the model init container: models are read from gs://<bucket>/<model>/<version>/."
+  value       = module.storage.model_bucket_name
+}
+
+output "helm_model_repository_uri" {
+  description = "gs:// prefix of the model repository, the same bucket as helm_model_bucket in URI form."
+  value       = module.storage.model_bucket_url
+}
+
+output "dvc_remote_url" {
+  description = "DVC remote: dvc remote add -d gcs <this>."
+  value       = "${module.storage.dvc_bucket_url}/dvc"
+}
+
+output "github_workload_identity_provider" {
+  description = "Actions variable GCP_WORKLOAD_IDENTITY_PROVIDER: workload_identity_provider input of google-github-actions/auth."
+  value       = module.iam.workload_identity_provider
+}
+
+output "github_service_account" {
+  description = "Actions variable GCP_SERVICE_ACCOUNT: service_account input of google-github-actions/auth."
+  value       = module.iam.ci_service_account_email
+}
+
+output "github_project_id" {
+  description = "Actions variable GCP_PROJECT_ID."
+  value       = var.project_id
+}
+
+output "github_gke_cluster" {
+  description = "Actions variable GKE_CLUSTER: cluster name for get-credentials."
+  value       = module.gke.cluster_name
+}
+
+output "github_gke_location" {
+  description = "Actions variable GKE_LOCATION: zone or region for get-credentials."
+  value       = module.gke.location
+}
+
+output "github_artifact_registry" {
+  description = "Actions variable ARTIFACT_REGISTRY: image path prefix <region>-docker.pkg.dev/<project>/<repository>; the workflow pushes <this>/pronto:<sha>."
+  value       = module.registry.repository_url
+}
+
+output "github_model_bucket" {
+  description = "Actions variable MODEL_BUCKET: bucket the training workflow publishes models to."
+  value       = module.storage.model_bucket_name
+}
+
+output "github_actions_variables" {
+  description = "All Actions variables at once, for a loop over `gh variable set NAME --body VALUE`."
+  value = {
+    GCP_WORKLOAD_IDENTITY_PROVIDER = module.iam.workload_identity_provider
+    GCP_SERVICE_ACCOUNT            = module.iam.ci_service_account_email
+    GCP_PROJECT_ID                 = var.project_id
+    GKE_CLUSTER                    = module.gke.cluster_name
+    GKE_LOCATION                   = module.gke.location
+    ARTIFACT_REGISTRY              = module.registry.repository_url
+    MODEL_BUCKET                   = module.storage.model_bucket_name
+    DVC_REMOTE_URL                 = "${module.storage.dvc_bucket_url}/dvc"
+  }
+}
