@@ -1,1 +1,3 @@
 """Pronto inference server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,207 @@
+"""The transport-neutral inference core (one per worker process).
+
+Servicers convert wire messages to :class:`InferRequest` / instance mappings, call the
+core, and convert back; validation against the model and the actual run live here only.
+:meth:`InferenceCore.run` is the seam where a batcher can later sit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server.datatypes import Datatype, datatype_of_array
+from server.errors import InvalidInput, ModelNotFound, ServerNotReady
+from server.features import columns_from_instances
+from server.model import ModelHandle
+from server.repository import Registry
+
+__all__ = ["InferRequest", "InferResponse", "InferenceCore", "Prediction", "Tensor"]
+
+SERVER_NAME = "pronto"
+
+
+@dataclass(slots=True)
+class Tensor:
+    name: str
+    datatype: Datatype
+    data: np.ndarray
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model_name: str
+    model_version: str
+    inputs: list[Tensor]
+    #: requested output names; empty means all outputs
+    outputs: list[str] = field(default_factory=list)
+    id: str = ""
+    raw_output: bool = False
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[Tensor]
+    raw_output: bool
+
+
+@dataclass(slots=True)
+class Prediction:
+    model_name: str
+    model_version: str
+    labels: list[str]
+    classes: list[str]
+    probabilities: np.ndarray  # [rows, classes], float64
+
+
+class InferenceCore:
+    """Validates requests against a model's signature and runs it."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        version: str = "0",
+        max_batch_size: int = 1_000_000,
+        offload_rows: int = 256,
+    ) -> None:
+        self.registry = registry
+        self.version = version
+        self.max_batch_size = max_batch_size
+        self.offload_rows = offload_rows
+        self.ready = False
+        self.draining = False
+        # One helper thread: big requests leave the event loop free for health checks
+        # without running more ONNX Runtime work in parallel than the worker has cores.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
+
+    # -- health and metadata -------------------------------------------------
+    def server_live(self) -> bool:
+        return True
+
+    def server_ready(self) -> bool:
+        return self.ready and not self.draining
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        if not self.server_ready():
+            return False
+        try:
+            self.registry.get(name, version)
+        except ModelNotFound:
+            return False
+        return True
+
+    def server_metadata(self) -> tuple[str, str, list[str]]:
+        return SERVER_NAME, self.version, []
+
+    def model(self, name: str, version: str = "") -> ModelHandle:
+        return self.registry.get(name, version)
+
+    # -- inference -----------------------------------------------------------
+    def _check_ready(self) -> None:
+        if not self.ready:
+            raise ServerNotReady("server is not ready")
+
+    def _feeds(self, handle: ModelHandle, request: InferRequest) -> dict[str, np.ndarray]:
+        specs = handle.inputs
+        feeds: dict[str, np.ndarray] = {}
+        batch = -1
+        for t in request.inputs:
+            spec = specs.get(t.name)
+            if spec is None:
+                raise InvalidInput(
+                    f"unexpected input '{t.name}' for model '{handle.name}'", "unknown_input"
+                )
+            if t.datatype is not spec.datatype:
+                raise InvalidInput(
+                    f"input '{t.name}' has datatype {t.datatype.name}, "
+                    f"model '{handle.name}' expects {spec.datatype.name}",
+                    "datatype",
+                )
+            shape = t.data.shape
+            if len(shape) != len(spec.shape) or any(
+                e >= 0 and e != s for e, s in zip(spec.shape, shape, strict=True)
+            ):
+                raise InvalidInput(
+                    f"input '{t.name}' has shape {list(shape)}, "
+                    f"model '{handle.name}' expects {list(spec.shape)}",
+                    "shape",
+                )
+            if batch < 0:
+                batch = shape[0]
+            elif shape[0] != batch:
+                raise InvalidInput(
+                    f"input '{t.name}' has batch size {shape[0]}, other inputs have {batch}",
+                    "shape",
+                )
+            feeds[t.name] = t.data
+        if len(feeds) != len(specs):
+            missing = [n for n in specs if n not in feeds]
+            raise InvalidInput(
+                f"missing inputs for model '{handle.name}': {', '.join(missing)}",
+                "missing_input",
+            )
+        if len(feeds) != len(request.inputs):
+            raise InvalidInput("duplicate input names", "duplicate_input")
+        return feeds
+
+    async def run(
+        self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
+    ) -> list[np.ndarray]:
+        """Run the model; small requests inline (cheapest), big ones on the helper thread."""
+        if rows < self.offload_rows:
+            return handle.run(feeds, outputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, handle.run, feeds, outputs)
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        self._check_ready()
+        handle = self.registry.get(request.model_name, request.model_version)
+        feeds = self._feeds(handle, request)
+        names = request.outputs or handle.output_names
+        for name in names:
+            if name not in handle.outputs:
+                raise InvalidInput(
+                    f"unknown output '{name}' for model '{handle.name}'", "unknown_output"
+                )
+        rows = request.inputs[0].data.shape[0] if request.inputs else 0
+        results = await self.run(handle, feeds, names, rows)
+        tensors = [Tensor(n, datatype_of_array(a), a) for n, a in zip(names, results, strict=True)]
+        return InferResponse(
+            handle.name, handle.version_str, request.id, tensors, request.raw_output
+        )
+
+    async def predict(
+        self, name: str, version: str, instances: Sequence[Mapping[str, Any]]
+    ) -> Prediction:
+        """Named-feature prediction: label and class probabilities per instance."""
+        self._check_ready()
+        handle = self.registry.get(name, version)
+        if handle.proba_output is None or handle.label_output is None:
+            raise InvalidInput(f"model '{name}' is not a classifier", "not_classifier")
+        if not instances:
+            raise InvalidInput("empty batch: no instances", "empty_batch")
+        if len(instances) > self.max_batch_size:
+            raise InvalidInput(
+                f"{len(instances)} instances exceed the limit of {self.max_batch_size}",
+                "batch_too_large",
+            )
+        feeds = columns_from_instances(handle.features, instances)
+        label, proba = await self.run(
+            handle, feeds, [handle.label_output, handle.proba_output], len(instances)
+        )
+        proba = np.asarray(proba, dtype=np.float64).reshape(len(instances), -1)
+        classes = list(handle.classes or [str(i) for i in range(proba.shape[1])])
+        labels = [x if isinstance(x, str) else str(x) for x in label.ravel().tolist()]
+        return Prediction(handle.name, handle.version_str, labels, classes, proba)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

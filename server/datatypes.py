@@ -1,0 +1,127 @@
+"""Open Inference Protocol datatypes: numpy dtypes, contents fields, ONNX type names.
+
+Tables are built once at import so the hot path does dictionary look-ups only.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DATATYPES",
+    "ONNX_TO_DATATYPE",
+    "Datatype",
+    "datatype_of_array",
+    "decode_bytes_raw",
+    "encode_bytes_raw",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Datatype:
+    """One OIP datatype and how it travels."""
+
+    name: str
+    #: numpy dtype of decoded arrays (object for BYTES: ONNX Runtime wants ``str`` items)
+    dtype: np.dtype
+    #: field of ``InferTensorContents`` for typed contents (None: raw only)
+    field: str | None
+    #: bytes per element in raw contents (0 for BYTES, which is length-prefixed)
+    itemsize: int
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.kind == "f"
+
+
+def _dt(name: str, dtype: str, field: str | None) -> Datatype:
+    d = np.dtype(dtype)
+    return Datatype(name, d, field, 0 if d.kind == "O" else d.itemsize)
+
+
+DATATYPES: dict[str, Datatype] = {
+    d.name: d
+    for d in (
+        _dt("BOOL", "bool", "bool_contents"),
+        _dt("UINT8", "<u1", "uint_contents"),
+        _dt("UINT16", "<u2", "uint_contents"),
+        _dt("UINT32", "<u4", "uint_contents"),
+        _dt("UINT64", "<u8", "uint64_contents"),
+        _dt("INT8", "<i1", "int_contents"),
+        _dt("INT16", "<i2", "int_contents"),
+        _dt("INT32", "<i4", "int_contents"),
+        _dt("INT64", "<i8", "int64_contents"),
+        _dt("FP16", "<f2", None),
+        _dt("FP32", "<f4", "fp32_contents"),
+        _dt("FP64", "<f8", "fp64_contents"),
+        _dt("BYTES", "object", "bytes_contents"),
+    )
+}
+
+ONNX_TO_DATATYPE: dict[str, str] = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+_KIND_TO_DATATYPE: dict[tuple[str, int], str] = {
+    (d.dtype.kind, d.dtype.itemsize): d.name for d in DATATYPES.values() if d.name != "BYTES"
+}
+
+
+def datatype_of_array(arr: np.ndarray) -> Datatype:
+    """OIP datatype of an output array (strings and objects are BYTES)."""
+    kind = arr.dtype.kind
+    if kind in "OUS":
+        return DATATYPES["BYTES"]
+    return DATATYPES[_KIND_TO_DATATYPE[(kind, arr.dtype.itemsize)]]
+
+
+_LEN = struct.Struct("<I")
+
+
+def decode_bytes_raw(raw: bytes, count: int) -> list[bytes]:
+    """Split Triton's raw BYTES layout (4-byte little-endian length, then the bytes).
+
+    Raises ``ValueError`` when the buffer does not hold exactly ``count`` elements.
+    """
+    items: list[bytes] = []
+    pos, end = 0, len(raw)
+    unpack = _LEN.unpack_from
+    while pos < end:
+        if pos + 4 > end:
+            raise ValueError("truncated length prefix")
+        (n,) = unpack(raw, pos)
+        pos += 4
+        if pos + n > end:
+            raise ValueError("element runs past the end of the buffer")
+        items.append(raw[pos : pos + n])
+        pos += n
+        if len(items) > count:
+            break
+    if len(items) != count:
+        raise ValueError(f"holds {len(items)} elements, shape says {count}")
+    return items
+
+
+def encode_bytes_raw(items: np.ndarray) -> bytes:
+    """Triton's raw BYTES layout for an array of str/bytes."""
+    parts: list[bytes] = []
+    for item in items.ravel().tolist():
+        b = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(_LEN.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)

@@ -1,0 +1,84 @@
+"""Named-feature instances → one input array per feature, built column-wise.
+
+Instances are any mappings (a ``google.protobuf.Struct`` or a plain dict) from feature
+name to a JSON-like value, so the same code serves gRPC and any later REST path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from server.errors import InvalidInput
+from server.model import FeatureSpec
+
+__all__ = ["columns_from_instances"]
+
+
+def _category(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        # JSON numbers arrive as doubles; a category "7" must not become "7.0"
+        return str(int(value))
+    if value is None or isinstance(value, (dict, list)) or hasattr(value, "keys"):
+        raise TypeError(type(value).__name__)
+    return str(value)
+
+
+def _unknown(features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]) -> None:
+    known = {f.name for f in features}
+    for i, inst in enumerate(instances):
+        extra = sorted(k for k in inst.keys() if k not in known)  # noqa: SIM118 - Struct
+        if extra:
+            raise InvalidInput(
+                f"instance {i}: unknown features: {', '.join(extra)}", "unknown_feature"
+            )
+
+
+def columns_from_instances(
+    features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]
+) -> dict[str, np.ndarray]:
+    """``{feature: array [rows, 1]}``; raises :class:`InvalidInput` naming the culprit."""
+    n = len(features)
+    for i, inst in enumerate(instances):
+        if len(inst) != n:
+            _unknown(features, instances)
+            missing = [f.name for f in features if f.name not in inst]
+            raise InvalidInput(
+                f"instance {i}: missing features: {', '.join(missing)}", "missing_feature"
+            )
+    feeds: dict[str, np.ndarray] = {}
+    for f in features:
+        try:
+            column = [inst[f.name] for inst in instances]
+        except (KeyError, ValueError):
+            # the count matched, so a missing name means another one is unknown
+            _unknown(features, instances)
+            raise InvalidInput(f"missing feature '{f.name}'", "missing_feature") from None
+        if f.kind == "categorical" or f.datatype.name == "BYTES":
+            try:
+                values = [_category(v) for v in column]
+            except TypeError as exc:
+                raise InvalidInput(
+                    f"feature '{f.name}' must be a string or number, got {exc}", "value_type"
+                ) from None
+            arr = np.array(values, dtype=object)
+            if f.datatype.name != "BYTES":
+                arr = _numeric(f, values)
+        else:
+            arr = _numeric(f, column)
+        feeds[f.name] = arr.reshape(-1, 1)
+    return feeds
+
+
+def _numeric(f: FeatureSpec, column: list[Any]) -> np.ndarray:
+    try:
+        arr = np.array(column, dtype=f.datatype.dtype)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"feature '{f.name}' must be numeric", "value_type") from None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInput(f"feature '{f.name}' has a null, NaN or Inf value", "non_finite")
+    return arr

@@ -1,0 +1,208 @@
+"""Server metrics: in-process counters on the hot path, flushed to Prometheus on a timer.
+
+A request costs a few dictionary updates (:class:`RequestRecorder`); a timer task moves the
+totals into prometheus-client objects, which in multiprocess mode write to mmap'd files
+that the supervisor's ``/metrics`` endpoint merges across workers.
+
+prometheus-client picks its multiprocess value class when it is first imported, so this
+module imports it lazily: :func:`prepare_multiprocess_dir` must run first (the supervisor
+does, before forking workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from server.errors import ProntoError
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "RequestRecorder",
+    "ServerMetrics",
+    "mark_worker_dead",
+    "prepare_multiprocess_dir",
+    "start_metrics_server",
+]
+
+#: 100 µs … 5 s
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+)  # fmt: skip
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(path: Path | None) -> Path:
+    """Create (or wipe) the multiprocess directory and point prometheus-client at it."""
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="pronto-metrics-"))
+    elif path.exists():
+        # stale files from an earlier run would be summed into this one's totals
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV] = str(path)
+    return path
+
+
+class ServerMetrics:
+    """The metric families. Build one per process after :func:`prepare_multiprocess_dir`."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        # registry=None: in multiprocess mode the files are the source of truth
+        self.requests = Counter(
+            "pronto_requests",
+            "RPCs handled, by model, version, method and status code.",
+            ["model", "version", "method", "code"],
+            registry=None,
+        )
+        self.latency = Histogram(
+            "pronto_request_duration_seconds",
+            "Server-side RPC latency, by model, version and method.",
+            ["model", "version", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        self.in_flight = Gauge(
+            "pronto_requests_in_flight",
+            "RPCs being handled (sampled at each flush).",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.validation_errors = Counter(
+            "pronto_validation_errors",
+            "Requests rejected as invalid, by reason.",
+            ["reason"],
+            registry=None,
+        )
+        self.model_load_seconds = Gauge(
+            "pronto_model_load_seconds",
+            "Seconds to load and warm up a model version (slowest worker).",
+            ["model", "version"],
+            multiprocess_mode="max",
+            registry=None,
+        )
+        self.model_load_failures = Counter(
+            "pronto_model_load_failures",
+            "Model versions that failed to load.",
+            ["model", "version"],
+            registry=None,
+        )
+        self.workers_ready = Gauge(
+            "pronto_workers_ready",
+            "Worker processes with all models loaded and serving.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.worker_restarts = Counter(
+            "pronto_worker_restarts",
+            "Worker processes restarted by the supervisor after they died.",
+            registry=None,
+        )
+        self.build_info = Gauge(
+            "pronto_build_info",
+            "Build information (value 1).",
+            ["version", "python", "onnxruntime", "grpcio"],
+            multiprocess_mode="max",
+            registry=None,
+        )
+
+    def set_build_info(self, version: str) -> None:
+        try:
+            import onnxruntime
+
+            ort_version = onnxruntime.__version__
+        except ImportError:  # pragma: no cover
+            ort_version = ""
+        self.build_info.labels(
+            version, platform.python_version(), ort_version, grpc.__version__
+        ).set(1)
+
+
+class RequestRecorder:
+    """Per-process accumulation of request outcomes; cheap enough for every RPC."""
+
+    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+        self.metrics = metrics
+        self.in_flight = 0
+        self._counts: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self._latencies: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self._reasons: defaultdict[str, int] = defaultdict(int)
+
+    def observe(
+        self,
+        method: str,
+        request: Any,
+        response: Any,
+        code: grpc.StatusCode,
+        seconds: float,
+        error: ProntoError | None,
+    ) -> None:
+        src = response if response is not None else request
+        model = str(getattr(src, "model_name", None) or getattr(src, "name", ""))
+        version = str(getattr(src, "model_version", None) or getattr(src, "version", ""))
+        if code is grpc.StatusCode.NOT_FOUND:
+            # names from unknown-model requests are caller-chosen: keep label sets bounded
+            model, version = "", ""
+        self._counts[(model, version, method, code.name)] += 1
+        self._latencies[(model, version, method)].append(seconds)
+        if error is not None and code is grpc.StatusCode.INVALID_ARGUMENT:
+            self._reasons[error.reason] += 1
+
+    def flush(self) -> None:
+        """Move the accumulated totals into the Prometheus objects."""
+        m = self.metrics
+        if m is None:
+            self._counts.clear()
+            self._latencies.clear()
+            self._reasons.clear()
+            return
+        counts, self._counts = self._counts, defaultdict(int)
+        latencies, self._latencies = self._latencies, defaultdict(list)
+        reasons, self._reasons = self._reasons, defaultdict(int)
+        for key, n in counts.items():
+            m.requests.labels(*key).inc(n)
+        for lkey, values in latencies.items():
+            child = m.latency.labels(*lkey)
+            for v in values:
+                child.observe(v)
+        for reason, n in reasons.items():
+            m.validation_errors.labels(reason).inc(n)
+        m.in_flight.set(self.in_flight)
+
+    async def run_flusher(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.flush()
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (prometheus-client multiprocess bookkeeping)."""
+    if ENV in os.environ:
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid)
+
+
+def start_metrics_server(port: int, host: str = "0.0.0.0") -> Any:
+    """Serve ``/metrics`` merged over all processes; returns the HTTP server object."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

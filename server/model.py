@@ -1,0 +1,164 @@
+"""One loaded model version: an ONNX Runtime session plus what the server needs to know.
+
+Everything that does not change per request (input specs, feature kinds, class labels,
+the output to read labels and probabilities from) is computed once here, so requests only
+look things up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from server.datatypes import DATATYPES, ONNX_TO_DATATYPE, Datatype
+
+__all__ = ["FeatureSpec", "ModelHandle", "TensorSpec", "load_model"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """Name, OIP datatype and shape (-1 = any size) of a model input or output."""
+
+    name: str
+    datatype: Datatype
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """A named feature of the Predict API; it feeds the input of the same name."""
+
+    name: str
+    kind: str  # "categorical" | "numeric"
+    categories: tuple[str, ...] = ()
+    datatype: Datatype = DATATYPES["FP32"]
+
+
+@dataclass(slots=True)
+class ModelHandle:
+    """A model version ready to run. Immutable after :func:`load_model` returns."""
+
+    name: str
+    version: int
+    path: Path
+    session: ort.InferenceSession
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    features: tuple[FeatureSpec, ...]
+    classes: tuple[str, ...] | None
+    label_output: str | None
+    proba_output: str | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    @property
+    def version_str(self) -> str:
+        return str(self.version)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.outputs)
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        """Run the session; ``feeds`` must already match the input specs."""
+        return self.session.run(outputs, feeds)  # type: ignore[no-any-return]
+
+    def sample_feeds(self, rows: int = 1) -> dict[str, np.ndarray]:
+        """Valid inputs for a warm-up run."""
+        feeds: dict[str, np.ndarray] = {}
+        by_name = {f.name: f for f in self.features}
+        for spec in self.inputs.values():
+            shape = tuple(rows if d < 0 else d for d in spec.shape[:1]) + tuple(
+                1 if d < 0 else d for d in spec.shape[1:]
+            )
+            if spec.datatype.name == "BYTES":
+                feature = by_name.get(spec.name)
+                value = feature.categories[0] if feature and feature.categories else ""
+                feeds[spec.name] = np.full(shape, value, dtype=object)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype=spec.datatype.dtype)
+        return feeds
+
+
+def _tensor_specs(args: list[Any]) -> dict[str, TensorSpec]:
+    specs: dict[str, TensorSpec] = {}
+    for arg in args:
+        datatype = ONNX_TO_DATATYPE.get(arg.type)
+        if datatype is None:  # e.g. a ZipMap sequence output: not a tensor, not served
+            continue
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+        specs[arg.name] = TensorSpec(arg.name, DATATYPES[datatype], shape)
+    return specs
+
+
+def _pick_output(outputs: dict[str, TensorSpec], preferred: str, rank: int) -> str | None:
+    if preferred in outputs:
+        return preferred
+    for spec in outputs.values():
+        is_proba = spec.datatype.is_float
+        if len(spec.shape) == rank and (is_proba if rank == 2 else not is_proba):
+            return spec.name
+    return None
+
+
+def _features(inputs: dict[str, TensorSpec], manifest: dict[str, Any]) -> tuple[FeatureSpec, ...]:
+    declared = {i["name"]: i for i in manifest.get("signature", {}).get("inputs", [])}
+    features = []
+    for spec in inputs.values():
+        info = declared.get(spec.name, {})
+        default_kind = "categorical" if spec.datatype.name == "BYTES" else "numeric"
+        kind = info.get("kind", default_kind)
+        categories = tuple(str(c) for c in info.get("categories", ()) or ())
+        features.append(FeatureSpec(spec.name, kind, categories, spec.datatype))
+    return tuple(features)
+
+
+def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -> ModelHandle:
+    """Load ``path/model.onnx`` (and ``model.json`` when present), then warm it up."""
+    started = time.perf_counter()
+    manifest: dict[str, Any] = {}
+    manifest_path = path / "model.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+    options = ort.SessionOptions()
+    # Parallelism comes from worker processes; more threads per session would
+    # only make the workers fight over the same cores.
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(
+        str(path / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    inputs = _tensor_specs(session.get_inputs())
+    outputs = _tensor_specs(session.get_outputs())
+    classes_raw = manifest.get("signature", {}).get("classes")
+    handle = ModelHandle(
+        name=name,
+        version=version,
+        path=path,
+        session=session,
+        inputs=inputs,
+        outputs=outputs,
+        features=_features(inputs, manifest),
+        classes=tuple(str(c) for c in classes_raw) if classes_raw else None,
+        label_output=_pick_output(outputs, "label", 1) or _pick_output(outputs, "label", 2),
+        proba_output=_pick_output(outputs, "probabilities", 2),
+        manifest=manifest,
+    )
+    # Warm-up: the first run allocates and JIT-plans; do it before reporting ready.
+    handle.run(handle.sample_feeds(), handle.output_names)
+    handle.load_seconds = time.perf_counter() - started
+    log.info("loaded %s version %d in %.3fs", name, version, handle.load_seconds)
+    return handle

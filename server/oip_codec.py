@@ -1,0 +1,146 @@
+"""Open Inference Protocol messages ↔ core requests and responses.
+
+Decoding checks everything that is about the wire form itself (datatype names, shapes
+against data lengths, raw buffer sizes, NaN/Inf); the core checks the rest against the
+model. Raw contents decode with ``np.frombuffer`` (no copy); typed contents convert the
+repeated field in one numpy call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from server.core import InferRequest, InferResponse, Tensor
+from server.datatypes import DATATYPES, Datatype, decode_bytes_raw, encode_bytes_raw
+from server.errors import InvalidInput
+from server.generated.inference import grpc_service_pb2 as pb
+
+__all__ = ["decode_infer_request", "encode_infer_response", "max_elements_for"]
+
+_RAW_PARAMS = ("binary_data_output", "binary_data")
+
+
+def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tuple[int, ...], int]:
+    shape = tuple(dims)
+    if not shape:
+        raise InvalidInput(f"input '{name}' has no shape", "shape")
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise InvalidInput(f"input '{name}' has a negative dimension in {list(shape)}", "shape")
+        count *= d
+    if shape[0] == 0:
+        raise InvalidInput(f"empty batch: input '{name}' has shape {list(shape)}", "empty_batch")
+    if count > max_elements or shape[0] > max_batch:
+        raise InvalidInput(f"input '{name}' shape {list(shape)} is too large", "shape")
+    return shape, count
+
+
+def _decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], count: int) -> Any:
+    if dt.itemsize:
+        if len(raw) != count * dt.itemsize:
+            raise InvalidInput(
+                f"input '{name}': raw contents hold {len(raw)} bytes, shape {list(shape)} "
+                f"of {dt.name} needs {count * dt.itemsize}",
+                "raw_size",
+            )
+        return np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
+    try:
+        items = decode_bytes_raw(raw, count)
+        return np.array([b.decode() for b in items], dtype=object).reshape(shape)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"input '{name}': bad raw BYTES contents: {exc}", "raw_size") from None
+
+
+def _decode_typed(
+    name: str, dt: Datatype, contents: Any, shape: tuple[int, ...], count: int
+) -> Any:
+    if dt.field is None:
+        raise InvalidInput(f"input '{name}': {dt.name} must be sent as raw contents", "datatype")
+    values = getattr(contents, dt.field)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input '{name}' has {len(values)} values, shape {list(shape)} needs {count}",
+            "shape_mismatch",
+        )
+    if dt.name == "BYTES":
+        try:
+            return np.array([b.decode() for b in values], dtype=object).reshape(shape)
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input '{name}' is not valid UTF-8", "encoding") from None
+    try:
+        return np.array(values, dtype=dt.dtype).reshape(shape)
+    except OverflowError:
+        raise InvalidInput(
+            f"input '{name}' has values out of range for {dt.name}", "range"
+        ) from None
+
+
+def decode_infer_request(
+    request: pb.ModelInferRequest, max_elements: int, max_batch: int
+) -> InferRequest:
+    raw = request.raw_input_contents
+    inputs = request.inputs
+    if raw and len(raw) != len(inputs):
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(inputs)} inputs", "raw_size")
+    if not inputs:
+        raise InvalidInput("request has no inputs", "missing_input")
+    tensors = []
+    for i, inp in enumerate(inputs):
+        name = inp.name
+        dt = DATATYPES.get(inp.datatype)
+        if dt is None:
+            raise InvalidInput(f"input '{name}' has unknown datatype '{inp.datatype}'", "datatype")
+        shape, count = _shape(name, inp.shape, max_elements, max_batch)
+        if raw:
+            if inp.HasField("contents"):
+                raise InvalidInput(
+                    f"input '{name}' has both contents and raw_input_contents", "raw_size"
+                )
+            data = _decode_raw(name, dt, raw[i], shape, count)
+        else:
+            data = _decode_typed(name, dt, inp.contents, shape, count)
+        if dt.is_float and not np.isfinite(data).all():
+            raise InvalidInput(f"input '{name}' contains NaN or Inf", "non_finite")
+        tensors.append(Tensor(name, dt, data))
+    raw_output = bool(raw) or any(
+        p in request.parameters and request.parameters[p].bool_param for p in _RAW_PARAMS
+    )
+    outputs = []
+    for out in request.outputs:
+        outputs.append(out.name)
+        if not raw_output and "binary_data" in out.parameters:
+            raw_output = out.parameters["binary_data"].bool_param
+    return InferRequest(
+        request.model_name, request.model_version, tensors, outputs, request.id, raw_output
+    )
+
+
+def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+    msg = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    raw_out = msg.raw_output_contents
+    for t in response.outputs:
+        out = msg.outputs.add(name=t.name, datatype=t.datatype.name, shape=t.data.shape)
+        data = t.data
+        if response.raw_output:
+            if t.datatype.itemsize:
+                raw_out.append(np.ascontiguousarray(data, dtype=t.datatype.dtype).tobytes())
+            else:
+                raw_out.append(encode_bytes_raw(data))
+        elif t.datatype.name == "BYTES":
+            out.contents.bytes_contents.extend(
+                x if isinstance(x, bytes) else str(x).encode() for x in data.ravel().tolist()
+            )
+        else:
+            field = t.datatype.field or "fp32_contents"
+            getattr(out.contents, field).extend(data.ravel().tolist())
+    return msg
+
+
+def max_elements_for(max_message_bytes: int) -> int:
+    """Every element takes at least one byte on the wire, so more cannot be genuine."""
+    return max(1, max_message_bytes)

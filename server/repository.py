@@ -1,0 +1,138 @@
+"""Model repository scanning and the registry of loaded, versioned model handles.
+
+Layout: ``<root>/<model>/<version>/model.onnx`` (+ ``model.json``); versions are integer
+folder names; names starting with "." are unfinished atomic publishes and are skipped.
+
+The :class:`Registry` keeps an immutable snapshot ``{name: {version: handle}}`` and
+replaces it in one assignment, so a later hot reload can swap models while requests read
+the old snapshot without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from server.errors import ModelNotFound
+from server.model import ModelHandle, load_model
+
+__all__ = ["LoadFailure", "Registry", "load_repository", "scan_repository"]
+
+log = logging.getLogger(__name__)
+
+
+def scan_repository(
+    root: Path, names: Iterable[str] | None = None, versions: int = 1
+) -> dict[str, list[tuple[int, Path]]]:
+    """``{model: [(version, folder), ...]}`` newest first, at most ``versions`` each."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"model repository {root} is not a directory")
+    wanted = set(names) if names else None
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for model_dir in sorted(root.iterdir()):
+        if model_dir.name.startswith(".") or not model_dir.is_dir():
+            continue
+        if wanted is not None and model_dir.name not in wanted:
+            continue
+        vers = []
+        for vdir in model_dir.iterdir():
+            if vdir.name.startswith(".") or not vdir.name.isdigit():
+                continue
+            if (vdir / "model.onnx").is_file():
+                vers.append((int(vdir.name), vdir))
+        if vers:
+            vers.sort(reverse=True)
+            found[model_dir.name] = vers[:versions]
+    if wanted is not None and (missing := wanted - set(found)):
+        raise FileNotFoundError(f"models not found in {root}: {', '.join(sorted(missing))}")
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailure:
+    name: str
+    version: int
+    error: str
+
+
+Snapshot = MappingProxyType[str, MappingProxyType[int, ModelHandle]]
+
+
+class Registry:
+    """Versioned model handles, swapped atomically as a whole."""
+
+    def __init__(self) -> None:
+        self._models: Snapshot = MappingProxyType({})
+        # resolved default version per model, kept next to the snapshot it belongs to
+        self._latest: dict[str, ModelHandle] = {}
+
+    def replace(self, handles: Iterable[ModelHandle]) -> None:
+        """Install a new set of models in one step."""
+        models: dict[str, dict[int, ModelHandle]] = {}
+        for h in handles:
+            models.setdefault(h.name, {})[h.version] = h
+        snapshot = MappingProxyType(
+            {
+                name: MappingProxyType(dict(sorted(v.items(), reverse=True)))
+                for name, v in sorted(models.items())
+            }
+        )
+        latest = {name: next(iter(v.values())) for name, v in snapshot.items()}
+        self._models, self._latest = snapshot, latest
+
+    def get(self, name: str, version: str = "") -> ModelHandle:
+        """The handle for ``name`` at ``version`` ("" = newest loaded)."""
+        if not version:
+            handle = self._latest.get(name)
+            if handle is None:
+                raise ModelNotFound(f"unknown model '{name}'")
+            return handle
+        versions = self._models.get(name)
+        if versions is None:
+            raise ModelNotFound(f"unknown model '{name}'")
+        handle = versions.get(int(version)) if version.isdigit() else None
+        if handle is None:
+            raise ModelNotFound(f"unknown version '{version}' of model '{name}'")
+        return handle
+
+    def versions(self, name: str) -> list[str]:
+        versions = self._models.get(name)
+        if versions is None:
+            raise ModelNotFound(f"unknown model '{name}'")
+        return [str(v) for v in versions]
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def handles(self) -> list[ModelHandle]:
+        return [h for v in self._models.values() for h in v.values()]
+
+
+def load_repository(
+    root: Path,
+    names: Iterable[str] | None = None,
+    versions: int = 1,
+    intra_op_threads: int = 1,
+    on_loaded: Callable[[ModelHandle], None] | None = None,
+    on_failed: Callable[[LoadFailure], None] | None = None,
+) -> tuple[list[ModelHandle], list[LoadFailure]]:
+    """Load (and warm up) every selected model version; failures are reported, not raised."""
+    handles, failures = [], []
+    for name, vers in scan_repository(root, names, versions).items():
+        for version, path in vers:
+            try:
+                handle = load_model(name, version, path, intra_op_threads)
+            except Exception as exc:
+                log.exception("failed to load %s version %d", name, version)
+                failure = LoadFailure(name, version, f"{type(exc).__name__}: {exc}")
+                failures.append(failure)
+                if on_failed:
+                    on_failed(failure)
+                continue
+            handles.append(handle)
+            if on_loaded:
+                on_loaded(handle)
+    return handles, failures

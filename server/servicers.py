@@ -1,0 +1,127 @@
+"""gRPC servicers: thin adapters between protobuf messages and :class:`InferenceCore`.
+
+Each method converts the request, awaits the core, converts the reply. Status mapping,
+timing and counting happen in :func:`server.errors.rpc`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+
+from server.core import InferenceCore
+from server.errors import Recorder, rpc
+from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.generated.pronto.v1 import prediction_pb2 as ppb
+from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.model import ModelHandle, TensorSpec
+from server.oip_codec import decode_infer_request, encode_infer_response
+
+__all__ = ["InferenceServicer", "PredictionServicer"]
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype.name, shape=spec.shape
+    )
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` (Open Inference Protocol v2)."""
+
+    def __init__(self, core: InferenceCore, recorder: Recorder, max_elements: int) -> None:
+        self.core = core
+        self.recorder = recorder
+        self.max_elements = max_elements
+        # metadata replies are immutable per handle: build each once
+        self._metadata: dict[int, tuple[ModelHandle, pb.ModelMetadataResponse]] = {}
+
+    @rpc
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> Any:
+        return pb.ServerLiveResponse(live=self.core.server_live())
+
+    @rpc
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> Any:
+        return pb.ServerReadyResponse(ready=self.core.server_ready())
+
+    @rpc
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> Any:
+        return pb.ModelReadyResponse(ready=self.core.model_ready(request.name, request.version))
+
+    @rpc
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> Any:
+        name, version, extensions = self.core.server_metadata()
+        return pb.ServerMetadataResponse(name=name, version=version, extensions=extensions)
+
+    @rpc
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> Any:
+        handle = self.core.model(request.name, request.version)
+        cached = self._metadata.get(id(handle))
+        if cached is not None and cached[0] is handle:
+            return cached[1]
+        reply = pb.ModelMetadataResponse(
+            name=handle.name,
+            versions=self.core.registry.versions(handle.name),
+            platform="onnxruntime_onnx",
+            inputs=[_tensor_metadata(s) for s in handle.inputs.values()],
+            outputs=[_tensor_metadata(s) for s in handle.outputs.values()],
+        )
+        self._metadata[id(handle)] = (handle, reply)
+        return reply
+
+    @rpc
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
+        req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
+        return encode_infer_response(await self.core.infer(req))
+
+
+def _model_info(core: InferenceCore, handle: ModelHandle) -> ppb.ModelInfo:
+    return ppb.ModelInfo(
+        name=handle.name,
+        versions=core.registry.versions(handle.name),
+        features=[
+            ppb.Feature(name=f.name, kind=f.kind, categories=f.categories) for f in handle.features
+        ],
+        classes=list(handle.classes or ()),
+    )
+
+
+class PredictionServicer(ppb_grpc.PredictionServiceServicer):
+    """``pronto.v1.PredictionService``: named features in, labels and probabilities out."""
+
+    def __init__(self, core: InferenceCore, recorder: Recorder) -> None:
+        self.core = core
+        self.recorder = recorder
+
+    @rpc
+    async def Predict(self, request: ppb.PredictRequest, context: Context) -> Any:
+        result = await self.core.predict(
+            request.name,
+            request.version,
+            request.instances,  # type: ignore[arg-type]
+        )
+        classes = result.classes
+        return ppb.PredictResponse(
+            model_name=result.model_name,
+            model_version=result.model_version,
+            predictions=[
+                ppb.Prediction(label=label, probabilities=dict(zip(classes, row, strict=True)))
+                for label, row in zip(result.labels, result.probabilities.tolist(), strict=True)
+            ],
+        )
+
+    @rpc
+    async def ListModels(self, request: ppb.ListModelsRequest, context: Context) -> Any:
+        registry = self.core.registry
+        return ppb.ListModelsResponse(
+            models=[_model_info(self.core, registry.get(name)) for name in registry.names()]
+        )
+
+    @rpc
+    async def GetModel(self, request: ppb.GetModelRequest, context: Context) -> Any:
+        handle = self.core.model(request.name, request.version)
+        return ppb.GetModelResponse(model=_model_info(self.core, handle))

@@ -1,0 +1,105 @@
+"""Settings of ``pronto serve``: one pydantic-settings class, read from ``PRONTO_*``.
+
+Every field becomes a ``--flag`` through :mod:`server.settings_cli`, so the help text of
+a flag is the description written here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServeSettings", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks, unlike ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ServeSettings(BaseSettings):
+    """Configuration of the supervisor and its worker processes."""
+
+    model_config = SettingsConfigDict(env_prefix="PRONTO_", extra="ignore")
+
+    model_repository: Path = Field(
+        Path("models"),
+        description="Model repository root: <root>/<model>/<version>/model.onnx.",
+    )
+    models: list[str] | None = Field(
+        None,
+        description="Models to load (names); default: every model in the repository.",
+    )
+    model_versions: int = Field(
+        1, ge=1, description="How many of the newest versions of each model to load."
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Worker processes; 0 means one per usable CPU.",
+    )
+    host: str = Field("0.0.0.0", description="Address the gRPC ports bind to.")
+    port: int = Field(50051, ge=1, le=65535, description="gRPC port shared by all workers.")
+    worker_base_port: int = Field(
+        50100,
+        ge=0,
+        le=65535,
+        description="Worker i also listens on this port + i (0 disables private ports).",
+    )
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Port of the /metrics endpoint (0 disables it)."
+    )
+    metrics_dir: Path | None = Field(
+        None,
+        description="prometheus-client multiprocess directory; wiped at start "
+        "(default: a fresh temporary directory).",
+    )
+    metrics_flush_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between flushes of in-process request counters to /metrics.",
+    )
+    grace_period: float = Field(
+        20.0,
+        ge=0,
+        description="Seconds in-flight requests get to finish after SIGTERM/SIGINT.",
+    )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds to report NOT_SERVING before refusing new requests on shutdown "
+        "(lets load balancers notice).",
+    )
+    max_message_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above).",
+    )
+    max_batch_size: int = Field(
+        1_000_000, ge=1, description="Largest batch dimension accepted in one request."
+    )
+    offload_rows: int = Field(
+        256,
+        ge=1,
+        description="Requests with at least this many rows run on a helper thread so the "
+        "event loop keeps answering health checks.",
+    )
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=1,
+        description="Per-worker cap on concurrent RPCs (RESOURCE_EXHAUSTED above); "
+        "default: no cap.",
+    )
+    intra_op_threads: int = Field(
+        1,
+        ge=1,
+        description="ONNX Runtime intra-op threads per session (parallelism comes from processes).",
+    )
+    log_level: str = Field("INFO", description="Log level of supervisor and workers.")

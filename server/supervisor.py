@@ -1,0 +1,197 @@
+"""The supervisor: fork workers, restart the dead, serve /metrics, drain on signals.
+
+Workers are forked before any gRPC object exists in this process (gRPC's C core does
+not survive fork with live channels or servers; see grpc/grpc
+examples/python/multiprocessing). The supervisor itself never creates one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from server import __version__
+from server.metrics import (
+    ServerMetrics,
+    mark_worker_dead,
+    prepare_multiprocess_dir,
+    start_metrics_server,
+)
+from server.repository import scan_repository
+from server.settings import ServeSettings, usable_cpus
+from server.worker import EXIT_NO_MODELS, run_worker
+
+__all__ = ["Supervisor", "serve"]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+#: a worker that dies sooner than this after starting counts as crash-looping
+QUICK_DEATH_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 5.0
+
+
+@dataclass
+class _Slot:
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Owns the worker processes of one ``pronto serve``."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.workers = settings.workers or usable_cpus()
+        self.slots = [_Slot(i) for i in range(self.workers)]
+        self._stopping = False
+        self._metrics: ServerMetrics | None = None
+        self._http: object | None = None
+
+    # -- process management --------------------------------------------------
+    def _spawn(self, slot: _Slot) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                if self._http is not None:
+                    self._http.socket.close()  # type: ignore[attr-defined]
+                code = run_worker(self.settings, slot.index)
+            except BaseException:
+                log.exception("worker %d crashed", slot.index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        slot.pid, slot.started = pid, time.monotonic()
+        log.info("started worker %d (pid %d)", slot.index, pid)
+
+    def _on_exit(self, slot: _Slot, status: int) -> bool:
+        """Handle a dead worker; False means the whole server must stop."""
+        code = os.waitstatus_to_exitcode(status)
+        mark_worker_dead(slot.pid)
+        level = logging.INFO if self._stopping and code == 0 else logging.WARNING
+        log.log(level, "worker %d (pid %d) exited with %d", slot.index, slot.pid, code)
+        slot.pid = 0
+        if self._stopping:
+            slot.exit_codes.append(code)
+            return True
+        if code == EXIT_NO_MODELS:
+            log.error("worker %d could not load any model; stopping", slot.index)
+            return False
+        now = time.monotonic()
+        slot.quick_deaths = slot.quick_deaths + 1 if now - slot.started < QUICK_DEATH_SECONDS else 0
+        delay = (
+            0.0 if slot.quick_deaths < 2 else min(MAX_BACKOFF_SECONDS, 0.25 * 2**slot.quick_deaths)
+        )
+        slot.restart_at = now + delay
+        if self._metrics is not None:
+            self._metrics.worker_restarts.inc()
+        return True
+
+    def _reap(self) -> bool:
+        ok = True
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return ok
+            if pid == 0:
+                return ok
+            for slot in self.slots:
+                if slot.pid == pid:
+                    ok = self._on_exit(slot, status) and ok
+
+    def _signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self._stopping:
+            log.info("received %s: draining", signal.Signals(signum).name)
+        self._stopping = True
+
+    # -- main loop -----------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        try:
+            models = scan_repository(s.model_repository, s.models, s.model_versions)
+        except FileNotFoundError as exc:
+            log.error("%s", exc)
+            return 2
+        if not models:
+            log.error("no models found in %s", s.model_repository)
+            return 2
+        if s.metrics_port:
+            path = prepare_multiprocess_dir(s.metrics_dir)
+            self._metrics = ServerMetrics()
+            self._metrics.set_build_info(__version__)
+            log.info("metrics in %s", path)
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        for slot in self.slots:
+            self._spawn(slot)
+        if s.metrics_port:
+            # after the first fork so no worker starts with the HTTP thread's state
+            self._http = start_metrics_server(s.metrics_port, s.host)
+        log.info(
+            "serving %s on %s:%d with %d workers",
+            ", ".join(models),
+            s.host,
+            s.port,
+            self.workers,
+        )
+        healthy = True
+        while not self._stopping:
+            if not self._reap():
+                healthy = False
+                break
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.pid == 0 and now >= slot.restart_at and not self._stopping:
+                    self._spawn(slot)
+            time.sleep(POLL_SECONDS)
+        return self._shutdown(healthy)
+
+    def _shutdown(self, healthy: bool) -> int:
+        self._stopping = True
+        for slot in self.slots:
+            if slot.pid:
+                os.kill(slot.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.grace_period + self.settings.drain_delay + 5
+        while any(slot.pid for slot in self.slots) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(POLL_SECONDS)
+        for slot in self.slots:
+            if slot.pid:
+                log.error("worker %d did not stop in time; killing it", slot.index)
+                os.kill(slot.pid, signal.SIGKILL)
+                os.waitpid(slot.pid, 0)
+                mark_worker_dead(slot.pid)
+                slot.pid = 0
+                healthy = False
+        if self._http is not None:
+            self._http.shutdown()  # type: ignore[attr-defined]
+        clean = all(c == 0 for slot in self.slots for c in slot.exit_codes)
+        log.info("stopped")
+        return 0 if healthy and clean else 1
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(settings: ServeSettings) -> int:
+    """Run the server in this process until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(settings.log_level)
+    return Supervisor(settings).run()

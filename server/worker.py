@@ -1,0 +1,146 @@
+"""One worker process: load and warm the models, then serve gRPC until told to stop.
+
+Runs in a child forked by the supervisor. Models load before the server binds, so the
+shared SO_REUSEPORT port only routes connections to workers that can answer them. On
+SIGTERM/SIGINT the worker drains: health → NOT_SERVING, optional delay, then
+``server.stop(grace)`` lets in-flight RPCs finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from server import __version__
+from server.core import InferenceCore
+from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.generated.pronto.v1 import prediction_pb2 as ppb
+from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.metrics import ENV, RequestRecorder, ServerMetrics
+from server.model import ModelHandle
+from server.oip_codec import max_elements_for
+from server.repository import LoadFailure, Registry, load_repository
+from server.servicers import InferenceServicer, PredictionServicer
+from server.settings import ServeSettings
+
+__all__ = ["EXIT_NO_MODELS", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+#: exit status of a worker that could not load any model (the supervisor gives up)
+EXIT_NO_MODELS = 3
+
+SERVICES = (
+    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    ppb.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies, so workers never linger."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_worker(settings: ServeSettings, index: int) -> int:
+    """Entry point of a forked worker; returns its exit status."""
+    _die_with_parent()
+    return asyncio.run(_serve(settings, index))
+
+
+async def _serve(settings: ServeSettings, index: int) -> int:
+    metrics = ServerMetrics() if ENV in os.environ else None
+    recorder = RequestRecorder(metrics)
+
+    def loaded(h: ModelHandle) -> None:
+        if metrics is not None:
+            metrics.model_load_seconds.labels(h.name, h.version_str).set(h.load_seconds)
+
+    def failed(f: LoadFailure) -> None:
+        if metrics is not None:
+            metrics.model_load_failures.labels(f.name, str(f.version)).inc()
+
+    handles, _failures = load_repository(
+        settings.model_repository,
+        settings.models,
+        settings.model_versions,
+        settings.intra_op_threads,
+        on_loaded=loaded,
+        on_failed=failed,
+    )
+    if not handles:
+        log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
+        return EXIT_NO_MODELS
+    registry = Registry()
+    registry.replace(handles)
+    core = InferenceCore(
+        registry,
+        version=__version__,
+        max_batch_size=settings.max_batch_size,
+        offload_rows=settings.offload_rows,
+    )
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(core, recorder, max_elements_for(settings.max_message_bytes)), server
+    )
+    ppb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core, recorder), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if settings.worker_base_port:
+        server.add_insecure_port(f"{settings.host}:{settings.worker_base_port + index}")
+    await server.start()
+
+    core.ready = True
+    for service in ("", *SERVICES, *registry.names()):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    if metrics is not None:
+        metrics.workers_ready.set(1)
+    log.info("worker %d (pid %d) serving %s", index, os.getpid(), ", ".join(registry.names()))
+
+    flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("worker %d draining (grace %.1fs)", index, settings.grace_period)
+    core.draining = True
+    await health.enter_graceful_shutdown()
+    if metrics is not None:
+        metrics.workers_ready.set(0)
+    if settings.drain_delay:
+        await asyncio.sleep(settings.drain_delay)
+    await server.stop(settings.grace_period)
+    flusher.cancel()
+    recorder.flush()
+    core.close()
+    return 0
