@@ -1,0 +1,77 @@
+"""Fixtures: a test model repository and real ``pronto serve`` processes on free ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.server.modelgen import build_repository
+from tests.support import free_port, free_port_block, stop_process, wait_for_grpc_health
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repository(tmp_path_factory.mktemp("models"))
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    base_port: int
+    metrics_port: int
+    workers: int
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def worker_address(self, i: int) -> str:
+        return f"127.0.0.1:{self.base_port + i}"
+
+
+def start_server(repo: Path, log: Path, workers: int = 2, *extra: str) -> Server:
+    port, metrics_port = free_port(), free_port()
+    base = free_port_block(workers)
+    cmd = [
+        sys.executable, "-m", "server.cli", "serve",
+        "--model-repository", str(repo),
+        "--workers", str(workers),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--worker-base-port", str(base),
+        "--metrics-port", str(metrics_port),
+        "--metrics-dir", str(log.parent / f"metrics-{port}"),
+        "--metrics-flush-interval", "0.2",
+        "--model-versions", "2",
+        *extra,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRONTO_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(proc, port, base, metrics_port, workers, log)
+    try:
+        for i in range(workers):
+            wait_for_grpc_health(server.worker_address(i), timeout=60, proc=proc)
+    except Exception:
+        stop_process(proc)
+        print(log.read_text(), file=sys.stderr)
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    srv = start_server(model_repo, log)
+    yield srv
+    stop_process(srv.proc)
