@@ -17,6 +17,7 @@ import jinja2
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
+from gateway.schema import lua_schema
 from gateway.settings import GatewaySettings
 
 __all__ = [
@@ -171,8 +172,9 @@ def _routes(settings: GatewaySettings, services: list[str], jwt: bool, keys: boo
 
 def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, Any]:
     """Template context; ``descriptor_path`` is where Envoy will read the descriptor set."""
-    source = Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET)
-    services = transcoded_services(source.read_bytes())
+    source = Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).read_bytes()
+    services = transcoded_services(source)
+    guard = _environment().get_template("json_guard.lua.j2")
     jwt = settings.jwt_jwks_file != ""
     keys = read_api_keys(settings.api_keys_file) if settings.api_keys_file else []
     if settings.require_auth and not (jwt or keys):
@@ -191,6 +193,7 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "listen_address": settings.listen_address,
         "listen_port": settings.listen_port,
         "buffer_limit_bytes": settings.max_request_bytes,
+        "max_connections": settings.max_connections,
         "access_log": settings.access_log,
         "local_replies": [
             {"op": "EQ", "http": h, "grpc": g, "message": m} for h, g, m in LOCAL_REPLIES
@@ -201,6 +204,7 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "retries": settings.retries,
         "descriptor_set": descriptor_path,
         "services": services,
+        "json_guard": guard.render(schema=lua_schema(source, services)),
         "max_request_bytes": settings.max_request_bytes,
         "max_response_bytes": MAX_RESPONSE_BYTES,
         "jwt": {
@@ -233,17 +237,21 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
     }
 
 
-def render(settings: GatewaySettings, descriptor_path: str | None = None) -> str:
-    """The Envoy configuration as YAML text."""
-    if descriptor_path is None:
-        descriptor_path = str(Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).resolve())
-    env = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(PACKAGE_DIR)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
-    return env.get_template(TEMPLATE.name).render(build_context(settings, descriptor_path))
+
+
+def render(settings: GatewaySettings, descriptor_path: str | None = None) -> str:
+    """The Envoy configuration as YAML text."""
+    if descriptor_path is None:
+        descriptor_path = str(Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).resolve())
+    context = build_context(settings, descriptor_path)
+    return _environment().get_template(TEMPLATE.name).render(context)
 
 
 def write_config(settings: GatewaySettings, path: str | Path) -> Path:

@@ -84,6 +84,9 @@ class GatewaySettings(BaseSettings):
         ge=1024,
         description="Largest REST request body, in bytes (413 above).",
     )
+    max_connections: int = Field(
+        default=10000, ge=1, description="Most client connections Envoy keeps open at once."
+    )
     jwt_jwks_file: str = Field(
         default="",
         description="JWKS file with the keys that sign accepted JWTs (enables JWT auth).",
