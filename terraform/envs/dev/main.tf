@@ -110,7 +110,7 @@ module "iam" {
 
   github_repository         = var.github_repository
   github_allowed_refs       = var.github_allowed_refs
-  workload_identity_pool_id = "${local.name}-github"
+  workload_identity_pool_id = var.workload_identity_pool_id != "" ? var.workload_identity_pool_id : "${local.name}-github"
 
   depends_on = [google_project_service.this]
 }

@@ -8,18 +8,29 @@ output "helm_image_repository" {
 }
 
 output "helm_gcp_service_account" {
-  description = "Chart value for the Kubernetes service account annotation iam.gke.io/gcp-service-account (Workload Identity)."
+  description = "Chart value serviceAccount.gcpServiceAccount: the runtime Google service account, written into the iam.gke.io/gcp-service-account annotation (Workload Identity)."
   value       = module.iam.runtime_service_account_email
 }
 
-output "helm_model_bucket" {
-  description = "Chart value for the model init container: models are read from gs://<bucket>/<model>/<version>/."
-  value       = module.storage.model_bucket_name
+output "helm_model_registry" {
+  description = "Chart value model.registry: gs:// URI of the model bucket; the init container copies <registry>/<model>/<version>/."
+  value       = module.storage.model_bucket_url
 }
 
-output "helm_model_repository_uri" {
-  description = "gs:// prefix of the model repository, the same bucket as helm_model_bucket in URI form."
-  value       = module.storage.model_bucket_url
+output "helm_values" {
+  description = "The three chart values above as a values file: terraform output -json helm_values > gcp-values.json; helm upgrade -f gcp-values.json."
+  value = {
+    image = {
+      repository = "${module.registry.repository_url}/pronto"
+    }
+    model = {
+      registry = module.storage.model_bucket_url
+    }
+    serviceAccount = {
+      name              = "pronto"
+      gcpServiceAccount = module.iam.runtime_service_account_email
+    }
+  }
 }
 
 output "dvc_remote_url" {

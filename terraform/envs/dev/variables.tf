@@ -137,3 +137,9 @@ variable "model_bucket_name" {
   description = "Name of the model registry bucket; empty derives <project>-pronto-<environment>-models."
   default     = ""
 }
+
+variable "workload_identity_pool_id" {
+  type        = string
+  description = "ID of the GitHub Workload Identity Federation pool; empty derives pronto-<environment>-github. A destroyed pool's ID stays reserved for 30 days, so set a new one to re-create the environment sooner."
+  default     = ""
+}

@@ -1,0 +1,53 @@
+# The composed dev environment plans, and its outputs give each consumer
+# (Helm chart, DVC, GitHub Actions) what it expects.
+
+mock_provider "google" {}
+
+variables {
+  project_id        = "pronto-test-123"
+  github_repository = "example-org/pronto"
+}
+
+run "dev_environment_outputs" {
+  command = plan
+
+  assert {
+    condition     = output.helm_image_repository == "europe-west1-docker.pkg.dev/pronto-test-123/pronto/pronto"
+    error_message = "helm_image_repository must be <region>-docker.pkg.dev/<project>/<repo>/pronto."
+  }
+
+  assert {
+    condition     = output.dvc_remote_url == "gs://pronto-test-123-pronto-dev-dvc/dvc"
+    error_message = "dvc_remote_url must point at the dvc/ prefix of the DVC bucket."
+  }
+
+  assert {
+    condition     = output.helm_model_registry == "gs://pronto-test-123-pronto-dev-models"
+    error_message = "helm_model_registry must be the gs:// URI of the model bucket, without a trailing slash."
+  }
+
+  assert {
+    condition     = output.github_gke_cluster == "pronto-dev" && output.github_gke_location == "europe-west1-b"
+    error_message = "The workflow's cluster coordinates must match the cluster."
+  }
+
+  assert {
+    condition     = output.helm_values.serviceAccount.name == "pronto" && output.helm_values.image.repository == output.helm_image_repository
+    error_message = "helm_values must carry the same values as the single outputs."
+  }
+
+  assert {
+    condition     = module.network.pods_range_name == "pronto-dev-pods" && module.network.services_range_name == "pronto-dev-services"
+    error_message = "The cluster must be wired to the network's secondary ranges."
+  }
+
+  assert {
+    condition     = module.iam.kubernetes_service_account_member == "serviceAccount:pronto-test-123.svc.id.goog[pronto/pronto]"
+    error_message = "The runtime identity must be bound to the chart's service account pronto/pronto."
+  }
+
+  assert {
+    condition     = toset(keys(output.github_actions_variables)) == toset(["GCP_WORKLOAD_IDENTITY_PROVIDER", "GCP_SERVICE_ACCOUNT", "GCP_PROJECT_ID", "GKE_CLUSTER", "GKE_LOCATION", "ARTIFACT_REGISTRY", "MODEL_BUCKET", "DVC_REMOTE_URL"])
+    error_message = "github_actions_variables must carry every variable the workflows read."
+  }
+}

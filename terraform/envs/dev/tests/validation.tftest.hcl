@@ -1,0 +1,129 @@
+# Values that would hurt are refused at plan time.
+
+mock_provider "google" {}
+
+variables {
+  project_id = "pronto-test-123"
+}
+
+run "control_plane_never_open_to_the_internet" {
+  command = plan
+
+  module {
+    source = "../../modules/gke"
+  }
+
+  variables {
+    name                 = "pronto-test"
+    location             = "europe-west1-b"
+    network_id           = "net"
+    subnet_id            = "subnet"
+    pods_range_name      = "pods"
+    services_range_name  = "services"
+    node_service_account = "nodes@pronto-test-123.iam.gserviceaccount.com"
+    master_authorized_networks = [
+      { cidr_block = "0.0.0.0/0", display_name = "everyone" },
+    ]
+  }
+
+  expect_failures = [var.master_authorized_networks]
+}
+
+run "shared_core_machine_refused" {
+  command = plan
+
+  module {
+    source = "../../modules/gke"
+  }
+
+  variables {
+    name                 = "pronto-test"
+    location             = "europe-west1-b"
+    network_id           = "net"
+    subnet_id            = "subnet"
+    pods_range_name      = "pods"
+    services_range_name  = "services"
+    node_service_account = "nodes@pronto-test-123.iam.gserviceaccount.com"
+    machine_type         = "e2-small"
+  }
+
+  expect_failures = [var.machine_type]
+}
+
+run "default_compute_service_account_refused" {
+  command = plan
+
+  module {
+    source = "../../modules/gke"
+  }
+
+  variables {
+    name                 = "pronto-test"
+    location             = "europe-west1-b"
+    network_id           = "net"
+    subnet_id            = "subnet"
+    pods_range_name      = "pods"
+    services_range_name  = "services"
+    node_service_account = "123456789-compute@developer.gserviceaccount.com"
+  }
+
+  expect_failures = [var.node_service_account]
+}
+
+run "release_channel_required" {
+  command = plan
+
+  module {
+    source = "../../modules/gke"
+  }
+
+  variables {
+    name                 = "pronto-test"
+    location             = "europe-west1-b"
+    network_id           = "net"
+    subnet_id            = "subnet"
+    pods_range_name      = "pods"
+    services_range_name  = "services"
+    node_service_account = "nodes@pronto-test-123.iam.gserviceaccount.com"
+    release_channel      = "UNSPECIFIED"
+  }
+
+  expect_failures = [var.release_channel]
+}
+
+run "github_repository_must_be_owner_slash_name" {
+  command = plan
+
+  module {
+    source = "../../modules/iam"
+  }
+
+  variables {
+    workload_identity_pool = "pronto-test-123.svc.id.goog"
+    model_bucket_name      = "models"
+    dvc_bucket_name        = "dvc"
+    artifact_registry_repository = {
+      location = "europe-west1"
+      name     = "pronto"
+    }
+    github_repository = "*"
+  }
+
+  expect_failures = [var.github_repository]
+}
+
+run "bucket_names_checked" {
+  command = plan
+
+  module {
+    source = "../../modules/storage"
+  }
+
+  variables {
+    location          = "europe-west1"
+    dvc_bucket_name   = "Pronto_DVC"
+    model_bucket_name = "google-models"
+  }
+
+  expect_failures = [var.dvc_bucket_name, var.model_bucket_name]
+}
