@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
-__all__ = ["CATEGORIES", "FEATURES", "build_repository", "sample_rows"]
+__all__ = ["CATEGORIES", "FEATURES", "build_repository", "build_slow_model", "sample_rows"]
 
 CATEGORIES = {
     "OPERA": ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca"],
@@ -145,6 +146,37 @@ def _echo() -> onnx.ModelProto:
         nodes.append(helper.make_node("Identity", [name], [out]))
     graph = helper.make_graph(nodes, "echo", inputs, outputs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+SLOW_WIDTH = 256
+
+
+def build_slow_model(folder: Path, layers: int = 20) -> None:
+    """A deliberately compute-heavy model (MatMul + Tanh chain on FP32 [N, 256]).
+
+    Requests to it stay in flight long enough for shutdown tests, without any test-only
+    code path in the server.
+    """
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(layers):
+        w = (rng.standard_normal((SLOW_WIDTH, SLOW_WIDTH)) / np.sqrt(SLOW_WIDTH)).astype(np.float32)
+        inits.append(onnx.numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        out = "y" if i == layers - 1 else f"t{i}"
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, SLOW_WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, SLOW_WIDTH])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
 
 
 def build_repository(root: Path) -> Path:

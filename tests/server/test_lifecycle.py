@@ -1,0 +1,134 @@
+"""Process lifecycle: a killed worker is replaced; SIGTERM drains in-flight requests."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+
+from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from tests.server.conftest import Server, start_server
+from tests.server.modelgen import SLOW_WIDTH, build_slow_model
+from tests.server.requests import infer_request
+from tests.support import stop_process, wait_for_grpc_health
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slow_repo(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("slow-repo")
+    shutil.copytree(model_repo / "flights", root / "flights")
+    build_slow_model(root / "slow" / "1")
+    return root
+
+
+@pytest.fixture
+def fresh_server(slow_repo: Path, tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(slow_repo, tmp_path / "serve.log")
+    yield srv
+    stop_process(srv.proc)
+
+
+def _workers(server: Server) -> list[int]:
+    return sorted(p.pid for p in psutil.Process(server.proc.pid).children())
+
+
+def test_killed_worker_is_replaced(fresh_server: Server) -> None:
+    server = fresh_server
+    victim, survivor = _workers(server)
+    # which private port belongs to the victim: ask each port for its connections' owner
+    victim_index = next(
+        i
+        for i in range(server.workers)
+        if any(
+            c.laddr.port == server.base_port + i
+            for c in psutil.Process(victim).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN
+        )
+    )
+    survivor_address = server.worker_address(1 - victim_index)
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def hammer() -> None:
+        nonlocal answered
+        with grpc.insecure_channel(survivor_address) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            while not stop.is_set():
+                try:
+                    stub.ModelInfer(infer_request(), timeout=5)
+                    answered += 1
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code()}: {exc.details()}")
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        killed_at = time.monotonic()
+        psutil.Process(victim).send_signal(signal.SIGKILL)
+        while True:
+            pids = _workers(server)
+            if len(pids) == server.workers and victim not in pids:
+                break
+            assert time.monotonic() - killed_at < 2.0, "worker not restarted within 2 s"
+            time.sleep(0.02)
+        wait_for_grpc_health(server.worker_address(victim_index), timeout=30)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:3]
+    assert answered > 0
+    with grpc.insecure_channel(server.worker_address(victim_index)) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+        assert stub.ModelInfer(infer_request(), timeout=5).model_name == "flights"
+    assert survivor in _workers(server)
+    assert server.proc.poll() is None
+
+
+def _slow_request() -> pb.ModelInferRequest:
+    x = np.random.default_rng(1).random((1024, SLOW_WIDTH), dtype=np.float32)
+    req = pb.ModelInferRequest(model_name="slow")
+    req.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    req.raw_input_contents.append(x.tobytes())
+    return req
+
+
+def test_sigterm_drains_in_flight_requests(fresh_server: Server) -> None:
+    server = fresh_server
+    request = _slow_request()
+    channels = [grpc.insecure_channel(server.worker_address(i % 2)) for i in range(4)]
+    try:
+        stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
+        for stub in stubs:  # connect first, so the requests below start right away
+            stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
+        with ThreadPoolExecutor(16) as pool:
+            futures = [
+                pool.submit(stubs[i % len(stubs)].ModelInfer, request, timeout=30)
+                for i in range(16)
+            ]
+            time.sleep(0.4)  # about 8 x 90 ms of work queued per worker: still running
+            assert not all(f.done() for f in futures)
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            replies = [f.result() for f in futures]
+        assert all(r.outputs[0].shape == [1024, SLOW_WIDTH] for r in replies)
+        assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 20
+    finally:
+        for ch in channels:
+            ch.close()
