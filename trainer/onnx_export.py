@@ -57,6 +57,11 @@ def export_onnx(pipeline: Pipeline, categorical: list[str], numeric: list[str]) 
         target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
     )
     model.doc_string = "pronto tabular classifier"
+    # skl2onnx lists opsets in set order, which varies with PYTHONHASHSEED; sorting makes the
+    # same pipeline serialise to the same bytes in every process (DVC compares hashes).
+    opsets = sorted(model.opset_import, key=lambda o: o.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
     return model.SerializeToString()
 
 

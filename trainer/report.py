@@ -93,7 +93,8 @@ def _markdown(manifest: dict[str, Any]) -> str:
         rows.append(("Brier score", m["brier"]))
     scope = f"positive class `{m['positive_class']}`" if "positive_class" in m else m["averaging"]
     lines = [
-        f"## Model `{manifest['name']}` version {manifest['version']}",
+        f"## Model `{manifest['name']}` "
+        + (f"version {manifest['version']}" if manifest["version"] else "(unpublished build)"),
         "",
         f"Data `{manifest['data']['path']}` ({manifest['data']['rows']} rows, sha256 "
         f"`{manifest['data']['sha256'][:12]}`), estimator `{manifest['params']['estimator']}`, "
