@@ -1,0 +1,251 @@
+"""Fast in-process tests of the core: decoding, validation, registry, features, settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from server.core import InferenceCore
+from server.datatypes import DATATYPES, decode_bytes_raw, encode_bytes_raw
+from server.errors import INTERNAL_MESSAGE, InvalidInput, ModelNotFound, ServerNotReady, rpc
+from server.features import columns_from_instances
+from server.generated.inference import grpc_service_pb2 as pb
+from server.launch import serve_command
+from server.metrics import RequestRecorder
+from server.model import FeatureSpec
+from server.oip_codec import decode_infer_request, encode_infer_response
+from server.repository import Registry, load_repository, scan_repository
+from server.settings import ServeSettings
+from server.settings_cli import add_settings_arguments, settings_from_args
+from tests.server.requests import infer_request, rows
+
+LIMIT = 1 << 22
+
+NUMERIC = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64,
+           "BOOL": np.bool_}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def core(model_repo: Path) -> InferenceCore:
+    handles, failures = load_repository(model_repo, versions=2)
+    assert not failures
+    registry = Registry()
+    registry.replace(handles)
+    c = InferenceCore(registry, offload_rows=64)
+    c.ready = True
+    return c
+
+
+def _tensor_request(arr: np.ndarray, datatype: str, raw: bool) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name="m")
+    t = req.inputs.add(name="x", datatype=datatype, shape=list(arr.shape))
+    dt = DATATYPES[datatype]
+    if raw:
+        req.raw_input_contents.append(
+            encode_bytes_raw(arr) if datatype == "BYTES" else arr.astype(dt.dtype).tobytes()
+        )
+    elif datatype == "BYTES":
+        t.contents.bytes_contents.extend(s.encode() for s in arr.ravel())
+    else:
+        getattr(t.contents, dt.field).extend(arr.ravel().tolist())  # type: ignore[arg-type]
+    return req
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    datatype=st.sampled_from(sorted(NUMERIC)),
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5),
+    raw=st.booleans(),
+    data=st.data(),
+)
+def test_numeric_decode_round_trip(datatype: str, shape: Any, raw: bool, data: Any) -> None:
+    dtype = NUMERIC[datatype]
+    elements = (
+        st.floats(allow_nan=False, allow_infinity=False, width=32 if dtype is np.float32 else 64)
+        if np.dtype(dtype).kind == "f"
+        else None
+    )
+    arr = data.draw(hnp.arrays(dtype, shape, elements=elements))
+    decoded = decode_infer_request(_tensor_request(arr, datatype, raw), LIMIT, LIMIT)
+    (tensor,) = decoded.inputs
+    assert tensor.datatype.name == datatype
+    np.testing.assert_array_equal(tensor.data, arr)
+    assert decoded.raw_output is raw
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=8), min_size=1, max_size=12), st.booleans())
+def test_bytes_decode_round_trip(items: list[str], raw: bool) -> None:
+    arr = np.array(items, dtype=object).reshape(-1, 1)
+    decoded = decode_infer_request(_tensor_request(arr, "BYTES", raw), LIMIT, LIMIT)
+    assert decoded.inputs[0].data.ravel().tolist() == items
+    assert decode_bytes_raw(encode_bytes_raw(arr), len(items)) == [s.encode() for s in items]
+
+
+@given(st.binary(max_size=40), st.integers(0, 6))
+def test_raw_bytes_parser_never_crashes(raw: bytes, count: int) -> None:
+    try:
+        items = decode_bytes_raw(raw, count)
+    except ValueError:
+        return
+    assert len(items) == count
+
+
+def test_float_raw_decode_does_not_copy() -> None:
+    arr = np.arange(6, dtype=np.float32).reshape(3, 2)
+    req = _tensor_request(arr, "FP32", raw=True)
+    tensor = decode_infer_request(req, LIMIT, LIMIT).inputs[0]
+    assert not tensor.data.flags.owndata  # a view over the request's bytes
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_core_infer_matches_onnxruntime(core: InferenceCore, model_repo: Path, raw: bool) -> None:
+    cols = rows(100)  # above offload_rows: exercises the helper thread
+    request = decode_infer_request(infer_request(cols, raw=raw, version="1"), LIMIT, LIMIT)
+    response = asyncio.run(core.infer(request))
+    assert response.model_version == "1" and response.raw_output is raw
+    sess = ort.InferenceSession(str(model_repo / "flights" / "1" / "model.onnx"))
+    feeds = {t.name: t.data for t in request.inputs}
+    label, proba = sess.run(["label", "probabilities"], feeds)
+    got = {t.name: t.data for t in response.outputs}
+    np.testing.assert_array_equal(got["label"], label)
+    np.testing.assert_array_equal(got["probabilities"], proba)
+    msg = encode_infer_response(response)
+    if raw:
+        assert (
+            np.frombuffer(msg.raw_output_contents[1], np.float32).tolist() == proba.ravel().tolist()
+        )
+    else:
+        assert list(msg.outputs[1].contents.fp32_contents) == proba.ravel().tolist()
+
+
+def test_core_predict(core: InferenceCore) -> None:
+    cols = rows(4)
+    instances = [{k: v[i] for k, v in cols.items()} for i in range(4)]
+    result = asyncio.run(core.predict("flights", "", instances))
+    assert result.classes == ["0", "1"] and len(result.labels) == 4
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_core_not_ready(model_repo: Path) -> None:
+    c = InferenceCore(Registry())
+    request = decode_infer_request(infer_request(), LIMIT, LIMIT)
+    with pytest.raises(ServerNotReady):
+        asyncio.run(c.infer(request))
+    assert not c.server_ready() and not c.model_ready("flights")
+
+
+def test_registry_versions_and_swap(core: InferenceCore) -> None:
+    reg = core.registry
+    assert reg.get("flights").version == 2
+    assert reg.get("flights", "1").version == 1
+    assert reg.versions("flights") == ["2", "1"]
+    for name, version in [("nope", ""), ("flights", "3"), ("flights", "x")]:
+        with pytest.raises(ModelNotFound):
+            reg.get(name, version)
+    swapped = Registry()
+    swapped.replace([reg.get("flights", "1")])
+    assert swapped.get("flights").version == 1 and swapped.names() == ["flights"]
+
+
+def test_scan_repository(model_repo: Path, tmp_path: Path) -> None:
+    found = scan_repository(model_repo, versions=5)
+    assert sorted(found) == ["bare", "echo", "flights"]
+    assert [v for v, _ in found["flights"]] == [2, 1]  # ".tmp-3" is ignored
+    assert [v for v, _ in scan_repository(model_repo, ["flights"])["flights"]] == [2]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        scan_repository(model_repo, ["missing"])
+    with pytest.raises(FileNotFoundError):
+        scan_repository(tmp_path / "absent")
+
+
+FEATURES = (
+    FeatureSpec("cat", "categorical", ("a",), DATATYPES["BYTES"]),
+    FeatureSpec("num", "numeric", (), DATATYPES["FP32"]),
+)
+
+
+def test_columns_from_instances() -> None:
+    feeds = columns_from_instances(FEATURES, [{"cat": 7.0, "num": 1}, {"cat": "b", "num": "2.5"}])
+    assert feeds["cat"].tolist() == [["7"], ["b"]]
+    assert feeds["num"].dtype == np.float32 and feeds["num"].tolist() == [[1.0], [2.5]]
+
+
+@pytest.mark.parametrize(
+    "instances, message",
+    [
+        ([{"cat": "a"}], "instance 0: missing features: num"),
+        ([{"cat": "a", "num": 1, "x": 2}], "instance 0: unknown features: x"),
+        ([{"cat": "a", "x": 2}], "unknown features: x"),
+        ([{"cat": "a", "num": "abc"}], "feature 'num' must be numeric"),
+        ([{"cat": "a", "num": float("inf")}], "feature 'num' has a null, NaN or Inf"),
+        ([{"cat": None, "num": 1}], "feature 'cat' must be a string or number"),
+    ],
+)
+def test_columns_errors(instances: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        columns_from_instances(FEATURES, instances)
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        self.aborted = (code, message)
+        raise grpc.aio.AbortError()
+
+
+class _Servicer:
+    def __init__(self) -> None:
+        self.recorder = RequestRecorder()
+
+    @rpc
+    async def Boom(self, request: Any, context: Any) -> Any:
+        raise KeyError("secret internals")
+
+    @rpc
+    async def Bad(self, request: Any, context: Any) -> Any:
+        raise InvalidInput("bad thing", "bad")
+
+
+def test_errors_map_to_status_without_internals() -> None:
+    servicer, ctx = _Servicer(), _Context()
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(servicer.Boom(pb.ModelInferRequest(model_name="m"), ctx))
+    assert ctx.aborted == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(servicer.Bad(pb.ModelInferRequest(model_name="m"), ctx))
+    assert ctx.aborted == (grpc.StatusCode.INVALID_ARGUMENT, "bad thing")
+    rec = servicer.recorder
+    assert rec.in_flight == 0
+    assert rec._counts[("m", "", "Boom", "INTERNAL")] == 1
+    assert rec._reasons["bad"] == 1
+
+
+def test_settings_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRONTO_WORKERS", "3")
+    monkeypatch.setenv("PRONTO_PORT", "6000")
+    monkeypatch.setenv("PRONTO_MODELS", '["a", "b"]')
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, ServeSettings)
+    s = settings_from_args(ServeSettings, parser.parse_args(["--port", "7000"]))
+    assert (s.workers, s.port, s.models) == (3, 7000, ["a", "b"])
+    assert s.grace_period == 20.0 and s.max_message_bytes == 4 * 1024 * 1024
+    for name, field in ServeSettings.model_fields.items():
+        assert field.description, name
+
+
+def test_serve_command() -> None:
+    cmd = serve_command(ServeSettings(workers=2, port=1234, models=["a"]))
+    assert cmd[-6:] == ["--models", "a", "--workers", "2", "--port", "1234"]
