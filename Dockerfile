@@ -1,0 +1,101 @@
+# syntax=docker/dockerfile:1
+#
+# Images of Pronto, one build, several targets:
+#   serve (default)  `pronto serve` / `pronto gateway --render`; the model comes from a
+#                    mounted repository (the Helm chart's GCS init container).
+#   serve-baked      the same, with ./models/<name>/<version>/ copied in at build time.
+#   trainer          `pronto train` with the train extra (DVC, scikit-learn, skl2onnx).
+#
+#   docker build -t pronto .
+#   docker build --target serve-baked -t pronto:baked .     # needs ./models
+#   docker build --target trainer -t pronto-trainer .
+#
+# Builder and runtime share one pinned slim base. Every dependency installs from wheels,
+# so no stage has a compiler; the runtime stages get only the finished virtualenv.
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN groupadd --system --gid 10001 pronto \
+    && useradd --system --uid 10001 --gid pronto --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin pronto
+
+# ---------------------------------------------------------------------------------------
+FROM base AS build-serve
+WORKDIR /src
+RUN python -m venv "$VIRTUAL_ENV"
+COPY .ci/constraints.txt .ci/constraints.txt
+COPY pyproject.toml README.md ./
+COPY server server
+COPY gateway gateway
+COPY trainer trainer
+COPY loadtest loadtest
+# Dependencies are exact pins (pyproject + the full constraints file) and all come as
+# wheels; only the project itself is built, by the pinned setuptools of pyproject.toml.
+# pip leaves the environment afterwards: the runtime needs no installer.
+RUN pip install --only-binary=:all: --no-binary=pronto-serving -c .ci/constraints.txt ".[serve]" \
+    && pip uninstall --yes pip \
+    && pronto --help >/dev/null
+
+# ---------------------------------------------------------------------------------------
+FROM base AS build-train
+WORKDIR /src
+RUN python -m venv "$VIRTUAL_ENV"
+COPY .ci/constraints.txt .ci/constraints.txt
+COPY pyproject.toml README.md ./
+COPY server server
+COPY gateway gateway
+COPY trainer trainer
+COPY loadtest loadtest
+# Not --only-binary: a few pure-Python dependencies of DVC ship only as sdists (e.g.
+# antlr4-python3-runtime via hydra-core); with no compiler here, a C sdist would fail.
+RUN pip install -c .ci/constraints.txt ".[train]" \
+    && pip uninstall --yes pip \
+    && pronto --help >/dev/null
+
+# ---------------------------------------------------------------------------------------
+FROM base AS runtime
+LABEL org.opencontainers.image.title="pronto" \
+      org.opencontainers.image.description="gRPC/REST inference server for tabular scikit-learn models" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build-serve /opt/venv /opt/venv
+ENV PRONTO_MODEL_REPOSITORY=/models \
+    PRONTO_METRICS_DIR=/tmp/pronto-metrics \
+    HOME=/tmp
+WORKDIR /tmp
+USER 10001:10001
+# 50051 shared gRPC, 50100+ worker-private gRPC, 9090 /metrics
+EXPOSE 50051 9090
+# Docker-only health check; Kubernetes uses the chart's native gRPC probes instead.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os,sys,grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; c=grpc.insecure_channel('127.0.0.1:'+os.environ.get('PRONTO_PORT','50051')); sys.exit(g.HealthStub(c).Check(h.HealthCheckRequest(), timeout=3).status != h.HealthCheckResponse.SERVING)"]
+ENTRYPOINT ["pronto"]
+CMD ["serve"]
+
+# ---------------------------------------------------------------------------------------
+FROM runtime AS serve-baked
+# Model files are data, owned by root and read-only to the server's user.
+COPY models/ /opt/pronto/models/
+ENV PRONTO_MODEL_REPOSITORY=/opt/pronto/models
+
+# ---------------------------------------------------------------------------------------
+FROM base AS trainer
+LABEL org.opencontainers.image.title="pronto-trainer"
+COPY --from=build-train /opt/venv /opt/venv
+ENV HOME=/tmp
+WORKDIR /work
+USER 10001:10001
+# A batch job: it runs to completion and has nothing to probe.
+HEALTHCHECK NONE
+ENTRYPOINT ["pronto"]
+CMD ["train"]
+
+# ---------------------------------------------------------------------------------------
+# The default target (last stage).
+FROM runtime AS serve
