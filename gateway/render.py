@@ -71,9 +71,6 @@ LOCAL_REPLIES = (
 GRPC_LOCAL_REPLIES = ((413, 8), (429, 8), (504, 4))
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-JWT_FILTER = "envoy.filters.http.jwt_authn"
-API_KEY_FILTER = "envoy.filters.http.api_key_auth"
-RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 
 
 @dataclass(frozen=True)
@@ -121,53 +118,23 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def _routes(settings: GatewaySettings, services: list[str], jwt: bool, keys: bool) -> list[Any]:
-    present = [
-        name
-        for name, on in ((JWT_FILTER, jwt), (API_KEY_FILTER, keys), (RATE_LIMIT_FILTER, True))
-        if on and (name != RATE_LIMIT_FILTER or settings.rate_limit_rps)
+def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, str]]:
+    """Routes on gRPC method paths; REST requests reach them after transcoding."""
+    entries = [(kind, value, settings.metadata_timeout) for kind, value in PUBLIC_PATHS]
+    entries += [(kind, value, settings.infer_timeout) for kind, value in INFER_PATHS]
+    entries += [
+        ("prefix", f"/{service}/", settings.metadata_timeout)
+        for service in [*services, *PASSTHROUGH_SERVICES]
     ]
-    routes: list[dict[str, Any]] = []
-    for kind, value in PUBLIC_PATHS:
-        routes.append(
-            {
-                "name": "public-" + value.strip("/").replace("/", "-"),
-                "match_kind": kind,
-                "match_value": value,
-                "header": None,
-                "timeout": _seconds(settings.metadata_timeout),
-                "auth": "none",
-                "disabled_filters": present,
-            }
-        )
-    # With both mechanisms a request carrying an API key is checked as such and one without
-    # must bring a JWT: either credential admits it, a wrong one is refused.
-    variants: list[tuple[str, str | None]] = []
-    if keys:
-        variants.append(("api-key", settings.api_key_header if jwt else None))
-    if jwt:
-        variants.append(("jwt", None))
-    if not variants:
-        variants.append(("none", None))
-    api = [*INFER_PATHS] + [
-        ("prefix", f"/{service}/") for service in [*services, *PASSTHROUGH_SERVICES]
+    return [
+        {
+            "name": value.strip("/").replace("/", "-"),
+            "match_kind": kind,
+            "match_value": value,
+            "timeout": _seconds(timeout),
+        }
+        for kind, value, timeout in entries
     ]
-    for auth, header in variants:
-        off = {"api-key": [JWT_FILTER], "jwt": [API_KEY_FILTER], "none": []}[auth]
-        for kind, value in api:
-            timeout = settings.infer_timeout if kind == "path" else settings.metadata_timeout
-            routes.append(
-                {
-                    "name": f"{auth}-" + value.strip("/").replace("/", "-"),
-                    "match_kind": kind,
-                    "match_value": value,
-                    "header": header,
-                    "timeout": _seconds(timeout),
-                    "auth": auth,
-                    "disabled_filters": [f for f in off if f in present],
-                }
-            )
-    return routes
 
 
 def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, Any]:
@@ -200,7 +167,8 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         ]
         + [{"op": "GE", "http": 400, "grpc": 2, "message": "%LOCAL_REPLY_BODY%"}],
         "grpc_local_replies": [{"http": h, "grpc": g} for h, g in GRPC_LOCAL_REPLIES],
-        "routes": _routes(settings, services, jwt, bool(keys)),
+        "routes": _routes(settings, services),
+        "public_paths": PUBLIC_PATHS,
         "retries": settings.retries,
         "descriptor_set": descriptor_path,
         "services": services,

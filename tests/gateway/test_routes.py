@@ -1,0 +1,139 @@
+"""Every REST route and native gRPC through one Envoy listener, and per-request balancing."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+
+import grpc
+import pytest
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.render import PACKAGED_DESCRIPTOR_SET
+from server.generated.inference import grpc_service_pb2 as oip
+from server.generated.inference import grpc_service_pb2_grpc as oip_grpc
+from server.generated.pronto.v1 import prediction_pb2, prediction_pb2_grpc
+from tests.gateway.harness import Gateway, request, upstream_requests
+from tests.gateway.modelgen import MODEL, instance
+
+pytestmark = pytest.mark.integration
+
+
+def _infer_body() -> dict[str, object]:
+    return {
+        "inputs": [
+            {
+                "name": "carrier",
+                "datatype": "BYTES",
+                "shape": [2, 1],
+                "contents": {
+                    "bytes_contents": [
+                        base64.b64encode(b"Copa Air").decode(),
+                        base64.b64encode(b"Sky Airline").decode(),
+                    ]
+                },
+            },
+            {
+                "name": "hour",
+                "datatype": "FP32",
+                "shape": [2, 1],
+                "contents": {"fp32_contents": [3, 20]},
+            },
+        ]
+    }
+
+
+# One call per REST binding of the protos: (verb, template) -> (path, body, check).
+CALLS = {
+    ("GET", "/v2/health/live"): ("/v2/health/live", None, lambda b: b == {"live": True}),
+    ("GET", "/v2/health/ready"): ("/v2/health/ready", None, lambda b: b == {"ready": True}),
+    ("GET", "/v2"): ("/v2", None, lambda b: "name" in b and "version" in b),
+    ("GET", "/v2/models/{name}"): (f"/v2/models/{MODEL}", None, lambda b: b["name"] == MODEL),
+    ("GET", "/v2/models/{name}/versions/{version}"): (
+        f"/v2/models/{MODEL}/versions/1", None, lambda b: b["name"] == MODEL,
+    ),
+    ("GET", "/v2/models/{name}/ready"): (f"/v2/models/{MODEL}/ready", None, lambda b: b["ready"]),
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): (
+        f"/v2/models/{MODEL}/versions/1/ready", None, lambda b: b["ready"],
+    ),
+    ("POST", "/v2/models/{model_name}/infer"): (
+        f"/v2/models/{MODEL}/infer", _infer_body(), lambda b: len(b["outputs"]) == 2,
+    ),
+    ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"): (
+        f"/v2/models/{MODEL}/versions/1/infer", _infer_body(), lambda b: b["model_version"] == "1",
+    ),
+    ("POST", "/v1/models/{name}:predict"): (
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [instance(0), instance(1)]},
+        lambda b: [set(p["probabilities"]) for p in b["predictions"]] == [{"0", "1"}] * 2,
+    ),
+    ("GET", "/v1/models"): (
+        "/v1/models", None, lambda b: [m["name"] for m in b["models"]] == [MODEL],
+    ),
+    ("GET", "/v1/models/{name}"): (
+        f"/v1/models/{MODEL}", None, lambda b: b["model"]["classes"] == ["0", "1"],
+    ),
+}  # fmt: skip
+
+
+def _bindings() -> set[tuple[str, str]]:
+    fds = descriptor_pb2.FileDescriptorSet.FromString(PACKAGED_DESCRIPTOR_SET.read_bytes())
+    found = set()
+    for file in fds.file:
+        for service in file.service:
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in [rule, *rule.additional_bindings]:
+                    verb = binding.WhichOneof("pattern")
+                    if verb:
+                        found.add((verb.upper(), getattr(binding, verb)))
+    return found
+
+
+def test_every_rest_binding_of_the_protos_is_exercised() -> None:
+    assert _bindings() == set(CALLS)
+
+
+@pytest.mark.parametrize("binding", sorted(CALLS), ids=lambda b: f"{b[0]} {b[1]}")
+def test_rest_route(gateway: Gateway, binding: tuple[str, str]) -> None:
+    path, body, check = CALLS[binding]
+    reply = request(gateway, binding[0], path, body)
+    assert reply.status == 200, reply.body
+    assert reply.headers["content-type"].startswith("application/json")
+    assert check(reply.body), reply.body
+
+
+def test_native_grpc_passes_through_the_same_port(gateway: Gateway) -> None:
+    with grpc.insecure_channel(gateway.address) as channel:
+        live = oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest())
+        assert live.live
+        request_ = prediction_pb2.PredictRequest(name=MODEL)
+        request_.instances.add().update(instance(2))
+        reply = prediction_pb2_grpc.PredictionServiceStub(channel).Predict(request_, timeout=5)
+        assert reply.model_name == MODEL and len(reply.predictions) == 1
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            oip_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
+                oip.ModelMetadataRequest(name="nope"), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_one_rest_connection_is_spread_over_all_workers(gateway: Gateway) -> None:
+    before = upstream_requests(gateway.admin_port)
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        for i in range(40):
+            reply = request(
+                conn, "POST", f"/v1/models/{MODEL}:predict", {"instances": [instance(i)]}
+            )
+            assert reply.status == 200, reply.body
+    finally:
+        conn.close()
+    after = upstream_requests(gateway.admin_port)
+    served = {port: after[port] - before.get(port, 0) for port in after}
+    assert len(served) == 2 and sum(served.values()) == 40
+    assert all(count >= 5 for count in served.values()), served
