@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from server.datatypes import Datatype, datatype_of_array
+from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, ServerNotReady
 from server.features import columns_from_instances
 from server.model import ModelHandle
@@ -127,9 +127,10 @@ class InferenceCore:
                     "datatype",
                 )
             shape = t.data.shape
-            if len(shape) != len(spec.shape) or any(
-                e >= 0 and e != s for e, s in zip(spec.shape, shape, strict=True)
-            ):
+            bad = len(shape) != spec.rank
+            for axis, size in spec.fixed:  # usually one fixed axis: a loop beats any()
+                bad = bad or shape[axis] != size
+            if bad:
                 raise InvalidInput(
                     f"input '{t.name}' has shape {list(shape)}, "
                     f"model '{handle.name}' expects {list(spec.shape)}",
@@ -174,7 +175,8 @@ class InferenceCore:
                 )
         rows = request.inputs[0].data.shape[0] if request.inputs else 0
         results = await self.run(handle, feeds, names, rows)
-        tensors = [Tensor(n, datatype_of_array(a), a) for n, a in zip(names, results, strict=True)]
+        outputs = handle.outputs
+        tensors = [Tensor(n, outputs[n].datatype, a) for n, a in zip(names, results, strict=True)]
         return InferResponse(
             handle.name, handle.version_str, request.id, tensors, request.raw_output
         )

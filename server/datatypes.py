@@ -31,15 +31,13 @@ class Datatype:
     field: str | None
     #: bytes per element in raw contents (0 for BYTES, which is length-prefixed)
     itemsize: int
-
-    @property
-    def is_float(self) -> bool:
-        return self.dtype.kind == "f"
+    #: floating point: NaN/Inf are checked
+    is_float: bool
 
 
 def _dt(name: str, dtype: str, field: str | None) -> Datatype:
     d = np.dtype(dtype)
-    return Datatype(name, d, field, 0 if d.kind == "O" else d.itemsize)
+    return Datatype(name, d, field, 0 if d.kind == "O" else d.itemsize, d.kind == "f")
 
 
 DATATYPES: dict[str, Datatype] = {

@@ -33,6 +33,14 @@ class TensorSpec:
     name: str
     datatype: Datatype
     shape: tuple[int, ...]
+    #: precomputed for request validation: rank and (axis, size) of fixed dimensions
+    rank: int = 0
+    fixed: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, datatype: Datatype, shape: tuple[int, ...]) -> TensorSpec:
+        fixed = tuple((i, d) for i, d in enumerate(shape) if d >= 0)
+        return cls(name, datatype, shape, len(shape), fixed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +106,7 @@ def _tensor_specs(args: list[Any]) -> dict[str, TensorSpec]:
         if datatype is None:  # e.g. a ZipMap sequence output: not a tensor, not served
             continue
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
-        specs[arg.name] = TensorSpec(arg.name, DATATYPES[datatype], shape)
+        specs[arg.name] = TensorSpec.of(arg.name, DATATYPES[datatype], shape)
     return specs
 
 

@@ -8,6 +8,7 @@ repeated field in one numpy call.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ from server.generated.inference import grpc_service_pb2 as pb
 __all__ = ["decode_infer_request", "encode_infer_response", "max_elements_for"]
 
 _RAW_PARAMS = ("binary_data_output", "binary_data")
+_SMALL = 32
+_isfinite = math.isfinite
 
 
 def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tuple[int, ...], int]:
@@ -38,6 +41,16 @@ def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tup
     return shape, count
 
 
+def _check_finite(name: str, data: np.ndarray, values: Any) -> None:
+    # For a handful of values a Python loop beats numpy's per-call overhead (~4 µs).
+    if data.size <= _SMALL:
+        ok = all(map(_isfinite, values if values is not None else data.ravel().tolist()))
+    else:
+        ok = bool(np.isfinite(data).all())
+    if not ok:
+        raise InvalidInput(f"input '{name}' contains NaN or Inf", "non_finite")
+
+
 def _decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], count: int) -> Any:
     if dt.itemsize:
         if len(raw) != count * dt.itemsize:
@@ -46,10 +59,13 @@ def _decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], cou
                 f"of {dt.name} needs {count * dt.itemsize}",
                 "raw_size",
             )
-        return np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
+        data = np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
+        if dt.is_float:
+            _check_finite(name, data, None)
+        return data
     try:
         items = decode_bytes_raw(raw, count)
-        return np.array([b.decode() for b in items], dtype=object).reshape(shape)
+        return np.array(list(map(bytes.decode, items)), dtype=object).reshape(shape)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"input '{name}': bad raw BYTES contents: {exc}", "raw_size") from None
 
@@ -65,17 +81,21 @@ def _decode_typed(
             f"input '{name}' has {len(values)} values, shape {list(shape)} needs {count}",
             "shape_mismatch",
         )
-    if dt.name == "BYTES":
+    if not dt.itemsize:  # BYTES
         try:
-            return np.array([b.decode() for b in values], dtype=object).reshape(shape)
+            return np.array(list(map(bytes.decode, values)), dtype=object).reshape(shape)
         except UnicodeDecodeError:
             raise InvalidInput(f"input '{name}' is not valid UTF-8", "encoding") from None
     try:
-        return np.array(values, dtype=dt.dtype).reshape(shape)
-    except OverflowError:
+        # fromiter reads the repeated field directly: about 3x faster than np.array here
+        data = np.fromiter(values, dt.dtype, count).reshape(shape)
+    except (OverflowError, ValueError):
         raise InvalidInput(
             f"input '{name}' has values out of range for {dt.name}", "range"
         ) from None
+    if dt.is_float:
+        _check_finite(name, data, values)
+    return data
 
 
 def decode_infer_request(
@@ -102,17 +122,17 @@ def decode_infer_request(
             data = _decode_raw(name, dt, raw[i], shape, count)
         else:
             data = _decode_typed(name, dt, inp.contents, shape, count)
-        if dt.is_float and not np.isfinite(data).all():
-            raise InvalidInput(f"input '{name}' contains NaN or Inf", "non_finite")
         tensors.append(Tensor(name, dt, data))
-    raw_output = bool(raw) or any(
-        p in request.parameters and request.parameters[p].bool_param for p in _RAW_PARAMS
-    )
+    raw_output = bool(raw)
+    params = request.parameters
+    if params and not raw_output:
+        raw_output = any(p in params and params[p].bool_param for p in _RAW_PARAMS)
     outputs = []
-    for out in request.outputs:
-        outputs.append(out.name)
-        if not raw_output and "binary_data" in out.parameters:
-            raw_output = out.parameters["binary_data"].bool_param
+    if request.outputs:
+        for out in request.outputs:
+            outputs.append(out.name)
+            if not raw_output and out.parameters and "binary_data" in out.parameters:
+                raw_output = out.parameters["binary_data"].bool_param
     return InferRequest(
         request.model_name, request.model_version, tensors, outputs, request.id, raw_output
     )

@@ -18,7 +18,6 @@ import signal
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from server import __version__
 from server.core import InferenceCore
@@ -29,6 +28,7 @@ from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle
 from server.oip_codec import max_elements_for
+from server.reflection import enable_reflection
 from server.repository import LoadFailure, Registry, load_repository
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
@@ -105,13 +105,8 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     ppb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core, recorder), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     )
     server.add_insecure_port(f"{settings.host}:{settings.port}")
     if settings.worker_base_port:
