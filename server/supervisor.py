@@ -178,7 +178,8 @@ class Supervisor:
                 healthy = False
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
-        clean = all(c == 0 for slot in self.slots for c in slot.exit_codes)
+        # -SIGTERM: a worker stopped while still loading, before it had anything to drain
+        clean = all(c in (0, -signal.SIGTERM) for slot in self.slots for c in slot.exit_codes)
         log.info("stopped")
         return 0 if healthy and clean else 1
 

@@ -8,10 +8,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -22,6 +24,8 @@ from tests.server.conftest import ROOT, Server
 from tests.server.requests import infer_request, predict_request, rows
 
 pytestmark = pytest.mark.integration
+
+GHZ = ROOT / ".tools" / "bin" / "ghz"
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +132,35 @@ def test_reflection_lists_services(channel: grpc.Channel) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names
+
+
+def test_reflection_resolves_methods(channel: grpc.Channel) -> None:
+    # ghz asks for the file of "package.Service.Method"
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    symbol = "inference.GRPCInferenceService.ModelInfer"
+    (reply,) = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)]), timeout=5
+    )
+    assert reply.WhichOneof("message_response") == "file_descriptor_response"
+    (missing,) = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol + "X")]),
+        timeout=5,
+    )
+    assert missing.WhichOneof("message_response") == "error_response"
+
+
+@pytest.mark.skipif(not GHZ.exists(), reason="ghz is not installed")
+def test_ghz_through_reflection(server: Server, tmp_path: Path) -> None:
+    data = tmp_path / "request.json"
+    data.write_text(json_format.MessageToJson(infer_request(rows(1))))
+    done = subprocess.run(
+        [str(GHZ), "--insecure", "--call", "inference.GRPCInferenceService/ModelInfer",
+         "-D", str(data), "-n", "50", "-c", "5", "--format", "json", server.address],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["statusCodeDistribution"] == {"OK": 50}
 
 
 def test_private_worker_ports_answer(server: Server) -> None:
