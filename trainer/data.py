@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 from trainer import features as flights
 from trainer.errors import DataError
 
-__all__ = ["Dataset", "load_dataset", "read_csv", "sha256_file"]
+__all__ = ["Dataset", "input_names", "load_dataset", "read_csv", "sha256_file"]
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Dataset:
     numeric: list[str]
     target: str
     kind: str  # "flights" or "tabular"
+    #: model input name -> CSV column it came from (names differ when sanitised)
+    source: dict[str, str]
 
 
 def sha256_file(path: Path) -> str:
@@ -54,6 +57,8 @@ def read_csv(path: Path) -> pd.DataFrame:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head.decode("latin-1")  # the real SCL file circulates in both encodings
+    if text.lstrip()[:1] in ("{", "[", "<"):
+        raise DataError(f"{path}: not a CSV file (looks like JSON, XML or HTML)")
     try:
         csv.Sniffer().sniff(text.split("\n", 1)[0] + "\n", delimiters=",;\t")
     except csv.Error:
@@ -67,6 +72,23 @@ def read_csv(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no rows")
     return frame
+
+
+# Graph outputs; an input with the same name would make skl2onnx rename one of them.
+_RESERVED = {"label", "probabilities"}
+
+
+def input_names(columns: list[str]) -> dict[str, str]:
+    """Model input name for each column: the name skl2onnx would keep (word characters, no
+    leading digit), so the ONNX inputs carry exactly the names in the manifest."""
+    names: dict[str, str] = {}
+    for column in columns:
+        name = re.sub(r"\W", "_", str(column))
+        name = f"_{name}" if name[:1].isdigit() or not name else name
+        while name in _RESERVED or name in names.values():
+            name += "_"
+        names[column] = name
+    return names
 
 
 def _check_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -121,12 +143,21 @@ def _tabular(
         raise DataError(f"target column {target!r} is also listed as a feature")
     if not categorical + numeric:
         raise DataError("no feature columns: give --categorical and/or --numeric")
+    names = input_names(categorical + numeric)
     X = pd.DataFrame(index=frame.index)
     for column in categorical:
-        X[column] = frame[column].fillna("").astype(str).astype(object)
+        X[names[column]] = frame[column].fillna("").astype(str).astype(object)
     for column in numeric:
-        X[column] = _numeric(frame, column)
-    return Dataset(X, _target(frame, target), categorical, numeric, target, "tabular")
+        X[names[column]] = _numeric(frame, column)
+    return Dataset(
+        X,
+        _target(frame, target),
+        [names[c] for c in categorical],
+        [names[c] for c in numeric],
+        target,
+        "tabular",
+        {name: column for column, name in names.items()},
+    )
 
 
 def load_dataset(
@@ -151,14 +182,8 @@ def load_dataset(
             )
         for column in flights.FLIGHT_NUMERIC:
             X[column] = X[column].astype(np.float32).astype(float)
-        return Dataset(
-            X,
-            y,
-            flights.FLIGHT_CATEGORICAL,
-            flights.FLIGHT_NUMERIC,
-            flights.FLIGHT_TARGET,
-            "flights",
-        )
+        cat, num = flights.FLIGHT_CATEGORICAL, flights.FLIGHT_NUMERIC
+        return Dataset(X, y, cat, num, flights.FLIGHT_TARGET, "flights", {c: c for c in cat + num})
     if target is None:
         raise DataError("--target is required when --categorical or --numeric is given")
     return _tabular(frame, target, categorical, numeric)

@@ -158,7 +158,7 @@ def generate_flights(rows: int = 68_000, seed: int = 2017, drift: bool = False) 
     logit = (
         _MONTH_EFFECT[month - 1]
         + _HOUR_EFFECT[hour]
-        + _WEEKDAY_EFFECT[scheduled.dt.weekday.to_numpy()]
+        + _WEEKDAY_EFFECT[scheduled.dt.day_of_week.to_numpy()]
         + _INTERNATIONAL_EFFECT * international
         + 0.15 * high_season
         + np.array([dest_effect[d] for d in dest])
@@ -214,7 +214,7 @@ def _assemble(
         "DIA": actual.dt.day.to_numpy(),
         "MES": month,
         "AÑO": actual.dt.year.to_numpy(),
-        "DIANOM": np.array(_DAY_NAMES, dtype=object)[actual.dt.weekday.to_numpy()],
+        "DIANOM": np.array(_DAY_NAMES, dtype=object)[actual.dt.day_of_week.to_numpy()],
         "TIPOVUELO": np.where(international, "I", "N"),
         "OPERA": np.array([op.name for op in operators], dtype=object)[op_idx],
         "SIGLAORI": "Santiago",

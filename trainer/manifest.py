@@ -53,7 +53,9 @@ def signature(
     numeric: list[str],
     categories: dict[str, list[str]],
     classes: np.ndarray,
+    source: dict[str, str],
 ) -> dict[str, Any]:
+    """Inputs (name = ONNX input, ``column`` = the CSV column it comes from), outputs, classes."""
     inputs: list[dict[str, Any]] = []
     for column in categorical:
         inputs.append(
@@ -63,6 +65,7 @@ def signature(
                 "shape": [-1, 1],
                 "kind": "categorical",
                 "categories": categories[column],
+                "column": source[column],
             }
         )
     for column in numeric:
@@ -74,6 +77,7 @@ def signature(
                 "shape": [-1, 1],
                 "kind": "numeric",
                 "range": [float(values.min()), float(values.max())],
+                "column": source[column],
             }
         )
     names = [str(c) for c in classes]

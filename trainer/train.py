@@ -49,8 +49,9 @@ def _params(settings: TrainSettings, data: Dataset) -> dict[str, Any]:
         "estimator": settings.estimator,
         "estimator_params": estimator_params(settings),
         "target": data.target,
-        "categorical": data.categorical,
-        "numeric": data.numeric,
+        # CSV column names, so the data set can be rebuilt (python -m trainer evaluate)
+        "categorical": [data.source[c] for c in data.categorical],
+        "numeric": [data.source[c] for c in data.numeric],
         "data_kind": data.kind,
         "test_size": settings.test_size,
         "seed": settings.seed,
@@ -108,7 +109,9 @@ def _build(
         "params": params,
         "metrics": metrics,
         "parity": parity.as_dict(),
-        "signature": signature(split.X_train, data.categorical, data.numeric, categories, classes),
+        "signature": signature(
+            split.X_train, data.categorical, data.numeric, categories, classes, data.source
+        ),
         "reference": reference_statistics(
             split.X_train,
             data.categorical,
