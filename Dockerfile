@@ -13,16 +13,17 @@
 # Builder and runtime share one pinned slim base. Every dependency installs from wheels,
 # so no stage has a compiler; the runtime stages get only the finished virtualenv.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS base
+FROM python:3.11.14-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-RUN groupadd --system --gid 10001 pronto \
+# The base image's own pip/setuptools/wheel go: builders use the virtualenv's pip (from
+# ensurepip) and the runtime stages need no installer at all.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && groupadd --system --gid 10001 pronto \
     && useradd --system --uid 10001 --gid pronto --home-dir /tmp --no-create-home \
        --shell /usr/sbin/nologin pronto
 

@@ -44,7 +44,9 @@ def test_helm_lint_strict() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("values", [s.values_file for s in SCENARIOS])
+# helm lint has no --api-versions, so value sets that need an optional API are left to
+# test_renders_valid_objects.
+@pytest.mark.parametrize("values", [s.values_file for s in SCENARIOS if not s.api_versions])
 def test_helm_lint_strict_with_each_value_file(values: str) -> None:
     proc = run_helm("lint", "--strict", "charts/pronto", "--values", f"charts/pronto/ci/{values}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
