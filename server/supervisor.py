@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from server import __version__
@@ -56,6 +58,7 @@ class Supervisor:
         self._stopping = False
         self._metrics: ServerMetrics | None = None
         self._http: object | None = None
+        self._own_metrics_dir: Path | None = None
 
     # -- process management --------------------------------------------------
     def _spawn(self, slot: _Slot) -> None:
@@ -130,6 +133,7 @@ class Supervisor:
             return 2
         if s.metrics_port:
             path = prepare_multiprocess_dir(s.metrics_dir)
+            self._own_metrics_dir = path if s.metrics_dir is None else None
             self._metrics = ServerMetrics()
             self._metrics.set_build_info(__version__)
             log.info("metrics in %s", path)
@@ -178,6 +182,8 @@ class Supervisor:
                 healthy = False
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
+        if self._own_metrics_dir is not None:
+            shutil.rmtree(self._own_metrics_dir, ignore_errors=True)
         # -SIGTERM: a worker stopped while still loading, before it had anything to drain
         clean = all(c in (0, -signal.SIGTERM) for slot in self.slots for c in slot.exit_codes)
         log.info("stopped")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,10 +19,10 @@ import pytest
 
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from tests.server.conftest import Server, start_server
+from tests.server.conftest import ROOT, Server, start_server
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
 from tests.server.requests import infer_request
-from tests.support import stop_process, wait_for_grpc_health
+from tests.support import free_port, stop_process, wait_for_grpc_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -132,3 +134,37 @@ def test_sigterm_drains_in_flight_requests(fresh_server: Server) -> None:
     finally:
         for ch in channels:
             ch.close()
+
+
+def test_broken_model_is_skipped(model_repo: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo / "flights", repo / "flights")
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    server = start_server(repo, tmp_path / "serve.log")
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            assert stub.ModelReady(pb.ModelReadyRequest(name="flights"), timeout=5).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="broken"), timeout=5).ready
+        assert "failed to load broken version 1" in (tmp_path / "serve.log").read_text()
+    finally:
+        assert stop_process(server.proc) == 0
+
+
+def test_unusable_repository_stops_the_server(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(empty),
+           "--metrics-port", "0", "--worker-base-port", "0",
+           "--port", str(free_port())]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no models found" in done.stderr
+    broken = tmp_path / "broken"
+    (broken / "m" / "1").mkdir(parents=True)
+    (broken / "m" / "1" / "model.onnx").write_bytes(b"junk")
+    cmd[cmd.index(str(empty))] = str(broken)
+    done = subprocess.run(
+        [*cmd, "--workers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "could not load any model" in done.stderr
