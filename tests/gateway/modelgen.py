@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ MODEL = "delays"
 CARRIERS = ["Grupo LATAM", "Sky Airline", "Copa Air"]
 
 
-def instance(i: int = 0) -> dict[str, object]:
+def instance(i: int = 0) -> dict[str, Any]:
     """One valid row for the named-feature Predict API."""
     return {"carrier": CARRIERS[i % len(CARRIERS)], "hour": float(i % 24)}
 

@@ -1,0 +1,142 @@
+"""The renderer, the drift gates (descriptor set, reference renderings) and --validate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway import reference, render
+from gateway.launcher import validate
+from gateway.schema import body_routes
+from gateway.settings import GatewaySettings
+from tests.gateway.tokens import Signer
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ["inference/grpc_service.proto", "pronto/v1/prediction.proto"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "server.cli", "gateway", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_descriptor_set_matches_the_protos(tmp_path: Path) -> None:
+    # Same protoc invocation as `make proto`; a proto edit without regeneration fails here.
+    from grpc_tools import protoc
+
+    out = tmp_path / "pronto.pb"
+    include = Path(protoc.__file__).parent / "_proto"
+    args = ["protoc", "-I", str(ROOT / "proto"), f"-I{include}", "--include_imports"]
+    args += ["--include_source_info", f"--descriptor_set_out={out}", *PROTOS]
+    assert protoc.main(args) == 0
+    assert out.read_bytes() == render.PACKAGED_DESCRIPTOR_SET.read_bytes(), (
+        "gateway/generated/pronto.pb is stale: run `make proto`"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(reference.PROFILES))
+def test_reference_rendering_matches_the_template(name: str) -> None:
+    committed = (reference.REFERENCE_DIR / name).read_text()
+    assert committed == reference.expected(name), (
+        f"gateway/reference/{name} is stale: run `python -m gateway.reference` and review"
+    )
+
+
+def test_rendering_is_deterministic_and_valid_yaml() -> None:
+    settings = GatewaySettings(workers=3, worker_base_port=51000)
+    first, second = render.render(settings, "/d.pb"), render.render(settings, "/d.pb")
+    assert first == second
+    config = yaml.safe_load(first)
+    cluster = config["static_resources"]["clusters"][0]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"]
+        for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert ports == [51000, 51001, 51002]
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRONTO_LISTEN_PORT", "8181")
+    monkeypatch.setenv("PRONTO_WORKERS", "1")
+    monkeypatch.setenv("PRONTO_JWT_AUDIENCES", '["a", "b"]')
+    settings = GatewaySettings()
+    assert (settings.listen_port, settings.workers, settings.jwt_audiences) == (8181, 1, ["a", "b"])
+    listener = yaml.safe_load(render.render(settings, "/d.pb"))["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["port_value"] == 8181
+
+
+def test_transcoded_services_and_body_routes_come_from_the_descriptor() -> None:
+    data = render.PACKAGED_DESCRIPTOR_SET.read_bytes()
+    services = render.transcoded_services(data)
+    assert services == ["inference.GRPCInferenceService", "pronto.v1.PredictionService"]
+    patterns = {(r.verb, r.pattern, r.message) for r in body_routes(data, services)}
+    assert ("POST", "^/v1/models/[^/]+%:predict$", "pronto.v1.PredictRequest") in patterns
+    assert len(patterns) == 3
+
+
+def test_api_keys_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("# comment\n\nalice: k1\nbob:k2\n")
+    assert render.read_api_keys(path) == [render.ApiKey("alice", "k1"), render.ApiKey("bob", "k2")]
+    path.write_text("just-a-key\n")
+    with pytest.raises(ValueError, match="client:key"):
+        render.read_api_keys(path)
+
+
+def test_require_auth_refuses_an_open_gateway() -> None:
+    with pytest.raises(ValueError, match="require_auth"):
+        render.render(GatewaySettings(workers=1, require_auth=True))
+
+
+def test_render_writes_config_and_descriptor_privately(tmp_path: Path) -> None:
+    result = _cli("--workers", "2", "--render", str(tmp_path / "envoy.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "pronto.pb").read_bytes() == render.PACKAGED_DESCRIPTOR_SET.read_bytes()
+    assert f'proto_descriptor: "{tmp_path / "pronto.pb"}"' in (tmp_path / "envoy.yaml").read_text()
+    assert (tmp_path / "envoy.yaml").stat().st_mode & 0o077 == 0
+
+
+def test_validate_accepts_every_feature_switched_on(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("a:k\n")
+    Signer().write_jwks(tmp_path / "jwks.json")
+    settings = GatewaySettings(
+        workers=2,
+        jwt_jwks_file=str(tmp_path / "jwks.json"),
+        api_keys_file=str(tmp_path / "keys"),
+        rate_limit_rps=5,
+        access_log=True,
+    )
+    config = render.write_config(settings, tmp_path / "envoy.yaml")
+    result = validate(config, settings)
+    assert result.ok, result.output
+
+
+def test_validate_catches_a_broken_config(tmp_path: Path) -> None:
+    good = tmp_path / "envoy.yaml"
+    assert _cli("--workers", "2", "--render", str(good)).returncode == 0
+    ok = _cli("--validate", "--render", str(good))
+    assert ok.returncode == 0, ok.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        good.read_text()
+        .replace("lb_policy", "lb_polcy", 1)
+        .replace("load_balancing_policy:", "load_balancing_polcy:", 1)
+    )
+    bad = _cli("--validate", "--render", str(broken))
+    assert bad.returncode == 1
+    assert "load_balancing_polcy" in bad.stderr
+    # A semantic error too: a CA bundle that does not exist.
+    tls = _cli(
+        "--workers",
+        "1",
+        "--upstream-tls",
+        "--upstream-tls-ca-file",
+        "/nonexistent.pem",
+        "--validate",
+    )
+    assert tls.returncode == 1 and "nonexistent.pem" in tls.stderr
