@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what checking terraform/ needs, without the Terraform registry:
 #
-#   setup-offline.sh tools     terraform (or OpenTofu) at the pinned version, and checkov
-#   setup-offline.sh provider  hashicorp/google built from its Go module into a filesystem
-#                              mirror, plus the CLI config that points terraform at it
+#   setup-offline.sh tools     terraform (or OpenTofu) at the pinned version, checkov, and
+#                              the CLI config that points terraform at the mirror (seconds)
+#   setup-offline.sh provider  hashicorp/google built from its Go module into that
+#                              filesystem mirror (about 10 minutes once per machine)
 #   setup-offline.sh all       both (the default)
 #   setup-offline.sh env       print the exports that make a shell use the above
 #
-# Everything lands under .tools/ (git-ignored). Each step is skipped when its
-# result is already there at the pinned version, so re-runs take a second.
+# Everything lands under .tools/ (git-ignored); the built provider is also kept
+# in ~/.cache/pronto. Each step is skipped when its result is already there at
+# the pinned version, so re-runs take a second.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -161,7 +163,7 @@ print_env() {
 }
 
 case ${1:-all} in
-  tools) install_terraform; install_checkov ;;
+  tools) install_terraform; install_checkov; write_cli_config ;;
   provider) install_terraform; build_provider; write_cli_config ;;
   all) install_terraform; install_checkov; build_provider; write_cli_config ;;
   env) print_env ;;

@@ -166,6 +166,12 @@ resource "google_container_node_pool" "inference" {
     disk_size_gb = var.disk_size_gb
     spot         = var.spot
 
+    # Third-generation machines (C3, C4, N4) need gVNIC; it also raises
+    # network throughput on the others.
+    gvnic {
+      enabled = true
+    }
+
     # Access is decided by IAM on the service account; the broad scope only
     # stops legacy scopes from narrowing it further.
     service_account = var.node_service_account
