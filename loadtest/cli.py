@@ -35,6 +35,9 @@ class BenchSettings(BaseSettings):
     results_dir: Path = Field(
         Path("loadtest/results"), description="Where summaries and tool reports go."
     )
+    data_dir: Path = Field(
+        Path("loadtest/data"), description="Request files (built by python -m loadtest.data)."
+    )
     update_docs: bool = Field(
         True, description="Regenerate the tables of docs/benchmarks.md from all summaries."
     )
@@ -68,11 +71,11 @@ def _ensure_model(settings: BenchSettings) -> None:
 
 
 def _ensure_data(settings: BenchSettings) -> None:
-    from loadtest.data import DATA_DIR, build_data, latest_manifest
+    from loadtest.data import build_data, latest_manifest
 
-    if (DATA_DIR / "oip.json").exists():
+    if (settings.data_dir / "oip.json").exists():
         return
-    build_data(latest_manifest(settings.model_repository, settings.model))
+    build_data(latest_manifest(settings.model_repository, settings.model), settings.data_dir)
 
 
 def run_named(name: str, settings: BenchSettings) -> bool:

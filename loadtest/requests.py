@@ -39,7 +39,7 @@ def _oip_request(
     tensors = []
     for spec in inputs:
         name, dtype = spec["name"], spec["datatype"]
-        values = [row[name] for row in rows]
+        values = [row[name] for row in rows]  # rows are already keyed by input name
         contents: dict[str, list[Any]]
         if dtype == "BYTES":
             contents = {
@@ -65,7 +65,7 @@ def _oip_request(
 def _clean(row: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in inputs:
-        v = row[spec["name"]]
+        v = row[spec.get("column", spec["name"])]
         if spec["datatype"] == "BYTES":
             out[spec["name"]] = str(v)
         else:

@@ -84,10 +84,10 @@ def machine_description() -> dict[str, Any]:
     }
 
 
-def _data_file(payload: str, batch: int) -> Path:
+def _data_file(payload: str, batch: int, data_dir: Path) -> Path:
     suffix = f"_b{batch}" if batch > 1 else ""
     ext = ".jsonl" if payload.startswith("rest_") else ".json"
-    path = DATA_DIR / f"{payload}{suffix}{ext}"
+    path = data_dir / f"{payload}{suffix}{ext}"
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: run `python -m loadtest.data`")
     return path
@@ -117,9 +117,10 @@ def run_one(
     out_dir: Path,
     batch: int = 1,
     headers: dict[str, str] | None = None,
+    data_dir: Path = DATA_DIR,
 ) -> RunOutcome:
     name, payload = spec["name"], spec["payload"]
-    data = _data_file(payload, batch)
+    data = _data_file(payload, batch, data_dir)
     with ProcessSampler(stack.server_pids) as sampler:
         if spec["tool"] == "ghz":
             address = stack.grpc if spec["target"] == "grpc" else stack.envoy
@@ -163,13 +164,15 @@ def run_one(
     return outcome
 
 
-def run_scenario(scenario: dict[str, Any], stack: Stack, out_dir: Path) -> list[RunOutcome]:
+def run_scenario(
+    scenario: dict[str, Any], stack: Stack, out_dir: Path, data_dir: Path = DATA_DIR
+) -> list[RunOutcome]:
     """Run every run of ``scenario``; peak scenarios step the rate up."""
     batch = int(scenario.get("batch", 1))
     outcomes: list[RunOutcome] = []
     for spec in scenario["runs"]:
         if "steps" not in scenario:
-            outcomes.append(run_one(spec, stack, out_dir, batch))
+            outcomes.append(run_one(spec, stack, out_dir, batch, data_dir=data_dir))
             time.sleep(1)
             continue
         best: RunOutcome | None = None
@@ -181,7 +184,7 @@ def run_scenario(scenario: dict[str, Any], stack: Stack, out_dir: Path) -> list[
                 "rps": rate,
                 "duration_s": scenario.get("step_duration_s", 10),
             }
-            outcome = run_one(step, stack, out_dir, batch)
+            outcome = run_one(step, stack, out_dir, batch, data_dir=data_dir)
             steps.append(
                 {
                     "rps_target": rate,

@@ -119,7 +119,7 @@ def local_stack(
         wait_healthy(f"127.0.0.1:{port}", proc=server)
         envoy = None
         if gateway:
-            listen, admin = free_port(), free_port()
+            listen, admin, stats = free_port(), free_port(), free_port()
             gateway_cmd = [
                 sys.executable,
                 "-m",
@@ -129,6 +129,8 @@ def local_stack(
                 str(listen),
                 "--admin-port",
                 str(admin),
+                "--stats-port",
+                str(stats),
                 "--workers",
                 str(workers),
                 "--worker-base-port",

@@ -1,0 +1,101 @@
+"""A short load through every path: ghz direct, wrk through Envoy.
+
+No timing assertions: the test proves the harness, the stack and the reports
+work end to end, and that a few thousand requests see zero errors.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.ghz import find_tool
+from loadtest.report import render_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = ROOT / "loadtest" / "data"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flight-delay model trained on a small generated data set (same features)."""
+    root = tmp_path_factory.mktemp("repo")
+    csv = root / "flights.csv"
+    subprocess.run(
+        [sys.executable, "-m", "trainer", "generate", "--out", str(csv), "--rows", "4000"],
+        check=True,
+        cwd=ROOT,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "train",
+            "--data",
+            str(csv),
+            "--model-repository",
+            str(root / "models"),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    return root / "models"
+
+
+def test_request_files_hold_distinct_realistic_rows() -> None:
+    predict = json.loads((DATA_DIR / "predict.json").read_text())
+    assert len(predict) >= 1000
+    rows = {json.dumps(r["instances"][0], sort_keys=True) for r in predict}
+    assert len(rows) > 0.9 * len(predict), "requests should not repeat one payload"
+    oip = json.loads((DATA_DIR / "oip_b256.json").read_text())
+    assert all(t["shape"] == [256, 1] for req in oip for t in req["inputs"])
+
+
+def test_smoke_scenario_passes_with_zero_errors(repository: Path, tmp_path: Path) -> None:
+    find_tool("ghz"), find_tool("wrk")
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "bench",
+            "smoke",
+            "--workers",
+            "2",
+            "--model-repository",
+            str(repository),
+            "--results-dir",
+            str(results),
+            "--data-dir",
+            str(DATA_DIR),
+            "--no-update-docs",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((results / "smoke" / "summary.json").read_text())
+    assert summary["passed"] and summary["machine"]["cores"] >= 1
+    by_tool = {r["result"]["tool"] for r in summary["runs"]}
+    assert by_tool == {"ghz", "wrk"}
+    for run in summary["runs"]:
+        assert run["result"]["errors"] == 0
+        assert run["result"]["count"] >= run["spec"]["thresholds"]["min_count"]
+        assert run["result"]["latency_ms"]["p99"] > 0
+        assert run["server"]["cpu_seconds"] > 0 and run["server"]["peak_rss_mib"] > 0
+    report = json.loads((results / "smoke" / "grpc-oip-smoke.ghz.json").read_text())
+    assert report["statusCodeDistribution"] == {"OK": 2000}
+    assert (results / "smoke" / "grpc-oip-smoke.ghz.html").read_text().startswith("<!doctype")
+    markdown = render_markdown(results)
+    assert "| grpc-predict-smoke |" in markdown and "FAIL" not in markdown
