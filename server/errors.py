@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 __all__ = [
+    "EXIT_NO_MODELS",
     "INTERNAL_MESSAGE",
     "InvalidInput",
     "ModelNotFound",
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 INTERNAL_MESSAGE = "Internal server error"
+
+#: exit status of a worker that could not load any model (the supervisor then gives up)
+EXIT_NO_MODELS = 3
 
 
 class ProntoError(Exception):

@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from server.errors import ModelNotFound
-from server.model import ModelHandle, load_model
+
+if TYPE_CHECKING:  # the supervisor scans without importing numpy/onnxruntime (see supervisor)
+    from server.model import ModelHandle
 
 __all__ = ["LoadFailure", "Registry", "load_repository", "scan_repository"]
 
@@ -58,7 +61,7 @@ class LoadFailure:
     error: str
 
 
-Snapshot = MappingProxyType[str, MappingProxyType[int, ModelHandle]]
+Snapshot = MappingProxyType[str, MappingProxyType[int, "ModelHandle"]]
 
 
 class Registry:
@@ -120,6 +123,8 @@ def load_repository(
     on_failed: Callable[[LoadFailure], None] | None = None,
 ) -> tuple[list[ModelHandle], list[LoadFailure]]:
     """Load (and warm up) every selected model version; failures are reported, not raised."""
+    from server.model import load_model
+
     handles, failures = [], []
     for name, vers in scan_repository(root, names, versions).items():
         for version, path in vers:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from server import __version__
+from server.errors import EXIT_NO_MODELS
 from server.metrics import (
     ServerMetrics,
     mark_worker_dead,
@@ -26,7 +27,6 @@ from server.metrics import (
 )
 from server.repository import scan_repository
 from server.settings import ServeSettings, usable_cpus
-from server.worker import EXIT_NO_MODELS, run_worker
 
 __all__ = ["Supervisor", "serve"]
 
@@ -70,6 +70,12 @@ class Supervisor:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if self._http is not None:
                     self._http.socket.close()  # type: ignore[attr-defined]
+                # numpy/OpenBLAS and onnxruntime start native threads on import; importing
+                # them only here keeps the supervisor single-threaded when it forks.
+                for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                    os.environ.setdefault(var, "1")
+                from server.worker import run_worker
+
                 code = run_worker(self.settings, slot.index)
             except BaseException:
                 log.exception("worker %d crashed", slot.index)

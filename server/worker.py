@@ -21,6 +21,7 @@ from grpc_health.v1._async import HealthServicer
 
 from server import __version__
 from server.core import InferenceCore
+from server.errors import EXIT_NO_MODELS
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -36,9 +37,6 @@ from server.settings import ServeSettings
 __all__ = ["EXIT_NO_MODELS", "run_worker"]
 
 log = logging.getLogger(__name__)
-
-#: exit status of a worker that could not load any model (the supervisor gives up)
-EXIT_NO_MODELS = 3
 
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
