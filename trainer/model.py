@@ -38,8 +38,10 @@ def estimator_params(settings: TrainSettings) -> dict[str, Any]:
     """The estimator's hyper-parameters as recorded in the manifest."""
     if settings.estimator == "hist_gradient_boosting":
         return {
-            "max_iter": settings.max_iter or 200,
+            "max_iter": settings.max_iter or 100,
             "learning_rate": settings.learning_rate,
+            # Same weighting as the default model, so the 0.5 threshold means the same thing.
+            "class_weight": "balanced",
             "random_state": settings.seed,
         }
     return {

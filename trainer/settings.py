@@ -54,14 +54,14 @@ class TrainSettings(BaseSettings):
     )
     estimator: Estimator = Field(
         default="logistic_regression",
-        description="logistic_regression (class_weight=balanced) or hist_gradient_boosting.",
+        description="logistic_regression or hist_gradient_boosting (both class_weight=balanced).",
     )
     lr_c: float = Field(default=1.0, gt=0, description="Inverse regularisation strength (LR).")
     max_iter: int | None = Field(
         default=None,
         gt=0,
         description="Iterations: solver iterations for LR (default 1000), boosting rounds for "
-        "HGB (default 200).",
+        "HGB (default 100).",
     )
     learning_rate: float = Field(default=0.1, gt=0, description="Learning rate (HGB only).")
     test_size: float = Field(
