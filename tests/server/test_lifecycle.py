@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ import grpc
 import numpy as np
 import psutil
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
@@ -100,6 +102,31 @@ def test_killed_worker_is_replaced(fresh_server: Server) -> None:
         assert stub.ModelInfer(infer_request(), timeout=5).model_name == "flights"
     assert survivor in _workers(server)
     assert server.proc.poll() is None
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert "pronto_worker_restarts_total 1.0" in resp.read().decode()
+
+
+def test_drain_reports_not_serving_then_exits(slow_repo: Path, tmp_path: Path) -> None:
+    server = start_server(slow_repo, tmp_path / "serve.log", 2, "--drain-delay", "2")
+    try:
+        with grpc.insecure_channel(server.worker_address(0)) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            health = health_pb2_grpc.HealthStub(ch)
+            stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            for service in ("", "flights"):
+                reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # still answering during the drain delay, so late requests are not lost
+            assert stub.ModelInfer(infer_request(), timeout=5).model_name == "flights"
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        stop_process(server.proc)
 
 
 def _slow_request() -> pb.ModelInferRequest:
