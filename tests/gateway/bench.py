@@ -26,7 +26,7 @@ from gateway.launcher import envoy_binary
 from gateway.render import PACKAGED_DESCRIPTOR_SET
 from tests.gateway.harness import Server, run_gateway, run_server
 from tests.gateway.modelgen import MODEL, build_repository, instance
-from tests.gateway.tls import relay_config, write_certificates
+from tests.gateway.tls import SERVER_NAME, relay_config, write_certificates
 from tests.gateway.tokens import Signer
 from tests.support import free_port_block, stop_process, wait_for_port
 
@@ -41,11 +41,15 @@ def _tool(name: str) -> str:
     return found
 
 
-def wrk(port: int, seconds: int, connections: int, headers: dict[str, str]) -> dict[str, float]:
+def wrk(
+    port: int, seconds: int, conns: int, headers: dict[str, str], rate: int = 0
+) -> dict[str, float]:
     env = dict(os.environ)
     env["BENCH_BODY"] = json.dumps({"instances": [instance(3)]})
     env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in headers.items())
-    cmd = [_tool("wrk"), "-t", "2", "-c", str(connections), "-d", f"{seconds}s"]
+    # wrk cannot hold a rate; a pause of conns/rate per request approximates one.
+    env["BENCH_DELAY_MS"] = str(int(conns * 1000 / rate)) if rate else "0"
+    cmd = [_tool("wrk"), "-t", "2", "-c", str(conns), "-d", f"{seconds}s"]
     cmd += [
         "-s",
         str(HERE / "wrk_report.lua"),
@@ -61,22 +65,28 @@ def wrk(port: int, seconds: int, connections: int, headers: dict[str, str]) -> d
     }
 
 
-def ghz(port: int, seconds: int, connections: int, metadata: dict[str, str]) -> dict[str, float]:
+def ghz(
+    port: int, seconds: int, conns: int, metadata: dict[str, str], rate: int = 0
+) -> dict[str, float]:
     cmd = [_tool("ghz"), "--insecure", "--protoset", str(PACKAGED_DESCRIPTOR_SET)]
-    cmd += ["--call", "pronto.v1.PredictionService/Predict", "-c", str(connections)]
-    cmd += ["--connections", str(connections), "-z", f"{seconds}s", "-O", "json"]
+    cmd += ["--call", "pronto.v1.PredictionService/Predict", "-c", str(conns)]
+    cmd += ["--connections", str(conns), "-z", f"{seconds}s", "-O", "json"]
     cmd += ["-d", json.dumps({"name": MODEL, "instances": [instance(3)]})]
+    if rate:
+        cmd += ["-r", str(rate)]
     if metadata:
         cmd += ["-m", json.dumps(metadata)]
     out = subprocess.run([*cmd, f"127.0.0.1:{port}"], capture_output=True, text=True, check=True)
     data = json.loads(out.stdout)
     percentiles = {p["percentage"]: p["latency"] for p in data["latencyDistribution"]}
     codes = data.get("statusCodeDistribution", {})
+    # ghz cancels the calls still in flight when the duration ends; those are not errors.
+    failed = sum(v for k, v in codes.items() if k not in ("OK", "Canceled"))
     return {
         "rps": data["rps"],
         "p50_ms": percentiles[50] / 1e6,
         "p99_ms": percentiles[99] / 1e6,
-        "errors": sum(v for k, v in codes.items() if k != "OK"),
+        "errors": failed,
     }
 
 
@@ -99,11 +109,12 @@ def tls_relay(server: Server, certs: dict[str, Path], tls: bool) -> Iterator[int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per row")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=int, default=500, help="requests/s of the paced rows")
     args = parser.parse_args()
-    seconds, conns = args.duration, args.connections
-    rows: list[tuple[str, dict[str, float]]] = []
+    secs, conns, rate = args.duration, args.connections, args.rate
+    rows: list[tuple[str, str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         signer = Signer()
@@ -114,7 +125,20 @@ def main() -> None:
         jwt_flags = ["--jwt-jwks-file", str(jwks), "--jwt-issuer", ISSUER]
         jwt_flags += ["--jwt-audiences", AUDIENCE]
         with run_server(build_repository(tmp / "models"), workers=2) as server:
-            rows.append(("gRPC direct (shared port)", ghz(server.port, seconds, conns, {})))
+
+            def grpc_direct(tag: str) -> None:
+                rows.append(
+                    (f"gRPC direct, shared port{tag}", "max", ghz(server.port, secs, conns, {}))
+                )
+                rows.append(
+                    (
+                        f"gRPC direct, shared port{tag}",
+                        str(rate),
+                        ghz(server.port, secs, conns, {}, rate),
+                    )
+                )
+
+            grpc_direct("")
             variants: list[tuple[str, list[str], dict[str, str]]] = [
                 ("REST via Envoy, no auth", [], {}),
                 ("REST via Envoy, JWT (RS256)", jwt_flags, {"authorization": f"Bearer {token}"}),
@@ -123,27 +147,28 @@ def main() -> None:
             ]  # fmt: skip
             for label, flags, headers in variants:
                 with run_gateway(server, *flags) as gateway:
-                    rows.append((label, wrk(gateway.port, seconds, conns, headers)))
+                    rows.append((label, "max", wrk(gateway.port, secs, conns, headers)))
+                    rows.append((label, str(rate), wrk(gateway.port, secs, conns, headers, rate)))
                     if not flags:
-                        rows.append(
-                            ("gRPC via Envoy, no auth", ghz(gateway.port, seconds, conns, {}))
-                        )
+                        grpc_label = "gRPC via Envoy, no auth"
+                        rows.append((grpc_label, "max", ghz(gateway.port, secs, conns, {})))
             for tls in (False, True):
                 with tls_relay(server, certs, tls) as base:
-                    flags: list[str] = []
-                    if tls:
-                        flags += ["--upstream-tls", "--upstream-tls-ca-file", str(certs["ca"])]
-                        flags += ["--upstream-tls-server-name", "worker.pronto.internal"]
+                    tls_flags = ["--upstream-tls", "--upstream-tls-ca-file", str(certs["ca"])]
+                    tls_flags += ["--upstream-tls-server-name", SERVER_NAME]
                     relayed = Server(server.proc, server.port, base, server.workers)
-                    with run_gateway(relayed, *flags) as gateway:
+                    with run_gateway(relayed, *(tls_flags if tls else [])) as gateway:
                         label = "REST via Envoy, TLS upstream" if tls else "REST via Envoy, relay"
-                        rows.append((f"{label} (extra hop)", wrk(gateway.port, seconds, conns, {})))
-    print(f"\n{conns} connections, {seconds} s per row, one row per request, 2 workers\n")
-    print("| path | RPS | p50 (ms) | p99 (ms) | errors |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for label, r in rows:
+                        label += " (extra hop)"
+                        rows.append((label, "max", wrk(gateway.port, secs, conns, {})))
+                        rows.append((label, str(rate), wrk(gateway.port, secs, conns, {}, rate)))
+            grpc_direct(" (again)")
+    print(f"\n{conns} connections, {secs} s per row, one row per request, 2 workers\n")
+    print("| path | offered load (req/s) | RPS | p50 (ms) | p99 (ms) | errors |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for label, load, r in rows:
         cells = f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f}"
-        print(f"| {label} | {cells} |")
+        print(f"| {label} | {load} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 -- wrk script for the gateway benchmark: POST one JSON body with optional headers
 -- and print a JSON summary (latencies in microseconds) for tests/gateway/bench.py.
--- Environment: BENCH_BODY (the JSON body), BENCH_HEADERS ("Name: value" lines).
+-- Environment: BENCH_BODY (the JSON body), BENCH_HEADERS ("Name: value" lines),
+-- BENCH_DELAY_MS (pause before each request on a connection, to pace the load).
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
 for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+):%s*([^\n]+)") do
   wrk.headers[name] = value
+end
+
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if pause > 0 then
+  function delay() return pause end
 end
 
 function done(summary, latency, requests)
