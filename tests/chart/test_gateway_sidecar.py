@@ -8,8 +8,6 @@ with exactly the environment the pod gets and compare it with a direct
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
 import sys
@@ -19,21 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helm import (
-    REPO,
-    container,
-    find_all,
-    needs_helm,
-    pod_spec,
-    render,
-    resolve_cpu_field,
-)
+from tests.chart.helm import REPO, container, needs_helm, pod_spec, render
+from tests.chart.pod import POD_AUTH_DIR, POD_DESCRIPTOR_DIR, POD_ENVOY_DIR, PodFiles, container_env
 
 pytestmark = needs_helm
-
-POD_AUTH_DIR = "/etc/pronto/auth"
-POD_DESCRIPTOR_DIR = "/etc/pronto/descriptor"
-POD_ENVOY_DIR = "/etc/envoy"
 
 
 def _renderer_available() -> bool:
@@ -53,67 +40,10 @@ requires_renderer = pytest.mark.skipif(
 
 
 def _pod_env(objects: list[dict[str, Any]]) -> dict[str, str]:
-    """Environment of the envoy-config init container, resolved as the kubelet would."""
-    spec = pod_spec(objects)
-    renderer = container(spec, "envoy-config")
-    configmaps = {c["metadata"]["name"]: c for c in find_all(objects, "ConfigMap")}
-    env: dict[str, str] = {}
-    for source in renderer.get("envFrom", []):
-        env.update(configmaps[source["configMapRef"]["name"]]["data"])
-    for var in renderer.get("env", []):
-        if "value" in var:
-            env[var["name"]] = var["value"]
-        else:
-            env[var["name"]] = resolve_cpu_field(spec, var["valueFrom"]["resourceFieldRef"])
+    """Environment of the envoy-config init container."""
+    renderer = container(pod_spec(objects), "envoy-config")
     assert renderer["args"] == ["gateway", "--render", f"{POD_ENVOY_DIR}/envoy.yaml"]
-    return env
-
-
-def _jwks() -> str:
-    rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
-    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
-    pub = numbers.public_numbers()
-
-    def b64(n: int) -> str:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "t", "n": b64(pub.n), "e": b64(pub.e)}
-    return json.dumps({"keys": [key]})
-
-
-class PodFiles:
-    """Stand-ins for the pod's mounted files under a temporary directory."""
-
-    def __init__(self, root: Path, objects: list[dict[str, Any]]) -> None:
-        self.root = root
-        self.map = {
-            POD_AUTH_DIR: root / "auth",
-            POD_DESCRIPTOR_DIR: root / "descriptor",
-        }
-        for path in self.map.values():
-            path.mkdir()
-        (self.map[POD_AUTH_DIR] / "api-keys").write_text("ci:k3y-for-tests\nops:another-key\n")
-        (self.map[POD_AUTH_DIR] / "jwks.json").write_text(_jwks() if self._jwt(objects) else "")
-        for cm in find_all(objects, "ConfigMap"):
-            for name, data in cm.get("binaryData", {}).items():
-                (self.map[POD_DESCRIPTOR_DIR] / name).write_bytes(base64.b64decode(data))
-
-    @staticmethod
-    def _jwt(objects: list[dict[str, Any]]) -> bool:
-        return any(
-            "PRONTO_JWT_JWKS_FILE" in cm.get("data", {}) for cm in find_all(objects, "ConfigMap")
-        )
-
-    def to_local(self, value: str) -> str:
-        for pod, local in self.map.items():
-            value = value.replace(pod, str(local))
-        return value
-
-    def to_pod(self, text: str) -> str:
-        for pod, local in self.map.items():
-            text = text.replace(str(local), pod)
-        return text
+    return container_env(objects, "envoy-config")
 
 
 def _run_renderer(args: list[str], env: dict[str, str]) -> None:
