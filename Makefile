@@ -22,7 +22,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go run test lint proto proto-check bench clean
+.PHONY: help setup setup-apt setup-go run test lint proto proto-check bench compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -84,8 +84,16 @@ proto-check: ## fail when generated files differ from what proto/ produces
 	  echo "generated code is out of date: run 'make proto' and commit the result"; \
 	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 
-bench: setup ## load-test scenarios; writes loadtest/results/ and docs/benchmarks.md
+bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and docs/benchmarks.md
 	$(VENV)/bin/pronto bench all
+
+MLSERVER_VENV := .tools/mlserver-venv
+compare-setup: ## MLServer 1.7 in a virtualenv of its own, for the side-by-side comparison
+	@# MLServer 1.7.1's parallel workers die with uvloop 0.21+ ("There is no current event loop").
+	@test -x $(MLSERVER_VENV)/bin/mlserver || { python3 -m venv $(MLSERVER_VENV) && \
+	  $(MLSERVER_VENV)/bin/pip install -q uv==$(UV_VERSION) && \
+	  $(MLSERVER_VENV)/bin/uv pip install -q -p $(MLSERVER_VENV)/bin/python mlserver==1.7.1 \
+	    mlserver-sklearn==1.7.1 'uvloop<0.21' scikit-learn==1.9.1 pandas==3.1.1 numpy==2.4.6; }
 
 clean: ## remove caches and test artefacts (keeps .venv and .tools)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache loadtest/results/tmp

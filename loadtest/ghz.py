@@ -79,7 +79,9 @@ class GhzRun:
             f"--output={output}",
         ]
         if self.duration_s:
-            cmd.append(f"--duration={self.duration_s}s")
+            # "wait" lets in-flight calls finish at the end instead of cancelling
+            # them, which ghz would otherwise count as errors.
+            cmd += [f"--duration={self.duration_s}s", "--duration-stop=wait"]
         if self.total:
             cmd.append(f"--total={self.total}")
         if self.rps:

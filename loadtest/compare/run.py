@@ -1,0 +1,239 @@
+"""Side by side on one machine: Pronto, MLServer 1.7 and a bare grpc.aio server.
+
+The same ghz scenario (single-row OIP ModelInfer, 50 concurrent requests,
+distinct rows) runs against each server in turn, with the same number of
+processes, and the table reports each one's RPS and latency with ratios to
+Pronto. MLServer runs from its own virtual environment (``.tools/mlserver-venv``,
+created by ``make compare-setup``) in both its in-process and parallel-worker
+modes; the better of the two is the one compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from loadtest.data import latest_manifest
+from loadtest.ghz import GhzRun, LoadResult, run_ghz
+from loadtest.procstats import ProcessSampler
+from loadtest.report import update_benchmarks_doc, write_summary
+from loadtest.runner import machine_description
+from loadtest.stack import free_port, local_stack, wait_healthy
+
+if TYPE_CHECKING:
+    from loadtest.cli import BenchSettings
+
+__all__ = ["MLSERVER_VENV", "run_compare"]
+
+ROOT = Path(__file__).resolve().parents[2]
+MLSERVER_VENV = ROOT / ".tools" / "mlserver-venv"
+CALL = "inference.GRPCInferenceService.ModelInfer"
+DURATION_S = 20
+CONCURRENCY = 50
+
+
+def _wait_model_ready(
+    address: str, model: str, proc: subprocess.Popen, timeout: float = 120
+) -> None:
+    from server.generated.inference import grpc_service_pb2 as pb
+    from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            with contextlib.suppress(grpc.RpcError):
+                if stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=1).ready:
+                    return
+            time.sleep(0.5)
+    raise TimeoutError(f"{model} not ready on {address}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def _bare(workers: int, log: Path) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loadtest.compare.bare_server",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(f"127.0.0.1:{port}", proc=proc)
+        yield f"127.0.0.1:{port}", proc.pid
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def _mlserver(
+    manifest: dict[str, Any], onnx: Path, parallel_workers: int, log: Path
+) -> Iterator[tuple[str, int]]:
+    from loadtest.compare.mlserver_model import write_mlserver_repository
+
+    binary = MLSERVER_VENV / "bin" / "mlserver"
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} missing: run `make compare-setup`")
+    port = free_port()
+    settings = {
+        "host": "127.0.0.1",
+        "grpc_port": port,
+        "http_port": free_port(),
+        "metrics_port": free_port(),
+        "parallel_workers": parallel_workers,
+        "debug": False,
+    }
+    with tempfile.TemporaryDirectory(prefix="mlserver-") as tmp:
+        root = write_mlserver_repository(manifest, onnx, Path(tmp), settings)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(binary), "start", str(root)], stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            _wait_model_ready(f"127.0.0.1:{port}", manifest["name"], proc)
+            yield f"127.0.0.1:{port}", proc.pid
+        finally:
+            _stop(proc)
+
+
+def _load(address: str, pid: int, data: Path, out_dir: Path, name: str) -> dict[str, Any]:
+    run = GhzRun(
+        address=address,
+        call=CALL,
+        data_file=data,
+        concurrency=CONCURRENCY,
+        connections=4,
+        duration_s=DURATION_S,
+    )
+    # a short warm-up so JIT-free but lazily initialised paths (pandas, sessions) are hot
+    run_ghz(
+        GhzRun(address=address, call=CALL, data_file=data, concurrency=8, total=500),
+        out_dir,
+        f"{name}-warmup",
+    )
+    with ProcessSampler([pid]) as sampler:
+        result: LoadResult = run_ghz(run, out_dir, name)
+    return {"name": name, "result": result.as_dict(), "server": sampler.stats.as_dict()}
+
+
+def _ratio_table(entries: list[dict[str, Any]]) -> str:
+    pronto = next(e for e in entries if e["name"] == "pronto")["result"]["rps"] or 1.0
+    lines = [
+        "| server | RPS | p50 ms | p99 ms | errors | server CPU s | RPS / Pronto's |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for e in entries:
+        r = e["result"]
+        lines.append(
+            f"| {e['name']} | {r['rps']:,.0f} | {r['latency_ms'].get('p50', 0):.2f} "
+            f"| {r['latency_ms'].get('p99', 0):.2f} | {r['errors']} "
+            f"| {e['server']['cpu_seconds']:.1f} | {r['rps'] / pronto:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_compare(settings: BenchSettings, command: str) -> bool:
+    from loadtest.compare.mlserver_model import mlserver_payloads
+    from server.settings import usable_cpus
+
+    workers = settings.workers or usable_cpus()
+    manifest = latest_manifest(settings.model_repository, settings.model)
+    onnx = settings.model_repository / settings.model / str(manifest["version"]) / "model.onnx"
+    out_dir = settings.results_dir / "compare"
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    data = settings.data_dir / "oip.json"
+    ml_data = out_dir / "mlserver-oip.json"
+    ml_data.write_text(json.dumps(mlserver_payloads(json.loads(data.read_text()))))
+
+    entries = []
+    with local_stack(settings.model_repository, workers, False, out_dir / "logs") as stack:
+        entries.append(_load(stack.grpc, stack.server_pids[0], data, out_dir, "pronto"))
+    with _bare(workers, out_dir / "logs" / "bare.log") as (address, pid):
+        entries.append(_load(address, pid, data, out_dir, "bare-grpc-aio"))
+    ml = []
+    for mode, parallel in (("in-process", 0), (f"{workers}-parallel-workers", workers)):
+        with _mlserver(manifest, onnx, parallel, out_dir / "logs" / f"mlserver-{mode}.log") as (
+            address,
+            pid,
+        ):
+            ml.append(_load(address, pid, ml_data, out_dir, f"mlserver-{mode}"))
+    best_ml = max(ml, key=lambda e: e["result"]["rps"])
+    entries += ml
+
+    pronto, bare = entries[0]["result"], entries[1]["result"]
+    vs_ml = pronto["rps"] / max(best_ml["result"]["rps"], 1e-9)
+    vs_bare = pronto["rps"] / max(bare["rps"], 1e-9)
+    failures = []
+    if vs_ml < 4:
+        failures.append(f"Pronto/MLServer RPS {vs_ml:.2f} < 4")
+    if vs_bare < 0.85:
+        failures.append(f"Pronto/bare grpc.aio RPS {vs_bare:.2f} < 0.85")
+    if pronto["latency_ms"].get("p99", 0) > 15:
+        failures.append(f"Pronto p99 {pronto['latency_ms']['p99']:.2f} ms > 15 ms")
+    if any(e["result"]["errors"] for e in entries):
+        failures.append("errors during the comparison")
+    table = _ratio_table(entries)
+    print(table)
+    for f in failures:
+        print("FAIL", f)
+    runs = [
+        {
+            "name": e["name"],
+            "spec": {"rps": None, "concurrency": CONCURRENCY, "duration_s": DURATION_S},
+            "result": e["result"],
+            "server": e["server"],
+            "passed": e is not entries[0] or not failures,
+            "failures": failures if e is entries[0] else [],
+        }
+        for e in entries
+    ]
+    scenario = {"name": "compare", "description": __doc__.split("\n\n")[1].replace("\n", " ")}
+    write_summary(
+        scenario,
+        runs,
+        machine_description(),
+        command,
+        out_dir,
+        {
+            "ratios": {
+                "pronto_over_mlserver": round(vs_ml, 2),
+                "pronto_over_bare": round(vs_bare, 2),
+                "mlserver_mode": best_ml["name"],
+            },
+            "tables": [
+                f"Pronto / best MLServer ({best_ml['name']}): **{vs_ml:.2f}×** · "
+                f"Pronto / bare grpc.aio: **{vs_bare:.0%}**"
+            ],
+        },
+    )
+    if settings.update_docs:
+        update_benchmarks_doc(results_dir=settings.results_dir)
+    return not failures
