@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 __all__ = [
-    "EXIT_NO_MODELS",
+    "EXIT_FATAL",
     "INTERNAL_MESSAGE",
     "InvalidInput",
     "ModelNotFound",
@@ -36,8 +36,9 @@ T = TypeVar("T")
 
 INTERNAL_MESSAGE = "Internal server error"
 
-#: exit status of a worker that could not load any model (the supervisor then gives up)
-EXIT_NO_MODELS = 3
+#: exit status of a worker that cannot work at all (no loadable model, port unavailable):
+#: restarting it would not help, so the supervisor stops
+EXIT_FATAL = 3
 
 
 class ProntoError(Exception):

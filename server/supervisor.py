@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from server import __version__
-from server.errors import EXIT_NO_MODELS
+from server.errors import EXIT_FATAL
 from server.metrics import (
     ServerMetrics,
     mark_worker_dead,
@@ -95,8 +95,8 @@ class Supervisor:
         if self._stopping:
             slot.exit_codes.append(code)
             return True
-        if code == EXIT_NO_MODELS:
-            log.error("worker %d could not load any model; stopping", slot.index)
+        if code == EXIT_FATAL:
+            log.error("worker %d cannot start (see above); stopping", slot.index)
             return False
         now = time.monotonic()
         slot.quick_deaths = slot.quick_deaths + 1 if now - slot.started < QUICK_DEATH_SECONDS else 0

@@ -21,7 +21,7 @@ from grpc_health.v1._async import HealthServicer
 
 from server import __version__
 from server.core import InferenceCore
-from server.errors import EXIT_NO_MODELS
+from server.errors import EXIT_FATAL
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -34,7 +34,7 @@ from server.repository import LoadFailure, Registry, load_repository
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
 
-__all__ = ["EXIT_NO_MODELS", "run_worker"]
+__all__ = ["EXIT_FATAL", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ def run_worker(settings: ServeSettings, index: int) -> int:
 
 
 async def _serve(settings: ServeSettings, index: int) -> int:
+    # Handlers first: a signal during model loading then leads to a clean, empty drain.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     metrics = ServerMetrics() if ENV in os.environ else None
     recorder = RequestRecorder(metrics)
 
@@ -79,7 +84,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     )
     if not handles:
         log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
-        return EXIT_NO_MODELS
+        return EXIT_FATAL
     registry = Registry()
     registry.replace(handles)
     core = InferenceCore(
@@ -106,23 +111,25 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     )
-    server.add_insecure_port(f"{settings.host}:{settings.port}")
+    addresses = [f"{settings.host}:{settings.port}"]
     if settings.worker_base_port:
-        server.add_insecure_port(f"{settings.host}:{settings.worker_base_port + index}")
-    await server.start()
-
+        addresses.append(f"{settings.host}:{settings.worker_base_port + index}")
+    for address in addresses:
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError:
+            log.error("worker %d: cannot listen on %s", index, address)
+            return EXIT_FATAL
+    # Ready before the ports open: the first health check already sees SERVING.
     core.ready = True
     for service in ("", *SERVICES, *registry.names()):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await server.start()
     if metrics is not None:
         metrics.workers_ready.set(1)
     log.info("worker %d (pid %d) serving %s", index, os.getpid(), ", ".join(registry.names()))
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
     log.info("worker %d draining (grace %.1fs)", index, settings.grace_period)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -179,7 +180,7 @@ def test_broken_model_is_skipped(model_repo: Path, tmp_path: Path) -> None:
         assert stop_process(server.proc) == 0
 
 
-def test_unusable_repository_stops_the_server(tmp_path: Path) -> None:
+def test_unusable_setup_stops_the_server(model_repo: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     cmd = [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(empty),
@@ -194,4 +195,15 @@ def test_unusable_repository_stops_the_server(tmp_path: Path) -> None:
     done = subprocess.run(
         [*cmd, "--workers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == 1 and "could not load any model" in done.stderr
+    assert done.returncode == 1 and "no model could be loaded" in done.stderr
+    with socket.socket() as taken:  # a port someone else holds without SO_REUSEPORT
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cmd[cmd.index(str(broken))] = str(model_repo)
+        cmd[-1] = port
+        done = subprocess.run(
+            [*cmd, "--workers", "1", "--host", "127.0.0.1"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
