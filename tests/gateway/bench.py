@@ -79,9 +79,10 @@ def ghz(
     out = subprocess.run([*cmd, f"127.0.0.1:{port}"], capture_output=True, text=True, check=True)
     data = json.loads(out.stdout)
     percentiles = {p["percentage"]: p["latency"] for p in data["latencyDistribution"]}
-    codes = data.get("statusCodeDistribution", {})
-    # ghz cancels the calls still in flight when the duration ends; those are not errors.
-    failed = sum(v for k, v in codes.items() if k not in ("OK", "Canceled"))
+    # ghz closes its connections when the duration ends, failing the calls still in flight
+    # ("use of closed network connection"); those are not server errors.
+    errors = data.get("errorDistribution") or {}
+    failed = sum(n for msg, n in errors.items() if "closed network connection" not in msg)
     return {
         "rps": data["rps"],
         "p50_ms": percentiles[50] / 1e6,
