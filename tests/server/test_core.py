@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from hypothesis.extra import numpy as hnp
 
 from server.core import InferenceCore
 from server.datatypes import DATATYPES, decode_bytes_raw, encode_bytes_raw
-from server.errors import INTERNAL_MESSAGE, InvalidInput, ModelNotFound, ServerNotReady, rpc
+from server.errors import (
+    INTERNAL_MESSAGE,
+    InvalidInput,
+    ModelNotFound,
+    ProntoError,
+    ServerNotReady,
+    rpc,
+)
 from server.features import columns_from_instances
 from server.generated.inference import grpc_service_pb2 as pb
 from server.launch import serve_command
@@ -249,3 +257,36 @@ def test_settings_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_serve_command() -> None:
     cmd = serve_command(ServeSettings(workers=2, port=1234, models=["a"]))
     assert cmd[-6:] == ["--models", "a", "--workers", "2", "--port", "1234"]
+
+
+_NAMES = ["OPERA", "TIPOVUELO", "MES", "DIA", "OTHER"]
+_TYPES = [*sorted(DATATYPES), "FP99"]
+
+
+@st.composite
+def _any_request(draw: Any) -> pb.ModelInferRequest:
+    """Arbitrary, mostly malformed, ModelInferRequests for the flights model."""
+    req = pb.ModelInferRequest(model_name="flights")
+    raw = draw(st.booleans())
+    for name in draw(st.lists(st.sampled_from(_NAMES), max_size=5)):
+        t = req.inputs.add(name=name, datatype=draw(st.sampled_from(_TYPES)))
+        t.shape.extend(draw(st.lists(st.integers(-2, 4), max_size=3)))
+        if raw:
+            req.raw_input_contents.append(draw(st.binary(max_size=40)))
+        elif t.datatype == "BYTES":
+            t.contents.bytes_contents.extend(draw(st.lists(st.binary(max_size=6), max_size=5)))
+        else:
+            floats = st.floats(width=32, allow_nan=True, allow_infinity=True)
+            t.contents.fp32_contents.extend(draw(st.lists(floats, max_size=5)))
+            t.contents.int64_contents.extend(draw(st.lists(st.integers(-5, 5), max_size=5)))
+    return req
+
+
+@settings(max_examples=300, deadline=None)
+@given(_any_request())
+def test_arbitrary_requests_fail_only_with_domain_errors(
+    core: InferenceCore, request: pb.ModelInferRequest
+) -> None:
+    # whatever arrives, the answer is a result or a ProntoError (a status), never a crash
+    with contextlib.suppress(ProntoError):
+        asyncio.run(core.infer(decode_infer_request(request, LIMIT, 1000)))
