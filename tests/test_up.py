@@ -1,0 +1,98 @@
+"""`pronto up` on an empty repository: trains, serves, fronts with Envoy, stops cleanly."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, free_port_block, wait_for_grpc_health
+
+pytestmark = pytest.mark.integration
+
+INSTANCE = {
+    "OPERA": "Sky Airline",
+    "TIPOVUELO": "N",
+    "SIGLADES": "Antofagasta",
+    "DIANOM": "Viernes",
+    "period_of_day": "afternoon",
+    "MES": 7,
+    "hour": 15,
+    "high_season": 1,
+}
+
+
+def _post(port: int, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read() or b"{}")
+
+
+def _wait_rest(port: int, proc: subprocess.Popen[bytes], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"pronto up exited with {proc.returncode}"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v2/health/ready")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("Envoy did not become ready")
+
+
+def test_up_trains_serves_and_stops(tmp_path: Path) -> None:
+    grpc_port, rest_port, metrics, admin, stats = (free_port() for _ in range(5))
+    base = free_port_block(2)
+    env = dict(os.environ, PRONTO_ROWS="4000")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "up",
+            "--workers",
+            "2",
+            "--port",
+            str(grpc_port),
+            "--worker-base-port",
+            str(base),
+            "--metrics-port",
+            str(metrics),
+            "--listen-port",
+            str(rest_port),
+            "--admin-port",
+            str(admin),
+            "--stats-port",
+            str(stats),
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        _wait_rest(rest_port, proc)
+        assert (tmp_path / "models" / "flight-delay" / "1" / "model.onnx").exists()
+        wait_for_grpc_health(f"127.0.0.1:{grpc_port}", proc=proc)
+        status, body = _post(
+            rest_port,
+            "/v1/models/flight-delay:predict",
+            {"instances": [INSTANCE, {**INSTANCE, "hour": 3}]},
+        )
+        assert status == 200, body
+        predictions = body["predictions"]
+        assert isinstance(predictions, list) and len(predictions) == 2
+        assert abs(sum(predictions[0]["probabilities"].values()) - 1) < 1e-5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0
