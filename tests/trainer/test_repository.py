@@ -70,7 +70,7 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
 
 
 def test_poller_never_sees_a_partial_version(tmp_path: Path) -> None:
-    payload = b"x" * 2_000_000  # big enough that a non-atomic copy would be caught mid-write
+    payload = b"x" * 16_000_000  # big enough that a non-atomic copy is caught mid-write
     stop = threading.Event()
     partial: list[str] = []
 
@@ -85,13 +85,31 @@ def test_poller_never_sees_a_partial_version(tmp_path: Path) -> None:
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        for _ in range(15):
+        for _ in range(8):
             _publish(tmp_path, payload)
     finally:
         stop.set()
         poller.join()
     assert partial == []
-    assert repository.list_versions(tmp_path, "m") == list(range(1, 16))
+    assert repository.list_versions(tmp_path, "m") == list(range(1, 9))
+
+
+def test_a_version_appears_in_one_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _publish(tmp_path)
+    renames: list[tuple[str, str]] = []
+    real_rename = repository.os.rename
+
+    def spy(src: str | Path, dst: str | Path) -> None:
+        renames.append((Path(src).name, Path(dst).name))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(repository.os, "rename", spy)
+    with repository.staging(tmp_path, "m") as tmp:
+        _write_model(tmp)
+        assert repository.list_versions(tmp_path, "m") == [1]  # staged, still invisible
+        repository.commit(tmp, tmp_path, "m")
+    assert renames == [(tmp.name, "2")]
+    assert repository.list_versions(tmp_path, "m") == [1, 2]
 
 
 def test_publish_dir_copies_a_built_model(tmp_path: Path) -> None:

@@ -109,11 +109,11 @@ def test_same_data_and_params_give_the_same_model(flights_csv: Path, tmp_path: P
 def test_hist_gradient_boosting_passes_parity(flights_csv: Path, tmp_path: Path) -> None:
     settings = TrainSettings(
         data=flights_csv, output_dir=tmp_path / "hgb", estimator="hist_gradient_boosting",
-        max_iter=30,
+        max_iter=10,
     )  # fmt: skip
     manifest = train(settings, log=_quiet).manifest
     assert manifest["parity"]["passed"] and manifest["metrics"]["roc_auc"] > 0.55
-    assert manifest["params"]["estimator_params"]["max_iter"] == 30
+    assert manifest["params"]["estimator_params"]["max_iter"] == 10
 
 
 def test_breast_cancer_csv_gets_its_own_signature(tmp_path: Path) -> None:
