@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 
 from tests.chart.helm import (
+    CHART,
     SCENARIOS,
     Scenario,
     container,
@@ -300,6 +301,10 @@ def test_hpa_scales_on_cpu_and_optionally_on_requests_per_second() -> None:
     assert default[0]["resource"]["name"] == "cpu"
     with_rps = find(render(("jwt-values.yaml",)), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in with_rps] == ["Resource", "Pods"]
+    # the default metric is the per-pod recording rule the chart ships
+    rules = (CHART / "files" / "rules" / "slo.yaml").read_text()
+    metric = with_rps[1]["pods"]["metric"]["name"].split("|")[1]
+    assert f"record: {metric}\n" in rules
     off = render(sets=("autoscaling.enabled=false", "replicaCount=3"))
     assert not find_all(off, "HorizontalPodAutoscaler")
     assert find(off, "Deployment")["spec"]["replicas"] == 3
