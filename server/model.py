@@ -165,8 +165,18 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
         proba_output=_pick_output(outputs, "probabilities", 2),
         manifest=manifest,
     )
-    # Warm-up: the first run allocates and JIT-plans; do it before reporting ready.
-    handle.run(handle.sample_feeds(), handle.output_names)
+    # Warm-up: the first run allocates and plans; do it before reporting ready.
+    results = handle.run(handle.sample_feeds(), handle.output_names)
+    if handle.classes is not None and handle.proba_output is not None:
+        width = results[handle.output_names.index(handle.proba_output)].shape[-1]
+        if width != len(handle.classes):
+            # a manifest that disagrees with the graph must not break every Predict
+            log.warning(
+                "%s version %d: model.json lists %d classes, the model outputs %d; "
+                "keying probabilities by class index",
+                name, version, len(handle.classes), width,
+            )  # fmt: skip
+            handle.classes = None
     handle.load_seconds = time.perf_counter() - started
     log.info("loaded %s version %d in %.3fs", name, version, handle.load_seconds)
     return handle

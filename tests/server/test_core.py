@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from server.features import columns_from_instances
 from server.generated.inference import grpc_service_pb2 as pb
 from server.launch import serve_command
 from server.metrics import RequestRecorder
-from server.model import FeatureSpec
+from server.model import FeatureSpec, load_model
 from server.oip_codec import decode_infer_request, encode_infer_response
 from server.repository import Registry, load_repository, scan_repository
 from server.settings import ServeSettings
@@ -290,3 +292,14 @@ def test_arbitrary_requests_fail_only_with_domain_errors(
     # whatever arrives, the answer is a result or a ProntoError (a status), never a crash
     with contextlib.suppress(ProntoError):
         asyncio.run(core.infer(decode_infer_request(request, LIMIT, 1000)))
+
+
+def test_manifest_classes_that_disagree_with_the_graph(model_repo: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m" / "1"
+    shutil.copytree(model_repo / "flights" / "1", folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["signature"]["classes"] = ["a", "b", "c"]
+    (folder / "model.json").write_text(json.dumps(manifest))
+    handle = load_model("m", 1, folder)
+    assert handle.classes is None
+    assert [f.kind for f in handle.features] == ["categorical", "categorical", "numeric", "numeric"]
