@@ -51,9 +51,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pronto train: error: {exc}", file=sys.stderr)
         return 1
     m = result.manifest["metrics"]
-    where = f"version {result.version}" if result.version is not None else "model folder"
+    done = (
+        f"published {settings.name} version {result.version}"
+        if result.version is not None
+        else f"wrote {settings.name} (unpublished)"
+    )
     print(
-        f"published {settings.name} {where} to {result.path}: ROC AUC {m['roc_auc']:.4f}, "
+        f"{done} to {result.path}: ROC AUC {m['roc_auc']:.4f}, "
         f"PR AUC {m['pr_auc']:.4f}, F1 {m['f1']:.4f} "
         f"(fit {result.manifest['training']['fit_seconds']:.1f}s, "
         f"total {result.manifest['training']['total_seconds']:.1f}s)"
