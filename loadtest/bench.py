@@ -39,7 +39,7 @@ def run_bench(name: str, settings: BenchSettings, command: str) -> bool:
     out_dir.mkdir(parents=True, exist_ok=True)
     needs_envoy = any(r.get("target") == "envoy" for r in scenario["runs"])
     with stack_for(settings, needs_envoy, out_dir / "logs") as stack:
-        outcomes = run_scenario(scenario, stack, out_dir, settings.data_dir)
+        outcomes = run_scenario(scenario, stack, out_dir, settings.data_dir, settings.headers)
     runs = [o.as_dict() for o in outcomes]
     path = write_summary(scenario, runs, machine_description(), command, out_dir)
     for o in outcomes:

@@ -38,6 +38,11 @@ class BenchSettings(BaseSettings):
     data_dir: Path = Field(
         Path("loadtest/data"), description="Request files (built by python -m loadtest.data)."
     )
+    headers: dict[str, str] | None = Field(
+        None,
+        description="Request headers (gRPC metadata) for every call, as JSON, e.g. "
+        '{"x-api-key": "..."} for a gateway with authentication on.',
+    )
     update_docs: bool = Field(
         True, description="Regenerate the tables of docs/benchmarks.md from all summaries."
     )

@@ -165,14 +165,18 @@ def run_one(
 
 
 def run_scenario(
-    scenario: dict[str, Any], stack: Stack, out_dir: Path, data_dir: Path = DATA_DIR
+    scenario: dict[str, Any],
+    stack: Stack,
+    out_dir: Path,
+    data_dir: Path = DATA_DIR,
+    headers: dict[str, str] | None = None,
 ) -> list[RunOutcome]:
     """Run every run of ``scenario``; peak scenarios step the rate up."""
     batch = int(scenario.get("batch", 1))
     outcomes: list[RunOutcome] = []
     for spec in scenario["runs"]:
         if "steps" not in scenario:
-            outcomes.append(run_one(spec, stack, out_dir, batch, data_dir=data_dir))
+            outcomes.append(run_one(spec, stack, out_dir, batch, headers, data_dir))
             time.sleep(1)
             continue
         best: RunOutcome | None = None
@@ -184,7 +188,7 @@ def run_scenario(
                 "rps": rate,
                 "duration_s": scenario.get("step_duration_s", 10),
             }
-            outcome = run_one(step, stack, out_dir, batch, data_dir=data_dir)
+            outcome = run_one(step, stack, out_dir, batch, headers, data_dir)
             steps.append(
                 {
                     "rps_target": rate,

@@ -10,6 +10,7 @@ the command line win over the environment, which wins over defaults.
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from typing import Any, TypeVar
@@ -30,6 +31,13 @@ def _is_list(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_is_list(a) for a in typing.get_args(annotation) if a is not type(None))
     return origin in (list, tuple, set)
+
+
+def _is_dict(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_dict(a) for a in typing.get_args(annotation) if a is not type(None))
+    return origin is dict or annotation is dict
 
 
 def _is_bool(annotation: Any) -> bool:
@@ -53,6 +61,15 @@ def add_settings_arguments(
                 dest=name,
                 default=None,
                 action=argparse.BooleanOptionalAction,
+                help=help_text,
+            )
+        elif _is_dict(field.annotation):
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                default=None,
+                type=json.loads,
+                metavar="JSON",
                 help=help_text,
             )
         elif _is_list(field.annotation):
