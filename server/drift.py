@@ -1,0 +1,335 @@
+"""Input and prediction drift against the reference statistics in a model's manifest.
+
+The hot path only appends the request's already-built input arrays to a list
+(:meth:`DriftMonitor.observe`); the metrics timer bins everything gathered since the last
+flush in one vectorised pass per feature and moves the counts into Prometheus counters.
+
+Each feature's reference distribution becomes a fixed set of buckets: one per training
+category plus ``__unseen__`` for categorical features; the ten training histogram bins plus
+``under`` and ``over`` for numeric ones. Workers export raw counts per bucket
+(``pronto_drift_bucket_total``) and the reference share of each bucket
+(``pronto_drift_reference_ratio``); the population stability index is a recording rule
+(``pronto:drift_psi:1h``), because only counts summed over every worker of every pod
+before the division give the PSI of the traffic the model actually saw (see docs/slo.md).
+:func:`psi` computes the same number in Python for tests and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server.model import ModelHandle
+
+__all__ = [
+    "EPSILON",
+    "SCORE_BOUNDS",
+    "SCORE_FEATURE",
+    "DriftMonitor",
+    "FeatureBuckets",
+    "ModelReference",
+    "psi",
+]
+
+log = logging.getLogger(__name__)
+
+#: floor of a bucket share in the PSI: an empty bucket would make ln(p/q) infinite
+EPSILON = 1e-4
+#: the prediction score is binned like a feature under this name
+SCORE_FEATURE = "__score__"
+UNSEEN = "__unseen__"
+#: upper bounds of the ``pronto_prediction_score`` histogram (+Inf is implied)
+SCORE_BOUNDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+_SCORE_BOUNDS = np.asarray(SCORE_BOUNDS)
+#: above this many pending rows, bin now rather than wait for the timer (bounds memory)
+MAX_PENDING_ROWS = 200_000
+
+
+def psi(live: Sequence[float], reference: Sequence[float], eps: float = EPSILON) -> float:
+    """Population stability index of two bucket-count (or share) vectors."""
+    lt, rt = float(sum(live)), float(sum(reference))
+    if lt <= 0 or rt <= 0:
+        return 0.0
+    total = 0.0
+    for a, b in zip(live, reference, strict=True):
+        p, q = max(a / lt, eps), max(b / rt, eps)
+        total += (p - q) * math.log(p / q)
+    return total
+
+
+@dataclass
+class FeatureBuckets:
+    """How one feature's values map to bucket indices, and the reference share of each."""
+
+    name: str
+    kind: str  # "categorical" | "numeric"
+    labels: list[str]
+    reference: list[float]
+    #: categorical: value -> bucket index (unseen values take the last bucket)
+    index: dict[str, int] = field(default_factory=dict)
+    #: numeric: inner edges for np.searchsorted, and the training range
+    inner: np.ndarray | None = None
+    low: float = -math.inf
+    high: float = math.inf
+
+    @classmethod
+    def categorical(cls, name: str, frequencies: Mapping[str, float], known: Sequence[str]):
+        cats = list(dict.fromkeys([*frequencies, *known]))
+        total = sum(frequencies.values()) or 1.0
+        ref = [float(frequencies.get(c, 0.0)) / total for c in cats] + [0.0]
+        return cls(name, "categorical", [*cats, UNSEEN], ref, {c: i for i, c in enumerate(cats)})
+
+    @classmethod
+    def numeric(cls, name: str, edges: Sequence[float], counts: Sequence[float], rng: Any = None):
+        total = float(sum(counts)) or 1.0
+        bins = [f"{i:02d}" for i in range(len(counts))]
+        ref = [0.0, *(float(c) / total for c in counts), 0.0]
+        low, high = (float(rng[0]), float(rng[1])) if rng else (edges[0], edges[-1])
+        return cls(
+            name,
+            "numeric",
+            ["under", *bins, "over"],
+            ref,
+            inner=np.asarray(edges[1:-1], dtype=np.float64),
+            low=low,
+            high=high,
+        )
+
+    def count(self, values: np.ndarray) -> np.ndarray:
+        """Values per bucket (``values`` is 1-D)."""
+        n = len(self.labels)
+        if self.kind == "categorical":
+            # Counter counts in C; only the few distinct values go through the dict
+            out = np.zeros(n, dtype=np.int64)
+            get, unseen = self.index.get, n - 1
+            for value, k in Counter(values.tolist()).items():
+                out[get(value if isinstance(value, str) else _text(value), unseen)] += k
+            return out
+        x = values.astype(np.float64, copy=False)
+        inner = self.inner if self.inner is not None else np.empty(0)
+        idx = np.searchsorted(inner, x, side="right") + 1
+        idx[x < self.low] = 0
+        idx[x > self.high] = n - 1
+        return np.bincount(idx, minlength=n)[:n]
+
+    @property
+    def unseen_bucket(self) -> int | None:
+        return len(self.labels) - 1 if self.kind == "categorical" else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _predicted_positive_rate(metrics: Mapping[str, Any], positive: str | None) -> float | None:
+    """Share of test rows the model labelled positive, from the manifest's confusion matrix."""
+    cm = metrics.get("confusion_matrix") or {}
+    labels, matrix = cm.get("labels") or [], cm.get("matrix") or []
+    if positive not in labels or not matrix:
+        return None
+    j = labels.index(positive)
+    total = sum(sum(row) for row in matrix)
+    return sum(row[j] for row in matrix) / total if total else None
+
+
+@dataclass
+class ModelReference:
+    """Reference buckets of one model version, and the running counts since the last flush."""
+
+    name: str
+    version: str
+    features: dict[str, FeatureBuckets]
+    score: FeatureBuckets | None
+    score_of: str
+    positive_index: int | None
+    positive_class: str | None
+    reference_positive_rate: float | None = None
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: int = 0
+    positives: int = 0
+    #: scores per bucket of :data:`SCORE_BOUNDS` (Prometheus ``le`` semantics) and their sum
+    score_hist: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BOUNDS) + 1, int))
+    score_sum: float = 0.0
+
+    @classmethod
+    def from_handle(cls, handle: ModelHandle) -> ModelReference:
+        manifest = handle.manifest or {}
+        ref = manifest.get("reference") or {}
+        declared = {i["name"]: i for i in manifest.get("signature", {}).get("inputs", [])}
+        features: dict[str, FeatureBuckets] = {}
+        for name, stats in (ref.get("features") or {}).items():
+            info = declared.get(name, {})
+            if stats.get("kind") == "categorical":
+                features[name] = FeatureBuckets.categorical(
+                    name, stats["frequencies"], info.get("categories") or ()
+                )
+            elif stats.get("edges") and stats.get("counts"):
+                features[name] = FeatureBuckets.numeric(
+                    name, stats["edges"], stats["counts"], info.get("range")
+                )
+        score_stats = ref.get("score") or {}
+        score = None
+        if score_stats.get("edges") and score_stats.get("counts"):
+            score = FeatureBuckets.numeric(
+                SCORE_FEATURE, score_stats["edges"], score_stats["counts"]
+            )
+        classes = list(handle.classes or ())
+        positive = manifest.get("signature", {}).get("positive_class")
+        pos_index = classes.index(positive) if positive in classes else None
+        return cls(
+            handle.name,
+            handle.version_str,
+            features,
+            score,
+            str(score_stats.get("of", "positive_class_probability")),
+            pos_index,
+            positive,
+            _predicted_positive_rate(manifest.get("metrics") or {}, positive),
+        )
+
+    @property
+    def score_name(self) -> str:
+        return SCORE_FEATURE
+
+    def buckets(self) -> list[FeatureBuckets]:
+        return [*self.features.values(), *([self.score] if self.score is not None else [])]
+
+    def add(self, feeds: Mapping[str, np.ndarray], proba: np.ndarray | None) -> None:
+        for name, fb in self.features.items():
+            column = feeds.get(name)
+            if column is not None:
+                self._count(fb, column.reshape(-1))
+        if proba is not None and proba.ndim == 2 and len(proba):
+            if self.positive_index is not None and self.score_of == "positive_class_probability":
+                scores = proba[:, self.positive_index]
+                self.positives += int(
+                    np.count_nonzero(np.argmax(proba, axis=1) == self.positive_index)
+                )
+            else:
+                scores = proba.max(axis=1)
+            self.rows += len(scores)
+            self.score_sum += float(scores.sum())
+            hist = np.bincount(np.searchsorted(_SCORE_BOUNDS, scores, side="left"))
+            self.score_hist[: len(hist)] += hist[: len(self.score_hist)]
+            if self.score is not None:
+                self._count(self.score, np.clip(scores, 0.0, 1.0))
+
+    def _count(self, fb: FeatureBuckets, values: np.ndarray) -> None:
+        counts = fb.count(values)
+        acc = self.counts.get(fb.name)
+        self.counts[fb.name] = counts if acc is None else acc + counts
+
+
+class DriftMonitor:
+    """Per-process drift accumulation for every loaded model version."""
+
+    def __init__(self, enabled: bool = True, export: bool = True) -> None:
+        self.enabled = enabled
+        self._export = export
+        self._metrics: Any = None
+        self._models: dict[tuple[str, str], ModelReference] = {}
+        self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any]] = []
+        self._pending_rows = 0
+
+    # -- hot path --------------------------------------------------------------
+    def observe(
+        self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
+    ) -> None:
+        """Remember one served request's inputs and scores; binning waits for the timer."""
+        if not self.enabled:
+            return
+        self._pending.append((handle, feeds, proba))
+        self._pending_rows += rows
+        if self._pending_rows >= MAX_PENDING_ROWS:
+            self.process()
+
+    # -- timer -----------------------------------------------------------------
+    def register(self, handle: ModelHandle) -> None:
+        """Create a model version's series at load time, so rates start from zero."""
+        if not self.enabled:
+            return
+        try:
+            self._reference(handle)
+        except Exception:  # a manifest without usable statistics must not stop serving
+            log.exception("drift: cannot read reference statistics of %s", handle.name)
+
+    def _reference(self, handle: ModelHandle) -> ModelReference:
+        key = (handle.name, handle.version_str)
+        ref = self._models.get(key)
+        if ref is None:
+            ref = self._models[key] = ModelReference.from_handle(handle)
+            self._export_reference(ref)
+        return ref
+
+    def process(self) -> None:
+        """Bin every pending request into its model's counts."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        groups: dict[int, tuple[ModelHandle, list[Any]]] = {}
+        for item in pending:
+            groups.setdefault(id(item[0]), (item[0], []))[1].append(item)
+        for handle, items in groups.values():
+            try:
+                ref = self._reference(handle)
+            except Exception:
+                log.exception("drift: cannot read reference statistics of %s", handle.name)
+                continue
+            try:
+                self._add(ref, items)
+            except Exception:
+                # validation should make this unreachable; if not, lose only the odd requests
+                for item in items:
+                    try:
+                        self._add(ref, [item])
+                    except Exception as exc:
+                        log.warning("drift: request to %s skipped: %r", handle.name, exc)
+
+    @staticmethod
+    def _add(ref: ModelReference, items: list[Any]) -> None:
+        feeds = {}
+        for name in ref.features:
+            # axis=None flattens the [rows, 1] columns in the same call
+            with contextlib.suppress(KeyError):
+                feeds[name] = np.concatenate([f[name] for _, f, _ in items], axis=None)
+        probas = [p for _, _, p in items if p is not None]
+        proba = np.concatenate(probas, axis=0, dtype=np.float64) if probas else None
+        ref.add(feeds, proba)
+
+    def flush(self) -> None:
+        """Bin pending requests and move the counts into the Prometheus counters."""
+        self.process()
+        for ref in self._models.values():
+            counts, ref.counts = ref.counts, {}
+            if self._metrics is not None:
+                self._metrics.add(ref, counts)
+            ref.rows = ref.positives = 0
+            ref.score_hist = np.zeros_like(ref.score_hist)
+            ref.score_sum = 0.0
+
+    async def run_flusher(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.flush()
+
+    # -- Prometheus ------------------------------------------------------------
+    @property
+    def metrics(self) -> Any:
+        if self._metrics is None and self._export:
+            from server.monitoring.drift_metrics import DriftMetrics
+
+            self._metrics = DriftMetrics()
+        return self._metrics
+
+    def _export_reference(self, ref: ModelReference) -> None:
+        m = self.metrics
+        if m is not None:
+            m.declare(ref)

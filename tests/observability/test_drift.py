@@ -1,0 +1,151 @@
+"""Drift accumulation in one process: buckets, PSI, counters, robustness to odd inputs."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.drift import SCORE_FEATURE, DriftMonitor, FeatureBuckets, psi
+
+MANIFEST: dict[str, Any] = {
+    "signature": {
+        "inputs": [
+            {"name": "color", "kind": "categorical", "categories": ["red", "green", "blue"]},
+            {"name": "x", "kind": "numeric", "range": [0.0, 1.0]},
+        ],
+        "classes": ["0", "1"],
+        "positive_class": "1",
+    },
+    "reference": {
+        "features": {
+            "color": {
+                "kind": "categorical",
+                "frequencies": {"red": 0.5, "green": 0.3, "blue": 0.2},
+            },
+            "x": {
+                "kind": "numeric",
+                "edges": [0.0, 0.25, 0.5, 0.75, 1.0],
+                "counts": [25, 25, 25, 25],
+                "min": 0.0,
+                "max": 1.0,
+            },
+        },
+        "score": {
+            "of": "positive_class_probability",
+            "edges": [0.0, 0.5, 1.0],
+            "counts": [80, 20],
+        },
+    },
+    "metrics": {"confusion_matrix": {"labels": ["0", "1"], "matrix": [[70, 10], [10, 10]]}},
+}
+
+
+def handle(manifest: dict[str, Any] = MANIFEST) -> Any:
+    return SimpleNamespace(name="m", version_str="1", classes=("0", "1"), manifest=manifest)
+
+
+def feeds(colors: list[Any], xs: list[float]) -> dict[str, np.ndarray]:
+    return {
+        "color": np.array(colors, dtype=object).reshape(-1, 1),
+        "x": np.array(xs, dtype=np.float32).reshape(-1, 1),
+    }
+
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_shift() -> None:
+    assert psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0)
+    small = psi([45, 55], [50, 50])
+    big = psi([10, 90], [50, 50])
+    assert 0 < small < 0.1 < 0.2 < big
+    # hand-computed: (0.1-0.5) ln(0.1/0.5) + (0.9-0.5) ln(0.9/0.5)
+    assert big == pytest.approx(0.4 * math.log(5) + 0.4 * math.log(1.8))
+
+
+def test_empty_bucket_is_floored_not_infinite() -> None:
+    assert math.isfinite(psi([0, 10], [10, 0]))
+
+
+def test_numeric_buckets_count_out_of_range_on_both_sides() -> None:
+    fb = FeatureBuckets.numeric("x", [0.0, 0.5, 1.0], [1, 1], [0.0, 1.0])
+    assert fb.labels == ["under", "00", "01", "over"]
+    counts = fb.count(np.array([-1.0, 0.0, 0.49, 0.5, 1.0, 10.0]))
+    assert counts.tolist() == [1, 2, 2, 1]
+
+
+def test_categorical_buckets_count_unseen_values() -> None:
+    fb = FeatureBuckets.categorical("c", {"a": 0.75, "b": 0.25}, ["a", "b", "c"])
+    assert fb.labels == ["a", "b", "c", "__unseen__"]
+    assert fb.reference == [0.75, 0.25, 0.0, 0.0]
+    counts = fb.count(np.array(["a", "a", "z", b"b", 7], dtype=object))
+    assert counts.tolist() == [2, 1, 0, 2]
+
+
+def test_monitor_bins_pending_requests_at_flush_time() -> None:
+    mon = DriftMonitor(export=False)
+    h = handle()
+    mon.register(h)
+    proba = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    mon.observe(h, feeds(["red", "purple"], [0.1, 10.0]), proba, 2)
+    mon.observe(h, feeds(["blue"], [-3.0]), None, 1)
+    assert mon._pending  # nothing binned on the request path
+    mon.process()
+    ref = mon._models[("m", "1")]
+    assert ref.counts["color"].tolist() == [1, 0, 1, 1]
+    assert ref.counts["x"].tolist() == [1, 1, 0, 0, 0, 1]
+    assert ref.counts[SCORE_FEATURE].tolist() == [0, 1, 1, 0]
+    assert (ref.rows, ref.positives) == (2, 1)
+    assert ref.score_hist.sum() == 2 and ref.score_sum == pytest.approx(0.9, abs=1e-6)
+    assert ref.reference_positive_rate == pytest.approx(0.2)
+
+
+def test_shifted_feature_crosses_threshold_untouched_one_does_not() -> None:
+    rng = np.random.default_rng(0)
+    mon = DriftMonitor(export=False)
+    h = handle()
+    colors = rng.choice(["red", "green", "blue"], 4000, p=[0.5, 0.3, 0.2]).tolist()
+    xs = (rng.random(4000) * 0.5 + 0.6).tolist()  # shifted up, partly out of range
+    for i in range(0, 4000, 100):
+        mon.observe(h, feeds(colors[i : i + 100], xs[i : i + 100]), None, 100)
+    mon.process()
+    ref = mon._models[("m", "1")]
+    by_name = {fb.name: fb for fb in ref.buckets()}
+    assert psi(ref.counts["color"].tolist(), by_name["color"].reference) < 0.01
+    assert psi(ref.counts["x"].tolist(), by_name["x"].reference) > 0.2
+    assert ref.counts["x"][-1] > 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"color": np.array([[{"a": 1}]], dtype=object), "x": np.array([[0.5]])},
+        {"color": np.array([["red"]], dtype=object), "x": np.array([[np.nan]])},
+        {"color": np.array([["red"]], dtype=object)},  # a feature missing
+        {"color": np.array([[None, "red"]], dtype=object), "x": np.array([["zz"]], dtype=object)},
+    ],
+)
+def test_odd_inputs_never_raise(bad: dict[str, np.ndarray]) -> None:
+    mon = DriftMonitor(export=False)
+    h = handle()
+    mon.observe(h, bad, np.array([[0.5]]), 1)
+    mon.observe(h, feeds(["red"], [0.5]), "not an array", 1)
+    mon.flush()
+    mon.observe(h, feeds(["red"], [0.5]), None, 1)
+    mon.flush()  # the monitor keeps working afterwards
+
+
+def test_manifest_without_reference_is_ignored() -> None:
+    mon = DriftMonitor(export=False)
+    h = handle({"signature": {"inputs": []}})
+    mon.register(h)
+    mon.observe(h, feeds(["red"], [0.5]), None, 1)
+    mon.flush()
+    assert mon._models[("m", "1")].features == {}
+
+
+def test_disabled_monitor_keeps_nothing() -> None:
+    mon = DriftMonitor(enabled=False, export=False)
+    mon.observe(handle(), feeds(["red"], [0.5]), None, 1)
+    assert not mon._pending
