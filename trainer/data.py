@@ -48,7 +48,8 @@ def read_csv(path: Path) -> pd.DataFrame:
     """Read a CSV, refusing missing, empty, binary and non-tabular files with a clear message."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    head = path.open("rb").read(8192)
+    with path.open("rb") as fh:
+        head = fh.read(8192)
     if not head.strip():
         raise DataError(f"{path}: the file is empty")
     if b"\0" in head:
@@ -56,15 +57,17 @@ def read_csv(path: Path) -> pd.DataFrame:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        text = head.decode("latin-1")  # the real SCL file circulates in both encodings
+        text = head.decode("latin-1")  # spreadsheet exports are often Latin-1
     if text.lstrip()[:1] in ("{", "[", "<"):
         raise DataError(f"{path}: not a CSV file (looks like JSON, XML or HTML)")
     try:
-        csv.Sniffer().sniff(text.split("\n", 1)[0] + "\n", delimiters=",;\t")
+        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0] + "\n", delimiters=",;\t")
     except csv.Error:
-        raise DataError(f"{path}: not a CSV file (no comma-separated header line)") from None
+        raise DataError(f"{path}: not a CSV file (no delimited header line)") from None
     try:
-        frame = pd.read_csv(path, low_memory=False, encoding_errors="replace")
+        frame = pd.read_csv(
+            path, sep=dialect.delimiter, low_memory=False, encoding_errors="replace"
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if len(frame.columns) < 2:

@@ -118,3 +118,14 @@ def test_empty_and_non_csv_files(
 def test_missing_file(tmp_path: Path, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _train(capsys, repo, "--data", str(tmp_path / "nope.csv"), "--target", "y")
     _assert_refused(code, err, repo, "no such file")
+
+
+def test_semicolon_separated_csv_is_read(
+    tmp_path: Path, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.csv"
+    rows = "".join(f"{i % 7};{'ab'[i % 2]};{int(i % 7 > 3)}\n" for i in range(60))
+    path.write_text("x;c;y\n" + rows)
+    code, err = _train(capsys, repo, "--data", str(path), "--target", "y")
+    assert code == 0, err
+    assert (repo / "m" / "1" / "model.onnx").exists()
