@@ -17,6 +17,7 @@ from typing import Any
 from tests.support import (
     free_port,
     free_port_block,
+    free_ports,
     stop_process,
     wait_for_grpc_health,
     wait_for_port,
@@ -48,6 +49,7 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     port: int
     admin_port: int
+    stats_port: int
 
     @property
     def address(self) -> str:
@@ -112,17 +114,17 @@ def run_gateway(
     server: Server | None, *flags: str, workers: int | None = None, healthy: bool = True
 ) -> Iterator[Gateway]:
     """Envoy in front of ``server``'s private ports (or closed ports when ``server`` is None)."""
-    port, admin = free_port(), free_port()
+    port, admin, stats = free_ports(3)
     count = server.workers if server else workers or 1
     base = server.base_port if server else free_port_block(count)
     cmd = [
         *CLI, "gateway", "--listen-address", "127.0.0.1", "--listen-port", str(port),
-        "--admin-port", str(admin), "--stats-port", "0", "--workers", str(count),
+        "--admin-port", str(admin), "--stats-port", str(stats), "--workers", str(count),
         "--worker-base-port", str(base), "--envoy-concurrency", "2",
         "--envoy-log-level", "error", *flags,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd)
-    gateway = Gateway(proc, port, admin)
+    gateway = Gateway(proc, port, admin, stats)
     try:
         wait_for_port(port, timeout=30)
         wait_for_port(admin, timeout=30)

@@ -137,3 +137,16 @@ def test_one_rest_connection_is_spread_over_all_workers(gateway: Gateway) -> Non
     served = {port: after[port] - before.get(port, 0) for port in after}
     assert len(served) == 2 and sum(served.values()) == 40
     assert all(count >= 5 for count in served.values()), served
+
+
+def test_prometheus_stats_are_published_and_admin_is_not(gateway: Gateway) -> None:
+    stats = http.client.HTTPConnection("127.0.0.1", gateway.stats_port, timeout=5)
+    try:
+        reply = request(stats, "GET", "/stats/prometheus")
+        assert reply.status == 200
+        assert "envoy_cluster_upstream_rq_total" in reply.body
+        assert request(stats, "GET", "/config_dump").status == 404
+    finally:
+        stats.close()
+    admin = request(gateway, "GET", "/config_dump")
+    assert admin.status == 404  # the API listener does not reach the admin interface either
