@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def slow_repo(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("slow-repo")
     shutil.copytree(model_repo / "flights", root / "flights")
-    build_slow_model(root / "slow" / "1")
+    build_slow_model(root / "slow" / "1", layers=60)
     return root
 
 
@@ -130,8 +130,20 @@ def test_drain_reports_not_serving_then_exits(slow_repo: Path, tmp_path: Path) -
         stop_process(server.proc)
 
 
+ROWS = 512  # with 60 layers: about 0.15 s of work per request on one core
+
+
+def _in_flight(server: Server) -> float:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("pronto_requests_in_flight "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def _slow_request() -> pb.ModelInferRequest:
-    x = np.random.default_rng(1).random((1024, SLOW_WIDTH), dtype=np.float32)
+    x = np.random.default_rng(1).random((ROWS, SLOW_WIDTH), dtype=np.float32)
     req = pb.ModelInferRequest(model_name="slow")
     req.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
     req.raw_input_contents.append(x.tobytes())
@@ -151,12 +163,16 @@ def test_sigterm_drains_in_flight_requests(fresh_server: Server) -> None:
                 pool.submit(stubs[i % len(stubs)].ModelInfer, request, timeout=30)
                 for i in range(16)
             ]
-            time.sleep(0.4)  # about 8 x 90 ms of work queued per worker: still running
+            # wait until the workers hold every request (8 x ~0.15 s of work each)
+            deadline = time.monotonic() + 10
+            while _in_flight(server) < len(futures):
+                assert time.monotonic() < deadline, "the workers never held all requests at once"
+                time.sleep(0.05)
             assert not all(f.done() for f in futures)
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             replies = [f.result() for f in futures]
-        assert all(r.outputs[0].shape == [1024, SLOW_WIDTH] for r in replies)
+        assert all(r.outputs[0].shape == [ROWS, SLOW_WIDTH] for r in replies)
         assert server.proc.wait(timeout=30) == 0
         assert time.monotonic() - started < 20
     finally:
