@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import platform
 import shutil
@@ -41,6 +42,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+log = logging.getLogger(__name__)
 
 
 def prepare_multiprocess_dir(path: Path | None) -> Path:
@@ -185,7 +188,11 @@ class RequestRecorder:
     async def run_flusher(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                # keep flushing (and so keep the buffers bounded) even if one flush fails
+                log.exception("metrics flush failed")
 
 
 def mark_worker_dead(pid: int) -> None:
