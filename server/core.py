@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,7 +21,14 @@ from server.features import columns_from_instances
 from server.model import ModelHandle
 from server.repository import Registry
 
-__all__ = ["InferRequest", "InferResponse", "InferenceCore", "Prediction", "Tensor"]
+__all__ = [
+    "InferRequest",
+    "InferResponse",
+    "InferenceCore",
+    "InferenceObserver",
+    "Prediction",
+    "Tensor",
+]
 
 SERVER_NAME = "pronto"
 
@@ -62,6 +69,14 @@ class Prediction:
     probabilities: np.ndarray  # [rows, classes], float64
 
 
+class InferenceObserver(Protocol):
+    """Sees every served batch (e.g. drift monitoring); must only buffer, never block."""
+
+    def observe(
+        self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
+    ) -> None: ...
+
+
 class InferenceCore:
     """Validates requests against a model's signature and runs it."""
 
@@ -72,8 +87,10 @@ class InferenceCore:
         version: str = "0",
         max_batch_size: int = 1_000_000,
         offload_rows: int = 256,
+        observer: InferenceObserver | None = None,
     ) -> None:
         self.registry = registry
+        self.observer = observer
         self.version = version
         self.max_batch_size = max_batch_size
         self.offload_rows = offload_rows
@@ -175,6 +192,11 @@ class InferenceCore:
                 )
         rows = request.inputs[0].data.shape[0] if request.inputs else 0
         results = await self.run(handle, feeds, names, rows)
+        if self.observer is not None:
+            proba = handle.proba_output
+            self.observer.observe(
+                handle, feeds, results[names.index(proba)] if proba in names else None, rows
+            )
         outputs = handle.outputs
         tensors = [Tensor(n, outputs[n].datatype, a) for n, a in zip(names, results, strict=True)]
         return InferResponse(
@@ -200,6 +222,8 @@ class InferenceCore:
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)
         )
+        if self.observer is not None:
+            self.observer.observe(handle, feeds, proba, len(instances))
         proba = np.asarray(proba, dtype=np.float64).reshape(len(instances), -1)
         classes = list(handle.classes or [str(i) for i in range(proba.shape[1])])
         labels = [x if isinstance(x, str) else str(x) for x in label.ravel().tolist()]

@@ -303,3 +303,28 @@ def test_manifest_classes_that_disagree_with_the_graph(model_repo: Path, tmp_pat
     handle = load_model("m", 1, folder)
     assert handle.classes is None
     assert [f.kind for f in handle.features] == ["categorical", "categorical", "numeric", "numeric"]
+
+
+def test_observer_sees_every_served_batch(core: InferenceCore) -> None:
+    seen: list[tuple[str, list[str], Any, int]] = []
+
+    class Observer:
+        def observe(self, handle: Any, feeds: Any, proba: Any, rows: int) -> None:
+            seen.append((handle.name, sorted(feeds), None if proba is None else proba.shape, rows))
+
+    observed = InferenceCore(core.registry, observer=Observer())
+    observed.ready = True
+    asyncio.run(observed.infer(decode_infer_request(infer_request(rows(3)), LIMIT, LIMIT)))
+    cols = rows(2)
+    asyncio.run(
+        observed.predict("flights", "", [{k: v[i] for k, v in cols.items()} for i in range(2)])
+    )
+    request = decode_infer_request(infer_request(rows(1)), LIMIT, LIMIT)
+    request.outputs = ["label"]
+    asyncio.run(observed.infer(request))
+    features = sorted(rows(1))
+    assert seen == [
+        ("flights", features, (3, 2), 3),
+        ("flights", features, (2, 2), 2),
+        ("flights", features, None, 1),
+    ]
