@@ -74,6 +74,8 @@ def test_repro_then_push_and_pull_round_trip(tmp_path: Path) -> None:
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "build/reports/metrics.json").read_text())
     assert metrics["rows"] == 600 and metrics["roc_auc"] > 0.5
+    # The evaluate stage rebuilt the same test split the train stage scored.
+    assert metrics == json.loads((repo / "build/model/metrics.json").read_text())
     before = _digests(repo)
 
     _run(repo, str(DVC), "push")
