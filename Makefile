@@ -22,7 +22,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go run test lint proto proto-check bench compare-setup clean
+.PHONY: help setup setup-apt setup-go run train repro test lint proto proto-check bench compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 
 run: setup ## train the default model if needed, then serve it behind Envoy
 	$(VENV)/bin/pronto up
+
+train: setup ## train the default model into models/ (generates data/flights.csv if missing)
+	$(VENV)/bin/pronto train
+
+repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
+	$(VENV)/bin/dvc repro
 
 test: setup ## lint, proto drift check and the whole test suite
 	$(MAKE) lint proto-check
