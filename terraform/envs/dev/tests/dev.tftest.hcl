@@ -1,7 +1,24 @@
 # The composed dev environment plans, and its outputs give each consumer
 # (Helm chart, DVC, GitHub Actions) what it expects.
 
-mock_provider "google" {}
+# Computed attributes get generated values. OpenTofu generates them at plan
+# time too, and random strings fail the provider's own checks on IAM members,
+# so the identities that feed those get well-formed ones.
+mock_provider "google" {
+  mock_resource "google_service_account" {
+    defaults = {
+      email  = "pronto-mock@pronto-test-123.iam.gserviceaccount.com"
+      member = "serviceAccount:pronto-mock@pronto-test-123.iam.gserviceaccount.com"
+      name   = "projects/pronto-test-123/serviceAccounts/pronto-mock@pronto-test-123.iam.gserviceaccount.com"
+    }
+  }
+
+  mock_resource "google_iam_workload_identity_pool" {
+    defaults = {
+      name = "projects/123456789012/locations/global/workloadIdentityPools/github"
+    }
+  }
+}
 
 variables {
   project_id        = "pronto-test-123"
