@@ -150,3 +150,17 @@ def test_prometheus_stats_are_published_and_admin_is_not(gateway: Gateway) -> No
         stats.close()
     admin = request(gateway, "GET", "/config_dump")
     assert admin.status == 404  # the API listener does not reach the admin interface either
+
+
+def test_camel_case_json_names_are_accepted(gateway: Gateway) -> None:
+    # proto3 JSON accepts lowerCamel names as well; the unknown-field guard must too.
+    body = _infer_body()
+    for tensor in body["inputs"]:  # type: ignore[attr-defined]
+        contents = tensor["contents"]
+        tensor["contents"] = {
+            {"bytes_contents": "bytesContents", "fp32_contents": "fp32Contents"}[k]: v
+            for k, v in contents.items()
+        }
+    body["modelName"] = MODEL
+    reply = request(gateway, "POST", f"/v2/models/{MODEL}/infer", body)
+    assert reply.status == 200, reply.body
