@@ -13,6 +13,7 @@ from gateway import reference, render
 from gateway.launcher import validate
 from gateway.schema import body_routes
 from gateway.settings import GatewaySettings
+from tests.gateway.harness import run_gateway
 from tests.gateway.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +141,9 @@ def test_validate_catches_a_broken_config(tmp_path: Path) -> None:
         "--validate",
     )
     assert tls.returncode == 1 and "nonexistent.pem" in tls.stderr
+
+
+def test_gateway_command_runs_envoy_and_stops_on_sigterm() -> None:
+    with run_gateway(None, workers=1, healthy=False) as gateway:
+        pass
+    assert gateway.proc.returncode == 0
