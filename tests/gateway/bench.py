@@ -1,13 +1,16 @@
 """Side-by-side latency and throughput of the gateway's security options (not a test).
 
-    .venv/bin/python -m tests.gateway.bench --duration 15 --connections 32
+    .venv/bin/python -m tests.gateway.bench --rounds 3 --duration 5 --rate 400
 
-Starts one `pronto serve` (2 workers) and, one after the other, an Envoy per variant
-on the same machine; drives REST with wrk and native gRPC with ghz, one request of
-one row each, the same number of keep-alive connections each time. Prints a Markdown
-table for docs/security.md. TLS to the workers goes through a TLS-terminating Envoy in
-front of each worker's private port (the server speaks plaintext); the "relay"
-baseline uses the same hop without TLS, so the difference between them is TLS alone.
+Starts one `pronto serve` (2 workers) and, side by side, one Envoy per variant on the
+same machine (idle Envoys cost next to nothing). Then, round after round, drives each
+variant in turn for a few seconds: REST with wrk, native gRPC with ghz, one request of
+one row each, the same number of keep-alive connections, first as fast as possible,
+then paced. Alternating in rounds spreads the machine's background noise over all
+variants; the table gives the median of the rounds (and the RPS range). TLS to the
+workers goes through a TLS-terminating Envoy in front of each worker's private port
+(the server speaks plaintext); the "relay" baseline has the same hop without TLS, so
+the difference between the two is TLS alone.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.launcher import envoy_binary
@@ -108,16 +112,29 @@ def tls_relay(server: Server, certs: dict[str, Path], tls: bool) -> Iterator[int
             stop_process(proc)
 
 
+Measure = Callable[[int], dict[str, float]]  # rate (0 = as fast as possible) -> result
+
+
+def _summary(results: list[dict[str, float]]) -> str:
+    rps = [r["rps"] for r in results]
+    med = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms")}
+    errors = sum(r["errors"] for r in results)
+    return (
+        f"{med['rps']:.0f} ({min(rps):.0f}–{max(rps):.0f}) | {med['p50_ms']:.2f} | "
+        f"{med['p99_ms']:.2f} | {errors:.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per row")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rate", type=int, default=500, help="requests/s of the paced rows")
+    parser.add_argument("--rate", type=int, default=400, help="requests/s of the paced rows")
     args = parser.parse_args()
-    secs, conns, rate = args.duration, args.connections, args.rate
-    rows: list[tuple[str, str, dict[str, float]]] = []
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    secs, conns = args.duration, args.connections
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         signer = Signer()
         jwks = signer.write_jwks(tmp / "jwks.json")
         (tmp / "keys").write_text(f"bench:{API_KEY}\n")
@@ -125,51 +142,55 @@ def main() -> None:
         token = signer.token(ISSUER, AUDIENCE, lifetime=3600)
         jwt_flags = ["--jwt-jwks-file", str(jwks), "--jwt-issuer", ISSUER]
         jwt_flags += ["--jwt-audiences", AUDIENCE]
-        with run_server(build_repository(tmp / "models"), workers=2) as server:
+        tls_flags = ["--upstream-tls", "--upstream-tls-ca-file", str(certs["ca"])]
+        tls_flags += ["--upstream-tls-server-name", SERVER_NAME]
+        server = stack.enter_context(run_server(build_repository(tmp / "models"), workers=2))
+        relayed = {
+            tls: Server(
+                server.proc, server.port, stack.enter_context(tls_relay(server, certs, tls)), 2
+            )
+            for tls in (False, True)
+        }
 
-            def grpc_direct(tag: str) -> None:
-                rows.append(
-                    (f"gRPC direct, shared port{tag}", "max", ghz(server.port, secs, conns, {}))
-                )
-                rows.append(
-                    (
-                        f"gRPC direct, shared port{tag}",
-                        str(rate),
-                        ghz(server.port, secs, conns, {}, rate),
-                    )
-                )
+        def gateway(target: Server, *flags: str) -> int:
+            return stack.enter_context(run_gateway(target, *flags)).port
 
-            grpc_direct("")
-            variants: list[tuple[str, list[str], dict[str, str]]] = [
-                ("REST via Envoy, no auth", [], {}),
-                ("REST via Envoy, JWT (RS256)", jwt_flags, {"authorization": f"Bearer {token}"}),
-                ("REST via Envoy, API key", ["--api-keys-file", str(tmp / "keys")],
-                 {"x-api-key": API_KEY}),
-            ]  # fmt: skip
-            for label, flags, headers in variants:
-                with run_gateway(server, *flags) as gateway:
-                    rows.append((label, "max", wrk(gateway.port, secs, conns, headers)))
-                    rows.append((label, str(rate), wrk(gateway.port, secs, conns, headers, rate)))
-                    if not flags:
-                        grpc_label = "gRPC via Envoy, no auth"
-                        rows.append((grpc_label, "max", ghz(gateway.port, secs, conns, {})))
-            for tls in (False, True):
-                with tls_relay(server, certs, tls) as base:
-                    tls_flags = ["--upstream-tls", "--upstream-tls-ca-file", str(certs["ca"])]
-                    tls_flags += ["--upstream-tls-server-name", SERVER_NAME]
-                    relayed = Server(server.proc, server.port, base, server.workers)
-                    with run_gateway(relayed, *(tls_flags if tls else [])) as gateway:
-                        label = "REST via Envoy, TLS upstream" if tls else "REST via Envoy, relay"
-                        label += " (extra hop)"
-                        rows.append((label, "max", wrk(gateway.port, secs, conns, {})))
-                        rows.append((label, str(rate), wrk(gateway.port, secs, conns, {}, rate)))
-            grpc_direct(" (again)")
-    print(f"\n{conns} connections, {secs} s per row, one row per request, 2 workers\n")
+        open_port = gateway(server)
+        variants: list[tuple[str, Measure]] = [
+            ("gRPC direct, shared port", lambda r: ghz(server.port, secs, conns, {}, r)),
+            ("REST via Envoy, no auth", lambda r: wrk(open_port, secs, conns, {}, r)),
+            ("gRPC via Envoy, no auth", lambda r: ghz(open_port, secs, conns, {}, r)),
+        ]
+        jwt_port = gateway(server, *jwt_flags)
+        key_port = gateway(server, "--api-keys-file", str(tmp / "keys"))
+        relay_port = gateway(relayed[False])
+        tls_port = gateway(relayed[True], *tls_flags)
+        auth = {"authorization": f"Bearer {token}"}
+        variants += [
+            ("REST via Envoy, JWT (RS256)", lambda r: wrk(jwt_port, secs, conns, auth, r)),
+            (
+                "REST via Envoy, API key",
+                lambda r: wrk(key_port, secs, conns, {"x-api-key": API_KEY}, r),
+            ),
+            ("REST via Envoy, relay (extra hop)", lambda r: wrk(relay_port, secs, conns, {}, r)),
+            (
+                "REST via Envoy, TLS upstream (extra hop)",
+                lambda r: wrk(tls_port, secs, conns, {}, r),
+            ),
+        ]
+        results: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for rate in (0, args.rate):
+            for _ in range(args.rounds):
+                for label, measure in variants:
+                    results.setdefault((label, rate), []).append(measure(rate))
+    print(
+        f"\n{conns} connections, {args.rounds} rounds of {secs} s, one row per request, 2 workers"
+    )
+    print("medians of the rounds; RPS range in brackets\n")
     print("| path | offered load (req/s) | RPS | p50 (ms) | p99 (ms) | errors |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for label, load, r in rows:
-        cells = f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f}"
-        print(f"| {label} | {load} | {cells} |")
+    for (label, rate), runs in results.items():
+        print(f"| {label} | {rate or 'max'} | {_summary(runs)} |")
 
 
 if __name__ == "__main__":
