@@ -78,6 +78,7 @@ output "github_actions_variables" {
   value = {
     GCP_WORKLOAD_IDENTITY_PROVIDER = module.iam.workload_identity_provider
     GCP_SERVICE_ACCOUNT            = module.iam.ci_service_account_email
+    RUNTIME_SERVICE_ACCOUNT        = module.iam.runtime_service_account_email
     GCP_PROJECT_ID                 = var.project_id
     GKE_CLUSTER                    = module.gke.cluster_name
     GKE_LOCATION                   = module.gke.location

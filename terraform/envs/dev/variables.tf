@@ -53,8 +53,8 @@ variable "github_repository" {
 
 variable "github_allowed_refs" {
   type        = list(string)
-  description = "Git refs allowed to obtain Google credentials from GitHub Actions."
-  default     = ["refs/heads/main"]
+  description = "Git refs allowed to obtain Google credentials from GitHub Actions: main (manual runs), api and v* tags (deploy.yml), model (train.yml). A trailing * matches by prefix."
+  default     = ["refs/heads/main", "refs/heads/api", "refs/heads/model", "refs/tags/v*"]
 }
 
 variable "master_authorized_networks" {

@@ -7,7 +7,14 @@ locals {
   }
   primitive_roles = ["roles/owner", "roles/editor", "roles/viewer"]
 
-  ksa_member    = "serviceAccount:${var.workload_identity_pool}[${var.kubernetes_namespace}/${var.kubernetes_service_account}]"
+  ksa_member = "serviceAccount:${var.workload_identity_pool}[${var.kubernetes_namespace}/${var.kubernetes_service_account}]"
+
+  exact_refs   = [for r in var.github_allowed_refs : r if !endswith(r, "*")]
+  ref_prefixes = [for r in var.github_allowed_refs : trimsuffix(r, "*") if endswith(r, "*")]
+  ref_condition = join(" || ", concat(
+    length(local.exact_refs) > 0 ? ["assertion.ref in [${join(", ", [for r in local.exact_refs : "'${r}'"])}]"] : [],
+    [for p in local.ref_prefixes : "assertion.ref.startsWith('${p}')"],
+  ))
   ci_principals = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/attribute.repository/${var.github_repository}"
 }
 
@@ -96,7 +103,7 @@ resource "google_iam_workload_identity_pool_provider" "github" {
 
   # Tokens from any other repository, or from a ref not listed, are refused
   # at the token exchange, before any IAM binding is looked at.
-  attribute_condition = "assertion.repository == '${var.github_repository}' && assertion.ref in [${join(", ", [for r in var.github_allowed_refs : "'${r}'"])}]"
+  attribute_condition = "assertion.repository == '${var.github_repository}' && (${local.ref_condition})"
 
   oidc {
     issuer_uri = "https://token.actions.githubusercontent.com"

@@ -22,3 +22,8 @@ output "kubernetes_service_account_member" {
   description = "IAM principal of the chart's Kubernetes service account."
   value       = local.ksa_member
 }
+
+output "github_attribute_condition" {
+  description = "The CEL condition a GitHub OIDC token must meet to be exchanged."
+  value       = google_iam_workload_identity_pool_provider.github.attribute_condition
+}

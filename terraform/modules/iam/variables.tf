@@ -76,12 +76,12 @@ variable "github_repository" {
 
 variable "github_allowed_refs" {
   type        = list(string)
-  description = "Git refs whose workflow runs may obtain Google credentials (pull requests from forks never can). Deploys and training run from the default branch."
+  description = "Git refs whose workflow runs may obtain Google credentials (pull requests never can). A trailing * matches by prefix, as in refs/tags/v*."
   default     = ["refs/heads/main"]
 
   validation {
-    condition     = length(var.github_allowed_refs) > 0 && alltrue([for r in var.github_allowed_refs : can(regex("^refs/(heads|tags)/[A-Za-z0-9._/-]+$", r))])
-    error_message = "github_allowed_refs must list at least one full ref such as refs/heads/main or refs/tags/v1.0.0; wildcards are not supported."
+    condition     = length(var.github_allowed_refs) > 0 && alltrue([for r in var.github_allowed_refs : can(regex("^refs/(heads|tags)/[A-Za-z0-9._/-]+\\*?$", r))])
+    error_message = "github_allowed_refs must list at least one full ref such as refs/heads/main, or a prefix such as refs/tags/v*; refs/heads/* (every branch) is refused."
   }
 }
 

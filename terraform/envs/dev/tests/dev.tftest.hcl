@@ -64,7 +64,12 @@ run "dev_environment_outputs" {
   }
 
   assert {
-    condition     = toset(keys(output.github_actions_variables)) == toset(["GCP_WORKLOAD_IDENTITY_PROVIDER", "GCP_SERVICE_ACCOUNT", "GCP_PROJECT_ID", "GKE_CLUSTER", "GKE_LOCATION", "ARTIFACT_REGISTRY", "MODEL_BUCKET", "DVC_REMOTE_URL"])
+    condition     = module.iam.github_attribute_condition == "assertion.repository == 'example-org/pronto' && (assertion.ref in ['refs/heads/main', 'refs/heads/api', 'refs/heads/model'] || assertion.ref.startsWith('refs/tags/v'))"
+    error_message = "The deploy (api, v* tags) and training (model) workflows, and manual runs on main, must be able to authenticate; nothing else."
+  }
+
+  assert {
+    condition     = toset(keys(output.github_actions_variables)) == toset(["GCP_WORKLOAD_IDENTITY_PROVIDER", "GCP_SERVICE_ACCOUNT", "RUNTIME_SERVICE_ACCOUNT", "GCP_PROJECT_ID", "GKE_CLUSTER", "GKE_LOCATION", "ARTIFACT_REGISTRY", "MODEL_BUCKET", "DVC_REMOTE_URL"])
     error_message = "github_actions_variables must carry every variable the workflows read."
   }
 }

@@ -302,7 +302,7 @@ run "iam_is_least_privilege" {
   }
 
   assert {
-    condition     = google_iam_workload_identity_pool_provider.github.attribute_condition == "assertion.repository == 'example-org/pronto' && assertion.ref in ['refs/heads/main']"
+    condition     = google_iam_workload_identity_pool_provider.github.attribute_condition == "assertion.repository == 'example-org/pronto' && (assertion.ref in ['refs/heads/main'])"
     error_message = "Only the repository's main branch may exchange GitHub tokens."
   }
 

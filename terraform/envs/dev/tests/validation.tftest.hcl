@@ -144,3 +144,25 @@ run "bucket_names_checked" {
 
   expect_failures = [var.dvc_bucket_name, var.model_bucket_name]
 }
+
+run "every_branch_wildcard_refused" {
+  command = plan
+
+  module {
+    source = "../../modules/iam"
+  }
+
+  variables {
+    workload_identity_pool = "pronto-test-123.svc.id.goog"
+    model_bucket_name      = "models"
+    dvc_bucket_name        = "dvc"
+    artifact_registry_repository = {
+      location = "europe-west1"
+      name     = "pronto"
+    }
+    github_repository   = "example-org/pronto"
+    github_allowed_refs = ["refs/heads/*"]
+  }
+
+  expect_failures = [var.github_allowed_refs]
+}
