@@ -9,6 +9,7 @@ the outcome to the servicer's recorder (in-process counters, see :mod:`server.me
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -121,6 +122,10 @@ def rpc(fn: Method[T]) -> Method[T]:
         except ProntoError as exc:
             code, error = exc.code, exc
             await context.abort(exc.code, exc.message)
+        except asyncio.CancelledError:
+            # the caller went away, or shutdown outlived the grace period
+            code = grpc.StatusCode.CANCELLED
+            raise
         except (grpc.aio.AbortError, AssertionError):
             raise
         except Exception:

@@ -30,6 +30,7 @@ class Server:
     metrics_port: int
     workers: int
     log: Path
+    metrics_dir: Path
 
     @property
     def address(self) -> str:
@@ -42,6 +43,7 @@ class Server:
 def start_server(repo: Path, log: Path, workers: int = 2, *extra: str) -> Server:
     port, metrics_port = free_port(), free_port()
     base = free_port_block(workers)
+    metrics_dir = log.parent / f"metrics-{port}"
     cmd = [
         sys.executable, "-m", "server.cli", "serve",
         "--model-repository", str(repo),
@@ -50,7 +52,7 @@ def start_server(repo: Path, log: Path, workers: int = 2, *extra: str) -> Server
         "--port", str(port),
         "--worker-base-port", str(base),
         "--metrics-port", str(metrics_port),
-        "--metrics-dir", str(log.parent / f"metrics-{port}"),
+        "--metrics-dir", str(metrics_dir),
         "--metrics-flush-interval", "0.2",
         "--model-versions", "2",
         *extra,
@@ -58,7 +60,7 @@ def start_server(repo: Path, log: Path, workers: int = 2, *extra: str) -> Server
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRONTO_")}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(proc, port, base, metrics_port, workers, log)
+    server = Server(proc, port, base, metrics_port, workers, log, metrics_dir)
     try:
         for i in range(workers):
             wait_for_grpc_health(server.worker_address(i), timeout=60, proc=proc)

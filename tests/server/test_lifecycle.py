@@ -150,6 +150,22 @@ def _slow_request() -> pb.ModelInferRequest:
     return req
 
 
+def _handled(metrics_dir: Path, method: str) -> dict[str, float]:
+    """Requests the workers handled, by status code, read from the metrics files."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    codes: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == "pronto_requests_total" and sample.labels["method"] == method:
+                code = sample.labels["code"]
+                codes[code] = codes.get(code, 0.0) + sample.value
+    return codes
+
+
 def test_sigterm_drains_in_flight_requests(fresh_server: Server) -> None:
     server = fresh_server
     request = _slow_request()
@@ -163,21 +179,30 @@ def test_sigterm_drains_in_flight_requests(fresh_server: Server) -> None:
                 pool.submit(stubs[i % len(stubs)].ModelInfer, request, timeout=30)
                 for i in range(16)
             ]
-            # wait until the workers hold every request (8 x ~0.15 s of work each)
+            # signal while the workers hold several requests (8 x ~0.15 s of work each)
             deadline = time.monotonic() + 10
-            while _in_flight(server) < len(futures):
-                assert time.monotonic() < deadline, "the workers never held all requests at once"
-                time.sleep(0.05)
-            assert not all(f.done() for f in futures)
+            while _in_flight(server) < 6:
+                assert time.monotonic() < deadline, "requests never piled up in the workers"
+                time.sleep(0.02)
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
-            replies = [f.result() for f in futures]
-        assert all(r.outputs[0].shape == [ROWS, SLOW_WIDTH] for r in replies)
+            ok, refused = [], []
+            for f in futures:
+                try:
+                    ok.append(f.result())
+                except grpc.RpcError as exc:
+                    refused.append(exc.code())
         assert server.proc.wait(timeout=30) == 0
         assert time.monotonic() - started < 20
     finally:
         for ch in channels:
             ch.close()
+    assert all(r.outputs[0].shape == [ROWS, SLOW_WIDTH] for r in ok)
+    # Every request a worker had accepted finished successfully; only requests that had not
+    # reached a worker before it stopped listening were refused, with UNAVAILABLE.
+    assert _handled(server.metrics_dir, "ModelInfer") == {"OK": float(len(ok))}
+    assert len(ok) >= 6
+    assert set(refused) <= {grpc.StatusCode.UNAVAILABLE}
 
 
 def test_broken_model_is_skipped(model_repo: Path, tmp_path: Path) -> None:
