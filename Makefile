@@ -10,9 +10,10 @@ UV          := $(VENV)/bin/uv
 TOOLS_BIN   := $(CURDIR)/.tools/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 
-UV_VERSION   := 0.13.8
-GHZ_VERSION  := v0.120.0
-HELM_VERSION := v3.19.5
+UV_VERSION         := 0.13.8
+GHZ_VERSION        := v0.120.0
+HELM_VERSION       := v3.19.5
+ACTIONLINT_VERSION := v1.7.12
 APT_PACKAGES := prometheus wrk
 
 SETUP_STAMP := $(VENV)/.pronto-setup
@@ -22,7 +23,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go run train repro test lint proto proto-check bench compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +54,19 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
 	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
+	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
+	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
+	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
+
+TF_SETUP := terraform/scripts/setup-offline.sh
+TF       := .tools/terraform/bin/terraform
+CHECKOV  := .tools/checkov-venv/bin/checkov
+
+setup-tools: setup ## terraform (or OpenTofu) and checkov (own virtualenv), for the infra checks
+	$(TF_SETUP) tools
+
+setup-terraform: setup ## the above plus hashicorp/google built into an offline mirror (~10 min once)
+	$(TF_SETUP) all
 
 run: setup ## train the default model if needed, then serve it behind Envoy
 	$(VENV)/bin/pronto up
@@ -63,16 +77,19 @@ train: setup ## train the default model into models/ (generates data/flights.csv
 repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 	$(VENV)/bin/dvc repro
 
-test: setup ## lint, proto drift check and the whole test suite
+test: setup setup-terraform ## lint, proto drift check and the whole test suite
 	$(MAKE) lint proto-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff, mypy, buf lint and buf format
+lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy server trainer gateway loadtest
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
+	.github/scripts/lint-delivery.sh
+	TF_CLI_CONFIG_FILE=$(CURDIR)/.tools/terraform/cli.tfrc $(TF) fmt -check -recursive terraform/
+	$(CHECKOV) --quiet --compact -d terraform --config-file terraform/.checkov.yaml
 
 proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	rm -rf $(GEN_PY) && mkdir -p $(GEN_PY) $(dir $(GEN_DESC))
