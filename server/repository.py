@@ -11,7 +11,7 @@ the old snapshot without locks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -22,33 +22,94 @@ from server.errors import ModelNotFound
 if TYPE_CHECKING:  # the supervisor scans without importing numpy/onnxruntime (see supervisor)
     from server.model import ModelHandle
 
-__all__ = ["LoadFailure", "Registry", "load_repository", "scan_repository"]
+__all__ = [
+    "LoadFailure",
+    "Registry",
+    "VersionPolicy",
+    "list_versions",
+    "load_repository",
+    "scan_repository",
+]
 
 log = logging.getLogger(__name__)
 
 
-def scan_repository(
-    root: Path, names: Iterable[str] | None = None, versions: int = 1
-) -> dict[str, list[tuple[int, Path]]]:
-    """``{model: [(version, folder), ...]}`` newest first, at most ``versions`` each."""
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions of a model to serve (Triton's ``version_policy``).
+
+    ``latest`` (newest), ``latest:N`` (the N newest) or ``pinned:1,3`` (exactly these).
+    """
+
+    latest: int = 1
+    pinned: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        kind, _, arg = text.strip().partition(":")
+        try:
+            if kind == "latest":
+                n = int(arg) if arg else 1
+                if n >= 1:
+                    return cls(latest=n)
+            elif kind == "pinned":
+                pinned = frozenset(int(v) for v in arg.split(",") if v.strip())
+                if pinned and min(pinned) >= 0:
+                    return cls(latest=0, pinned=pinned)
+        except ValueError:
+            pass
+        raise ValueError(f"bad version policy {text!r}: use latest, latest:N or pinned:V1,V2")
+
+    def select(self, versions: Iterable[int]) -> list[int]:
+        """The versions to serve out of ``versions``, newest first."""
+        ordered = sorted(set(versions), reverse=True)
+        if self.pinned:
+            return [v for v in ordered if v in self.pinned]
+        return ordered[: self.latest]
+
+    def __str__(self) -> str:
+        if self.pinned:
+            return "pinned:" + ",".join(str(v) for v in sorted(self.pinned))
+        return "latest" if self.latest == 1 else f"latest:{self.latest}"
+
+
+def list_versions(root: Path, names: Iterable[str] | None = None) -> dict[str, dict[int, Path]]:
+    """Every complete version on disk: ``{model: {version: folder}}``."""
     if not root.is_dir():
         raise FileNotFoundError(f"model repository {root} is not a directory")
     wanted = set(names) if names else None
-    found: dict[str, list[tuple[int, Path]]] = {}
+    found: dict[str, dict[int, Path]] = {}
     for model_dir in sorted(root.iterdir()):
         if model_dir.name.startswith(".") or not model_dir.is_dir():
             continue
         if wanted is not None and model_dir.name not in wanted:
             continue
-        vers = []
+        vers = {}
         for vdir in model_dir.iterdir():
             if vdir.name.startswith(".") or not vdir.name.isdigit():
                 continue
             if (vdir / "model.onnx").is_file():
-                vers.append((int(vdir.name), vdir))
+                vers[int(vdir.name)] = vdir
         if vers:
-            vers.sort(reverse=True)
-            found[model_dir.name] = vers[:versions]
+            found[model_dir.name] = vers
+    return found
+
+
+def scan_repository(
+    root: Path,
+    names: Iterable[str] | None = None,
+    versions: int | VersionPolicy = 1,
+    policies: Mapping[str, VersionPolicy] | None = None,
+) -> dict[str, list[tuple[int, Path]]]:
+    """``{model: [(version, folder), ...]}`` newest first, as the version policy selects."""
+    default = versions if isinstance(versions, VersionPolicy) else VersionPolicy(latest=versions)
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for name, vers in list_versions(root, names).items():
+        policy = (policies or {}).get(name, default)
+        selected = [(v, vers[v]) for v in policy.select(vers)]
+        if selected:
+            found[name] = selected
+    wanted = set(names) if names else None
     if wanted is not None and (missing := wanted - set(found)):
         raise FileNotFoundError(f"models not found in {root}: {', '.join(sorted(missing))}")
     return found

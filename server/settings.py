@@ -39,6 +39,32 @@ class ServeSettings(BaseSettings):
     model_versions: int = Field(
         1, ge=1, description="How many of the newest versions of each model to load."
     )
+    version_policy: str | None = Field(
+        None,
+        description="Versions to serve per model: latest, latest:N or pinned:V1,V2 "
+        "(default: latest:<model-versions>).",
+    )
+    model_version_policies: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-model version policies as JSON, e.g. {"flights": "pinned:1,3"}.',
+    )
+    model_poll_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between scans of the repository for new or removed versions "
+        "(0 disables polling; SIGHUP always triggers a scan).",
+    )
+    batching_max_batch_size: int = Field(
+        0,
+        ge=0,
+        description="Micro-batching for models whose model.json has no 'batching' key: "
+        "largest merged batch in rows (0 = off).",
+    )
+    batching_max_queue_delay_us: int = Field(
+        500,
+        ge=0,
+        description="Micro-batching: longest a request waits for others to join, in µs.",
+    )
     workers: int = Field(
         0,
         ge=0,
