@@ -14,6 +14,7 @@ from gateway.launcher import validate
 from gateway.schema import body_routes
 from gateway.settings import GatewaySettings
 from tests.gateway.harness import run_gateway
+from tests.gateway.tls import SERVER_NAME, write_certificates
 from tests.gateway.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,12 +106,18 @@ def test_render_writes_config_and_descriptor_privately(tmp_path: Path) -> None:
 def test_validate_accepts_every_feature_switched_on(tmp_path: Path) -> None:
     (tmp_path / "keys").write_text("a:k\n")
     Signer().write_jwks(tmp_path / "jwks.json")
+    certs = write_certificates(tmp_path / "certs")
     settings = GatewaySettings(
         workers=2,
         jwt_jwks_file=str(tmp_path / "jwks.json"),
         api_keys_file=str(tmp_path / "keys"),
         rate_limit_rps=5,
         access_log=True,
+        upstream_tls=True,
+        upstream_tls_ca_file=str(certs["ca"]),
+        upstream_tls_server_name=SERVER_NAME,
+        upstream_tls_cert_file=str(certs["cert"]),
+        upstream_tls_key_file=str(certs["key"]),
     )
     config = render.write_config(settings, tmp_path / "envoy.yaml")
     result = validate(config, settings)
