@@ -35,6 +35,11 @@ class UpSettings(BaseSettings):
     port: int = Field(50051, description="gRPC port shared by all workers.")
     worker_base_port: int = Field(50100, description="Worker i also listens on this port + i.")
     metrics_port: int = Field(9090, description="Port of the server's /metrics endpoint.")
+    listen_address: str = Field(
+        "127.0.0.1",
+        description="Address Envoy listens on; loopback by default because authentication "
+        "is off in the local stack.",
+    )
     listen_port: int = Field(8080, description="Envoy port for REST and gRPC.")
     admin_port: int = Field(9901, description="Envoy admin port (loopback only).")
     stats_port: int = Field(9902, description="Envoy /stats/prometheus port.")
@@ -143,6 +148,8 @@ def up(settings: UpSettings) -> int:
                 str(workers),
                 "--worker-base-port",
                 str(settings.worker_base_port),
+                "--listen-address",
+                settings.listen_address,
                 "--listen-port",
                 str(settings.listen_port),
                 "--admin-port",
