@@ -171,6 +171,10 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._models)
 
+    def snapshot(self) -> Snapshot:
+        """The current ``{name: {version: handle}}``; never changes once returned."""
+        return self._models
+
     def handles(self) -> list[ModelHandle]:
         return [h for v in self._models.values() for h in v.values()]
 

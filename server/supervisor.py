@@ -25,6 +25,7 @@ from server.metrics import (
     prepare_multiprocess_dir,
     start_metrics_server,
 )
+from server.reload import version_policies
 from server.repository import scan_repository
 from server.settings import ServeSettings, usable_cpus
 
@@ -68,6 +69,9 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # until the worker installs its own reload handler, a SIGHUP is moot: it
+                # is about to read the repository anyway
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 if self._http is not None:
                     self._http.socket.close()  # type: ignore[attr-defined]
                 # numpy/OpenBLAS and onnxruntime start native threads on import; importing
@@ -126,12 +130,20 @@ class Supervisor:
             log.info("received %s: draining", signal.Signals(signum).name)
         self._stopping = True
 
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: every worker rescans the model repository."""
+        log.info("received SIGHUP: workers rescan %s", self.settings.model_repository)
+        for slot in self.slots:
+            if slot.pid:
+                os.kill(slot.pid, signal.SIGHUP)
+
     # -- main loop -----------------------------------------------------------
     def run(self) -> int:
         s = self.settings
         try:
-            models = scan_repository(s.model_repository, s.models, s.model_versions)
-        except FileNotFoundError as exc:
+            policy, policies = version_policies(s)
+            models = scan_repository(s.model_repository, s.models, policy, policies)
+        except (FileNotFoundError, ValueError) as exc:
             log.error("%s", exc)
             return 2
         if not models:
@@ -145,6 +157,7 @@ class Supervisor:
             log.info("metrics in %s", path)
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        signal.signal(signal.SIGHUP, self._reload)
         for slot in self.slots:
             self._spawn(slot)
         if s.metrics_port:

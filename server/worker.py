@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,10 +29,11 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.metrics import ENV, RequestRecorder, ServerMetrics
-from server.model import ModelHandle
+from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
 from server.reflection import enable_reflection
-from server.repository import LoadFailure, Registry, load_repository
+from server.reload import Reloader, version_policies
+from server.repository import LoadFailure, Registry
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
 
@@ -49,6 +52,10 @@ def _die_with_parent() -> None:
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _load(settings: ServeSettings, name: str, version: int, path: Path) -> ModelHandle:
+    return load_model(name, version, path, settings.intra_op_threads)
 
 
 def run_worker(settings: ServeSettings, index: int) -> int:
@@ -74,25 +81,45 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         if metrics is not None:
             metrics.model_load_failures.labels(f.name, str(f.version)).inc()
 
-    handles, _failures = load_repository(
-        settings.model_repository,
-        settings.models,
-        settings.model_versions,
-        settings.intra_op_threads,
-        on_loaded=loaded,
-        on_failed=failed,
-    )
-    if not handles:
-        log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
+    try:
+        policy, policies = version_policies(settings)
+    except ValueError as exc:
+        log.error("worker %d: %s", index, exc)
         return EXIT_FATAL
     registry = Registry()
-    registry.replace(handles)
+    health = HealthServicer()
     core = InferenceCore(
         registry,
         version=__version__,
         max_batch_size=settings.max_batch_size,
         offload_rows=settings.offload_rows,
     )
+
+    async def installed(serving: set[str], removed: set[str]) -> None:
+        # per-model readiness is this worker's own registry, so Envoy's per-endpoint
+        # health checks see exactly what each worker can answer
+        if core.draining:
+            return
+        for name in serving:
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for name in removed:
+            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    reloader = Reloader(
+        registry,
+        settings.model_repository,
+        names=settings.models,
+        policy=policy,
+        policies=policies,
+        load=functools.partial(_load, settings),
+        on_loaded=loaded,
+        on_failed=failed,
+        on_installed=installed,
+    )
+    reloader.load_initial()
+    if not registry.names():
+        log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
+        return EXIT_FATAL
 
     server = grpc.aio.server(
         options=[
@@ -106,7 +133,6 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         InferenceServicer(core, recorder, max_elements_for(settings.max_message_bytes)), server
     )
     ppb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core, recorder), server)
-    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -130,7 +156,14 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     log.info("worker %d (pid %d) serving %s", index, os.getpid(), ", ".join(registry.names()))
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
+    loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
+    poller = None
+    if settings.model_poll_interval:
+        poller = asyncio.create_task(reloader.run(settings.model_poll_interval))
     await stop.wait()
+    if poller is not None:
+        poller.cancel()
+    loop.remove_signal_handler(signal.SIGHUP)
 
     log.info("worker %d draining (grace %.1fs)", index, settings.grace_period)
     core.draining = True
@@ -142,5 +175,6 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     await server.stop(settings.grace_period)
     flusher.cancel()
     recorder.flush()
+    reloader.close()
     core.close()
     return 0
