@@ -1,0 +1,179 @@
+"""Hot reload with real server processes: publish, break, remove and SIGHUP under traffic."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from tests.server.conftest import Server, start_server
+from tests.server.modelgen import build_repository
+from tests.server.requests import infer_request
+from tests.support import stop_process
+
+POLL = "0.2"
+
+
+def publish(repo: Path, version: int, source: int = 1, broken: bool = False) -> None:
+    """Publish like the trainer: write a hidden folder, then rename it into place."""
+    tmp = repo / "flights" / f".tmp-{uuid.uuid4().hex}"
+    shutil.copytree(repo / "flights" / str(source), tmp)
+    if broken:
+        (tmp / "model.onnx").write_bytes(b"not an onnx model")
+    os.rename(tmp, repo / "flights" / str(version))
+
+
+def unpublish(repo: Path, version: int) -> None:
+    trash = repo / "flights" / f".trash-{uuid.uuid4().hex}"
+    os.rename(repo / "flights" / str(version), trash)
+    shutil.rmtree(trash)
+
+
+def served_version(address: str, version: str = "") -> str:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return str(stub.ModelInfer(infer_request(version=version), timeout=5).model_version)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("condition not met in time")
+
+
+def all_workers_serve(server: Server, version: str) -> bool:
+    return all(served_version(server.worker_address(i)) == version for i in range(server.workers))
+
+
+def metric(server: Server, prefix: str) -> float:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+class Traffic:
+    """Steady unary traffic from a few threads to every worker; records every outcome."""
+
+    def __init__(self, server: Server, threads: int = 3) -> None:
+        self.addresses = [server.address] + [
+            server.worker_address(i) for i in range(server.workers)
+        ]
+        self.threads = threads
+        self.ok = 0
+        self.errors: list[str] = []
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+
+    def _loop(self, address: str) -> None:
+        request = infer_request()
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while not self._stop.is_set():
+                try:
+                    reply = stub.ModelInfer(request, timeout=10)
+                except grpc.RpcError as exc:
+                    with self._lock:
+                        self.errors.append(f"{exc.code()}: {exc.details()}")
+                    continue
+                with self._lock:
+                    self.ok += 1
+                    self.versions.add(reply.model_version)
+
+    def __enter__(self) -> Traffic:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._loop, args=(self.addresses[i % len(self.addresses)],))
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = build_repository(tmp_path / "models")
+    shutil.rmtree(root / "bare")
+    shutil.rmtree(root / "echo")
+    return root
+
+
+@pytest.fixture
+def polling(repo: Path, tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", POLL)
+    yield srv
+    stop_process(srv.proc)
+
+
+def test_publish_under_traffic_then_broken_then_removed(polling: Server, repo: Path) -> None:
+    assert all_workers_serve(polling, "2")
+    with Traffic(polling, threads=4) as traffic:
+        time.sleep(0.5)
+        publish(repo, 3)
+        wait_until(lambda: all_workers_serve(polling, "3"))
+        time.sleep(0.5)
+        # a broken version: logged, counted, and the previous one keeps serving
+        publish(repo, 4, broken=True)
+        wait_until(lambda: metric(polling, "pronto_model_load_failures_total") >= 2)
+        assert all_workers_serve(polling, "3")
+        # removing the served version: the next newest takes over
+        unpublish(repo, 4)
+        unpublish(repo, 3)
+        wait_until(lambda: all_workers_serve(polling, "2"))
+        time.sleep(0.5)
+    assert traffic.errors == []
+    assert traffic.ok > 50
+    assert {"2", "3"} <= traffic.versions and "4" not in traffic.versions
+    # counted once per worker, not once per poll
+    time.sleep(1.0)
+    assert metric(polling, 'pronto_model_load_failures_total{model="flights",version="4"}') == 2
+
+
+def test_version_removed_is_not_found(polling: Server, repo: Path) -> None:
+    assert served_version(polling.address, "1") == "1"
+    unpublish(repo, 1)
+
+    def gone() -> bool:
+        for i in range(polling.workers):
+            try:
+                served_version(polling.worker_address(i), "1")
+                return False
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+        return True
+
+    wait_until(gone)
+    assert all_workers_serve(polling, "2")
+
+
+def test_sighup_reload(repo: Path, tmp_path: Path) -> None:
+    srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", "0")
+    try:
+        publish(repo, 3)
+        time.sleep(0.6)
+        assert all_workers_serve(srv, "2")  # no polling: nothing changes by itself
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: all_workers_serve(srv, "3"))
+        assert srv.proc.poll() is None
+    finally:
+        stop_process(srv.proc)
