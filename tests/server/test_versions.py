@@ -1,0 +1,115 @@
+"""Version policies: parsing, selection, and a server that pins versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.repository import VersionPolicy, scan_repository
+from tests.server.conftest import start_server
+from tests.server.modelgen import build_repository
+from tests.server.requests import predict_request
+from tests.server.test_reload import all_workers_serve, publish, served_version, wait_until
+from tests.support import stop_process
+
+
+@pytest.mark.parametrize(
+    ("text", "versions", "selected"),
+    [
+        ("latest", [1, 3, 2], [3]),
+        ("latest:2", [1, 3, 2], [3, 2]),
+        ("latest:5", [1, 2], [2, 1]),
+        ("pinned:1,3", [1, 2, 3, 4], [3, 1]),
+        ("pinned:7", [1, 2], []),
+    ],
+)
+def test_policy_selects(text: str, versions: list[int], selected: list[int]) -> None:
+    policy = VersionPolicy.parse(text)
+    assert policy.select(versions) == selected
+    assert VersionPolicy.parse(str(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["", "newest", "latest:0", "latest:x", "pinned:", "pinned:a"])
+def test_policy_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="version policy"):
+        VersionPolicy.parse(text)
+
+
+def test_scan_with_per_model_policy(tmp_path: Path) -> None:
+    root = build_repository(tmp_path)
+    found = scan_repository(
+        root, None, VersionPolicy(latest=2), {"flights": VersionPolicy.parse("pinned:1")}
+    )
+    assert [v for v, _ in found["flights"]] == [1]
+    assert [v for v, _ in found["echo"]] == [1]
+
+
+def test_pinned_versions_answer_by_version(tmp_path: Path) -> None:
+    repo = build_repository(tmp_path / "models")
+    shutil.rmtree(repo / "bare")
+    srv = start_server(
+        repo,
+        tmp_path / "serve.log",
+        2,
+        "--model-poll-interval", "0.2",
+        "--version-policy", "latest",
+        "--model-version-policies", json.dumps({"flights": "pinned:1,3"}),
+    )  # fmt: skip
+    try:
+        # only version 1 exists of the pinned ones
+        assert all_workers_serve(srv, "1")
+        publish(repo, 3, source=2)
+        wait_until(lambda: all_workers_serve(srv, "3"))
+        publish(repo, 4, source=2)  # not pinned: never served
+        with grpc.insecure_channel(srv.address) as channel:
+            oip = pb_grpc.GRPCInferenceServiceStub(channel)
+            meta = oip.ModelMetadata(pb.ModelMetadataRequest(name="flights"))
+            assert list(meta.versions) == ["3", "1"]
+            assert served_version(srv.address, "1") == "1"
+            assert served_version(srv.address, "3") == "3"
+            for missing in ("2", "4"):
+                with pytest.raises(grpc.RpcError) as err:
+                    served_version(srv.address, missing)
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert oip.ModelReady(pb.ModelReadyRequest(name="flights", version="3")).ready
+            assert not oip.ModelReady(pb.ModelReadyRequest(name="flights", version="2")).ready
+            predict = ppb_grpc.PredictionServiceStub(channel)
+            reply = predict.Predict(predict_request(version="1"))
+            assert reply.model_version == "1"
+            # per-model readiness in grpc.health.v1: the service name is the model name
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("flights", "echo"):
+                status = health.Check(health_pb2.HealthCheckRequest(service=name)).status
+                assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stop_process(srv.proc)
+
+
+def test_removed_model_turns_not_serving(tmp_path: Path) -> None:
+    repo = build_repository(tmp_path / "models")
+    shutil.rmtree(repo / "bare")
+    srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", "0.2")
+    try:
+        shutil.rmtree(repo / "echo")
+
+        def not_serving() -> bool:
+            for i in range(srv.workers):
+                with grpc.insecure_channel(srv.worker_address(i)) as channel:
+                    health = health_pb2_grpc.HealthStub(channel)
+                    status = health.Check(health_pb2.HealthCheckRequest(service="echo")).status
+                    if status != health_pb2.HealthCheckResponse.NOT_SERVING:
+                        return False
+            return True
+
+        wait_until(not_serving)
+        assert all_workers_serve(srv, "2")
+    finally:
+        stop_process(srv.proc)
