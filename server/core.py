@@ -2,7 +2,7 @@
 
 Servicers convert wire messages to :class:`InferRequest` / instance mappings, call the
 core, and convert back; validation against the model and the actual run live here only.
-:meth:`InferenceCore.run` is the seam where a batcher can later sit.
+:meth:`InferenceCore.run` hands requests to the model's micro-batcher when it has one.
 """
 
 from __future__ import annotations
@@ -175,6 +175,9 @@ class InferenceCore:
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
         """Run the model; small requests inline (cheapest), big ones on the helper thread."""
+        batcher = handle.batcher
+        if batcher is not None:
+            return await batcher.run(feeds, outputs, rows)
         if rows < self.offload_rows:
             return handle.run(feeds, outputs)
         loop = asyncio.get_running_loop()

@@ -12,12 +12,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
 from server.datatypes import DATATYPES, ONNX_TO_DATATYPE, Datatype
+
+if TYPE_CHECKING:
+    from server.batching import Batcher
 
 __all__ = ["FeatureSpec", "ModelHandle", "TensorSpec", "load_model"]
 
@@ -69,6 +72,8 @@ class ModelHandle:
     proba_output: str | None
     manifest: dict[str, Any] = field(default_factory=dict)
     load_seconds: float = 0.0
+    #: set by the worker when micro-batching is on for this version (see server.batching)
+    batcher: Batcher | None = None
 
     @property
     def version_str(self) -> str:

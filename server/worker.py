@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from server import __version__
+from server.batching import Batcher, BatchingConfig
 from server.core import InferenceCore
 from server.errors import EXIT_FATAL
 from server.generated.inference import grpc_service_pb2 as pb
@@ -55,7 +56,14 @@ def _die_with_parent() -> None:
 
 
 def _load(settings: ServeSettings, name: str, version: int, path: Path) -> ModelHandle:
-    return load_model(name, version, path, settings.intra_op_threads)
+    handle = load_model(name, version, path, settings.intra_op_threads)
+    config = BatchingConfig.resolve(
+        handle.manifest, settings.batching_max_batch_size, settings.batching_max_queue_delay_us
+    )
+    if config is not None:
+        handle.batcher = Batcher(handle, config, settings.offload_rows)
+        log.info("%s version %d: micro-batching %s", name, version, config)
+    return handle
 
 
 def run_worker(settings: ServeSettings, index: int) -> int:

@@ -1,0 +1,208 @@
+"""Micro-batching: every caller gets exactly its own rows, equal to an unbatched run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from server.batching import Batcher, BatchingConfig
+from server.core import InferenceCore, InferRequest
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.model import ModelHandle, load_model
+from server.oip_codec import decode_infer_request
+from server.repository import Registry
+from tests.server.conftest import start_server
+from tests.server.modelgen import CATEGORIES, build_repository, sample_rows
+from tests.server.requests import infer_request
+from tests.support import stop_process
+
+OUTPUT_CHOICES = [
+    ["label", "probabilities"],
+    ["probabilities"],
+    ["label"],
+    ["probabilities", "label"],
+]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = build_repository(tmp_path_factory.mktemp("batching"))
+    widths = root / "widths" / "1"
+    widths.mkdir(parents=True)
+    onnx.save(_widths_model(), widths / "model.onnx")
+    return root
+
+
+@pytest.fixture(scope="module")
+def flights(repo: Path) -> ModelHandle:
+    return load_model("flights", 2, repo / "flights" / "2")
+
+
+def _widths_model() -> onnx.ModelProto:
+    """y = 2x over FP32 [N, any]: requests of different widths must never share a run."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])
+    node = helper.make_node("Add", ["x", "x"], ["y"])
+    graph = helper.make_graph([node], "widths", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def decode(request: Any) -> InferRequest:
+    return decode_infer_request(request, 10**7, 10**6)
+
+
+def flight_feeds(rows: int, seed: int) -> dict[str, np.ndarray]:
+    cols = sample_rows(rows, seed)
+    feeds: dict[str, np.ndarray] = {}
+    for name, values in cols.items():
+        dtype: Any = object if name in CATEGORIES else np.float32
+        feeds[name] = np.array(values, dtype=dtype).reshape(rows, 1)
+    return feeds
+
+
+def assert_same(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        # a batched run may round float32 differently in the last bit (vectorised kernels)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.integers(1, 6),
+            st.integers(0, 10_000),
+            st.sampled_from(range(len(OUTPUT_CHOICES))),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    max_batch=st.integers(2, 24),
+    delay_us=st.sampled_from([0, 50, 300]),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_random_request_mixes(
+    flights: ModelHandle, requests: list[tuple[int, int, int]], max_batch: int, delay_us: int
+) -> None:
+    batcher = Batcher(flights, BatchingConfig(max_batch, delay_us), offload_rows=16)
+    cases = [(flight_feeds(rows, seed), OUTPUT_CHOICES[o], rows) for rows, seed, o in requests]
+
+    async def main() -> list[list[np.ndarray]]:
+        return await asyncio.gather(*(batcher.run(f, list(o), r) for f, o, r in cases))
+
+    results = asyncio.run(main())
+    for (feeds, outputs, _), got in zip(cases, results, strict=True):
+        assert_same(got, flights.run(feeds, list(outputs)))
+    assert batcher.requests <= len(cases)  # requests at or above max_batch run alone
+
+
+def test_concurrent_callers_are_merged(flights: ModelHandle) -> None:
+    batcher = Batcher(flights, BatchingConfig(64, 2000), offload_rows=256)
+    cases = [flight_feeds(1 + i % 3, i) for i in range(40)]
+    outputs = ["label", "probabilities"]
+
+    async def main() -> list[list[np.ndarray]]:
+        return await asyncio.gather(*(batcher.run(f, outputs, len(f["MES"])) for f in cases))
+
+    for feeds, got in zip(cases, asyncio.run(main()), strict=True):
+        assert_same(got, flights.run(feeds, outputs))
+    assert batcher.requests == 40 and batcher.batches <= 2
+
+
+def test_different_shapes_are_not_mixed(repo: Path) -> None:
+    handle = load_model("widths", 1, repo / "widths" / "1")
+    batcher = Batcher(handle, BatchingConfig(32, 1000), offload_rows=256)
+    rng = np.random.default_rng(0)
+    cases = [rng.random((1 + i % 2, 1 + i % 4), dtype=np.float32) for i in range(24)]
+
+    async def main() -> list[list[np.ndarray]]:
+        return await asyncio.gather(*(batcher.run({"x": x}, ["y"], x.shape[0]) for x in cases))
+
+    for x, (y,) in zip(cases, asyncio.run(main()), strict=True):
+        np.testing.assert_array_equal(y, 2 * x)
+    assert batcher.batches == 4  # one per width
+
+
+def test_large_batches_run_off_the_loop(flights: ModelHandle) -> None:
+    batcher = Batcher(flights, BatchingConfig(40, 1000), offload_rows=8)
+    cases = [flight_feeds(5, i) for i in range(16)]
+
+    async def main() -> list[list[np.ndarray]]:
+        return await asyncio.gather(*(batcher.run(f, ["probabilities"], 5) for f in cases))
+
+    for feeds, got in zip(cases, asyncio.run(main()), strict=True):
+        assert_same(got, flights.run(feeds, ["probabilities"]))
+
+
+def test_core_uses_the_batcher(flights: ModelHandle, repo: Path) -> None:
+    handle = load_model("flights", 1, repo / "flights" / "1")
+    handle.batcher = Batcher(handle, BatchingConfig(32, 500), offload_rows=256)
+    registry = Registry()
+    registry.replace([handle])
+    core = InferenceCore(registry)
+    core.ready = True
+    proto = [decode(infer_request(sample_rows(1 + i % 3, i), version="1")) for i in range(10)]
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(core.infer(r) for r in proto))
+
+    replies = asyncio.run(main())
+    assert handle.batcher.batches == 1
+    for request, reply in zip(proto, replies, strict=True):
+        want = handle.run({t.name: t.data for t in request.inputs}, handle.output_names)
+        assert_same([t.data for t in reply.outputs], want)
+    core.close()
+
+
+def test_config_from_manifest_wins() -> None:
+    assert BatchingConfig.resolve({}, 0, 500) is None
+    assert BatchingConfig.resolve({}, 32, 100) == BatchingConfig(32, 100)
+    on = {"batching": {"max_batch_size": 8, "max_queue_delay_us": 50}}
+    assert BatchingConfig.resolve(on, 0, 500) == BatchingConfig(8, 50)
+    assert BatchingConfig.resolve({"batching": None}, 32, 100) is None
+
+
+def test_server_with_batching(repo: Path, tmp_path: Path) -> None:
+    """Real workers, many concurrent callers with distinct rows, each gets its own answer."""
+    served = tmp_path / "models"
+    shutil.copytree(repo / "flights", served / "flights")
+    manifest = served / "flights" / "2" / "model.json"
+    data = json.loads(manifest.read_text())
+    data["batching"] = {"max_batch_size": 32, "max_queue_delay_us": 2000}
+    manifest.write_text(json.dumps(data))
+    local = load_model("flights", 2, served / "flights" / "2")
+    srv = start_server(served, tmp_path / "serve.log", 2)
+    try:
+        columns = [sample_rows(1 + i % 4, 100 + i) for i in range(64)]
+
+        async def main() -> list[Any]:
+            async with grpc.aio.insecure_channel(srv.worker_address(0)) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                calls = [stub.ModelInfer(infer_request(c, version="2")) for c in columns]
+                return await asyncio.gather(*calls)
+
+        replies = asyncio.run(main())
+        assert "flights version 2: micro-batching" in srv.log.read_text()
+        for cols, reply in zip(columns, replies, strict=True):
+            feeds = {t.name: t.data for t in decode(infer_request(cols)).inputs}
+            label, proba = local.run(feeds, ["label", "probabilities"])
+            outputs = {o.name: o for o in reply.outputs}
+            got_proba = np.array(outputs["probabilities"].contents.fp32_contents).reshape(-1, 2)
+            np.testing.assert_allclose(got_proba, proba, rtol=1e-5, atol=1e-6)
+            assert list(outputs["label"].contents.int64_contents) == label.tolist()
+    finally:
+        stop_process(srv.proc)
