@@ -37,8 +37,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.core = core
         self.recorder = recorder
         self.max_elements = max_elements
-        # metadata replies are immutable per handle: build each once
+        # metadata replies are immutable per handle and registry snapshot: build each once,
+        # and forget them all when a reload installs a new snapshot (the versions list
+        # changes, and unloaded handles must not be kept alive here)
         self._metadata: dict[int, tuple[ModelHandle, pb.ModelMetadataResponse]] = {}
+        self._snapshot: object = None
 
     @rpc
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> Any:
@@ -60,6 +63,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> Any:
         handle = self.core.model(request.name, request.version)
+        snapshot = self.core.registry.snapshot()
+        if snapshot is not self._snapshot:
+            self._metadata.clear()
+            self._snapshot = snapshot
         cached = self._metadata.get(id(handle))
         if cached is not None and cached[0] is handle:
             return cached[1]

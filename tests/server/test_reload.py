@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.server.conftest import Server, start_server
 from tests.server.modelgen import build_repository
@@ -149,8 +150,17 @@ def test_publish_under_traffic_then_broken_then_removed(polling: Server, repo: P
     assert metric(polling, 'pronto_model_load_failures_total{model="flights",version="4"}') == 2
 
 
+def metadata_versions(address: str, version: str = "") -> list[str]:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="flights", version=version))
+        return list(meta.versions)
+
+
 def test_version_removed_is_not_found(polling: Server, repo: Path) -> None:
     assert served_version(polling.address, "1") == "1"
+    for i in range(polling.workers):
+        assert metadata_versions(polling.worker_address(i), "2") == ["2", "1"]
     unpublish(repo, 1)
 
     def gone() -> bool:
@@ -164,6 +174,8 @@ def test_version_removed_is_not_found(polling: Server, repo: Path) -> None:
 
     wait_until(gone)
     assert all_workers_serve(polling, "2")
+    for i in range(polling.workers):  # metadata lists what is served now
+        assert metadata_versions(polling.worker_address(i), "2") == ["2"]
 
 
 def test_sighup_reload(repo: Path, tmp_path: Path) -> None:
