@@ -17,12 +17,12 @@ before the division give the PSI of the traffic the model actually saw (see docs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -103,17 +103,18 @@ class FeatureBuckets:
             high=high,
         )
 
-    def count(self, values: np.ndarray) -> np.ndarray:
-        """Values per bucket (``values`` is 1-D)."""
+    def count(self, values: np.ndarray | list[Any]) -> np.ndarray:
+        """Values per bucket (a 1-D array or a list of Python scalars)."""
         n = len(self.labels)
         if self.kind == "categorical":
             # Counter counts in C; only the few distinct values go through the dict
             out = np.zeros(n, dtype=np.int64)
             get, unseen = self.index.get, n - 1
-            for value, k in Counter(values.tolist()).items():
+            listed = values if isinstance(values, list) else values.tolist()
+            for value, k in Counter(listed).items():
                 out[get(value if isinstance(value, str) else _text(value), unseen)] += k
             return out
-        x = values.astype(np.float64, copy=False)
+        x = np.asarray(values, dtype=np.float64)
         inner = self.inner if self.inner is not None else np.empty(0)
         idx = np.searchsorted(inner, x, side="right") + 1
         idx[x < self.low] = 0
@@ -204,11 +205,11 @@ class ModelReference:
     def buckets(self) -> list[FeatureBuckets]:
         return [*self.features.values(), *([self.score] if self.score is not None else [])]
 
-    def add(self, feeds: Mapping[str, np.ndarray], proba: np.ndarray | None) -> None:
+    def add(self, feeds: Mapping[str, np.ndarray | list[Any]], proba: np.ndarray | None) -> None:
         for name, fb in self.features.items():
             column = feeds.get(name)
             if column is not None:
-                self._count(fb, column.reshape(-1))
+                self._count(fb, column if isinstance(column, list) else column.reshape(-1))
         if proba is not None and proba.ndim == 2 and len(proba):
             if self.positive_index is not None and self.score_of == "positive_class_probability":
                 scores = proba[:, self.positive_index]
@@ -224,7 +225,7 @@ class ModelReference:
             if self.score is not None:
                 self._count(self.score, np.clip(scores, 0.0, 1.0))
 
-    def _count(self, fb: FeatureBuckets, values: np.ndarray) -> None:
+    def _count(self, fb: FeatureBuckets, values: np.ndarray | list[Any]) -> None:
         counts = fb.count(values)
         acc = self.counts.get(fb.name)
         self.counts[fb.name] = counts if acc is None else acc + counts
@@ -238,7 +239,7 @@ class DriftMonitor:
         self._export = export
         self._metrics: Any = None
         self._models: dict[tuple[str, str], ModelReference] = {}
-        self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any]] = []
+        self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any, int]] = []
         self._pending_rows = 0
 
     # -- hot path --------------------------------------------------------------
@@ -248,7 +249,7 @@ class DriftMonitor:
         """Remember one served request's inputs and scores; binning waits for the timer."""
         if not self.enabled:
             return
-        self._pending.append((handle, feeds, proba))
+        self._pending.append((handle, feeds, proba, rows))
         self._pending_rows += rows
         if self._pending_rows >= MAX_PENDING_ROWS:
             self.process()
@@ -295,14 +296,23 @@ class DriftMonitor:
 
     @staticmethod
     def _add(ref: ModelReference, items: list[Any]) -> None:
-        feeds = {}
+        # Most requests carry one row: reading the scalar out of each [1, 1] array is
+        # several times cheaper than concatenating thousands of tiny arrays.
+        ones = [f for _, f, _, rows in items if rows == 1]
+        many = [f for _, f, _, rows in items if rows != 1]
+        columns: dict[str, list[Any]] = {}
         for name in ref.features:
-            # axis=None flattens the [rows, 1] columns in the same call
-            with contextlib.suppress(KeyError):
-                feeds[name] = np.concatenate([f[name] for _, f, _ in items], axis=None)
-        probas = [p for _, _, p in items if p is not None]
+            get = itemgetter(name)
+            try:
+                values = list(map(np.ndarray.item, map(get, ones)))
+                if many:
+                    values += np.concatenate(list(map(get, many)), axis=None).tolist()
+            except KeyError:  # a model without this input: nothing to count
+                continue
+            columns[name] = values
+        probas = [p for _, _, p, _ in items if p is not None]
         proba = np.concatenate(probas, axis=0, dtype=np.float64) if probas else None
-        ref.add(feeds, proba)
+        ref.add(columns, proba)
 
     def flush(self) -> None:
         """Bin pending requests and move the counts into the Prometheus counters."""
