@@ -300,16 +300,20 @@ class DriftMonitor:
         # several times cheaper than concatenating thousands of tiny arrays.
         ones = [f for _, f, _, rows in items if rows == 1]
         many = [f for _, f, _, rows in items if rows != 1]
-        columns: dict[str, list[Any]] = {}
-        for name in ref.features:
+        columns: dict[str, np.ndarray | list[Any]] = {}
+        for name, fb in ref.features.items():
             get = itemgetter(name)
             try:
-                values = list(map(np.ndarray.item, map(get, ones)))
-                if many:
-                    values += np.concatenate(list(map(get, many)), axis=None).tolist()
+                scalars = list(map(np.ndarray.item, map(get, ones)))
+                batch = np.concatenate(list(map(get, many)), axis=None) if many else None
             except KeyError:  # a model without this input: nothing to count
                 continue
-            columns[name] = values
+            if batch is None:
+                columns[name] = scalars
+            elif fb.kind == "categorical":
+                columns[name] = scalars + batch.tolist()
+            else:  # numbers stay in numpy
+                columns[name] = np.concatenate((np.asarray(scalars, np.float64), batch), None)
         probas = [p for _, _, p, _ in items if p is not None]
         proba = np.concatenate(probas, axis=0, dtype=np.float64) if probas else None
         ref.add(columns, proba)
