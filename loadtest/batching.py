@@ -1,0 +1,198 @@
+"""Micro-batching benchmark: throughput and p99 with batching off and on, per model.
+
+``python -m loadtest.batching`` serves the default logistic regression and the trainer's
+gradient-boosting model side by side, restarts the server once per batching setting, and
+drives each model with ghz (single-row OIP ModelInfer) at a few concurrency levels. The
+summary lands in ``loadtest/results/batching/summary.json`` and the tables of
+``docs/benchmarks.md`` are regenerated.
+
+The gradient-boosting model comes from ``--hgb-repository`` (default: trained into a
+temporary folder with ``pronto train --estimator hist_gradient_boosting``, about 2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from loadtest.ghz import GhzRun, run_ghz
+from loadtest.procstats import ProcessSampler
+from loadtest.report import RESULTS_DIR, update_benchmarks_doc, write_summary
+from loadtest.runner import DATA_DIR, machine_description
+from loadtest.stack import free_port, wait_healthy
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+CALL = "inference.GRPCInferenceService.ModelInfer"
+LR, HGB = "flight-delay", "flight-delay-hgb"
+
+#: (label, --batching-max-batch-size, --batching-max-queue-delay-us)
+SETTINGS = [("off", 0, 0), ("on, 0 µs", 64, 0), ("on, 500 µs", 64, 500)]
+
+
+def _latest(model_dir: Path) -> Path:
+    return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _repository(out: Path, models: Path, hgb: Path | None) -> Path:
+    """A repository with the newest version of each model, as version 1."""
+    repo = out / "models"
+    shutil.rmtree(repo, ignore_errors=True)
+    if hgb is None:
+        hgb = out / "hgb"
+        subprocess.run(
+            [sys.executable, "-m", "server.cli", "train", "--estimator", "hist_gradient_boosting",
+             "--name", HGB, "--model-repository", str(hgb)],
+            check=True, cwd=ROOT,
+        )  # fmt: skip
+    for name, source in ((LR, models / LR), (HGB, hgb / HGB)):
+        shutil.copytree(_latest(source), repo / name / "1", ignore=shutil.ignore_patterns("plots"))
+    return repo
+
+
+def _data_file(out: Path, model: str) -> Path:
+    requests: list[dict[str, Any]] = json.loads((DATA_DIR / "oip.json").read_text())
+    for r in requests:
+        r["model_name"] = model
+    path = out / f"oip-{model}.json"
+    path.write_text(json.dumps(requests))
+    return path
+
+
+@contextmanager
+def _server(repo: Path, workers: int, size: int, delay: int, log: Path) -> Iterator[Any]:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repo),
+        "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+        "--worker-base-port", "0", "--metrics-port", "0", "--model-poll-interval", "0",
+        "--batching-max-batch-size", str(size), "--batching-max-queue-delay-us", str(delay),
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"127.0.0.1:{port}", proc=proc)
+        time.sleep(0.5)  # every worker up, not just the first
+        yield proc, f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _table(runs: list[dict[str, Any]], concurrency: list[int]) -> str:
+    lines = [
+        "#### Micro-batching: RPS / p99 ms by model, setting and concurrent callers",
+        "",
+        "| model | batching | " + " | ".join(f"c={c}" for c in concurrency) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in concurrency) + " |",
+    ]
+    for model in (LR, HGB):
+        for label, _, _ in SETTINGS:
+            cells = []
+            for c in concurrency:
+                run = next(
+                    r for r in runs if r["model"] == model and r["batching"] == label
+                    and r["concurrency"] == c
+                )  # fmt: skip
+                lat = run["result"]["latency_ms"]
+                cells.append(f"{run['result']['rps']:,.0f} / {lat.get('p99', 0):.2f}")
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ort_costs(repo: Path) -> str:
+    """What one ONNX Runtime run costs per row in-process: the most batching can save."""
+    from server.model import load_model
+
+    lines = [
+        "#### ONNX Runtime cost per run, in-process (µs per run / µs per row)",
+        "",
+        "| model | 1 row | 16 rows | 64 rows |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for model in (LR, HGB):
+        handle = load_model(model, 1, repo / model / "1")
+        cells = []
+        for rows in (1, 16, 64):
+            feeds, outputs = handle.sample_feeds(rows), handle.output_names
+            for _ in range(50):
+                handle.run(feeds, outputs)
+            started = time.perf_counter()
+            for _ in range(500):
+                handle.run(feeds, outputs)
+            per_run = (time.perf_counter() - started) / 500 * 1e6
+            cells.append(f"{per_run:.0f} / {per_run / rows:.1f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.batching", description=__doc__)
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--hgb-repository", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (≤ 10)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "batching")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pronto-batching-"))
+    repo = _repository(work, args.model_repository, args.hgb_repository)
+    data = {m: _data_file(work, m) for m in (LR, HGB)}
+    costs = _ort_costs(repo)
+    runs: list[dict[str, Any]] = []
+    for label, size, delay in SETTINGS:
+        with _server(repo, args.workers, size, delay, args.out / "server.log") as (proc, addr):
+            for model in (LR, HGB):
+                for c in args.concurrency:
+                    name = f"{model}-b{size}-d{delay}-c{c}"
+                    run = GhzRun(
+                        address=addr, call=CALL, data_file=data[model], concurrency=c,
+                        connections=min(c, 2 * args.workers), duration_s=args.duration,
+                    )  # fmt: skip
+                    with ProcessSampler([proc.pid]) as sampler:
+                        result = run_ghz(run, args.out, name)
+                    print(f"{name}: {result.rps:,.0f} RPS, p99 {result.latency_ms.get('p99')} ms")
+                    runs.append(
+                        {
+                            "name": f"{model}, batching {label}, c={c}",
+                            "model": model,
+                            "batching": label,
+                            "concurrency": c,
+                            "spec": {"concurrency": c, "duration_s": args.duration},
+                            "result": result.as_dict(),
+                            "server": sampler.stats.as_dict(),
+                            "passed": result.errors == 0,
+                            "failures": [] if result.errors == 0 else [f"{result.errors} errors"],
+                        }
+                    )
+    shutil.rmtree(work, ignore_errors=True)
+    scenario = {
+        "name": "batching",
+        "description": (
+            "Single-row OIP ModelInfer through ghz to the shared port, "
+            f"{args.workers} workers, {args.duration:g} s per run; batching at most 64 rows, "
+            "queue delay 0 µs (merge what arrives in the same event-loop turn) or 500 µs."
+        ),
+    }
+    command = "python -m loadtest.batching " + " ".join(argv or sys.argv[1:])
+    write_summary(
+        scenario, runs, machine_description(), command.strip(), args.out,
+        extra={"tables": [_table(runs, args.concurrency), costs]},
+    )  # fmt: skip
+    update_benchmarks_doc()
+    return 0 if all(r["passed"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
