@@ -143,7 +143,7 @@ class Batcher:
             try:
                 results = self._run(merged, outputs)
             except Exception as exc:
-                _fail(queue, exc)
+                self._failed(queue, outputs, exc)
                 return
             self._split(queue, outputs, results)
             return
@@ -156,21 +156,31 @@ class Batcher:
         if done.cancelled():
             _fail(queue, asyncio.CancelledError())
         elif (exc := done.exception()) is not None:
-            _fail(queue, exc)
+            self._failed(queue, outputs, exc)
         else:
             self._split(queue, outputs, done.result())
+
+    def _one_by_one(self, queue: _Queue, outputs: list[str]) -> None:
+        for feeds, future in zip(queue.feeds, queue.futures, strict=True):
+            if not future.done():
+                try:
+                    future.set_result(self._run(feeds, outputs))
+                except Exception as exc:
+                    future.set_exception(exc)
+
+    def _failed(self, queue: _Queue, outputs: list[str], exc: BaseException) -> None:
+        # one caller's bad values must not fail the others it was merged with
+        if len(queue.futures) > 1:
+            self._one_by_one(queue, outputs)
+        else:
+            _fail(queue, exc)
 
     def _split(self, queue: _Queue, outputs: list[str], results: list[np.ndarray]) -> None:
         if len(queue.futures) > 1 and any(
             r.ndim == 0 or r.shape[0] != queue.total for r in results
         ):
             # an output without a batch axis cannot be cut per caller: run them one by one
-            for feeds, future in zip(queue.feeds, queue.futures, strict=True):
-                if not future.done():
-                    try:
-                        future.set_result(self._run(feeds, outputs))
-                    except Exception as exc:
-                        future.set_exception(exc)
+            self._one_by_one(queue, outputs)
             return
         start = 0
         for rows, future in zip(queue.rows, queue.futures, strict=True):

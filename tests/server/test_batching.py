@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace as Namespace
 from typing import Any
 
 import grpc
@@ -206,3 +207,45 @@ def test_server_with_batching(repo: Path, tmp_path: Path) -> None:
             assert list(outputs["label"].contents.int64_contents) == label.tolist()
     finally:
         stop_process(srv.proc)
+
+
+class _Picky:
+    """A stand-in session: doubles ``x``, refuses negative values, optionally adds a scalar."""
+
+    def __init__(self, scalar: bool = False) -> None:
+        self.scalar = scalar
+        self.calls = 0
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        x = feeds["x"]
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return [2 * x, np.float32(x.sum())] if self.scalar else [2 * x]
+
+
+def _gather(batcher: Batcher, xs: list[np.ndarray], outputs: list[str]) -> list[Any]:
+    async def main() -> list[Any]:
+        calls = (batcher.run({"x": x}, outputs, x.shape[0]) for x in xs)
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_one_bad_request_does_not_fail_the_batch() -> None:
+    session = _Picky()
+    batcher = Batcher(Namespace(session=session), BatchingConfig(16, 1000), 256)  # type: ignore[arg-type]
+    xs = [np.full((2, 3), v, dtype=np.float32) for v in (1.0, -1.0, 3.0)]
+    good1, bad, good3 = _gather(batcher, xs, ["y"])
+    assert isinstance(bad, ValueError)
+    np.testing.assert_array_equal(good1[0], 2 * xs[0])
+    np.testing.assert_array_equal(good3[0], 2 * xs[2])
+    assert session.calls == 1 + 3  # the merged run, then each caller alone
+
+
+def test_outputs_without_batch_axis_run_alone() -> None:
+    batcher = Batcher(Namespace(session=_Picky(scalar=True)), BatchingConfig(16, 1000), 256)  # type: ignore[arg-type]
+    xs = [np.full((1 + i, 2), i, dtype=np.float32) for i in range(4)]
+    for x, (y, total) in zip(xs, _gather(batcher, xs, ["y", "sum"]), strict=True):
+        np.testing.assert_array_equal(y, 2 * x)
+        assert total == x.sum()
