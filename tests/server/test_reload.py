@@ -10,15 +10,17 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.server.conftest import Server, start_server
-from tests.server.modelgen import build_repository
+from tests.server.modelgen import SLOW_WIDTH, build_repository, build_slow_model
 from tests.server.requests import infer_request
 from tests.support import stop_process
 
@@ -150,10 +152,10 @@ def test_publish_under_traffic_then_broken_then_removed(polling: Server, repo: P
     assert metric(polling, 'pronto_model_load_failures_total{model="flights",version="4"}') == 2
 
 
-def metadata_versions(address: str, version: str = "") -> list[str]:
+def metadata_versions(address: str, version: str = "", name: str = "flights") -> list[str]:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="flights", version=version))
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=name, version=version))
         return list(meta.versions)
 
 
@@ -188,4 +190,41 @@ def test_sighup_reload(repo: Path, tmp_path: Path) -> None:
         wait_until(lambda: all_workers_serve(srv, "3"))
         assert srv.proc.poll() is None
     finally:
+        stop_process(srv.proc)
+
+
+def test_in_flight_requests_finish_on_the_old_version(repo: Path, tmp_path: Path) -> None:
+    build_slow_model(repo / "slow" / "1", layers=60)
+    srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", POLL)
+    x = np.random.default_rng(1).random((512, SLOW_WIDTH), dtype=np.float32)
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    channels = [grpc.insecure_channel(srv.worker_address(i % 2)) for i in range(4)]
+    try:
+        stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
+        for stub in stubs:
+            stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(stubs[i % 4].ModelInfer, request, timeout=60) for i in range(12)]
+            time.sleep(0.2)
+            # replace version 1 by version 2 while the workers still hold the requests
+            tmp = repo / "slow" / ".tmp-2"
+            build_slow_model(tmp, layers=60)
+            os.rename(tmp, repo / "slow" / "2")
+            os.rename(repo / "slow" / "1", repo / "slow" / ".old-1")
+            wait_until(
+                lambda: all(
+                    metadata_versions(srv.worker_address(i), name="slow") == ["2"]
+                    for i in range(srv.workers)
+                )
+            )
+            swapped = not all(f.done() for f in futures)
+            replies = [f.result() for f in futures]
+        assert swapped, "the requests finished before the reload: make them slower"
+        assert {r.model_version for r in replies} == {"1"}
+        assert stubs[0].ModelInfer(request, timeout=60).model_version == "2"
+    finally:
+        for ch in channels:
+            ch.close()
         stop_process(srv.proc)
