@@ -23,13 +23,22 @@ from google.protobuf import json_format
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 
-__all__ = ["CASES", "MODEL", "Case", "good_infer", "good_predict", "good_rest_predict"]
+__all__ = [
+    "CASES",
+    "MODEL",
+    "NUMERIC_CONTAINER",
+    "Case",
+    "good_infer",
+    "good_predict",
+    "good_rest_predict",
+]
 
 # grpc.aio decodes the request before the servicer runs; a DecodeError there becomes UNKNOWN
 # with the exception's class in the message, and a traceback at ERROR in the worker's log.
 UNDECODABLE = (
     "server: undecodable protobuf answers UNKNOWN (not INVALID_ARGUMENT) and logs a traceback"
 )
+NUMERIC_CONTAINER = "server/features.py: a list or object for a numeric feature escapes as INTERNAL"
 LENIENT_CATEGORY = "server/features.py: a list or a boolean is accepted as a category value"
 
 DATA = Path(__file__).resolve().parents[2] / "loadtest" / "data"
@@ -316,6 +325,14 @@ def _grpc_cases() -> list[Case]:
             bug=LENIENT_CATEGORY,
         ),
         predict("string-for-number", _struct_value("MES", "January")),
+        Case(
+            "grpc-predict-object-for-number",
+            "grpc",
+            PREDICT,
+            _predict(_struct_value("high_season", {"0": None})),
+            bad,
+            bug=NUMERIC_CONTAINER,
+        ),
         predict("no-instances", lambda r: r.ClearField("instances")),
         predict("unknown-model", lambda r: setattr(r, "name", "nope"), C.NOT_FOUND),
         Case(
@@ -375,6 +392,14 @@ def _rest_cases() -> list[Case]:
         predict("null-feature", _set(["instances", 0, "MES"], None)),
         predict("nested-feature", _set(["instances", 0, "OPERA"], {"a": [1, {"b": 2}]})),
         predict("string-for-number", _set(["instances", 0, "hour"], "noon")),
+        Case(
+            "rest-predict-empty-list-for-number",
+            "rest",
+            f"POST {REST_PREDICT}",
+            _rest_predict(_set(["instances", 0, "high_season"], [])),
+            400,
+            bug=NUMERIC_CONTAINER,
+        ),
         Case(
             "rest-predict-bool-for-category",
             "rest",
