@@ -87,6 +87,11 @@ class ServeSettings(BaseSettings):
         description="prometheus-client multiprocess directory; wiped at start "
         "(default: a fresh temporary directory).",
     )
+    drift: bool = Field(
+        True,
+        description="Count inputs and scores per bucket of the manifest's reference statistics "
+        "(drift metrics; needs the metrics port).",
+    )
     metrics_flush_interval: float = Field(
         1.0,
         gt=0,

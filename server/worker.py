@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from server import __version__
 from server.batching import Batcher, BatchingConfig
 from server.core import InferenceCore
+from server.drift import DriftMonitor
 from server.errors import EXIT_FATAL
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
@@ -80,10 +81,12 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     metrics = ServerMetrics() if ENV in os.environ else None
     recorder = RequestRecorder(metrics)
+    drift = DriftMonitor(enabled=settings.drift and metrics is not None)
 
     def loaded(h: ModelHandle) -> None:
         if metrics is not None:
             metrics.model_load_seconds.labels(h.name, h.version_str).set(h.load_seconds)
+        drift.register(h)
 
     def failed(f: LoadFailure) -> None:
         if metrics is not None:
@@ -101,6 +104,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         version=__version__,
         max_batch_size=settings.max_batch_size,
         offload_rows=settings.offload_rows,
+        observer=drift if drift.enabled else None,
     )
 
     async def installed(serving: set[str], removed: set[str]) -> None:
@@ -164,6 +168,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     log.info("worker %d (pid %d) serving %s", index, os.getpid(), ", ".join(registry.names()))
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
+    drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -182,7 +187,9 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         await asyncio.sleep(settings.drain_delay)
     await server.stop(settings.grace_period)
     flusher.cancel()
+    drift_flusher.cancel()
     recorder.flush()
+    drift.flush()
     reloader.close()
     core.close()
     return 0
