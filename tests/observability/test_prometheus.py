@@ -1,0 +1,187 @@
+"""Real traffic, a real Prometheus, the chart's rules and dashboards.
+
+The module's server gets normal traffic (all outcomes, gRPC direct and through Envoy, REST),
+then every recording rule and every dashboard query must return data through Prometheus'
+HTTP API. The drift test then sends the generator's drifted traffic and reads the PSI the
+recording rule computes.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from server.drift import ModelReference, psi
+from server.monitoring.dashboards import panel_queries
+from server.monitoring.prometheus import RULES_DIR, PrometheusAPI
+from tests.observability.conftest import MODEL, Stack, manifest
+from tests.observability.traffic import (
+    CATEGORICAL,
+    NUMERIC,
+    bad_requests,
+    flight_rows,
+    rest_requests,
+    send_rows,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+NORMAL_ROWS, DRIFT_ROWS = 1000, 6000
+SHIFTED = {"OPERA", "SIGLADES", "MES", "hour"}  # the generator's drift mode moves these
+UNTOUCHED = {"DIANOM", "TIPOVUELO", "high_season", "period_of_day"}
+
+
+def wait_for(api: PrometheusAPI, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = api.query(expr)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def normal(stack: Stack) -> SimpleNamespace:
+    """Normal traffic of every kind; returns the rows sent and when sending began."""
+    started = time.time() - 1
+    rows = flight_rows(NORMAL_ROWS, seed=11, drift=False)
+    half = NORMAL_ROWS // 2
+    send_rows(stack.envoy_grpc, rows.iloc[:half], MODEL)
+    send_rows(stack.grpc, rows.iloc[half:], MODEL)
+    bad_requests(stack.grpc, MODEL, rows)
+    statuses = rest_requests(stack.envoy_http_port, MODEL, rows)
+    assert statuses[0] == 200 and 400 <= statuses[1] < 500
+    # the REST rows were scored too: count them with the rest
+    sent = pd.concat([rows, rows.iloc[:2]], ignore_index=True)
+    api = stack.prometheus
+    expected = len(sent)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = api.values(f'sum(pronto_drift_bucket_total{{model="{MODEL}",feature="MES"}})')
+        if got and next(iter(got.values())) >= expected:
+            break
+        time.sleep(0.5)
+    # one more rule evaluation after the last scrape, and rates over at least a few samples
+    time.sleep(5)
+    return SimpleNamespace(rows=sent, started=started)
+
+
+def record_names() -> list[str]:
+    return [
+        rule["record"]
+        for path in sorted(RULES_DIR.glob("*.yaml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    ]
+
+
+def test_prometheus_scrapes_server_and_envoy(stack: Stack, normal: SimpleNamespace) -> None:
+    assert stack.prometheus.targets_up()
+    jobs = stack.prometheus.values("count by (job) (up)")
+    assert set(jobs) == {"job=pronto", "job=envoy"}
+
+
+def test_every_recording_rule_returns_data(stack: Stack, normal: SimpleNamespace) -> None:
+    empty = [name for name in record_names() if not wait_for(stack.prometheus, name, 10)]
+    assert not empty, f"recording rules without data: {empty}"
+    # and every rule evaluates without error
+    for group in stack.prometheus.rule_groups():
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", rule
+
+
+def test_every_dashboard_panel_query_returns_data(stack: Stack, normal: SimpleNamespace) -> None:
+    api, now = stack.prometheus, time.time()
+    empty = []
+    queries = list(panel_queries())
+    assert len(queries) > 30
+    for q in queries:
+        if q.instant:
+            result = api.query(q.expr)
+        else:
+            result = api.query_range(q.expr, normal.started, now, step=1.0)
+        if not result:
+            empty.append(f"{q.dashboard} / {q.panel} / {q.ref}: {q.expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_server_metrics_cover_the_outcomes(stack: Stack, normal: SimpleNamespace) -> None:
+    api = stack.prometheus
+    codes = api.values("sum by (code) (pronto_requests_total)")
+    assert {"code=OK", "code=INVALID_ARGUMENT", "code=NOT_FOUND"} <= set(codes)
+    methods = api.values(f'sum by (method) (pronto_requests_total{{model="{MODEL}"}})')
+    assert {"method=Predict", "method=ModelInfer"} <= set(methods)
+    assert api.values("sum(pronto_workers_ready)") == {"": 2.0}
+    assert api.values('sum(pronto_model_load_failures_total{model="broken"})') == {"": 2.0}
+    reasons = api.values("sum by (reason) (pronto_validation_errors_total)")
+    assert len(reasons) >= 2
+    assert api.query('pronto_build_info{version!=""}')
+
+
+def expected_psi(frames: list[pd.DataFrame], man: dict[str, Any]) -> dict[str, float]:
+    """The PSI the server should report, computed here from the rows the test sent."""
+    handle = SimpleNamespace(name=MODEL, version_str="1", classes=None, manifest=man)
+    ref = ModelReference.from_handle(handle)  # type: ignore[arg-type]
+    rows = pd.concat(frames, ignore_index=True)
+    feeds = {c: np.asarray(rows[c].tolist(), dtype=object) for c in CATEGORICAL}
+    feeds |= {c: rows[c].to_numpy(dtype=np.float64) for c in NUMERIC}
+    ref.add(feeds, None)
+    return {name: psi(ref.counts[name].tolist(), fb.reference) for name, fb in ref.features.items()}
+
+
+def prometheus_psi(api: PrometheusAPI) -> dict[str, float]:
+    result = api.query(f'pronto:drift_psi:1h{{model="{MODEL}"}}')
+    return {r["metric"]["feature"]: float(r["value"][1]) for r in result}
+
+
+def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleNamespace) -> None:
+    api, man = stack.prometheus, manifest(stack.repo)
+    before = prometheus_psi(api)
+    assert set(before) >= SHIFTED | UNTOUCHED | {"__score__"}
+    assert max(before.values()) < 0.2, before
+
+    drifted = flight_rows(DRIFT_ROWS, seed=12, drift=True)
+    send_rows(stack.grpc, drifted, MODEL)
+    total = len(normal.rows) + DRIFT_ROWS
+    mes = f'sum(pronto_drift_bucket_total{{model="{MODEL}",feature="MES"}})'
+    assert wait_for(api, f"{mes} >= {total}", timeout=30), "drifted rows not scraped"
+    time.sleep(3)  # a few rule evaluations on the last scrape
+
+    after = prometheus_psi(api)
+    want = expected_psi([normal.rows, drifted], man)
+    for feature in SHIFTED | UNTOUCHED:
+        assert after[feature] == pytest.approx(want[feature], abs=0.01), feature
+    assert {f for f in SHIFTED if after[f] > 0.2} == SHIFTED, after
+    assert {f for f in UNTOUCHED if after[f] < 0.2} == UNTOUCHED, after
+
+    # out-of-range months and unseen operators, counted exactly
+    lo, hi = next(i["range"] for i in man["signature"]["inputs"] if i["name"] == "MES")
+    out_of_range = int(((drifted["MES"] < lo) | (drifted["MES"] > hi)).sum())
+    assert out_of_range > 0
+    got = api.values(f'sum(pronto_drift_out_of_range_total{{model="{MODEL}",feature="MES"}})')
+    assert got == {"": float(out_of_range)}
+    known = next(i["categories"] for i in man["signature"]["inputs"] if i["name"] == "OPERA")
+    unseen = int((~drifted["OPERA"].isin(known)).sum())
+    unseen_expr = f'sum(pronto_drift_unseen_categories_total{{model="{MODEL}",feature="OPERA"}})'
+    got = api.values(unseen_expr)
+    assert unseen > 0 and got == {"": float(unseen)}
+
+    # the drift alert is on its way (pending for its 30 minutes) for the shifted inputs only
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alerting = {
+            a["labels"]["feature"]
+            for a in api.alerts()
+            if a["labels"]["alertname"] == "ProntoFeatureDrift"
+        }
+        if alerting >= SHIFTED:
+            break
+        time.sleep(0.5)
+    assert alerting == SHIFTED
