@@ -8,6 +8,11 @@ first request has waited ``max_queue_delay_us`` (0: requests that arrive in the 
 loop iteration are merged). Small batches run on the event loop (a tabular model costs
 microseconds, a thread hop costs more); large ones on a helper thread.
 
+The wait adapts to the traffic: while recent batches held a single request (one caller, or
+callers too far apart to meet), a new queue only waits for the current loop turn, and one
+queue in :data:`PROBE_EVERY` waits the full delay to find out whether concurrency came back.
+Without this a lone caller would pay the whole delay on every request for nothing.
+
 Off by default: ``model.json`` may carry ``"batching": {"max_batch_size": 64,
 "max_queue_delay_us": 500}``, and the server settings give the default for the others.
 """
@@ -31,6 +36,11 @@ Feeds = dict[str, np.ndarray]
 Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+#: one queue in this many waits the full delay even when batches have been singletons
+PROBE_EVERY = 16
+#: weight of the newest batch in the moving average of requests per batch
+SMOOTHING = 0.2
 
 
 def _executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -84,6 +94,8 @@ class Batcher:
         #: runs and rows merged so far (for tests and the benchmark)
         self.batches = 0
         self.requests = 0
+        self._merged = 2.0  # moving average of requests per batch; start out waiting
+        self._since_probe = 0
 
     def _run(self, feeds: Feeds, outputs: list[str]) -> list[np.ndarray]:
         return self._session.run(outputs, feeds)  # type: ignore[no-any-return]
@@ -104,7 +116,7 @@ class Batcher:
             queue = None
         if queue is None:
             queue = self._queues[key] = _Queue(key)
-            if self._delay:
+            if self._delay and self._wait():
                 queue.timer = loop.call_later(self._delay, self._flush, loop, queue)
             else:
                 queue.timer = loop.call_soon(self._flush, loop, queue)
@@ -116,6 +128,16 @@ class Batcher:
         if queue.total >= limit:
             self._flush(loop, queue)
         return await future
+
+    def _wait(self) -> bool:
+        """Whether a new queue should wait the full delay (see the module docstring)."""
+        if self._merged >= 1.5:
+            return True
+        self._since_probe += 1
+        if self._since_probe >= PROBE_EVERY:
+            self._since_probe = 0
+            return True
+        return False
 
     async def _direct(
         self, loop: asyncio.AbstractEventLoop, feeds: Feeds, outputs: list[str], rows: int
@@ -139,6 +161,7 @@ class Batcher:
             merged = {n: np.concatenate([f[n] for f in queue.feeds]) for n in queue.feeds[0]}
         self.batches += 1
         self.requests += len(queue.futures)
+        self._merged += SMOOTHING * (len(queue.futures) - self._merged)
         if queue.total < self.offload_rows:
             try:
                 results = self._run(merged, outputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace as Namespace
 from typing import Any
@@ -249,3 +250,23 @@ def test_outputs_without_batch_axis_run_alone() -> None:
     for x, (y, total) in zip(xs, _gather(batcher, xs, ["y", "sum"]), strict=True):
         np.testing.assert_array_equal(y, 2 * x)
         assert total == x.sum()
+
+
+def test_lone_caller_stops_waiting() -> None:
+    """Sequential callers cannot be merged: after a few batches they no longer wait."""
+    batcher = Batcher(Namespace(session=_Picky()), BatchingConfig(16, 200_000), 256)  # type: ignore[arg-type]
+    x = np.ones((1, 2), dtype=np.float32)
+
+    async def main() -> float:
+        started = time.perf_counter()
+        for _ in range(20):
+            await batcher.run({"x": x}, ["y"], 1)
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    assert elapsed < 2.0  # 20 x 0.2 s if every request waited the full delay
+    assert batcher.batches == 20
+    # callers that do arrive together are still merged
+    before = batcher.batches
+    _gather(batcher, [x] * 10, ["y"])
+    assert batcher.batches == before + 1
