@@ -9,6 +9,7 @@ recording rule computes.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from loadtest.monitor.latency_plot import latency_series, render_latency_png
 from server.drift import ModelReference, psi
 from server.monitoring.dashboards import panel_queries
 from server.monitoring.prometheus import RULES_DIR, PrometheusAPI
@@ -185,3 +187,14 @@ def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleN
             break
         time.sleep(0.5)
     assert alerting == SHIFTED
+
+
+def test_latency_png_from_prometheus_data(
+    stack: Stack, normal: SimpleNamespace, tmp_path: Path
+) -> None:
+    series = latency_series(stack.prometheus, normal.started, time.time())
+    assert set(series) == {"p50", "p95", "p99"} and all(series.values())
+    png = render_latency_png(
+        stack.prometheus, normal.started, time.time(), tmp_path / "latency.png", "test"
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
