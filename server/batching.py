@@ -9,9 +9,10 @@ loop iteration are merged). Small batches run on the event loop (a tabular model
 microseconds, a thread hop costs more); large ones on a helper thread.
 
 The wait adapts to the traffic: while recent batches held a single request (one caller, or
-callers too far apart to meet), a new queue only waits for the current loop turn, and one
-queue in :data:`PROBE_EVERY` waits the full delay to find out whether concurrency came back.
-Without this a lone caller would pay the whole delay on every request for nothing.
+callers too far apart to meet), a request that finds no queue runs at once, exactly like an
+unbatched one, and one request in :data:`PROBE_EVERY` queues and waits to find out whether
+concurrency came back. Without this a lone caller would pay the delay, and an extra event
+loop turn, on every request for nothing.
 
 Off by default: ``model.json`` may carry ``"batching": {"max_batch_size": 64,
 "max_queue_delay_us": 500}``, and the server settings give the default for the others.
@@ -111,12 +112,15 @@ class Batcher:
             tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items())),
         )
         queue = self._queues.get(key)
+        if queue is None and not self._wait():
+            self._note(1)
+            return await self._direct(loop, feeds, outputs, rows)
         if queue is not None and queue.total + rows > limit:
             self._flush(loop, queue)
             queue = None
         if queue is None:
             queue = self._queues[key] = _Queue(key)
-            if self._delay and self._wait():
+            if self._delay:
                 queue.timer = loop.call_later(self._delay, self._flush, loop, queue)
             else:
                 queue.timer = loop.call_soon(self._flush, loop, queue)
@@ -129,8 +133,13 @@ class Batcher:
             self._flush(loop, queue)
         return await future
 
+    def _note(self, requests: int) -> None:
+        self.batches += 1
+        self.requests += requests
+        self._merged += SMOOTHING * (requests - self._merged)
+
     def _wait(self) -> bool:
-        """Whether a new queue should wait the full delay (see the module docstring)."""
+        """Whether a request that finds no queue should start one and wait for company."""
         if self._merged >= 1.5:
             return True
         self._since_probe += 1
@@ -159,9 +168,7 @@ class Batcher:
             merged = queue.feeds[0]
         else:
             merged = {n: np.concatenate([f[n] for f in queue.feeds]) for n in queue.feeds[0]}
-        self.batches += 1
-        self.requests += len(queue.futures)
-        self._merged += SMOOTHING * (len(queue.futures) - self._merged)
+        self._note(len(queue.futures))
         if queue.total < self.offload_rows:
             try:
                 results = self._run(merged, outputs)
