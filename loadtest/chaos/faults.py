@@ -249,7 +249,8 @@ def _deadline_probe(address: str, data: Path, cfg: ChaosConfig, t0: float, until
         time.sleep(0.1)
     late = max(waits) - cfg.deadline_s if waits else float("inf")
     text = f"probe calls {codes}, longest wait {max(waits, default=0) * 1000:.0f} ms"
-    if late > 0.25 or set(codes) - {"DEADLINE_EXCEEDED"}:
+    # a hang would show as seconds; a loaded 2-core machine adds tenths to any call
+    if late > 1.0 or set(codes) - {"DEADLINE_EXCEEDED"}:
         text += "; failed: deadline not honoured promptly"
     return text
 

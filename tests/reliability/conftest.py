@@ -45,7 +45,7 @@ class SecuredStack:
         return self.signer.token(ISSUER, AUDIENCE)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def secured(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredStack]:
     folder = tmp_path_factory.mktemp("secured")
     signer = Signer()

@@ -46,7 +46,7 @@ def test_workers_survive_the_corpus_with_flat_memory(secured: SecuredStack) -> N
     for case in CASES:  # warm-up: caches, arenas and lazily built tables settle
         send(secured, case)
     before = _worker_rss(secured)
-    for _ in range(3):
+    for _ in range(2):
         for case in CASES:
             send(secured, case)
             good_requests_succeed(secured)

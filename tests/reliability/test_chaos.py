@@ -1,0 +1,70 @@
+"""Short forms of the ``make chaos`` faults (ghz through Envoy, real processes).
+
+The full runs (30 s of load, a kill every 5 s) live in ``python -m loadtest.chaos``; here
+each fault runs for a few seconds so the suite stays fast, with the same pass rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from loadtest.chaos import FAULTS, ChaosConfig, FaultResult
+from loadtest.chaos.__main__ import main
+from loadtest.chaos.faults import hot_reload, kill_workers, rolling_restart, slow
+from loadtest.chaos.reload import reload_available
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cfg(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> ChaosConfig:
+    out = tmp_path_factory.mktemp("chaos")
+    return ChaosConfig(repository=repository, out=out, rps=100, concurrency=4)
+
+
+def _check(result: FaultResult) -> None:
+    assert result.sent > 0, result.detail
+    assert result.verdict == "pass", result.detail
+    assert result.failed == 0, (result.errors, result.detail)
+
+
+def test_kill_9_twice_loses_no_request(cfg: ChaosConfig) -> None:
+    result = kill_workers(dataclasses.replace(cfg, duration_s=7.0, kill_interval_s=3.0))
+    _check(result)
+    assert result.detail.startswith("2 workers killed"), result.detail
+
+
+def test_rolling_restart_loses_no_request(cfg: ChaosConfig) -> None:
+    result = rolling_restart(dataclasses.replace(cfg, duration_s=10.0))
+    _check(result)
+    assert result.detail.count("drained") == 2, result.detail
+
+
+@pytest.mark.skipif(not reload_available(), reason="hot reload not available in server/")
+def test_hot_reload_loses_no_request(cfg: ChaosConfig) -> None:
+    result = hot_reload(dataclasses.replace(cfg, duration_s=6.0))
+    _check(result)
+    assert "v2 (polling)" in result.detail and "v3 (SIGHUP)" in result.detail, result.detail
+
+
+def test_slow_model_answers_deadline_exceeded_promptly(cfg: ChaosConfig) -> None:
+    result = slow(dataclasses.replace(cfg, duration_s=4.0))
+    assert result.verdict == "pass", result.detail
+    assert result.sent > 0 and result.succeeded == 0, result
+    assert set(result.errors) >= {"DeadlineExceeded"}, result
+
+
+def test_chaos_exits_nonzero_when_a_fault_loses_requests(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repository: Path
+) -> None:
+    lossy = FaultResult("kill -9 worker", sent=10, succeeded=9, failed=1, verdict="FAIL")
+    clean = FaultResult("rolling restart", sent=10, succeeded=10)
+    monkeypatch.setitem(FAULTS, "kill", lambda cfg: lossy)
+    monkeypatch.setitem(FAULTS, "rolling", lambda cfg: clean)
+    argv = ["--model-repository", str(repository), "--out", str(tmp_path)]
+    assert main([*argv, "--faults", "rolling"]) == 0
+    assert main([*argv, "--faults", "kill", "rolling"]) == 1
+    assert "| kill -9 worker | 10 | 9 | 1 |" in (tmp_path / "chaos.md").read_text()
