@@ -75,6 +75,6 @@ def good_requests_succeed(stack: SecuredStack) -> None:
     assert _grpc(stack, infer, good_infer().SerializeToString(), key) == "OK"
     assert _grpc(stack, "/pronto.v1.PredictionService/Predict",
                  good_predict().SerializeToString(), key) == "OK"  # fmt: skip
-    from tests.reliability.corpus import _rest_predict
+    from tests.reliability.payloads import rest_predict_body
 
-    assert _rest(stack, f"POST {REST_PREDICT}", _rest_predict(lambda b: None), key) == 200
+    assert _rest(stack, f"POST {REST_PREDICT}", rest_predict_body(lambda b: None), key) == 200
