@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             prom.api, started, time.time(), args.out / "latency.png",
             "Server latency percentiles during the drift benchmark", marks,
         )  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
     if saved is None:
         os.environ.pop("PRONTO_DRIFT", None)
     else:

@@ -28,10 +28,13 @@ def latency_series(
         )
         points: list[tuple[float, float]] = []
         for series in api.query_range(expr, start, end, step):
+            last = None
             for ts, value in series["values"]:
-                v = float(value)
-                if v == v:  # NaN while there was no traffic
-                    points.append((float(ts) - start, v * 1000.0))
+                t = float(ts) - start
+                if last is not None and t - last > 1.5 * step:
+                    points.append((t, float("nan")))  # no server then: break the line
+                points.append((t, float(value) * 1000.0))  # NaN without traffic, also a break
+                last = t
         out[f"p{round(q * 100)}"] = points
     return out
 
@@ -51,7 +54,7 @@ def render_latency_png(
     import matplotlib.pyplot as plt
 
     series = latency_series(api, start, end)
-    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     for name, points in series.items():
         if points:
             xs, ys = zip(*points, strict=True)
@@ -74,7 +77,7 @@ def render_latency_png(
     ax.set_ylabel("server latency (ms, 5 s window)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

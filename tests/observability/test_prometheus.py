@@ -192,8 +192,10 @@ def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleN
 def test_latency_png_from_prometheus_data(
     stack: Stack, normal: SimpleNamespace, tmp_path: Path
 ) -> None:
-    series = latency_series(stack.prometheus, normal.started, time.time())
-    assert set(series) == {"p50", "p95", "p99"} and all(series.values())
+    # a wide window: on a loaded machine some one-second scrapes time out
+    series = latency_series(stack.prometheus, normal.started, time.time(), window="30s")
+    assert set(series) == {"p50", "p95", "p99"}
+    assert all(any(v == v for _, v in points) for points in series.values()), series
     png = render_latency_png(
         stack.prometheus, normal.started, time.time(), tmp_path / "latency.png", "test"
     )
