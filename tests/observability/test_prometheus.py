@@ -8,6 +8,10 @@ recording rule computes.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +35,7 @@ from tests.observability.traffic import (
     rest_requests,
     send_rows,
 )
+from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -200,3 +205,29 @@ def test_latency_png_from_prometheus_data(
         stack.prometheus, normal.started, time.time(), tmp_path / "latency.png", "test"
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_monitor_scrapes_the_stack_with_the_chart_rules(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "server.monitoring", "--server", stack.metrics,
+        "--envoy", stack.envoy_stats, "--port", str(port), "--scrape-interval", "1s",
+        "--data-dir", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        api = PrometheusAPI(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if api.targets_up() and len(api.get("/api/v1/targets")["activeTargets"]) == 2:
+                    break
+            time.sleep(0.5)
+        groups = {g["name"] for g in api.rule_groups()}
+        assert groups == {"pronto-slo", "pronto-drift", "pronto-saturation"}
+        assert api.targets_up()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    assert f"http://127.0.0.1:{port}" in out.decode()
