@@ -1,10 +1,10 @@
 """Micro-batching benchmark: throughput and p99 with batching off and on, per model.
 
-``python -m loadtest.batching`` serves the default logistic regression and the trainer's
-gradient-boosting model side by side, restarts the server once per batching setting, and
-drives each model with ghz (single-row OIP ModelInfer) at a few concurrency levels. The
-summary lands in ``loadtest/results/batching/summary.json`` and the tables of
-``docs/benchmarks.md`` are regenerated.
+``python -m loadtest.batching`` serves the default logistic regression, the trainer's
+gradient-boosting model and, for contrast, a small dense network side by side, restarts the
+server once per batching setting, and drives each model with ghz (single-row OIP ModelInfer)
+at a few concurrency levels. The summary lands in ``loadtest/results/batching/summary.json``
+and the tables of ``docs/benchmarks.md`` are regenerated.
 
 The gradient-boosting model comes from ``--hgb-repository`` (default: trained into a
 temporary folder with ``pronto train --estimator hist_gradient_boosting``, about 2 minutes).
@@ -34,7 +34,9 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CALL = "inference.GRPCInferenceService.ModelInfer"
-LR, HGB = "flight-delay", "flight-delay-hgb"
+LR, HGB, MLP = "flight-delay", "flight-delay-hgb", "mlp-256x8"
+MODELS = (LR, HGB, MLP)
+MLP_WIDTH, MLP_LAYERS = 256, 8
 
 #: (label, --batching-max-batch-size, --batching-max-queue-delay-us)
 SETTINGS = [("off", 0, 0), ("on, 0 µs", 64, 0), ("on, 500 µs", 64, 500)]
@@ -42,6 +44,40 @@ SETTINGS = [("off", 0, 0), ("on, 0 µs", 64, 0), ("on, 500 µs", 64, 500)]
 
 def _latest(model_dir: Path) -> Path:
     return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _build_mlp(folder: Path) -> None:
+    """A dense network (8 × MatMul+Tanh on FP32 [N, 256]): weight-bound, unlike the others.
+
+    One row turns each layer into a matrix-vector product that streams 256 KiB of weights
+    for 128 K multiply-adds; a batch reuses the weights for every row.
+    """
+    import numpy as np
+    import onnx
+    import onnx.numpy_helper
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, prev = [], [], "x"
+    for i in range(MLP_LAYERS):
+        w = rng.standard_normal((MLP_WIDTH, MLP_WIDTH)) / np.sqrt(MLP_WIDTH)
+        weights.append(onnx.numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        out = "y" if i == MLP_LAYERS - 1 else f"h{i}"
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Tanh", [f"m{i}"], [out]),
+        ]
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        MLP,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, MLP_WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, MLP_WIDTH])],
+        initializer=weights,
+    )
+    folder.mkdir(parents=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, folder / "model.onnx")
 
 
 def _repository(out: Path, models: Path, hgb: Path | None) -> Path:
@@ -57,13 +93,34 @@ def _repository(out: Path, models: Path, hgb: Path | None) -> Path:
         )  # fmt: skip
     for name, source in ((LR, models / LR), (HGB, hgb / HGB)):
         shutil.copytree(_latest(source), repo / name / "1", ignore=shutil.ignore_patterns("plots"))
+    _build_mlp(repo / MLP / "1")
     return repo
 
 
 def _data_file(out: Path, model: str) -> Path:
-    requests: list[dict[str, Any]] = json.loads((DATA_DIR / "oip.json").read_text())
-    for r in requests:
-        r["model_name"] = model
+    requests: list[dict[str, Any]]
+    if model == MLP:
+        import numpy as np
+
+        rows = np.random.default_rng(1).random((100, MLP_WIDTH), dtype=np.float32)
+        requests = [
+            {
+                "model_name": MLP,
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": [1, MLP_WIDTH],
+                        "contents": {"fp32_contents": [round(float(v), 4) for v in row]},
+                    }
+                ],
+            }
+            for row in rows
+        ]
+    else:
+        requests = json.loads((DATA_DIR / "oip.json").read_text())
+        for r in requests:
+            r["model_name"] = model
     path = out / f"oip-{model}.json"
     path.write_text(json.dumps(requests))
     return path
@@ -97,7 +154,7 @@ def _table(runs: list[dict[str, Any]], concurrency: list[int]) -> str:
         "| model | batching | " + " | ".join(f"c={c}" for c in concurrency) + " |",
         "| --- | --- | " + " | ".join("---:" for _ in concurrency) + " |",
     ]
-    for model in (LR, HGB):
+    for model in MODELS:
         for label, _, _ in SETTINGS:
             cells = []
             for c in concurrency:
@@ -123,7 +180,7 @@ def _ort_costs(repo: Path) -> str:
         "| model | 1 row | 16 rows | 64 rows |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for model in (LR, HGB):
+    for model in MODELS:
         handle = load_model(model, 1, repo / model / "1")
         cells = []
         for rows in (1, 16, 64):
@@ -142,6 +199,61 @@ def _ort_costs(repo: Path) -> str:
     return "\n".join(lines)
 
 
+def _core_costs(repo: Path, concurrency: list[int]) -> str:
+    """CPU per request of the inference core alone (no gRPC), c callers in one event loop.
+
+    This is the part of a request that batching can shrink; the rest (gRPC, protobuf) stays.
+    """
+    import asyncio
+
+    from server.batching import Batcher, BatchingConfig
+    from server.core import InferenceCore, InferRequest, Tensor
+    from server.model import load_model
+    from server.repository import Registry
+
+    lines = [
+        "#### Inference core alone, no gRPC: CPU µs per single-row request (best of 3)",
+        "",
+        "| model | batching | " + " | ".join(f"c={c}" for c in concurrency) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in concurrency) + " |",
+    ]
+    for model in MODELS:
+        for label, size, delay in SETTINGS:
+            handle = load_model(model, 1, repo / model / "1")
+            if size:
+                handle.batcher = Batcher(handle, BatchingConfig(size, delay), 256)
+            registry = Registry()
+            registry.replace([handle])
+            core = InferenceCore(registry)
+            core.ready = True
+            feeds = handle.sample_feeds(1)
+            inputs = [Tensor(n, handle.inputs[n].datatype, a) for n, a in feeds.items()]
+            request = InferRequest(model, "", inputs)
+            cells = []
+            for c in concurrency:
+                each = max(1, 2000 // c)
+
+                async def caller(
+                    n: int = each, core: InferenceCore = core, request: InferRequest = request
+                ) -> None:
+                    for _ in range(n):
+                        await core.infer(request)
+
+                async def burst(c: int = c) -> None:
+                    await asyncio.gather(*(caller() for _ in range(c)))
+
+                asyncio.run(burst())  # warm-up
+                best = float("inf")
+                for _ in range(3):
+                    started = time.process_time()
+                    asyncio.run(burst())
+                    best = min(best, time.process_time() - started)
+                cells.append(f"{best / (each * c) * 1e6:.0f}")
+            core.close()
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.batching", description=__doc__)
     parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
@@ -154,12 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pronto-batching-"))
     repo = _repository(work, args.model_repository, args.hgb_repository)
-    data = {m: _data_file(work, m) for m in (LR, HGB)}
+    data = {m: _data_file(work, m) for m in MODELS}
     costs = _ort_costs(repo)
+    core = _core_costs(repo, args.concurrency)
+    print(core)
     runs: list[dict[str, Any]] = []
     for label, size, delay in SETTINGS:
         with _server(repo, args.workers, size, delay, args.out / "server.log") as (proc, addr):
-            for model in (LR, HGB):
+            for model in MODELS:
                 for c in args.concurrency:
                     name = f"{model}-b{size}-d{delay}-c{c}"
                     run = GhzRun(
@@ -194,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m loadtest.batching " + " ".join(argv or sys.argv[1:])
     write_summary(
         scenario, runs, machine_description(), command.strip(), args.out,
-        extra={"tables": [_table(runs, args.concurrency), costs]},
+        extra={"tables": [_table(runs, args.concurrency), core, costs]},
     )  # fmt: skip
     update_benchmarks_doc()
     return 0 if all(r["passed"] for r in runs) else 1

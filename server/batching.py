@@ -107,18 +107,18 @@ class Batcher:
         limit = self.config.max_batch_size
         if rows <= 0 or rows >= limit:  # nothing to gain from waiting
             return await self._direct(loop, feeds, outputs, rows)
-        key: Key = (
-            tuple(outputs),
-            tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items())),
-        )
-        queue = self._queues.get(key)
+        # the key is only needed when a queue may exist or one is about to start
+        key: Key | None = _key(feeds, outputs) if self._queues else None
+        queue = self._queues.get(key) if key is not None else None
         if queue is None and not self._wait():
+            # no company lately: run now, like an unbatched request
             self._note(1)
             return await self._direct(loop, feeds, outputs, rows)
         if queue is not None and queue.total + rows > limit:
             self._flush(loop, queue)
             queue = None
         if queue is None:
+            key = key if key is not None else _key(feeds, outputs)
             queue = self._queues[key] = _Queue(key)
             if self._delay:
                 queue.timer = loop.call_later(self._delay, self._flush, loop, queue)
@@ -218,6 +218,14 @@ class Batcher:
             if not future.done():  # the caller may have been cancelled meanwhile
                 future.set_result([r[start:end] for r in results])
             start = end
+
+
+def _key(feeds: Feeds, outputs: list[str]) -> Key:
+    """Requests merge only with equal keys: same outputs, names, datatypes, trailing dims."""
+    return (
+        tuple(outputs),
+        tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items())),
+    )
 
 
 def _fail(queue: _Queue, exc: BaseException) -> None:
