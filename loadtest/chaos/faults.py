@@ -192,14 +192,21 @@ def rolling_restart(cfg: ChaosConfig) -> FaultResult:
         def inject(t0: float) -> str:
             steps = []
             time.sleep(min(2.0, cfg.duration_s / 10))
+            total = len(servers) * cfg.workers
             for i, server in enumerate(servers):
                 rc, took = server.drain()
+                # Envoy must have taken the old workers out of rotation, or "healthy" below
+                # could be its stale view of the processes that just exited
+                out = took + gateway.wait_unhealthy(total)
                 server.start()
-                seen = gateway.wait_healthy(len(servers) * cfg.workers)
-                steps.append(f"#{i} drained in {took:.1f} s (exit {rc})")
+                seen = gateway.wait_healthy(total)
+                steps.append(
+                    f"#{i} drained in {took:.1f} s (exit {rc}), out of Envoy's rotation "
+                    f"<= {out:.1f} s after SIGTERM"
+                )
                 if rc != 0:
                     steps.append("drain failed")
-                steps[-1] += f", back behind Envoy {seen:.1f} s after restart"
+                steps[-1] += f", back behind Envoy {seen:.1f} s after its workers were ready"
             left = cfg.duration_s - (time.monotonic() - t0)
             if left < 0:
                 steps.append(f"restarts outlasted the load by {-left:.1f} s")

@@ -166,6 +166,16 @@ class Gateway:
             time.sleep(0.1)
         raise TimeoutError(f"Envoy does not see {count} healthy workers after {timeout}s")
 
+    def wait_unhealthy(self, count: int, timeout: float = 15.0) -> float:
+        """Block until Envoy sees fewer than ``count`` healthy workers; seconds waited."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            with contextlib.suppress(OSError):
+                if self.healthy_endpoints() < count:
+                    return time.monotonic() - start
+            time.sleep(0.05)
+        raise TimeoutError(f"Envoy still sees {count} healthy workers after {timeout}s")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
