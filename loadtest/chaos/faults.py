@@ -221,7 +221,7 @@ def hot_reload(cfg: ChaosConfig) -> FaultResult:
     name = "hot reload (2 new versions)"
     if not reload_available():
         return FaultResult(name, verdict="not run", detail="not run: hot reload not available")
-    repo = cfg.out / "reload-repo"
+    repo = cfg.out / "logs" / "reload-repo"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(cfg.repository, repo)
     with _stack(cfg, "reload", repository=repo, extra={POLL_FIELD: 1.0}) as (servers, gateway):
@@ -265,11 +265,11 @@ def _deadline_probe(address: str, data: Path, cfg: ChaosConfig, t0: float, until
 def slow(cfg: ChaosConfig) -> FaultResult:
     """A slow model under clients with deadlines: prompt DEADLINE_EXCEEDED, then recovery."""
     name = f"slow model ({cfg.slow_delay_s:g} s) vs {cfg.deadline_s:g} s deadline"
-    repo = cfg.out / "slow-repo"
+    repo = cfg.out / "logs" / "slow-repo"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(cfg.repository, repo)
     per_run = build_slow_model(repo / SLOW_MODEL / "1", cfg.slow_delay_s)
-    data = slow_request(cfg.out / "slow-request.json")
+    data = slow_request(cfg.out / "logs" / "slow-request.json")
     duration = min(cfg.duration_s, 15.0)
     with _stack(cfg, "slow", repository=repo) as (servers, gateway):
         run = _load(
