@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from server.model import ModelHandle
+from server.monitoring.buckets import EPSILON, FeatureBuckets, psi
 
 __all__ = [
     "EPSILON",
@@ -41,95 +40,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: floor of a bucket share in the PSI: an empty bucket would make ln(p/q) infinite
-EPSILON = 1e-4
 #: the prediction score is binned like a feature under this name
 SCORE_FEATURE = "__score__"
-UNSEEN = "__unseen__"
 #: upper bounds of the ``pronto_prediction_score`` histogram (+Inf is implied)
 SCORE_BOUNDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 _SCORE_BOUNDS = np.asarray(SCORE_BOUNDS)
 #: above this many pending rows, bin now rather than wait for the timer (bounds memory)
 MAX_PENDING_ROWS = 200_000
-
-
-def psi(live: Sequence[float], reference: Sequence[float], eps: float = EPSILON) -> float:
-    """Population stability index of two bucket-count (or share) vectors."""
-    lt, rt = float(sum(live)), float(sum(reference))
-    if lt <= 0 or rt <= 0:
-        return 0.0
-    total = 0.0
-    for a, b in zip(live, reference, strict=True):
-        p, q = max(a / lt, eps), max(b / rt, eps)
-        total += (p - q) * math.log(p / q)
-    return total
-
-
-@dataclass
-class FeatureBuckets:
-    """How one feature's values map to bucket indices, and the reference share of each."""
-
-    name: str
-    kind: str  # "categorical" | "numeric"
-    labels: list[str]
-    reference: list[float]
-    #: categorical: value -> bucket index (unseen values take the last bucket)
-    index: dict[str, int] = field(default_factory=dict)
-    #: numeric: inner edges for np.searchsorted, and the training range
-    inner: np.ndarray | None = None
-    low: float = -math.inf
-    high: float = math.inf
-
-    @classmethod
-    def categorical(cls, name: str, frequencies: Mapping[str, float], known: Sequence[str]):
-        cats = list(dict.fromkeys([*frequencies, *known]))
-        total = sum(frequencies.values()) or 1.0
-        ref = [float(frequencies.get(c, 0.0)) / total for c in cats] + [0.0]
-        return cls(name, "categorical", [*cats, UNSEEN], ref, {c: i for i, c in enumerate(cats)})
-
-    @classmethod
-    def numeric(cls, name: str, edges: Sequence[float], counts: Sequence[float], rng: Any = None):
-        total = float(sum(counts)) or 1.0
-        bins = [f"{i:02d}" for i in range(len(counts))]
-        ref = [0.0, *(float(c) / total for c in counts), 0.0]
-        low, high = (float(rng[0]), float(rng[1])) if rng else (edges[0], edges[-1])
-        return cls(
-            name,
-            "numeric",
-            ["under", *bins, "over"],
-            ref,
-            inner=np.asarray(edges[1:-1], dtype=np.float64),
-            low=low,
-            high=high,
-        )
-
-    def count(self, values: np.ndarray | list[Any]) -> np.ndarray:
-        """Values per bucket (a 1-D array or a list of Python scalars)."""
-        n = len(self.labels)
-        if self.kind == "categorical":
-            # Counter counts in C; only the few distinct values go through the dict
-            out = np.zeros(n, dtype=np.int64)
-            get, unseen = self.index.get, n - 1
-            listed = values if isinstance(values, list) else values.tolist()
-            for value, k in Counter(listed).items():
-                out[get(value if isinstance(value, str) else _text(value), unseen)] += k
-            return out
-        x = np.asarray(values, dtype=np.float64)
-        inner = self.inner if self.inner is not None else np.empty(0)
-        idx = np.searchsorted(inner, x, side="right") + 1
-        idx[x < self.low] = 0
-        idx[x > self.high] = n - 1
-        return np.bincount(idx, minlength=n)[:n]
-
-    @property
-    def unseen_bucket(self) -> int | None:
-        return len(self.labels) - 1 if self.kind == "categorical" else None
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def _predicted_positive_rate(metrics: Mapping[str, Any], positive: str | None) -> float | None:

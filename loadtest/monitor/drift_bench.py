@@ -116,6 +116,36 @@ def cost_table(runs: list[dict[str, Any]], model_repository: Path) -> tuple[str,
     return "\n".join(lines), shares
 
 
+def _measure(
+    spec: dict[str, Any],
+    batch: int,
+    mode: str,
+    args: argparse.Namespace,
+    targets: Path,
+    marks: list[tuple[float, str]],
+) -> RunOutcome:
+    """One run on a fresh server; retried when the server cannot start (on a shared machine
+    another process may take a free port between picking and binding it)."""
+    # local_stack passes the environment on: PRONTO_DRIFT sets --drift
+    os.environ["PRONTO_DRIFT"] = "true" if mode == "on" else "false"
+    for attempt in range(3):
+        logs = args.out / "logs" / f"{spec['name']}-{attempt}"
+        try:
+            with local_stack(args.model_repository, args.workers, False, logs) as stack:
+                target = {"targets": [stack.metrics], "labels": {"drift": mode}}
+                targets.write_text(json.dumps([target]))
+                time.sleep(2)  # the file watcher adds the target
+                marks.append((time.time(), spec["name"]))
+                outcome = run_one(spec, stack, args.out, batch)
+                time.sleep(1.5)  # one last scrape of this server
+                return outcome
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise
+            print(f"{spec['name']}: {exc}; retrying", flush=True)
+    raise AssertionError("unreachable")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.monitor.drift_bench", description=__doc__)
     p.add_argument("--model-repository", type=Path, default=Path("models"))
@@ -146,18 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(args.rounds):
                 for mode in ("off", "on") if rnd % 2 == 0 else ("on", "off"):
                     spec = _spec(payload, batch, mode, rnd, args.duration, conc, conns)
-                    # local_stack passes the environment on: PRONTO_DRIFT sets --drift
-                    os.environ["PRONTO_DRIFT"] = "true" if mode == "on" else "false"
-                    logs = args.out / "logs" / spec["name"]
-                    with local_stack(args.model_repository, args.workers, False, logs) as stack:
-                        labels = {"pod": "bench", "drift": mode}
-                        targets.write_text(
-                            json.dumps([{"targets": [stack.metrics], "labels": labels}])
-                        )
-                        time.sleep(2)  # the file watcher adds the target
-                        marks.append((time.time(), spec["name"]))
-                        outcome: RunOutcome = run_one(spec, stack, args.out, batch)
-                        time.sleep(1.5)  # one last scrape of this server
+                    outcome = _measure(spec, batch, mode, args, targets, marks)
                     run = outcome.as_dict() | {"batch": batch, "drift": mode}
                     runs.append(run)
                     print(f"{spec['name']}: {outcome.result.rps:,.0f} RPS", flush=True)
