@@ -39,7 +39,7 @@ Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 #: one queue in this many waits the full delay even when batches have been singletons
-PROBE_EVERY = 16
+PROBE_EVERY = 64
 #: weight of the newest batch in the moving average of requests per batch
 SMOOTHING = 0.2
 
@@ -137,6 +137,8 @@ class Batcher:
         self.batches += 1
         self.requests += requests
         self._merged += SMOOTHING * (requests - self._merged)
+        if requests > 1:  # any merge proves there is company: wait again at once
+            self._merged = max(self._merged, 2.0)
 
     def _wait(self) -> bool:
         """Whether a request that finds no queue should start one and wait for company."""

@@ -269,7 +269,7 @@ def test_lone_caller_stops_waiting() -> None:
     # concurrency that comes back is found by a probe within PROBE_EVERY requests, and
     # from then on callers that arrive together are merged again
     per_burst = []
-    for _ in range(4):
+    for _ in range(8):
         before = batcher.batches
         _gather(batcher, [x] * 10, ["y"])
         per_burst.append(batcher.batches - before)
