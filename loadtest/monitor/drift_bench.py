@@ -35,9 +35,10 @@ SCENARIO = {
     "description": "Drift monitoring on and off (`--drift` / `--no-drift`), same unpaced gRPC "
     "Predict load, a fresh server per run, arms alternated between rounds. Overhead = "
     "throughput lost with drift on; CPU per request from the server's process tree. On a "
-    "small shared machine the two arms differ by less than the run-to-run noise, so the second "
-    "table measures the drift path alone, in-process, as a share of the server's CPU per "
-    "request.",
+    "small machine shared with other work, identical runs differ by more than the effect "
+    "(compare the runs of one arm), so the second table measures the drift path alone, "
+    "in-process, as a share of the server's CPU per request; the PNG shows the server-side "
+    "percentiles of every run.",
 }
 #: (payload, rows per request, ghz concurrency, connections)
 LOADS = [("predict", 1, 50, 4), ("predict", 256, 8, 2)]
