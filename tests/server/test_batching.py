@@ -25,7 +25,7 @@ from server.model import ModelHandle, load_model
 from server.oip_codec import decode_infer_request
 from server.repository import Registry
 from tests.server.conftest import start_server
-from tests.server.modelgen import CATEGORIES, build_repository, sample_rows
+from tests.server.modelgen import CATEGORIES, sample_rows
 from tests.server.requests import infer_request
 from tests.support import stop_process
 
@@ -38,8 +38,9 @@ OUTPUT_CHOICES = [
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = build_repository(tmp_path_factory.mktemp("batching"))
+def repo(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("batching")
+    shutil.copytree(model_repo / "flights", root / "flights")
     widths = root / "widths" / "1"
     widths.mkdir(parents=True)
     onnx.save(_widths_model(), widths / "model.onnx")

@@ -20,7 +20,7 @@ import pytest
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.server.conftest import Server, start_server
-from tests.server.modelgen import SLOW_WIDTH, build_repository, build_slow_model
+from tests.server.modelgen import SLOW_WIDTH, build_slow_model
 from tests.server.requests import infer_request
 from tests.support import stop_process
 
@@ -114,10 +114,10 @@ class Traffic:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = build_repository(tmp_path / "models")
-    shutil.rmtree(root / "bare")
-    shutil.rmtree(root / "echo")
+def repo(model_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the flights model (versions 1 and 2): tests publish and remove."""
+    root = tmp_path / "models"
+    shutil.copytree(model_repo / "flights", root / "flights")
     return root
 
 
@@ -205,12 +205,13 @@ def test_in_flight_requests_finish_on_the_old_version(repo: Path, tmp_path: Path
         stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
         for stub in stubs:
             stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
-        with ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(stubs[i % 4].ModelInfer, request, timeout=60) for i in range(12)]
+        tmp = repo / "slow" / ".tmp-2"
+        build_slow_model(tmp, layers=60)
+        with ThreadPoolExecutor(24) as pool:
+            futures = [pool.submit(stubs[i % 4].ModelInfer, request, timeout=60) for i in range(24)]
             time.sleep(0.2)
             # replace version 1 by version 2 while the workers still hold the requests
-            tmp = repo / "slow" / ".tmp-2"
-            build_slow_model(tmp, layers=60)
+            # (about 12 x 0.15 s of work each)
             os.rename(tmp, repo / "slow" / "2")
             os.rename(repo / "slow" / "1", repo / "slow" / ".old-1")
             wait_until(

@@ -15,10 +15,16 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.repository import VersionPolicy, scan_repository
 from tests.server.conftest import start_server
-from tests.server.modelgen import build_repository
 from tests.server.requests import predict_request
 from tests.server.test_reload import all_workers_serve, publish, served_version, wait_until
 from tests.support import stop_process
+
+
+def copy_repo(model_repo: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    for name in ("flights", "echo"):
+        shutil.copytree(model_repo / name, root / name)
+    return root
 
 
 @pytest.mark.parametrize(
@@ -43,8 +49,8 @@ def test_policy_rejects(text: str) -> None:
         VersionPolicy.parse(text)
 
 
-def test_scan_with_per_model_policy(tmp_path: Path) -> None:
-    root = build_repository(tmp_path)
+def test_scan_with_per_model_policy(model_repo: Path) -> None:
+    root = model_repo
     found = scan_repository(
         root, None, VersionPolicy(latest=2), {"flights": VersionPolicy.parse("pinned:1")}
     )
@@ -52,9 +58,8 @@ def test_scan_with_per_model_policy(tmp_path: Path) -> None:
     assert [v for v, _ in found["echo"]] == [1]
 
 
-def test_pinned_versions_answer_by_version(tmp_path: Path) -> None:
-    repo = build_repository(tmp_path / "models")
-    shutil.rmtree(repo / "bare")
+def test_pinned_versions_answer_by_version(model_repo: Path, tmp_path: Path) -> None:
+    repo = copy_repo(model_repo, tmp_path)
     srv = start_server(
         repo,
         tmp_path / "serve.log",
@@ -93,9 +98,8 @@ def test_pinned_versions_answer_by_version(tmp_path: Path) -> None:
         stop_process(srv.proc)
 
 
-def test_removed_model_turns_not_serving(tmp_path: Path) -> None:
-    repo = build_repository(tmp_path / "models")
-    shutil.rmtree(repo / "bare")
+def test_removed_model_turns_not_serving(model_repo: Path, tmp_path: Path) -> None:
+    repo = copy_repo(model_repo, tmp_path)
     srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", "0.2")
     try:
         shutil.rmtree(repo / "echo")
