@@ -18,6 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from server.registration import Undecodable
+
 __all__ = [
     "EXIT_FATAL",
     "INTERNAL_MESSAGE",
@@ -117,6 +119,8 @@ def rpc(fn: Method[T]) -> Method[T]:
         code = grpc.StatusCode.OK
         error: ProntoError | None = None
         try:
+            if type(request) is Undecodable:
+                raise InvalidInput(f"request is not a valid message: {request.error}", "decode")
             response = await fn(self, request, context)
             return response
         except ProntoError as exc:

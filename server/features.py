@@ -18,15 +18,29 @@ from server.model import FeatureSpec
 __all__ = ["columns_from_instances"]
 
 
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (str, int, float)):
+        return type(value).__name__
+    # google.protobuf.Struct / ListValue, or plain containers from in-process callers
+    return "an object" if hasattr(value, "keys") else "a list"
+
+
 def _category(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and value.is_integer():
+    t = type(value)
+    if t is str:
+        return value  # type: ignore[no-any-return]
+    if t is float:
         # JSON numbers arrive as doubles; a category "7" must not become "7.0"
-        return str(int(value))
-    if value is None or isinstance(value, (dict, list)) or hasattr(value, "keys"):
-        raise TypeError(type(value).__name__)
-    return str(value)
+        return str(int(value)) if value.is_integer() else str(value)
+    if t is int:
+        return str(value)
+    # booleans, nulls, lists and objects are not categories: str() would invent one
+    raise TypeError(_kind(value))
 
 
 def _unknown(features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]) -> None:
@@ -70,9 +84,19 @@ def columns_from_instances(
             if f.datatype.name != "BYTES":
                 arr = _numeric(f, values)
         else:
+            _check_numbers(f, column)
             arr = _numeric(f, column)
         feeds[f.name] = arr.reshape(-1, 1)
     return feeds
+
+
+def _check_numbers(f: FeatureSpec, column: list[Any]) -> None:
+    for v in column:
+        t = type(v)
+        # None becomes NaN and is reported as a null by _numeric; a string may hold a
+        # number ("2.5"), which _numeric parses or refuses
+        if t is not float and t is not int and t is not str and v is not None:
+            raise InvalidInput(f"feature '{f.name}' must be numeric, got {_kind(v)}", "value_type")
 
 
 def _numeric(f: FeatureSpec, column: list[Any]) -> np.ndarray:

@@ -34,6 +34,7 @@ from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
 from server.reflection import enable_reflection
+from server.registration import add_servicer
 from server.reload import Reloader, version_policies
 from server.repository import LoadFailure, Registry
 from server.servicers import InferenceServicer, PredictionServicer
@@ -141,10 +142,14 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(core, recorder, max_elements_for(settings.max_message_bytes)), server
+    add_servicer(
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server,
+        InferenceServicer(core, recorder, max_elements_for(settings.max_message_bytes)),
+        server,
     )
-    ppb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core, recorder), server)
+    add_servicer(
+        ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
