@@ -81,6 +81,9 @@ class Reloader:
         self._on_failed = on_failed
         self._on_installed = on_installed
         self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
+        # outcomes of the last plan, reported from the event loop: callbacks (metrics, drift
+        # registration) then never race the loop's own use of the same objects
+        self._outcomes: list[ModelHandle | LoadFailure] = []
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[bool]] = set()
         # one thread: loads are rare, and must not compete with each other for the cores
@@ -96,13 +99,20 @@ class Reloader:
         except Exception as exc:
             log.exception("failed to load %s version %d; keeping what is served", name, version)
             self._failed[(name, version)] = stamp
-            if self._on_failed is not None:
-                self._on_failed(LoadFailure(name, version, f"{type(exc).__name__}: {exc}"))
+            self._outcomes.append(LoadFailure(name, version, f"{type(exc).__name__}: {exc}"))
             return None
         self._failed.pop((name, version), None)
-        if self._on_loaded is not None:
-            self._on_loaded(handle)
+        self._outcomes.append(handle)
         return handle
+
+    def _report(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        for outcome in outcomes:
+            if isinstance(outcome, LoadFailure):
+                if self._on_failed is not None:
+                    self._on_failed(outcome)
+            elif self._on_loaded is not None:
+                self._on_loaded(outcome)
 
     def plan(self) -> Models:
         """The models to serve next: the current handles plus newly loaded versions."""
@@ -141,12 +151,14 @@ class Reloader:
     def load_initial(self) -> None:
         """Blocking first load, before the worker serves."""
         self.registry.replace(h for v in self.plan().values() for h in v.values())
+        self._report()
 
     async def reload(self) -> bool:
         """One scan; True when the served set changed. Reloads never overlap."""
         async with self._lock:
             loop = asyncio.get_running_loop()
             models = await loop.run_in_executor(self._pool, self.plan)
+            self._report()
             before = self.current()
             if _ids(models) == _ids(before):
                 return False
