@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loadtest.monitor.scrape import latency_markdown, scraping
 from loadtest.report import update_benchmarks_doc, write_summary
 from loadtest.runner import load_scenario, machine_description, run_scenario
 from loadtest.stack import Stack, local_stack
@@ -38,10 +40,23 @@ def run_bench(name: str, settings: BenchSettings, command: str) -> bool:
     out_dir = settings.results_dir / scenario["name"]
     out_dir.mkdir(parents=True, exist_ok=True)
     needs_envoy = any(r.get("target") == "envoy" for r in scenario["runs"])
+    tables: list[str] = []
     with stack_for(settings, needs_envoy, out_dir / "logs") as stack:
-        outcomes = run_scenario(scenario, stack, out_dir, settings.data_dir, settings.headers)
+        if stack.metrics and scenario.get("latency_plot", True):
+            # a Prometheus scraping the server draws p50/p95/p99 over the whole run
+            with scraping(stack) as prom:
+                started = time.time()
+                outcomes = run_scenario(
+                    scenario, stack, out_dir, settings.data_dir, settings.headers
+                )
+                title = f"{scenario['name']}: server-side latency over the run"
+                tables.append(latency_markdown(prom, started, time.time(), out_dir, title))
+        else:
+            outcomes = run_scenario(scenario, stack, out_dir, settings.data_dir, settings.headers)
     runs = [o.as_dict() for o in outcomes]
-    path = write_summary(scenario, runs, machine_description(), command, out_dir)
+    path = write_summary(
+        scenario, runs, machine_description(), command, out_dir, {"tables": tables}
+    )
     for o in outcomes:
         r = o.result
         status = "ok  " if o.passed else "FAIL"

@@ -58,6 +58,10 @@ def _table(summary: dict[str, Any]) -> str:
         f"machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, "
         f"{summary['machine']['memory_gib']} GiB, load generator on the same machine · "
         f"{'all thresholds met' if summary['passed'] else '**thresholds missed**'}",
+    ]
+    if not summary["runs"]:
+        return "\n".join(lines + [x for t in summary.get("tables", []) for x in ("", t)])
+    lines += [
         "",
         "| run | tool | target RPS | requests | errors | RPS | p50 ms | p95 ms | p99 ms "
         "| server CPU s | server peak RSS MiB | verdict |",
@@ -82,7 +86,7 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def render_markdown(results_dir: Path = RESULTS_DIR) -> str:
-    order = ["smoke", "challenge", "peak", "batch", "compare", "batching", "drift"]
+    order = ["smoke", "challenge", "peak", "batch", "compare", "profile", "batching", "drift"]
     summaries = []
     for path in sorted(results_dir.glob("*/summary.json")):
         summaries.append(json.loads(path.read_text()))

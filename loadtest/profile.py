@@ -1,0 +1,112 @@
+"""Where a worker's time goes under load: py-spy samples while ghz drives the server.
+
+    python -m loadtest.profile [--payload oip|predict] [--seconds 10]
+
+Writes a flame graph (SVG) and the collapsed stacks under
+``loadtest/results/profile/``, and a table of the functions with the most samples
+(own time and inclusive time) into the summary, so docs/benchmarks.md shows it.
+Native frames (gRPC core, ONNX Runtime) are included: most of a request's cost is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+
+from loadtest.ghz import GhzRun, run_ghz
+from loadtest.report import update_benchmarks_doc, write_summary
+from loadtest.runner import DATA_DIR, machine_description
+from loadtest.stack import local_stack
+
+__all__ = ["main", "top_frames"]
+
+_CALLS = {
+    "oip": "inference.GRPCInferenceService.ModelInfer",
+    "predict": "pronto.v1.PredictionService.Predict",
+}
+
+
+def top_frames(collapsed: Path, limit: int = 15) -> tuple[list[tuple[str, int, int]], int]:
+    """(frame, own samples, inclusive samples) of the busiest frames, and the total."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    rows = [(f, own[f], incl[f]) for f, _ in own.most_common(limit)]
+    return rows, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repository", type=Path, default=Path("models"))
+    parser.add_argument("--payload", choices=sorted(_CALLS), default="oip")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--results-dir", type=Path, default=Path("loadtest/results"))
+    args = parser.parse_args(argv)
+    out = args.results_dir / "profile"
+    out.mkdir(parents=True, exist_ok=True)
+    with local_stack(args.model_repository, args.workers, False, out / "logs") as stack:
+        worker = psutil.Process(stack.server_pids[0]).children()[0].pid
+        run = GhzRun(
+            address=stack.grpc,
+            call=_CALLS[args.payload],
+            data_file=DATA_DIR / f"{args.payload}.json",
+            concurrency=50,
+            connections=4,
+            duration_s=args.seconds + 4,
+        )
+        load = threading.Thread(target=run_ghz, args=(run, out, f"load-{args.payload}"))
+        load.start()
+        collapsed = out / f"worker-{args.payload}.txt"
+        spy = [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(worker),
+            "--native",
+            "--duration",
+            str(args.seconds),
+            "--rate",
+            "250",
+        ]
+        proc = subprocess.run(
+            [*spy, "--format", "raw", "--output", str(collapsed)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {proc.stderr.strip()[-1000:]}")
+        load.join()
+    rows, total = top_frames(collapsed)
+    table = ["| frame | own % | inclusive % |", "| --- | ---: | ---: |"]
+    table += [f"| `{f[:90]}` | {o / total:.1%} | {i / total:.1%} |" for f, o, i in rows]
+    print("\n".join(table))
+    scenario = {"name": "profile", "description": __doc__.split("\n\n")[1].replace("\n", " ")}
+    write_summary(
+        scenario,
+        [],
+        machine_description(),
+        " ".join(["python -m loadtest.profile", *(argv or sys.argv[1:])]),
+        out,
+        {"tables": ["\n".join(table)]},
+    )
+    update_benchmarks_doc(results_dir=args.results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
