@@ -12,7 +12,6 @@ from tests.reliability.corpus_grpc import grpc_cases
 from tests.reliability.corpus_rest import rest_cases
 from tests.reliability.payloads import (
     MODEL,
-    NUMERIC_CONTAINER,
     REST_PREDICT,
     Case,
     good_infer,
@@ -23,7 +22,6 @@ from tests.reliability.payloads import (
 __all__ = [
     "CASES",
     "MODEL",
-    "NUMERIC_CONTAINER",
     "REST_PREDICT",
     "Case",
     "good_infer",

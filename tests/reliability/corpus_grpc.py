@@ -10,12 +10,9 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from tests.reliability.payloads import (
     INFER,
-    LENIENT_CATEGORY,
     MES,
-    NUMERIC_CONTAINER,
     OPERA,
     PREDICT,
-    UNDECODABLE,
     C,
     Case,
     as_raw,
@@ -120,9 +117,8 @@ def grpc_cases() -> list[Case]:
             INFER,
             whole[: len(whole) // 2],
             bad,
-            bug=UNDECODABLE,
         ),
-        Case("grpc-infer-garbage-protobuf", "grpc", INFER, b"\xff" * 64, bad, bug=UNDECODABLE),
+        Case("grpc-infer-garbage-protobuf", "grpc", INFER, b"\xff" * 64, bad),
         Case("grpc-infer-empty-message", "grpc", INFER, b"", bad),
         Case(
             "grpc-infer-5mb-message",
@@ -160,7 +156,6 @@ def grpc_cases() -> list[Case]:
             PREDICT,
             predict_body(struct_value("OPERA", [1, 2])),
             bad,
-            bug=LENIENT_CATEGORY,
         ),
         predict("string-for-number", struct_value("MES", "January")),
         Case(
@@ -169,7 +164,6 @@ def grpc_cases() -> list[Case]:
             PREDICT,
             predict_body(struct_value("high_season", {"0": None})),
             bad,
-            bug=NUMERIC_CONTAINER,
         ),
         predict("no-instances", lambda r: r.ClearField("instances")),
         predict("unknown-model", lambda r: setattr(r, "name", "nope"), C.NOT_FOUND),
@@ -179,7 +173,6 @@ def grpc_cases() -> list[Case]:
             PREDICT,
             good_predict().SerializeToString()[:-7],
             bad,
-            bug=UNDECODABLE,
         ),
         Case(
             "grpc-unknown-method",

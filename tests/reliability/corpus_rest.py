@@ -7,10 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.reliability.payloads import (
-    LENIENT_CATEGORY,
     MES,
     MODEL,
-    NUMERIC_CONTAINER,
     OPERA,
     REST_INFER,
     REST_PREDICT,
@@ -76,7 +74,6 @@ def rest_cases() -> list[Case]:
             f"POST {REST_PREDICT}",
             rest_predict_body(set_at(["instances", 0, "high_season"], [])),
             400,
-            bug=NUMERIC_CONTAINER,
         ),
         Case(
             "rest-predict-bool-for-category",
@@ -84,7 +81,6 @@ def rest_cases() -> list[Case]:
             f"POST {REST_PREDICT}",
             rest_predict_body(set_at(["instances", 0, "OPERA"], True)),
             400,
-            bug=LENIENT_CATEGORY,
         ),
         predict("no-instances", set_at(["instances"], [])),
         predict("instances-not-a-list", set_at(["instances"], "all")),

@@ -21,15 +21,12 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 __all__ = [
     "DATA",
     "INFER",
-    "LENIENT_CATEGORY",
     "MES",
     "MODEL",
-    "NUMERIC_CONTAINER",
     "OPERA",
     "PREDICT",
     "REST_INFER",
     "REST_PREDICT",
-    "UNDECODABLE",
     "C",
     "Case",
     "as_raw",
@@ -52,14 +49,6 @@ __all__ = [
     "with_shape",
 ]
 
-# grpc.aio decodes the request before the servicer runs; a DecodeError there becomes UNKNOWN
-# with the exception's class in the message, and a traceback at ERROR in the worker's log.
-UNDECODABLE = (
-    "server: undecodable protobuf answers UNKNOWN (not INVALID_ARGUMENT) and logs a traceback"
-)
-NUMERIC_CONTAINER = "server/features.py: a list or object for a numeric feature escapes as INTERNAL"
-LENIENT_CATEGORY = "server/features.py: a list or a boolean is accepted as a category value"
-
 DATA = Path(__file__).resolve().parents[2] / "loadtest" / "data"
 MODEL = "flight-delay"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -79,7 +68,7 @@ class Case:
     expect: C | int
     #: {"auth": ...}: send the valid API key; otherwise exactly these headers
     headers: dict[str, str] = field(default_factory=lambda: {"auth": "key"})
-    #: a known server bug makes this case fail today (the test is a strict xfail)
+    #: a known server bug fails this case today: the test runs it as a strict xfail
     bug: str = ""
 
 
