@@ -2,7 +2,7 @@
 
     python -m loadtest.profile [--payload oip|predict] [--seconds 10]
 
-Writes a flame graph (SVG) and the collapsed stacks under
+Writes the collapsed stacks (input for flamegraph.pl or speedscope) under
 ``loadtest/results/profile/``, and a table of the functions with the most samples
 (own time and inclusive time) into the summary, so docs/benchmarks.md shows it.
 Only samples that hold the GIL are kept: time in gRPC's Cython layer shows up under
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     table = ["| frame | own % | inclusive % |", "| --- | ---: | ---: |"]
     table += [f"| `{f[:90]}` | {o / total:.1%} | {i / total:.1%} |" for f, o, i in rows]
     print("\n".join(table))
-    scenario = {"name": "profile", "description": __doc__.split("\n\n")[1].replace("\n", " ")}
+    scenario = {"name": "profile", "description": __doc__.split("\n\n")[2].replace("\n", " ")}
     write_summary(
         scenario,
         [],
