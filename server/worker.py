@@ -182,6 +182,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     if poller is not None:
         poller.cancel()
     loop.remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the default action would kill the drain
 
     log.info("worker %d draining (grace %.1fs)", index, settings.grace_period)
     core.draining = True
