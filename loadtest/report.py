@@ -98,7 +98,12 @@ def render_markdown(results_dir: Path = RESULTS_DIR) -> str:
 
 
 def update_benchmarks_doc(doc: Path = DOC, results_dir: Path = RESULTS_DIR) -> None:
-    """Replace the generated block of ``doc`` (hand-written text around it stays)."""
+    """Replace the generated block of ``doc`` (hand-written text around it stays).
+
+    Results written elsewhere (a test, a scratch run) never rewrite the project's page.
+    """
+    if doc == DOC and results_dir.resolve() != RESULTS_DIR.resolve():
+        return
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
         text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"

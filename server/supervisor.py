@@ -140,6 +140,8 @@ class Supervisor:
     # -- main loop -----------------------------------------------------------
     def run(self) -> int:
         s = self.settings
+        # a reload request before the workers exist must not kill the supervisor
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             policy, policies = version_policies(s)
             models = scan_repository(s.model_repository, s.models, policy, policies)
