@@ -67,7 +67,7 @@ class FaultResult:
         return asdict(self)
 
 
-def _load(cfg: ChaosConfig, address: str, name: str, **overrides: Any) -> GhzRun:
+def _load(cfg: ChaosConfig, address: str, **overrides: Any) -> GhzRun:
     kwargs: dict[str, Any] = {
         "address": address,
         "call": CALL,
@@ -180,7 +180,7 @@ def kill_workers(cfg: ChaosConfig) -> FaultResult:
                 "" if alive else "; supervisor failed"
             )
 
-        load, detail = _under_load(_load(cfg, gateway.address, name), cfg, "kill", inject)
+        load, detail = _under_load(_load(cfg, gateway.address), cfg, "kill", inject)
     return _result(name, load, detail)
 
 
@@ -212,7 +212,7 @@ def rolling_restart(cfg: ChaosConfig) -> FaultResult:
                 steps.append(f"restarts outlasted the load by {-left:.1f} s")
             return "; ".join(steps)
 
-        load, detail = _under_load(_load(cfg, gateway.address, name), cfg, "rolling", inject)
+        load, detail = _under_load(_load(cfg, gateway.address), cfg, "rolling", inject)
     return _result(name, load, detail)
 
 
@@ -238,7 +238,7 @@ def hot_reload(cfg: ChaosConfig) -> FaultResult:
                 steps.append(f"v{version} ({how}) served by every worker after {took:.1f} s")
             return "; ".join(steps)
 
-        load, detail = _under_load(_load(cfg, gateway.address, name), cfg, "reload", inject)
+        load, detail = _under_load(_load(cfg, gateway.address), cfg, "reload", inject)
         served = infer_once(gateway.address).model_version
         if load.count and served != "3":
             detail += f"; failed: answers come from version {served}"
@@ -273,7 +273,7 @@ def slow(cfg: ChaosConfig) -> FaultResult:
     duration = min(cfg.duration_s, 15.0)
     with _stack(cfg, "slow", repository=repo) as (servers, gateway):
         run = _load(
-            cfg, gateway.address, name, data_file=data, timeout_s=cfg.deadline_s,
+            cfg, gateway.address, data_file=data, timeout_s=cfg.deadline_s,
             duration_s=duration, rps=None, concurrency=4,
         )  # fmt: skip
         load, probe = _under_load(
