@@ -176,7 +176,8 @@ def kill_workers(cfg: ChaosConfig) -> FaultResult:
                 slowest = max(slowest, _wait_replaced(server, victim))
             server.wait_ready()
             alive = server.proc is not None and server.proc.poll() is None
-            return f"{kills} workers killed, each replaced in <= {slowest:.2f} s" + (
+            noun = "worker" if kills == 1 else "workers"
+            return f"{kills} {noun} killed, each replaced in <= {slowest:.2f} s" + (
                 "" if alive else "; supervisor failed"
             )
 
