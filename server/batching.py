@@ -31,7 +31,19 @@ import numpy as np
 if TYPE_CHECKING:
     from server.model import ModelHandle
 
-__all__ = ["Batcher", "BatchingConfig"]
+__all__ = ["Batcher", "BatchingConfig", "drain_batch_stats"]
+
+#: (model, version, rows, requests, seconds the first caller waited) per merged run,
+#: drained into Prometheus by the metrics flusher (nothing on the hot path but an append)
+_BATCH_STATS: list[tuple[str, str, int, int, float]] = []
+
+
+def drain_batch_stats() -> list[tuple[str, str, int, int, float]]:
+    """The merged runs recorded since the last call."""
+    global _BATCH_STATS
+    stats, _BATCH_STATS = _BATCH_STATS, []
+    return stats
+
 
 Feeds = dict[str, np.ndarray]
 Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
@@ -79,6 +91,7 @@ class _Queue:
     futures: list[asyncio.Future[list[np.ndarray]]] = field(default_factory=list)
     total: int = 0
     timer: asyncio.Handle | None = None
+    started: float = 0.0
 
 
 class Batcher:
@@ -88,6 +101,7 @@ class Batcher:
         # the session, not the handle: no reference cycle, so an unloaded version is freed
         # as soon as its last request finishes
         self._session = handle.session
+        self._labels = (handle.name, handle.version_str)
         self.config = config
         self.offload_rows = offload_rows
         self._delay = config.max_queue_delay_us / 1e6
@@ -119,7 +133,7 @@ class Batcher:
             queue = None
         if queue is None:
             key = key if key is not None else _key(feeds, outputs)
-            queue = self._queues[key] = _Queue(key)
+            queue = self._queues[key] = _Queue(key, started=loop.time())
             if self._delay:
                 queue.timer = loop.call_later(self._delay, self._flush, loop, queue)
             else:
@@ -171,6 +185,9 @@ class Batcher:
         else:
             merged = {n: np.concatenate([f[n] for f in queue.feeds]) for n in queue.feeds[0]}
         self._note(len(queue.futures))
+        _BATCH_STATS.append(
+            (*self._labels, queue.total, len(queue.futures), loop.time() - queue.started)
+        )
         if queue.total < self.offload_rows:
             try:
                 results = self._run(merged, outputs)

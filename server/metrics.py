@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from server.batching import drain_batch_stats
 from server.errors import ProntoError
 
 __all__ = [
@@ -40,6 +41,11 @@ LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
 )  # fmt: skip
+
+#: rows or requests per merged run
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: 10 µs … 10 ms: a queue delay is configured in microseconds
+QUEUE_DELAY_BUCKETS = (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -109,6 +115,27 @@ class ServerMetrics:
             multiprocess_mode="livesum",
             registry=None,
         )
+        self.batch_rows = Histogram(
+            "pronto_batch_size",
+            "Rows per merged ONNX Runtime run (micro-batching on).",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=None,
+        )
+        self.batch_requests = Histogram(
+            "pronto_batch_requests",
+            "Requests merged into one ONNX Runtime run (micro-batching on).",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=None,
+        )
+        self.batch_queue_delay = Histogram(
+            "pronto_batch_queue_delay_seconds",
+            "How long the first request of a merged run waited for company.",
+            ["model", "version"],
+            buckets=QUEUE_DELAY_BUCKETS,
+            registry=None,
+        )
         self.worker_restarts = Counter(
             "pronto_worker_restarts",
             "Worker processes restarted by the supervisor after they died.",
@@ -168,6 +195,7 @@ class RequestRecorder:
         """Move the accumulated totals into the Prometheus objects."""
         m = self.metrics
         if m is None:
+            drain_batch_stats()
             self._counts.clear()
             self._latencies.clear()
             self._reasons.clear()
@@ -183,6 +211,10 @@ class RequestRecorder:
                 child.observe(v)
         for reason, n in reasons.items():
             m.validation_errors.labels(reason).inc(n)
+        for model, version, rows, requests, waited in drain_batch_stats():
+            m.batch_rows.labels(model, version).observe(rows)
+            m.batch_requests.labels(model, version).observe(requests)
+            m.batch_queue_delay.labels(model, version).observe(waited)
         m.in_flight.set(self.in_flight)
 
     async def run_flusher(self, interval: float) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace as Namespace
 from typing import Any
@@ -207,8 +208,32 @@ def test_server_with_batching(repo: Path, tmp_path: Path) -> None:
             got_proba = np.array(outputs["probabilities"].contents.fp32_contents).reshape(-1, 2)
             np.testing.assert_allclose(got_proba, proba, rtol=1e-5, atol=1e-6)
             assert list(outputs["label"].contents.int64_contents) == label.tolist()
+        # merged runs reach /metrics: rows and requests per run, and the queue delay
+        deadline = time.monotonic() + 10
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics").read()
+            found = _metric(text.decode(), 'pronto_batch_requests_sum{model="flights",version="2"}')
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found is not None and 2 <= found <= len(columns)
+        assert (
+            'pronto_batch_queue_delay_seconds_count{model="flights",version="2"}' in text.decode()
+        )
     finally:
         stop_process(srv.proc)
+
+
+def _metric(text: str, series: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _stub(session: Any) -> Any:
+    """A model handle as far as the batcher needs one."""
+    return Namespace(session=session, name="stub", version_str="1")
 
 
 class _Picky:
@@ -236,7 +261,7 @@ def _gather(batcher: Batcher, xs: list[np.ndarray], outputs: list[str]) -> list[
 
 def test_one_bad_request_does_not_fail_the_batch() -> None:
     session = _Picky()
-    batcher = Batcher(Namespace(session=session), BatchingConfig(16, 1000), 256)  # type: ignore[arg-type]
+    batcher = Batcher(_stub(session), BatchingConfig(16, 1000), 256)  # type: ignore[arg-type]
     xs = [np.full((2, 3), v, dtype=np.float32) for v in (1.0, -1.0, 3.0)]
     good1, bad, good3 = _gather(batcher, xs, ["y"])
     assert isinstance(bad, ValueError)
@@ -246,7 +271,7 @@ def test_one_bad_request_does_not_fail_the_batch() -> None:
 
 
 def test_outputs_without_batch_axis_run_alone() -> None:
-    batcher = Batcher(Namespace(session=_Picky(scalar=True)), BatchingConfig(16, 1000), 256)  # type: ignore[arg-type]
+    batcher = Batcher(_stub(_Picky(scalar=True)), BatchingConfig(16, 1000), 256)  # type: ignore[arg-type]
     xs = [np.full((1 + i, 2), i, dtype=np.float32) for i in range(4)]
     for x, (y, total) in zip(xs, _gather(batcher, xs, ["y", "sum"]), strict=True):
         np.testing.assert_array_equal(y, 2 * x)
@@ -255,7 +280,7 @@ def test_outputs_without_batch_axis_run_alone() -> None:
 
 def test_lone_caller_stops_waiting() -> None:
     """Sequential callers cannot be merged: after a few batches they no longer wait."""
-    batcher = Batcher(Namespace(session=_Picky()), BatchingConfig(16, 200_000), 256)  # type: ignore[arg-type]
+    batcher = Batcher(_stub(_Picky()), BatchingConfig(16, 200_000), 256)  # type: ignore[arg-type]
     x = np.ones((1, 2), dtype=np.float32)
 
     async def main() -> float:
