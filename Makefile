@@ -23,7 +23,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -109,6 +109,14 @@ proto-check: ## fail when generated files differ from what proto/ produces
 
 bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and docs/benchmarks.md
 	$(VENV)/bin/pronto bench all
+
+CHAOS_ARGS ?=
+SOAK_ARGS  ?=
+chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model)
+	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
+
+soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p99 per window
+	$(PY) -m loadtest.soak $(SOAK_ARGS)
 
 monitor: setup ## local Prometheus (and Grafana when installed) scraping `make run`, with the chart's rules
 	$(PY) -m server.monitoring
