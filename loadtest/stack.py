@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["Stack", "free_port", "local_stack", "wait_healthy"]
+__all__ = ["Stack", "free_port", "local_stack", "port_block", "wait_healthy"]
 
 
 @dataclass
@@ -33,7 +33,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_block(count: int) -> int:
+def port_block(count: int) -> int:
+    """First of ``count`` consecutive free ports (held together while checking)."""
     for _ in range(100):
         base = free_port()
         try:
@@ -92,7 +93,7 @@ def local_stack(
 ) -> Iterator[Stack]:
     """Server on free ports (plus Envoy in front when ``gateway``), stopped on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    port, metrics_port, base = free_port(), free_port(), _port_block(workers)
+    port, metrics_port, base = free_port(), free_port(), port_block(workers)
     server_cmd = [
         sys.executable,
         "-m",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.stack import free_port, wait_healthy
+from loadtest.stack import free_port, port_block, wait_healthy
 from server.launch import spawn_server
 from server.settings import ServeSettings
 
@@ -27,21 +26,6 @@ __all__ = ["Gateway", "Instance", "port_block", "prepare_repository"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "flight-delay"
-
-
-def port_block(count: int) -> int:
-    """First of ``count`` consecutive free ports (held together while checking)."""
-    for _ in range(100):
-        base = free_port()
-        try:
-            with contextlib.ExitStack() as stack:
-                for p in range(base, base + count):
-                    s = stack.enter_context(socket.socket())
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError(f"no block of {count} free ports")
 
 
 def prepare_repository(root: Path, rows: int = 4000) -> Path:
