@@ -84,7 +84,7 @@ test: setup setup-terraform ## lint, proto drift check and the whole test suite
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server trainer gateway loadtest
+	$(VENV)/bin/mypy server trainer gateway loadtest pronto_contract pronto_cli
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	.github/scripts/lint-delivery.sh
@@ -119,7 +119,7 @@ soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p9
 	$(PY) -m loadtest.soak $(SOAK_ARGS)
 
 monitor: setup ## local Prometheus (and Grafana when installed) scraping `make run`, with the chart's rules
-	$(PY) -m server.monitoring
+	$(PY) -m loadtest.monitor
 
 MLSERVER_VENV := .tools/mlserver-venv
 compare-setup: ## MLServer 1.7 in a virtualenv of its own, for the side-by-side comparison

@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     from gateway.settings import GatewaySettings
-    from server.settings_cli import add_settings_arguments
+    from pronto_cli.flags import add_settings_arguments
 
     parser = subparsers.add_parser(
         "gateway",
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from gateway import launcher, render
     from gateway.settings import GatewaySettings
-    from server.settings_cli import settings_from_args
+    from pronto_cli.flags import settings_from_args
 
     settings = settings_from_args(GatewaySettings, args)
     if args.validate:

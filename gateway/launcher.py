@@ -12,7 +12,7 @@ from types import FrameType
 
 from gateway.render import write_config
 from gateway.settings import GatewaySettings
-from server.settings import usable_cpus
+from pronto_contract.fields import usable_cpus
 
 __all__ = ["Validation", "envoy_binary", "envoy_command", "run", "validate"]
 

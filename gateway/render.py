@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2
 
 from gateway.schema import lua_schema
 from gateway.settings import GatewaySettings
+from pronto_contract.fields import usable_cpus
 
 __all__ = [
     "DESCRIPTOR_FILENAME",
@@ -109,9 +110,7 @@ def transcoded_services(descriptor_set: bytes) -> list[str]:
 def worker_count(settings: GatewaySettings) -> int:
     if settings.workers:
         return settings.workers
-    from server.settings import usable_cpus  # same default as `pronto serve`
-
-    return usable_cpus()
+    return usable_cpus()  # the same default as `pronto serve`
 
 
 def _seconds(value: float) -> str:

@@ -8,8 +8,10 @@ purpose: one value describes both sides of the connection.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pronto_contract.fields import WorkerBasePort, Workers
 
 __all__ = ["GatewaySettings"]
 
@@ -38,15 +40,8 @@ class GatewaySettings(BaseSettings):
         description="Port serving only /stats/prometheus from the admin interface, for "
         "scraping (0 disables it).",
     )
-    workers: int = Field(
-        default=0,
-        ge=0,
-        le=256,
-        description="Worker processes to balance over; 0 means one per usable CPU.",
-    )
-    worker_base_port: int = Field(
-        default=50100, ge=1, le=65535, description="Worker i listens on this port + i."
-    )
+    workers: Workers = 0
+    worker_base_port: WorkerBasePort = 50100
     upstream_host: str = Field(
         default="127.0.0.1", description="Host of the workers' private ports."
     )
@@ -131,3 +126,13 @@ class GatewaySettings(BaseSettings):
         description="Path at which Envoy reads the proto descriptor set ('' = the packaged one, "
         "copied next to a rendered file).",
     )
+
+    @field_validator("worker_base_port")
+    @classmethod
+    def _needs_private_ports(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError(
+                "Envoy balances over the workers' private ports; worker_base_port 0 "
+                "disables them (set PRONTO_WORKER_BASE_PORT to the server's value)"
+            )
+        return value

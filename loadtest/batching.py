@@ -28,7 +28,7 @@ from loadtest.ghz import GhzRun, run_ghz
 from loadtest.procstats import ProcessSampler
 from loadtest.report import RESULTS_DIR, update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, machine_description
-from loadtest.stack import free_port, wait_healthy
+from pronto_cli.procs import PRONTO, free_port, wait_for_grpc_health
 
 __all__ = ["main"]
 
@@ -87,7 +87,7 @@ def _repository(out: Path, models: Path, hgb: Path | None) -> Path:
     if hgb is None:
         hgb = out / "hgb"
         subprocess.run(
-            [sys.executable, "-m", "server.cli", "train", "--estimator", "hist_gradient_boosting",
+            [*PRONTO, "train", "--estimator", "hist_gradient_boosting",
              "--name", HGB, "--model-repository", str(hgb)],
             check=True, cwd=ROOT,
         )  # fmt: skip
@@ -130,7 +130,7 @@ def _data_file(out: Path, model: str) -> Path:
 def _server(repo: Path, workers: int, size: int, delay: int, log: Path) -> Iterator[Any]:
     port = free_port()
     cmd = [
-        sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repo),
+        *PRONTO, "serve", "--model-repository", str(repo),
         "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
         "--worker-base-port", "0", "--metrics-port", "0", "--model-poll-interval", "0",
         "--batching-max-batch-size", str(size), "--batching-max-queue-delay-us", str(delay),
@@ -138,7 +138,7 @@ def _server(repo: Path, workers: int, size: int, delay: int, log: Path) -> Itera
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(f"127.0.0.1:{port}", proc=proc)
+        wait_for_grpc_health(f"127.0.0.1:{port}", timeout=90, proc=proc)
         time.sleep(0.5)  # every worker up, not just the first
         yield proc, f"127.0.0.1:{port}"
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.settings_cli import add_settings_arguments, settings_from_args
+from pronto_cli.flags import add_settings_arguments, settings_from_args
 
 __all__ = ["BenchSettings", "register"]
 
@@ -66,7 +66,7 @@ def _ensure_model(settings: BenchSettings) -> None:
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "pronto_cli",
             "train",
             "--model-repository",
             str(settings.model_repository),
@@ -76,7 +76,8 @@ def _ensure_model(settings: BenchSettings) -> None:
 
 
 def _ensure_data(settings: BenchSettings) -> None:
-    from loadtest.data import build_data, latest_manifest
+    from loadtest.data import build_data
+    from pronto_contract import latest_manifest
 
     if (settings.data_dir / "oip.json").exists():
         return

@@ -13,28 +13,17 @@ different. Files land in ``loadtest/data/``: ``oip.json`` and ``predict.json``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from loadtest.requests import build_payloads, write_payloads
+from loadtest.payloads import build_payloads, write_payloads
+from pronto_contract import Manifest, latest_manifest
 
-__all__ = ["build_data", "latest_manifest", "main"]
+__all__ = ["build_data", "main"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LOAD_SEED = 4242
-
-
-def latest_manifest(repository: Path, model: str) -> dict[str, Any]:
-    versions = sorted(
-        (p for p in (repository / model).glob("[0-9]*") if (p / "model.json").exists()),
-        key=lambda p: int(p.name),
-    )
-    if not versions:
-        raise FileNotFoundError(f"no published version of {model!r} under {repository}")
-    manifest: dict[str, Any] = json.loads((versions[-1] / "model.json").read_text())
-    return manifest
 
 
 def feature_rows(count: int, seed: int = LOAD_SEED, drift: bool = False) -> list[dict[str, Any]]:
@@ -47,7 +36,7 @@ def feature_rows(count: int, seed: int = LOAD_SEED, drift: bool = False) -> list
 
 
 def build_data(
-    manifest: dict[str, Any], out_dir: Path = DATA_DIR, single: int = 1000, batches: int = 32
+    manifest: Manifest, out_dir: Path = DATA_DIR, single: int = 1000, batches: int = 32
 ) -> dict[str, Path]:
     """Write single-row and 256-row request files; returns their paths."""
     rows = feature_rows(max(single, 256 * batches))

@@ -21,47 +21,28 @@ Off by default: ``model.json`` may carry ``"batching": {"max_batch_size": 64,
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from pronto_contract import Manifest
+from server import batch_stats
+from server.model import ort_executor
 
 if TYPE_CHECKING:
     from server.model import ModelHandle
 
-__all__ = ["Batcher", "BatchingConfig", "drain_batch_stats"]
-
-#: (model, version, rows, requests, seconds the first caller waited) per merged run,
-#: drained into Prometheus by the metrics flusher (nothing on the hot path but an append)
-_BATCH_STATS: list[tuple[str, str, int, int, float]] = []
-
-
-def drain_batch_stats() -> list[tuple[str, str, int, int, float]]:
-    """The merged runs recorded since the last call."""
-    global _BATCH_STATS
-    stats, _BATCH_STATS = _BATCH_STATS, []
-    return stats
+__all__ = ["Batcher", "BatchingConfig"]
 
 
 Feeds = dict[str, np.ndarray]
 Key = tuple[tuple[str, ...], tuple[tuple[str, str, tuple[int, ...]], ...]]
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
 #: one queue in this many waits the full delay even when batches have been singletons
 PROBE_EVERY = 64
 #: weight of the newest batch in the moving average of requests per batch
 SMOOTHING = 0.2
-
-
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    # created on first use, so it belongs to the worker process and not the supervisor
-    global _pool
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort-batch")
-    return _pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +52,14 @@ class BatchingConfig:
 
     @classmethod
     def resolve(
-        cls, manifest: Mapping[str, Any], max_batch_size: int, max_queue_delay_us: int
+        cls, manifest: Manifest, max_batch_size: int, max_queue_delay_us: int
     ) -> BatchingConfig | None:
         """The manifest's ``batching`` entry wins over the server defaults; None is off."""
-        if "batching" in manifest:
-            entry = manifest["batching"] or {}
-            max_batch_size = int(entry.get("max_batch_size", 0))
-            max_queue_delay_us = int(entry.get("max_queue_delay_us", max_queue_delay_us))
+        if manifest.has_batching_entry:
+            entry = manifest.batching
+            max_batch_size = entry.max_batch_size if entry is not None else 0
+            if entry is not None and entry.max_queue_delay_us is not None:
+                max_queue_delay_us = entry.max_queue_delay_us
         if max_batch_size <= 1:
             return None
         return cls(max_batch_size, max(0, max_queue_delay_us))
@@ -169,7 +151,7 @@ class Batcher:
     ) -> list[np.ndarray]:
         if rows < self.offload_rows:
             return self._run(feeds, outputs)
-        return await loop.run_in_executor(_executor(), self._run, feeds, outputs)
+        return await loop.run_in_executor(ort_executor(), self._run, feeds, outputs)
 
     def _flush(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
         if self._queues.get(queue.key) is queue:
@@ -185,8 +167,8 @@ class Batcher:
         else:
             merged = {n: np.concatenate([f[n] for f in queue.feeds]) for n in queue.feeds[0]}
         self._note(len(queue.futures))
-        _BATCH_STATS.append(
-            (*self._labels, queue.total, len(queue.futures), loop.time() - queue.started)
+        batch_stats.record(
+            *self._labels, queue.total, len(queue.futures), loop.time() - queue.started
         )
         if queue.total < self.offload_rows:
             try:
@@ -196,7 +178,7 @@ class Batcher:
                 return
             self._split(queue, outputs, results)
             return
-        done = loop.run_in_executor(_executor(), self._run, merged, outputs)
+        done = loop.run_in_executor(ort_executor(), self._run, merged, outputs)
         done.add_done_callback(lambda f: self._finish(queue, outputs, f))
 
     def _finish(

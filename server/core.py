@@ -8,7 +8,6 @@ core, and convert back; validation against the model and the actual run live her
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,7 +17,7 @@ import numpy as np
 from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, ServerNotReady
 from server.features import columns_from_instances
-from server.model import ModelHandle
+from server.model import ModelHandle, close_ort_executor, ort_executor
 from server.repository import Registry
 
 __all__ = [
@@ -96,9 +95,6 @@ class InferenceCore:
         self.offload_rows = offload_rows
         self.ready = False
         self.draining = False
-        # One helper thread: big requests leave the event loop free for health checks
-        # without running more ONNX Runtime work in parallel than the worker has cores.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
 
     # -- health and metadata -------------------------------------------------
     def server_live(self) -> bool:
@@ -181,7 +177,7 @@ class InferenceCore:
         if rows < self.offload_rows:
             return handle.run(feeds, outputs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, handle.run, feeds, outputs)
+        return await loop.run_in_executor(ort_executor(), handle.run, feeds, outputs)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         self._check_ready()
@@ -233,4 +229,4 @@ class InferenceCore:
         return Prediction(handle.name, handle.version_str, labels, classes, proba)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        close_ort_executor()

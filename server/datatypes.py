@@ -14,7 +14,6 @@ __all__ = [
     "DATATYPES",
     "ONNX_TO_DATATYPE",
     "Datatype",
-    "datatype_of_array",
     "decode_bytes_raw",
     "encode_bytes_raw",
 ]
@@ -78,14 +77,6 @@ ONNX_TO_DATATYPE: dict[str, str] = {
 _KIND_TO_DATATYPE: dict[tuple[str, int], str] = {
     (d.dtype.kind, d.dtype.itemsize): d.name for d in DATATYPES.values() if d.name != "BYTES"
 }
-
-
-def datatype_of_array(arr: np.ndarray) -> Datatype:
-    """OIP datatype of an output array (strings and objects are BYTES)."""
-    kind = arr.dtype.kind
-    if kind in "OUS":
-        return DATATYPES["BYTES"]
-    return DATATYPES[_KIND_TO_DATATYPE[(kind, arr.dtype.itemsize)]]
 
 
 _LEN = struct.Struct("<I")

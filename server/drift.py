@@ -49,17 +49,6 @@ _SCORE_BOUNDS = np.asarray(SCORE_BOUNDS)
 MAX_PENDING_ROWS = 200_000
 
 
-def _predicted_positive_rate(metrics: Mapping[str, Any], positive: str | None) -> float | None:
-    """Share of test rows the model labelled positive, from the manifest's confusion matrix."""
-    cm = metrics.get("confusion_matrix") or {}
-    labels, matrix = cm.get("labels") or [], cm.get("matrix") or []
-    if positive not in labels or not matrix:
-        return None
-    j = labels.index(positive)
-    total = sum(sum(row) for row in matrix)
-    return sum(row[j] for row in matrix) / total if total else None
-
-
 @dataclass
 class ModelReference:
     """Reference buckets of one model version, and the running counts since the last flush."""
@@ -81,38 +70,35 @@ class ModelReference:
 
     @classmethod
     def from_handle(cls, handle: ModelHandle) -> ModelReference:
-        manifest = handle.manifest or {}
-        ref = manifest.get("reference") or {}
-        declared = {i["name"]: i for i in manifest.get("signature", {}).get("inputs", [])}
+        manifest = handle.manifest
+        signature, ref = manifest.signature, manifest.reference
         features: dict[str, FeatureBuckets] = {}
-        for name, stats in (ref.get("features") or {}).items():
-            info = declared.get(name, {})
-            if stats.get("kind") == "categorical":
-                features[name] = FeatureBuckets.categorical(
-                    name, stats["frequencies"], info.get("categories") or ()
-                )
-            elif stats.get("edges") and stats.get("counts"):
+        for name, stats in ref.features.items():
+            info = signature.input(name)
+            if stats.kind == "categorical":
+                categories = info.categories if info is not None else ()
+                features[name] = FeatureBuckets.categorical(name, stats.frequencies, categories)
+            elif stats.edges and stats.counts:
+                value_range = info.range if info is not None else None
                 features[name] = FeatureBuckets.numeric(
-                    name, stats["edges"], stats["counts"], info.get("range")
+                    name, stats.edges, stats.counts, value_range
                 )
-        score_stats = ref.get("score") or {}
+        score_stats = ref.score
         score = None
-        if score_stats.get("edges") and score_stats.get("counts"):
-            score = FeatureBuckets.numeric(
-                SCORE_FEATURE, score_stats["edges"], score_stats["counts"]
-            )
+        if score_stats is not None and score_stats.edges and score_stats.counts:
+            score = FeatureBuckets.numeric(SCORE_FEATURE, score_stats.edges, score_stats.counts)
         classes = list(handle.classes or ())
-        positive = manifest.get("signature", {}).get("positive_class")
+        positive = signature.positive_class
         pos_index = classes.index(positive) if positive in classes else None
         return cls(
             handle.name,
             handle.version_str,
             features,
             score,
-            str(score_stats.get("of", "positive_class_probability")),
+            score_stats.of if score_stats is not None else "positive_class_probability",
             pos_index,
             positive,
-            _predicted_positive_rate(manifest.get("metrics") or {}, positive),
+            manifest.metrics.predicted_positive_rate(positive),
         )
 
     @property

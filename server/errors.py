@@ -1,42 +1,26 @@
-"""Domain errors and their one mapping to gRPC status codes.
+"""Domain errors of the server, independent of any transport.
 
-The core raises these; :func:`rpc` wraps every servicer method, so no transport code
-decides on a status by itself (the kserve interceptor pattern, without the per-call cost
-of a grpc interceptor). Anything unexpected becomes ``INTERNAL`` with a fixed message:
-tracebacks go to the log, never to the caller. The same wrapper times the call and hands
-the outcome to the servicer's recorder (in-process counters, see :mod:`server.metrics`).
+The core raises these. Each carries a :class:`ErrorKind` (what went wrong, for the edge to
+map to a status) and a ``reason`` (a short label for the validation-error metric); the
+message is safe to show to the caller. The one mapping to gRPC status codes lives at the
+gRPC edge, :mod:`server.status`; Envoy maps those statuses to HTTP codes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
-
-import grpc
-
-from server.registration import Undecodable
+import enum
 
 __all__ = [
     "EXIT_FATAL",
     "INTERNAL_MESSAGE",
+    "ErrorKind",
     "InvalidInput",
     "ModelNotFound",
     "ProntoError",
-    "Recorder",
-    "ResourceExhausted",
     "ServerNotReady",
-    "rpc",
-    "status_for",
 ]
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
+#: what the caller sees for anything unexpected; the traceback goes to the log
 INTERNAL_MESSAGE = "Internal server error"
 
 #: exit status of a worker that cannot work at all (no loadable model, port unavailable):
@@ -44,10 +28,20 @@ INTERNAL_MESSAGE = "Internal server error"
 EXIT_FATAL = 3
 
 
+class ErrorKind(enum.Enum):
+    """Classes of failure a caller can act on (KServe's error classes, transport-free)."""
+
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    NOT_READY = "not_ready"
+    OVERLOADED = "overloaded"
+    INTERNAL = "internal"
+
+
 class ProntoError(Exception):
     """Base of errors whose message is safe to show to the caller."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    kind: ErrorKind = ErrorKind.INTERNAL
     #: short label for the validation-error metric
     reason: str = "error"
 
@@ -59,86 +53,15 @@ class ProntoError(Exception):
 
 
 class InvalidInput(ProntoError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    kind = ErrorKind.INVALID_INPUT
     reason = "invalid"
 
 
 class ModelNotFound(ProntoError):
-    code = grpc.StatusCode.NOT_FOUND
+    kind = ErrorKind.NOT_FOUND
     reason = "model_not_found"
 
 
 class ServerNotReady(ProntoError):
-    code = grpc.StatusCode.UNAVAILABLE
+    kind = ErrorKind.NOT_READY
     reason = "not_ready"
-
-
-class ResourceExhausted(ProntoError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "too_large"
-
-
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Status code and caller-visible message for ``exc``."""
-    if isinstance(exc, ProntoError):
-        return exc.code, exc.message
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
-
-
-class Recorder(Protocol):
-    in_flight: int
-
-    def observe(
-        self,
-        method: str,
-        request: Any,
-        response: Any,
-        code: grpc.StatusCode,
-        seconds: float,
-        error: ProntoError | None,
-    ) -> None: ...
-
-
-Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
-
-
-def rpc(fn: Method[T]) -> Method[T]:
-    """Wrap an async servicer method: status mapping, timing, in-flight count.
-
-    The servicer instance provides ``recorder`` (a :class:`Recorder`).
-    """
-    method = fn.__name__
-    perf_counter = time.perf_counter
-
-    @functools.wraps(fn)
-    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-        recorder: Recorder = self.recorder
-        recorder.in_flight += 1
-        start = perf_counter()
-        response = None
-        code = grpc.StatusCode.OK
-        error: ProntoError | None = None
-        try:
-            if type(request) is Undecodable:
-                raise InvalidInput(f"request is not a valid message: {request.error}", "decode")
-            response = await fn(self, request, context)
-            return response
-        except ProntoError as exc:
-            code, error = exc.code, exc
-            await context.abort(exc.code, exc.message)
-        except asyncio.CancelledError:
-            # the caller went away, or shutdown outlived the grace period
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except (grpc.aio.AbortError, AssertionError):
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", method)
-            code = grpc.StatusCode.INTERNAL
-            await context.abort(code, INTERNAL_MESSAGE)
-        finally:
-            recorder.in_flight -= 1
-            recorder.observe(method, request, response, code, perf_counter() - start, error)
-        raise AssertionError("unreachable: context.abort raises")
-
-    return call

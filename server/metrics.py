@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from server.batching import drain_batch_stats
+from server import batch_stats
 from server.errors import ProntoError
 
 __all__ = [
@@ -195,7 +195,7 @@ class RequestRecorder:
         """Move the accumulated totals into the Prometheus objects."""
         m = self.metrics
         if m is None:
-            drain_batch_stats()
+            batch_stats.drain()
             self._counts.clear()
             self._latencies.clear()
             self._reasons.clear()
@@ -211,7 +211,7 @@ class RequestRecorder:
                 child.observe(v)
         for reason, n in reasons.items():
             m.validation_errors.labels(reason).inc(n)
-        for model, version, rows, requests, waited in drain_batch_stats():
+        for model, version, rows, requests, waited in batch_stats.drain():
             m.batch_rows.labels(model, version).observe(rows)
             m.batch_requests.labels(model, version).observe(requests)
             m.batch_queue_delay.labels(model, version).observe(waited)

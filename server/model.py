@@ -7,7 +7,7 @@ look things up.
 
 from __future__ import annotations
 
-import json
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,16 +17,48 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
+from pronto_contract import MANIFEST_FILE, MODEL_FILE, Manifest, read_manifest
 from server.datatypes import DATATYPES, ONNX_TO_DATATYPE, Datatype
 
 if TYPE_CHECKING:
     from server.batching import Batcher
 
-__all__ = ["FeatureSpec", "ModelHandle", "TensorSpec", "load_model"]
+__all__ = [
+    "PLATFORM",
+    "FeatureSpec",
+    "ModelHandle",
+    "TensorSpec",
+    "close_ort_executor",
+    "load_model",
+    "ort_executor",
+]
 
 log = logging.getLogger(__name__)
 
+#: the OIP platform name of every model this server runs
 PLATFORM = "onnxruntime_onnx"
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def ort_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The worker's one helper thread for ONNX Runtime runs too big for the event loop.
+
+    One thread: big requests leave the event loop free for health checks without running
+    more ONNX Runtime work in parallel than the worker has cores. Created on first use, so
+    it belongs to the worker process and never to the supervisor.
+    """
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
+    return _executor
+
+
+def close_ort_executor() -> None:
+    global _executor
+    if _executor is not None:
+        _executor.shutdown(wait=False, cancel_futures=True)
+        _executor = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +102,7 @@ class ModelHandle:
     classes: tuple[str, ...] | None
     label_output: str | None
     proba_output: str | None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest = field(default_factory=Manifest)
     load_seconds: float = 0.0
     #: set by the worker when micro-batching is on for this version (see server.batching)
     batcher: Batcher | None = None
@@ -125,25 +157,26 @@ def _pick_output(outputs: dict[str, TensorSpec], preferred: str, rank: int) -> s
     return None
 
 
-def _features(inputs: dict[str, TensorSpec], manifest: dict[str, Any]) -> tuple[FeatureSpec, ...]:
-    declared = {i["name"]: i for i in manifest.get("signature", {}).get("inputs", [])}
+def _features(inputs: dict[str, TensorSpec], manifest: Manifest) -> tuple[FeatureSpec, ...]:
     features = []
     for spec in inputs.values():
-        info = declared.get(spec.name, {})
-        default_kind = "categorical" if spec.datatype.name == "BYTES" else "numeric"
-        kind = info.get("kind", default_kind)
-        categories = tuple(str(c) for c in info.get("categories", ()) or ())
+        info = manifest.signature.input(spec.name)
+        kind = info.kind if info is not None else None
+        if kind is None:
+            kind = "categorical" if spec.datatype.name == "BYTES" else "numeric"
+        categories = tuple(info.categories) if info is not None else ()
         features.append(FeatureSpec(spec.name, kind, categories, spec.datatype))
     return tuple(features)
 
 
 def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -> ModelHandle:
-    """Load ``path/model.onnx`` (and ``model.json`` when present), then warm it up."""
+    """Load ``path/model.onnx`` (and ``model.json`` when present), then warm it up.
+
+    A ``model.json`` that does not validate raises
+    :class:`~pronto_contract.ManifestError`, so the version is not served.
+    """
     started = time.perf_counter()
-    manifest: dict[str, Any] = {}
-    manifest_path = path / "model.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(path) if (path / MANIFEST_FILE).exists() else Manifest()
     options = ort.SessionOptions()
     # Parallelism comes from worker processes; more threads per session would
     # only make the workers fight over the same cores.
@@ -152,11 +185,11 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(
-        str(path / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+        str(path / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
     )
     inputs = _tensor_specs(session.get_inputs())
     outputs = _tensor_specs(session.get_outputs())
-    classes_raw = manifest.get("signature", {}).get("classes")
+    classes_raw = manifest.signature.classes
     handle = ModelHandle(
         name=name,
         version=version,
@@ -165,7 +198,7 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
         inputs=inputs,
         outputs=outputs,
         features=_features(inputs, manifest),
-        classes=tuple(str(c) for c in classes_raw) if classes_raw else None,
+        classes=tuple(classes_raw) if classes_raw else None,
         label_output=_pick_output(outputs, "label", 1) or _pick_output(outputs, "label", 2),
         proba_output=_pick_output(outputs, "probabilities", 2),
         manifest=manifest,

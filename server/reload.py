@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server.repository import LoadFailure, Registry, VersionPolicy, list_versions
+from pronto_contract import MANIFEST_FILE, MODEL_FILE, VersionPolicy, choose_versions, list_versions
+from server.repository import LoadFailure, Registry
 
 if TYPE_CHECKING:  # the supervisor imports this module and must not import onnxruntime
     from server.model import ModelHandle
@@ -46,7 +48,7 @@ def version_policies(settings: ServeSettings) -> tuple[VersionPolicy, dict[str, 
 def _stamp(path: Path) -> tuple[int, ...]:
     """Identity of a version folder's files: a republished folder gets another try."""
     stamp: list[int] = []
-    for name in ("model.onnx", "model.json"):
+    for name in (MODEL_FILE, MANIFEST_FILE):
         try:
             st = (path / name).stat()
             stamp += [st.st_ino, st.st_mtime_ns, st.st_size]
@@ -124,22 +126,12 @@ class Reloader:
         current = self.current()
         models: Models = {}
         for name, versions in on_disk.items():
-            policy = self.policies.get(name, self.policy)
-            have = current.get(name, {})
-            candidates = dict(versions)
-            chosen: dict[int, ModelHandle] = {}
-            while True:
-                wanted = policy.select(candidates)
-                missing = [v for v in wanted if v not in have and v not in chosen]
-                if not missing:
-                    break
-                for version in missing:
-                    handle = self._try_load(name, version, candidates[version])
-                    if handle is None:
-                        del candidates[version]  # fall back to the next version the policy allows
-                    else:
-                        chosen[version] = handle
-            served = {v: chosen.get(v) or have[v] for v in wanted}
+            served = choose_versions(
+                versions,
+                self.policies.get(name, self.policy),
+                current.get(name, {}),
+                functools.partial(self._try_load, name),
+            )
             if served:
                 models[name] = served
         return models

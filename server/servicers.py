@@ -1,7 +1,7 @@
 """gRPC servicers: thin adapters between protobuf messages and :class:`InferenceCore`.
 
 Each method converts the request, awaits the core, converts the reply. Status mapping,
-timing and counting happen in :func:`server.errors.rpc`.
+timing and counting happen in :func:`server.status.rpc`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Any, TypeAlias
 import grpc
 
 from server.core import InferenceCore
-from server.errors import Recorder, rpc
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
-from server.model import ModelHandle, TensorSpec
+from server.model import PLATFORM, ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
+from server.status import Recorder, rpc
 
 __all__ = ["InferenceServicer", "PredictionServicer"]
 
@@ -73,7 +73,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         reply = pb.ModelMetadataResponse(
             name=handle.name,
             versions=self.core.registry.versions(handle.name),
-            platform="onnxruntime_onnx",
+            platform=PLATFORM,
             inputs=[_tensor_metadata(s) for s in handle.inputs.values()],
             outputs=[_tensor_metadata(s) for s in handle.outputs.values()],
         )

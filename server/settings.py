@@ -1,26 +1,27 @@
 """Settings of ``pronto serve``: one pydantic-settings class, read from ``PRONTO_*``.
 
-Every field becomes a ``--flag`` through :mod:`server.settings_cli`, so the help text of
-a flag is the description written here.
+Every field becomes a ``--flag`` of ``pronto serve``, so the help text of a flag is the
+description written here. Fields that other commands share (ports, workers, the model
+repository) come from :mod:`pronto_contract.fields`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pronto_contract.fields import (
+    MetricsPort,
+    ModelRepository,
+    Port,
+    WorkerBasePort,
+    Workers,
+    usable_cpus,
+)
+
 __all__ = ["ServeSettings", "usable_cpus"]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (respects affinity masks, unlike ``os.cpu_count``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class ServeSettings(BaseSettings):
@@ -28,10 +29,7 @@ class ServeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PRONTO_", extra="ignore")
 
-    model_repository: Path = Field(
-        Path("models"),
-        description="Model repository root: <root>/<model>/<version>/model.onnx.",
-    )
+    model_repository: ModelRepository = Path("models")
     models: list[str] | None = Field(
         None,
         description="Models to load (names); default: every model in the repository.",
@@ -65,23 +63,11 @@ class ServeSettings(BaseSettings):
         ge=0,
         description="Micro-batching: longest a request waits for others to join, in µs.",
     )
-    workers: int = Field(
-        0,
-        ge=0,
-        le=256,
-        description="Worker processes; 0 means one per usable CPU.",
-    )
+    workers: Workers = 0
     host: str = Field("0.0.0.0", description="Address the gRPC ports bind to.")
-    port: int = Field(50051, ge=1, le=65535, description="gRPC port shared by all workers.")
-    worker_base_port: int = Field(
-        50100,
-        ge=0,
-        le=65535,
-        description="Worker i also listens on this port + i (0 disables private ports).",
-    )
-    metrics_port: int = Field(
-        9090, ge=0, le=65535, description="Port of the /metrics endpoint (0 disables it)."
-    )
+    port: Port = 50051
+    worker_base_port: WorkerBasePort = 50100
+    metrics_port: MetricsPort = 9090
     metrics_dir: Path | None = Field(
         None,
         description="prometheus-client multiprocess directory; wiped at start "

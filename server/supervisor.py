@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from pronto_contract import select_versions
 from server import __version__
 from server.errors import EXIT_FATAL
 from server.metrics import (
@@ -26,7 +27,6 @@ from server.metrics import (
     start_metrics_server,
 )
 from server.reload import version_policies
-from server.repository import scan_repository
 from server.settings import ServeSettings, usable_cpus
 
 __all__ = ["Supervisor", "serve"]
@@ -144,7 +144,7 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             policy, policies = version_policies(s)
-            models = scan_repository(s.model_repository, s.models, policy, policies)
+            models = select_versions(s.model_repository, s.models, policy, policies)
         except (FileNotFoundError, ValueError) as exc:
             log.error("%s", exc)
             return 2

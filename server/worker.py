@@ -34,9 +34,9 @@ from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
 from server.reflection import enable_reflection
-from server.registration import add_servicer
 from server.reload import Reloader, version_policies
 from server.repository import LoadFailure, Registry
+from server.safe_decode import add_servicer
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
 
@@ -74,15 +74,16 @@ def run_worker(settings: ServeSettings, index: int) -> int:
     return asyncio.run(_serve(settings, index))
 
 
-async def _serve(settings: ServeSettings, index: int) -> int:
-    # Handlers first: a signal during model loading then leads to a clean, empty drain.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    metrics = ServerMetrics() if ENV in os.environ else None
-    recorder = RequestRecorder(metrics)
-    drift = DriftMonitor(enabled=settings.drift and metrics is not None)
+def _reloader(
+    settings: ServeSettings,
+    registry: Registry,
+    core: InferenceCore,
+    health: HealthServicer,
+    metrics: ServerMetrics | None,
+    drift: DriftMonitor,
+) -> Reloader:
+    """The worker's view of the model repository, with its metrics and health hooks."""
+    policy, policies = version_policies(settings)
 
     def loaded(h: ModelHandle) -> None:
         if metrics is not None:
@@ -92,21 +93,6 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     def failed(f: LoadFailure) -> None:
         if metrics is not None:
             metrics.model_load_failures.labels(f.name, str(f.version)).inc()
-
-    try:
-        policy, policies = version_policies(settings)
-    except ValueError as exc:
-        log.error("worker %d: %s", index, exc)
-        return EXIT_FATAL
-    registry = Registry()
-    health = HealthServicer()
-    core = InferenceCore(
-        registry,
-        version=__version__,
-        max_batch_size=settings.max_batch_size,
-        offload_rows=settings.offload_rows,
-        observer=drift if drift.enabled else None,
-    )
 
     async def installed(serving: set[str], removed: set[str]) -> None:
         # per-model readiness is this worker's own registry, so Envoy's per-endpoint
@@ -118,7 +104,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         for name in removed:
             await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    reloader = Reloader(
+    return Reloader(
         registry,
         settings.model_repository,
         names=settings.models,
@@ -129,11 +115,17 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         on_failed=failed,
         on_installed=installed,
     )
-    reloader.load_initial()
-    if not registry.names():
-        log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
-        return EXIT_FATAL
 
+
+def _grpc_server(
+    settings: ServeSettings,
+    index: int,
+    core: InferenceCore,
+    recorder: RequestRecorder,
+    health: HealthServicer,
+) -> grpc.aio.Server | None:
+    """The worker's server with every service added and its ports bound; None if a port
+    cannot be bound."""
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1),
@@ -162,7 +154,40 @@ async def _serve(settings: ServeSettings, index: int) -> int:
             server.add_insecure_port(address)
         except RuntimeError:
             log.error("worker %d: cannot listen on %s", index, address)
-            return EXIT_FATAL
+            return None
+    return server
+
+
+async def _serve(settings: ServeSettings, index: int) -> int:
+    # Handlers first: a signal during model loading then leads to a clean, empty drain.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics = ServerMetrics() if ENV in os.environ else None
+    recorder = RequestRecorder(metrics)
+    drift = DriftMonitor(enabled=settings.drift and metrics is not None)
+    registry = Registry()
+    health = HealthServicer()
+    core = InferenceCore(
+        registry,
+        version=__version__,
+        max_batch_size=settings.max_batch_size,
+        offload_rows=settings.offload_rows,
+        observer=drift if drift.enabled else None,
+    )
+    try:
+        reloader = _reloader(settings, registry, core, health, metrics, drift)
+    except ValueError as exc:  # a malformed version policy
+        log.error("worker %d: %s", index, exc)
+        return EXIT_FATAL
+    reloader.load_initial()
+    if not registry.names():
+        log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
+        return EXIT_FATAL
+    server = _grpc_server(settings, index, core, recorder, health)
+    if server is None:
+        return EXIT_FATAL
     # Ready before the ports open: the first health check already sees SERVING.
     core.ready = True
     for service in ("", *SERVICES, *registry.names()):
@@ -184,6 +209,26 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     loop.remove_signal_handler(signal.SIGHUP)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the default action would kill the drain
 
+    await _drain(settings, index, server, core, health, metrics)
+    flusher.cancel()
+    drift_flusher.cancel()
+    recorder.flush()
+    drift.flush()
+    reloader.close()
+    core.close()
+    return 0
+
+
+async def _drain(
+    settings: ServeSettings,
+    index: int,
+    server: grpc.aio.Server,
+    core: InferenceCore,
+    health: HealthServicer,
+    metrics: ServerMetrics | None,
+) -> None:
+    """Health NOT_SERVING, an optional delay for load balancers to notice, then let
+    in-flight RPCs finish within the grace period."""
     log.info("worker %d draining (grace %.1fs)", index, settings.grace_period)
     core.draining = True
     await health.enter_graceful_shutdown()
@@ -192,10 +237,3 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     if settings.drain_delay:
         await asyncio.sleep(settings.drain_delay)
     await server.stop(settings.grace_period)
-    flusher.cancel()
-    drift_flusher.cancel()
-    recorder.flush()
-    drift.flush()
-    reloader.close()
-    core.close()
-    return 0

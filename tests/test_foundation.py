@@ -10,7 +10,7 @@ import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from server.cli import COMMANDS
+from pronto_cli.main import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTOR_SET = ROOT / "gateway" / "generated" / "pronto.pb"
@@ -97,7 +97,7 @@ def test_descriptor_set_includes_imports_for_envoy() -> None:
 
 def test_cli_help_lists_every_subcommand() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "pronto_cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for name in ("train", "serve", "gateway", "up", "bench", "predict"):
         assert name in COMMANDS
@@ -107,7 +107,7 @@ def test_cli_help_lists_every_subcommand() -> None:
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_each_subcommand_has_help(command: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", command, "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "pronto_cli", command, "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     assert command in proc.stdout

@@ -59,7 +59,7 @@ def test_up_trains_serves_and_stops(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "pronto_cli",
             "up",
             "--workers",
             "2",

@@ -26,7 +26,7 @@ def _register_publish(subparsers: Any) -> None:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from trainer.repository import publish_dir
+    from pronto_contract import publish_dir
 
     version, folder = publish_dir(args.model, args.model_repository, args.name)
     print(f"published {args.name} version {version} to {folder}")

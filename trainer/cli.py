@@ -18,7 +18,7 @@ Nothing is published when the data is unusable or the ONNX graph disagrees with 
 
 
 def register(subparsers: Any) -> None:
-    from server.settings_cli import add_settings_arguments
+    from pronto_cli.flags import add_settings_arguments
     from trainer.settings import TrainSettings
 
     parser = subparsers.add_parser(
@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from server.settings_cli import settings_from_args
+    from pronto_cli.flags import settings_from_args
     from trainer.errors import TrainerError
     from trainer.settings import TrainSettings
 

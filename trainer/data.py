@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer import features as flights
+from trainer import features
 from trainer.errors import DataError
 
 __all__ = ["Dataset", "input_names", "load_dataset", "read_csv", "sha256_file"]
@@ -172,21 +172,21 @@ def load_dataset(
     """Read ``path`` and build the dataset; flights CSVs need no column arguments."""
     frame = read_csv(path)
     if target is None and categorical is None and numeric is None:
-        if not flights.is_flights_frame(frame):
+        if not features.is_flights_frame(frame):
             raise DataError(
                 f"{path}: --target is required (the file lacks the flights columns "
                 "'Fecha-I' and 'Fecha-O')"
             )
-        y = flights.flight_target(frame)
-        X = flights.flight_features(frame)
+        y = features.flight_target(frame)
+        X = features.flight_features(frame)
         if y.nunique() < 2:
             raise DataError(
-                f"target {flights.FLIGHT_TARGET!r} (from Fecha-O - Fecha-I) has one class"
+                f"target {features.FLIGHT_TARGET!r} (from Fecha-O - Fecha-I) has one class"
             )
-        for column in flights.FLIGHT_NUMERIC:
+        for column in features.FLIGHT_NUMERIC:
             X[column] = X[column].astype(np.float32).astype(float)
-        cat, num = flights.FLIGHT_CATEGORICAL, flights.FLIGHT_NUMERIC
-        return Dataset(X, y, cat, num, flights.FLIGHT_TARGET, "flights", {c: c for c in cat + num})
+        cat, num = features.FLIGHT_CATEGORICAL, features.FLIGHT_NUMERIC
+        return Dataset(X, y, cat, num, features.FLIGHT_TARGET, "flights", {c: c for c in cat + num})
     if target is None:
         raise DataError("--target is required when --categorical or --numeric is given")
     return _tabular(frame, target, categorical, numeric)

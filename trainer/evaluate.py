@@ -8,7 +8,6 @@ The DVC pipeline's last stage. It re-creates the seeded split from the data and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,29 +17,28 @@ __all__ = ["evaluate_model", "register"]
 
 def evaluate_model(model_dir: Path, data: Path, out: Path) -> dict[str, Any]:
     """Evaluate ``model_dir/model.onnx`` on the test split of ``data``; returns the metrics."""
+    from pronto_contract import MODEL_FILE, read_manifest
     from trainer.data import load_dataset, sha256_file
     from trainer.errors import DataError
-    from trainer.evaluation import compute_metrics
+    from trainer.metrics import compute_metrics
     from trainer.model import Split
     from trainer.onnx_export import run_onnx
     from trainer.report import write_report
-    from trainer.repository import MANIFEST, MODEL_FILE
 
-    manifest = json.loads((model_dir / MANIFEST).read_text())
-    params = manifest["params"]
+    typed = read_manifest(model_dir)
+    manifest = typed.model_dump(mode="json")
+    params = typed.params
     if params["data_kind"] == "flights":
         dataset = load_dataset(data)
     else:
         dataset = load_dataset(data, params["target"], params["categorical"], params["numeric"])
-    if sha256_file(data) != manifest["data"]["sha256"]:
-        raise DataError(
-            f"{data} is not the file {manifest['name']} was trained on (sha256 differs)"
-        )
+    if sha256_file(data) != typed.data.get("sha256"):
+        raise DataError(f"{data} is not the file {typed.name} was trained on (sha256 differs)")
     split = Split(dataset, params["test_size"], params["seed"])
     labels, probabilities = run_onnx(
         (model_dir / MODEL_FILE).read_bytes(), split.X_test, dataset.categorical, dataset.numeric
     )
-    classes = manifest["signature"]["classes"]
+    classes = typed.signature.classes or []
     manifest["metrics"] = compute_metrics(split.y_test.to_numpy(), probabilities, labels, classes)
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, manifest, split.y_test.to_numpy(), probabilities)

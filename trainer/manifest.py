@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainer.evaluation import positive_index
+from trainer.metrics import positive_index
 
 __all__ = ["code_version", "reference_statistics", "signature", "utc_now"]
 

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pronto_contract.fields import ModelRepository
+
 __all__ = ["DEFAULT_DATA", "DEFAULT_MODEL_NAME", "Estimator", "TrainSettings"]
 
 DEFAULT_MODEL_NAME = "flight-delay"
@@ -44,9 +46,7 @@ class TrainSettings(BaseSettings):
         "JSON list.",
     )
     name: str = Field(default=DEFAULT_MODEL_NAME, description="Model name in the repository.")
-    model_repository: Path = Field(
-        default=Path("models"), description="Model repository root: <root>/<name>/<version>/."
-    )
+    model_repository: ModelRepository = Path("models")
     output_dir: Path | None = Field(
         default=None,
         description="Write the model folder here (replacing it) instead of publishing a new "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -14,11 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from trainer import repository
+from pronto_contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SCHEMA_VERSION,
+    Manifest,
+    commit,
+    next_version,
+    staging,
+)
 from trainer.data import Dataset, load_dataset, sha256_file
-from trainer.evaluation import compute_metrics, positive_index
 from trainer.flights import write_flights_csv
 from trainer.manifest import code_version, reference_statistics, signature, utc_now
+from trainer.metrics import compute_metrics, positive_index
 from trainer.model import Split, build_pipeline, estimator_params
 from trainer.onnx_export import check_parity, export_onnx, require_parity, run_onnx
 from trainer.report import write_report
@@ -100,6 +107,7 @@ def _build(
         else {}
     )
     manifest = {
+        "schema_version": SCHEMA_VERSION,
         "name": settings.name,
         "version": version,
         "created_at": utc_now(),
@@ -137,10 +145,12 @@ def write_model(
     probabilities: np.ndarray,
 ) -> None:
     """Write a complete model folder: model.onnx, model.json, metrics.json, report.md, plots/."""
-    (folder / repository.MODEL_FILE).write_bytes(onnx_bytes)
+    # validated before anything is written: the server reads it through the same model
+    typed = Manifest.parse(manifest, "the trainer's manifest")
+    (folder / MODEL_FILE).write_bytes(onnx_bytes)
     write_report(folder, manifest, y_test, probabilities)
     # The manifest goes last: a folder with model.json is a finished one.
-    (folder / repository.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / MANIFEST_FILE).write_text(typed.to_json())
 
 
 def _replace_dir(target: Path, write: Callable[[Path], None]) -> None:
@@ -170,10 +180,10 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
         )
         return TrainResult(None, settings.output_dir, manifest)
     root, name = settings.model_repository, settings.name
-    guess = repository.next_version(root, name)
+    guess = next_version(root, name)
     onnx_bytes, manifest, y_test, proba = _build(settings, path, guess, log)
-    with repository.staging(root, name) as tmp:
+    with staging(root, name) as tmp:
         write_model(tmp, onnx_bytes, manifest, y_test, proba)
-        version, folder = repository.commit(tmp, root, name)
+        version, folder = commit(tmp, root, name)
     manifest["version"] = version
     return TrainResult(version, folder, manifest)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 from loadtest.chaos.probe import model_ready
 from loadtest.chaos.stack import MODEL
+from pronto_contract import latest_version, publish_dir, version_dir
 from server.settings import ServeSettings
 
 __all__ = ["POLL_FIELD", "publish_version", "reload_available", "wait_version_ready"]
@@ -29,15 +29,13 @@ def reload_available() -> bool:
 
 
 def publish_version(repository: Path, supervisor: int | None = None) -> str:
-    """Copy the newest version to the next number: written under a temporary name, then
-    renamed, so a scan never sees half a model. With ``supervisor``, SIGHUP it so it
-    rescans at once instead of at its next poll."""
-    folder = repository / MODEL
-    versions = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-    new = versions[-1] + 1
-    tmp = folder / f".tmp-{new}"
-    shutil.copytree(folder / str(versions[-1]), tmp)
-    os.rename(tmp, folder / str(new))
+    """Publish a copy of the newest version as the next one (staged, then renamed, so a
+    scan never sees half a model). With ``supervisor``, SIGHUP it so it rescans at once
+    instead of at its next poll."""
+    newest = latest_version(repository, MODEL)
+    if newest is None:
+        raise FileNotFoundError(f"no version of {MODEL} under {repository}")
+    new, _ = publish_dir(version_dir(repository, MODEL, newest), repository, MODEL)
     if supervisor is not None:
         os.kill(supervisor, signal.SIGHUP)
     return str(new)

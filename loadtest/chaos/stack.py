@@ -18,8 +18,14 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.stack import free_port, port_block, wait_healthy
-from server.launch import spawn_server
+from pronto_cli.procs import (
+    PRONTO,
+    free_port,
+    port_block,
+    spawn_server,
+    stop_process,
+    wait_for_grpc_health,
+)
 from server.settings import ServeSettings
 
 __all__ = ["Gateway", "Instance", "port_block", "prepare_repository"]
@@ -37,7 +43,7 @@ def prepare_repository(root: Path, rows: int = 4000) -> Path:
     csv = root / "flights.csv"
     gen = [sys.executable, "-m", "trainer", "generate", "--out", str(csv), "--rows", str(rows)]
     subprocess.run(gen, check=True, cwd=ROOT, capture_output=True)
-    train = [sys.executable, "-m", "server.cli", "train", "--data", str(csv)]
+    train = [*PRONTO, "train", "--data", str(csv)]
     train += ["--model-repository", str(models)]
     subprocess.run(train, check=True, cwd=ROOT, capture_output=True)
     return models
@@ -72,7 +78,7 @@ class Instance:
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         for i in range(self.workers):
-            wait_healthy(f"127.0.0.1:{self.base_port + i}", timeout=timeout, proc=self.proc)
+            wait_for_grpc_health(f"127.0.0.1:{self.base_port + i}", timeout=timeout, proc=self.proc)
 
     @property
     def pid(self) -> int:
@@ -118,7 +124,7 @@ class Gateway:
         return f"127.0.0.1:{self.listen}"
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "server.cli", "gateway", "--listen-address", "127.0.0.1"]
+        cmd = [*PRONTO, "gateway", "--listen-address", "127.0.0.1"]
         cmd += ["--listen-port", str(self.listen), "--admin-port", str(self.admin)]
         cmd += ["--stats-port", "0", "--workers", str(self.workers)]
         cmd += ["--worker-base-port", str(self.base_port), "--upstream-host", "127.0.0.1"]
@@ -161,10 +167,5 @@ class Gateway:
         raise TimeoutError(f"Envoy still sees {count} healthy workers after {timeout}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)

@@ -16,15 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from pronto_contract import Manifest
+
 __all__ = ["mlserver_payloads", "write_mlserver_repository"]
 
 
-def _refit(manifest: dict[str, Any]) -> Any:
+def _refit(manifest: Manifest) -> Any:
     from trainer.data import load_dataset
     from trainer.model import Split, build_pipeline
 
-    params = manifest["params"]
-    path = Path(manifest["data"]["path"])
+    params = manifest.params
+    path = Path(manifest.data["path"])
     if params.get("data_kind") == "flights":  # features and target derive from raw columns
         data = load_dataset(path)
     else:
@@ -38,7 +40,7 @@ def _refit(manifest: dict[str, Any]) -> Any:
 
 
 def write_mlserver_repository(
-    manifest: dict[str, Any], onnx_path: Path, root: Path, settings: dict[str, Any]
+    manifest: Manifest, onnx_path: Path, root: Path, settings: dict[str, Any]
 ) -> Path:
     """``root/settings.json`` + ``root/<model>/{model-settings.json,model.joblib}``."""
     import joblib
@@ -52,15 +54,15 @@ def write_mlserver_repository(
     drift = float(np.abs(onnx_proba - pipeline.predict_proba(sample)).max())
     if drift > 1e-4:
         raise RuntimeError(f"refitted pipeline differs from the served ONNX model ({drift:.2e})")
-    model_dir = root / manifest["name"]
+    model_dir = root / manifest.name
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(pipeline, model_dir / "model.joblib")
     (model_dir / "model-settings.json").write_text(
         json.dumps(
             {
-                "name": manifest["name"],
+                "name": manifest.name,
                 "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.joblib", "version": str(manifest["version"])},
+                "parameters": {"uri": "./model.joblib", "version": str(manifest.version)},
             }
         )
     )

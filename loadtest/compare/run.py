@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from loadtest.data import latest_manifest
 from loadtest.ghz import GhzRun, LoadResult, run_ghz
 from loadtest.procstats import ProcessSampler
 from loadtest.report import update_benchmarks_doc, write_summary
 from loadtest.runner import machine_description
-from loadtest.stack import free_port, local_stack, wait_healthy
+from loadtest.stack import local_stack
+from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
+from pronto_contract import MODEL_FILE, Manifest, latest_manifest, version_dir
+from pronto_contract.fields import usable_cpus
 
 if TYPE_CHECKING:
     from loadtest.cli import BenchSettings
@@ -60,15 +62,6 @@ def _wait_model_ready(
     raise TimeoutError(f"{model} not ready on {address}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def _bare(workers: int, log: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
@@ -87,15 +80,15 @@ def _bare(workers: int, log: Path) -> Iterator[tuple[str, int]]:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_healthy(f"127.0.0.1:{port}", proc=proc)
+        wait_for_grpc_health(f"127.0.0.1:{port}", timeout=90, proc=proc)
         yield f"127.0.0.1:{port}", proc.pid
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @contextlib.contextmanager
 def _mlserver(
-    manifest: dict[str, Any], onnx: Path, parallel_workers: int, log: Path
+    manifest: Manifest, onnx: Path, parallel_workers: int, log: Path
 ) -> Iterator[tuple[str, int]]:
     from loadtest.compare.mlserver_model import write_mlserver_repository
 
@@ -118,10 +111,10 @@ def _mlserver(
                 [str(binary), "start", str(root)], stdout=out, stderr=subprocess.STDOUT
             )
         try:
-            _wait_model_ready(f"127.0.0.1:{port}", manifest["name"], proc)
+            _wait_model_ready(f"127.0.0.1:{port}", manifest.name, proc)
             yield f"127.0.0.1:{port}", proc.pid
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _load(address: str, pid: int, data: Path, out_dir: Path, name: str) -> dict[str, Any]:
@@ -160,37 +153,33 @@ def _ratio_table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_compare(settings: BenchSettings, command: str) -> bool:
+def _run_servers(
+    settings: BenchSettings, workers: int, out_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Load each server in turn; returns every entry (Pronto first) and the best MLServer."""
     from loadtest.compare.mlserver_model import mlserver_payloads
-    from server.settings import usable_cpus
 
-    workers = settings.workers or usable_cpus()
     manifest = latest_manifest(settings.model_repository, settings.model)
-    onnx = settings.model_repository / settings.model / str(manifest["version"]) / "model.onnx"
-    out_dir = settings.results_dir / "compare"
-    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    onnx = version_dir(settings.model_repository, settings.model, manifest.version) / MODEL_FILE
     data = settings.data_dir / "oip.json"
     ml_data = out_dir / "mlserver-oip.json"
     ml_data.write_text(json.dumps(mlserver_payloads(json.loads(data.read_text()))))
-
+    logs = out_dir / "logs"
     entries = []
-    with local_stack(settings.model_repository, workers, False, out_dir / "logs") as stack:
+    with local_stack(settings.model_repository, workers, False, logs) as stack:
         entries.append(_load(stack.grpc, stack.server_pids[0], data, out_dir, "pronto"))
-    with _bare(workers, out_dir / "logs" / "bare.log") as (address, pid):
+    with _bare(workers, logs / "bare.log") as (address, pid):
         entries.append(_load(address, pid, data, out_dir, "bare-grpc-aio"))
     ml = []
     for mode, parallel in (("in-process", 0), (f"{workers}-parallel-workers", workers)):
-        with _mlserver(manifest, onnx, parallel, out_dir / "logs" / f"mlserver-{mode}.log") as (
-            address,
-            pid,
-        ):
+        log = logs / f"mlserver-{mode}.log"
+        with _mlserver(manifest, onnx, parallel, log) as (address, pid):
             ml.append(_load(address, pid, ml_data, out_dir, f"mlserver-{mode}"))
-    best_ml = max(ml, key=lambda e: e["result"]["rps"])
-    entries += ml
+    return entries + ml, max(ml, key=lambda e: e["result"]["rps"])
 
-    pronto, bare = entries[0]["result"], entries[1]["result"]
-    vs_ml = pronto["rps"] / max(best_ml["result"]["rps"], 1e-9)
-    vs_bare = pronto["rps"] / max(bare["rps"], 1e-9)
+
+def _failures(entries: list[dict[str, Any]], vs_ml: float, vs_bare: float) -> list[str]:
+    pronto = entries[0]["result"]
     failures = []
     if vs_ml < 4:
         failures.append(f"Pronto/MLServer RPS {vs_ml:.2f} < 4")
@@ -200,6 +189,18 @@ def run_compare(settings: BenchSettings, command: str) -> bool:
         failures.append(f"Pronto p99 {pronto['latency_ms']['p99']:.2f} ms > 15 ms")
     if any(e["result"]["errors"] for e in entries):
         failures.append("errors during the comparison")
+    return failures
+
+
+def run_compare(settings: BenchSettings, command: str) -> bool:
+    workers = settings.workers or usable_cpus()
+    out_dir = settings.results_dir / "compare"
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    entries, best_ml = _run_servers(settings, workers, out_dir)
+    pronto, bare = entries[0]["result"], entries[1]["result"]
+    vs_ml = pronto["rps"] / max(best_ml["result"]["rps"], 1e-9)
+    vs_bare = pronto["rps"] / max(bare["rps"], 1e-9)
+    failures = _failures(entries, vs_ml, vs_bare)
     table = _ratio_table(entries)
     print(table)
     for f in failures:

@@ -23,10 +23,11 @@ from typing import Any
 
 from loadtest.monitor.drift_cost import drift_cpu_per_request
 from loadtest.monitor.latency_plot import render_latency_png
+from loadtest.monitor.prometheus import LocalPrometheus, prometheus_config
 from loadtest.report import RESULTS_DIR, update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, RunOutcome, machine_description, run_one
-from loadtest.stack import free_port, local_stack
-from server.monitoring.prometheus import LocalPrometheus, prometheus_config
+from loadtest.stack import local_stack
+from pronto_cli.procs import free_port
 
 __all__ = ["cost_table", "main", "overhead_table"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.monitoring.prometheus import PrometheusAPI
+from loadtest.monitor.prometheus import PrometheusAPI
 
 __all__ = ["QUANTILES", "latency_series", "render_latency_png"]
 

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from loadtest.monitor.latency_plot import render_latency_png
-from loadtest.stack import Stack, free_port
-from server.monitoring.prometheus import LocalPrometheus, prometheus_config
+from loadtest.monitor.prometheus import LocalPrometheus, prometheus_config
+from loadtest.stack import Stack
+from pronto_cli.procs import free_port
 
 __all__ = ["latency_markdown", "scraping"]
 

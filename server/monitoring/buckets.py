@@ -91,10 +91,6 @@ class FeatureBuckets:
         idx[x > self.high] = n - 1
         return np.bincount(idx, minlength=n)[:n]
 
-    @property
-    def unseen_bucket(self) -> int | None:
-        return len(self.labels) - 1 if self.kind == "categorical" else None
-
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):

@@ -25,7 +25,7 @@ pytestmark = needs_helm
 
 def _renderer_available() -> bool:
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "gateway", "--help"],
+        [sys.executable, "-m", "pronto_cli", "gateway", "--help"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -49,7 +49,7 @@ def _pod_env(objects: list[dict[str, Any]]) -> dict[str, str]:
 def _run_renderer(args: list[str], env: dict[str, str]) -> None:
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "gateway", *args],
+        [sys.executable, "-m", "pronto_cli", "gateway", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -100,7 +100,7 @@ def pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
     renderer = container(spec, "envoy-config")
     args = [files.to_local(a) for a in renderer["args"]]
     rendered = subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
+        [sys.executable, "-m", "pronto_cli", *args],
         env=local(container_env(objects, "envoy-config")),
         cwd=REPO,
         capture_output=True,
@@ -134,7 +134,7 @@ def pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
             [_envoy_binary(), *envoy_args], stdout=envoy_log, stderr=subprocess.STDOUT
         ) as envoy_proc,
         support.running(
-            [sys.executable, "-m", "server.cli", *server["args"]],
+            [sys.executable, "-m", "pronto_cli", *server["args"]],
             env=local(server_env),
             cwd=REPO,
             stdout=server_log,

@@ -33,7 +33,7 @@ __all__ = [
     "upstream_requests",
 ]
 
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "pronto_cli"]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ PROTOS = ["inference/grpc_service.proto", "pronto/v1/prediction.proto"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "server.cli", "gateway", *args]
+    cmd = [sys.executable, "-m", "pronto_cli", "gateway", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -36,7 +36,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "pronto_cli",
             "train",
             "--data",
             str(csv),
@@ -66,7 +66,7 @@ def test_smoke_scenario_passes_with_zero_errors(repository: Path, tmp_path: Path
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "pronto_cli",
             "bench",
             "smoke",
             "--workers",

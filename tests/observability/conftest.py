@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from server.monitoring.prometheus import LocalPrometheus, PrometheusAPI, prometheus_config
+from loadtest.monitor.prometheus import LocalPrometheus, PrometheusAPI, prometheus_config
 from tests.support import (
     free_port,
     free_port_block,
@@ -41,7 +41,7 @@ def flight_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     py = [sys.executable, "-m"]
     subprocess.run([*py, "trainer", "generate", "--out", str(data), "--rows", "4000"], check=True)
     subprocess.run(
-        [*py, "server.cli", "train", "--data", str(data), "--model-repository", str(repo)],
+        [*py, "pronto_cli", "train", "--data", str(data), "--model-repository", str(repo)],
         check=True,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -84,7 +84,7 @@ def stack(flight_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     base = free_port_block(workers)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRONTO_")}
     serve = [
-        sys.executable, "-m", "server.cli", "serve",
+        sys.executable, "-m", "pronto_cli", "serve",
         "--model-repository", str(flight_repo), "--workers", str(workers),
         "--host", "127.0.0.1", "--port", str(port), "--worker-base-port", str(base),
         "--metrics-port", str(metrics), "--metrics-flush-interval", "0.2",
@@ -92,7 +92,7 @@ def stack(flight_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     ]  # fmt: skip
     listen, admin, stats = free_ports(3)
     gateway = [
-        sys.executable, "-m", "server.cli", "gateway",
+        sys.executable, "-m", "pronto_cli", "gateway",
         "--listen-address", "127.0.0.1", "--listen-port", str(listen),
         "--admin-port", str(admin), "--stats-port", str(stats),
         "--workers", str(workers), "--worker-base-port", str(base),

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pronto_contract import Manifest
 from server.drift import SCORE_FEATURE, DriftMonitor, FeatureBuckets, psi
 
 MANIFEST: dict[str, Any] = {
@@ -45,7 +46,9 @@ MANIFEST: dict[str, Any] = {
 
 
 def handle(manifest: dict[str, Any] = MANIFEST) -> Any:
-    return SimpleNamespace(name="m", version_str="1", classes=("0", "1"), manifest=manifest)
+    return SimpleNamespace(
+        name="m", version_str="1", classes=("0", "1"), manifest=Manifest.parse(manifest)
+    )
 
 
 def feeds(colors: list[Any], xs: list[float]) -> dict[str, np.ndarray]:

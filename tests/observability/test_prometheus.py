@@ -22,10 +22,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from loadtest.monitor.dashboards import panel_queries
 from loadtest.monitor.latency_plot import latency_series, render_latency_png
+from loadtest.monitor.prometheus import RULES_DIR, PrometheusAPI
+from pronto_contract import Manifest
 from server.drift import ModelReference, psi
-from server.monitoring.dashboards import panel_queries
-from server.monitoring.prometheus import RULES_DIR, PrometheusAPI
 from tests.observability.conftest import MODEL, Stack, manifest
 from tests.observability.traffic import (
     CATEGORICAL,
@@ -138,7 +139,9 @@ def test_server_metrics_cover_the_outcomes(stack: Stack, normal: SimpleNamespace
 
 def expected_psi(frames: list[pd.DataFrame], man: dict[str, Any]) -> dict[str, float]:
     """The PSI the server should report, computed here from the rows the test sent."""
-    handle = SimpleNamespace(name=MODEL, version_str="1", classes=None, manifest=man)
+    handle = SimpleNamespace(
+        name=MODEL, version_str="1", classes=None, manifest=Manifest.parse(man)
+    )
     ref = ModelReference.from_handle(handle)  # type: ignore[arg-type]
     rows = pd.concat(frames, ignore_index=True)
     feeds = {c: np.asarray(rows[c].tolist(), dtype=object) for c in CATEGORICAL}
@@ -216,7 +219,7 @@ def test_latency_png_from_prometheus_data(
 def test_make_monitor_scrapes_the_stack_with_the_chart_rules(stack: Stack, tmp_path: Path) -> None:
     port = free_port()
     cmd = [
-        sys.executable, "-m", "server.monitoring", "--server", stack.metrics,
+        sys.executable, "-m", "loadtest.monitor", "--server", stack.metrics,
         "--envoy", stack.envoy_stats, "--port", str(port), "--scrape-interval", "1s",
         "--data-dir", str(tmp_path),
     ]  # fmt: skip

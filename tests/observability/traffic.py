@@ -13,7 +13,7 @@ import pandas as pd
 
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
-from tests.server.requests import infer_request, predict_request
+from tests.server.oip_requests import infer_request, predict_request
 from trainer.features import flight_features
 from trainer.flights import generate_flights
 

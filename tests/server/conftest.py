@@ -45,7 +45,7 @@ def start_server(repo: Path, log: Path, workers: int = 2, *extra: str) -> Server
     base = free_port_block(workers)
     metrics_dir = log.parent / f"metrics-{port}"
     cmd = [
-        sys.executable, "-m", "server.cli", "serve",
+        sys.executable, "-m", "pronto_cli", "serve",
         "--model-repository", str(repo),
         "--workers", str(workers),
         "--host", "127.0.0.1",

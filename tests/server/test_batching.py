@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from pronto_contract import Manifest
 from server.batching import Batcher, BatchingConfig
 from server.core import InferenceCore, InferRequest
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
@@ -27,7 +28,7 @@ from server.oip_codec import decode_infer_request
 from server.repository import Registry
 from tests.server.conftest import start_server
 from tests.server.modelgen import CATEGORIES, sample_rows
-from tests.server.requests import infer_request
+from tests.server.oip_requests import infer_request
 from tests.support import stop_process
 
 OUTPUT_CHOICES = [
@@ -173,11 +174,17 @@ def test_core_uses_the_batcher(flights: ModelHandle, repo: Path) -> None:
 
 
 def test_config_from_manifest_wins() -> None:
-    assert BatchingConfig.resolve({}, 0, 500) is None
-    assert BatchingConfig.resolve({}, 32, 100) == BatchingConfig(32, 100)
-    on = {"batching": {"max_batch_size": 8, "max_queue_delay_us": 50}}
+    none = Manifest.parse({})
+    assert BatchingConfig.resolve(none, 0, 500) is None
+    assert BatchingConfig.resolve(none, 32, 100) == BatchingConfig(32, 100)
+    on = Manifest.parse({"batching": {"max_batch_size": 8, "max_queue_delay_us": 50}})
     assert BatchingConfig.resolve(on, 0, 500) == BatchingConfig(8, 50)
-    assert BatchingConfig.resolve({"batching": None}, 32, 100) is None
+    # an explicit null turns batching off for this model, whatever the server default
+    off = Manifest.parse({"batching": None})
+    assert BatchingConfig.resolve(off, 32, 100) is None
+    # and survives a write and a read (absent and null must not collapse into one)
+    assert BatchingConfig.resolve(Manifest.parse(json.loads(off.to_json())), 32, 100) is None
+    assert Manifest.parse(json.loads(none.to_json())).has_batching_entry is False
 
 
 def test_server_with_batching(repo: Path, tmp_path: Path) -> None:

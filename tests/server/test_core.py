@@ -18,6 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from pronto_cli.flags import add_settings_arguments, settings_from_args
+from pronto_cli.procs import serve_command
+from pronto_contract import VersionPolicy, select_versions
 from server.core import InferenceCore
 from server.datatypes import DATATYPES, decode_bytes_raw, encode_bytes_raw
 from server.errors import (
@@ -26,18 +29,17 @@ from server.errors import (
     ModelNotFound,
     ProntoError,
     ServerNotReady,
-    rpc,
 )
 from server.features import columns_from_instances
 from server.generated.inference import grpc_service_pb2 as pb
-from server.launch import serve_command
 from server.metrics import RequestRecorder
 from server.model import FeatureSpec, load_model
 from server.oip_codec import decode_infer_request, encode_infer_response
-from server.repository import Registry, load_repository, scan_repository
+from server.repository import Registry
 from server.settings import ServeSettings
-from server.settings_cli import add_settings_arguments, settings_from_args
-from tests.server.requests import infer_request, rows
+from server.status import rpc
+from tests.server.oip_requests import infer_request, rows
+from tests.support import load_models
 
 LIMIT = 1 << 22
 
@@ -47,10 +49,8 @@ NUMERIC = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": n
 
 @pytest.fixture(scope="module")
 def core(model_repo: Path) -> InferenceCore:
-    handles, failures = load_repository(model_repo, versions=2)
-    assert not failures
     registry = Registry()
-    registry.replace(handles)
+    registry.replace(load_models(model_repo, latest=2))
     c = InferenceCore(registry, offload_rows=64)
     c.ready = True
     return c
@@ -168,15 +168,15 @@ def test_registry_versions_and_swap(core: InferenceCore) -> None:
     assert swapped.get("flights").version == 1 and swapped.names() == ["flights"]
 
 
-def test_scan_repository(model_repo: Path, tmp_path: Path) -> None:
-    found = scan_repository(model_repo, versions=5)
+def test_select_versions(model_repo: Path, tmp_path: Path) -> None:
+    found = select_versions(model_repo, policy=VersionPolicy(latest=5))
     assert sorted(found) == ["bare", "echo", "flights"]
-    assert [v for v, _ in found["flights"]] == [2, 1]  # ".tmp-3" is ignored
-    assert [v for v, _ in scan_repository(model_repo, ["flights"])["flights"]] == [2]
+    assert list(found["flights"]) == [2, 1]  # ".tmp-3" is ignored
+    assert list(select_versions(model_repo, ["flights"])["flights"]) == [2]
     with pytest.raises(FileNotFoundError, match="missing"):
-        scan_repository(model_repo, ["missing"])
+        select_versions(model_repo, ["missing"])
     with pytest.raises(FileNotFoundError):
-        scan_repository(tmp_path / "absent")
+        select_versions(tmp_path / "absent")
 
 
 FEATURES = (
@@ -228,6 +228,10 @@ class _Servicer:
     async def Bad(self, request: Any, context: Any) -> Any:
         raise InvalidInput("bad thing", "bad")
 
+    @rpc
+    async def Assert(self, request: Any, context: Any) -> Any:
+        assert request.model_name == "other", "internal detail"
+
 
 def test_errors_map_to_status_without_internals() -> None:
     servicer, ctx = _Servicer(), _Context()
@@ -237,9 +241,14 @@ def test_errors_map_to_status_without_internals() -> None:
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(servicer.Bad(pb.ModelInferRequest(model_name="m"), ctx))
     assert ctx.aborted == (grpc.StatusCode.INVALID_ARGUMENT, "bad thing")
+    # a failed assertion is a bug like any other: INTERNAL, never UNKNOWN with its text
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(servicer.Assert(pb.ModelInferRequest(model_name="m"), ctx))
+    assert ctx.aborted == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     rec = servicer.recorder
     assert rec.in_flight == 0
     assert rec._counts[("m", "", "Boom", "INTERNAL")] == 1
+    assert rec._counts[("m", "", "Assert", "INTERNAL")] == 1
     assert rec._reasons["bad"] == 1
 
 

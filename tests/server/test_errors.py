@@ -15,7 +15,7 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from tests.server.conftest import Server
-from tests.server.requests import infer_request, predict_request, rows
+from tests.server.oip_requests import infer_request, predict_request, rows
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from tests.server.conftest import ROOT, Server
-from tests.server.requests import infer_request, predict_request, rows
+from tests.server.oip_requests import infer_request, predict_request, rows
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ def test_predict_cli(server: Server) -> None:
         {"instances": [{"OPERA": "Avianca", "TIPOVUELO": "I", "MES": 3, "DIA": 4}]}
     )
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "predict", "--address", server.address,
+        [sys.executable, "-m", "pronto_cli", "predict", "--address", server.address,
          "--model", "flights"],
         input=instances, capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
@@ -220,7 +220,7 @@ def test_predict_cli(server: Server) -> None:
     assert reply["model_name"] == "flights"
     assert set(reply["predictions"][0]["probabilities"]) == {"0", "1"}
     bad = subprocess.run(
-        [sys.executable, "-m", "server.cli", "predict", "--address", server.address,
+        [sys.executable, "-m", "pronto_cli", "predict", "--address", server.address,
          "--model", "flights", '{"OPERA": "x"}'],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip

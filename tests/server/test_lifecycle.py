@@ -24,7 +24,7 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.server.conftest import ROOT, Server, start_server
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
-from tests.server.requests import infer_request
+from tests.server.oip_requests import infer_request
 from tests.support import free_port, stop_process, wait_for_grpc_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -224,7 +224,7 @@ def test_broken_model_is_skipped(model_repo: Path, tmp_path: Path) -> None:
 def test_unusable_setup_stops_the_server(model_repo: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(empty),
+    cmd = [sys.executable, "-m", "pronto_cli", "serve", "--model-repository", str(empty),
            "--metrics-port", "0", "--worker-base-port", "0",
            "--port", str(free_port())]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -21,7 +21,7 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from tests.server.conftest import Server, start_server
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
-from tests.server.requests import infer_request
+from tests.server.oip_requests import infer_request
 from tests.support import stop_process
 
 POLL = "0.2"

@@ -10,12 +10,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pronto_contract import VersionPolicy, select_versions
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
-from server.repository import VersionPolicy, scan_repository
 from tests.server.conftest import start_server
-from tests.server.requests import predict_request
+from tests.server.oip_requests import predict_request
 from tests.server.test_reload import all_workers_serve, publish, served_version, wait_until
 from tests.support import stop_process
 
@@ -51,11 +51,11 @@ def test_policy_rejects(text: str) -> None:
 
 def test_scan_with_per_model_policy(model_repo: Path) -> None:
     root = model_repo
-    found = scan_repository(
+    found = select_versions(
         root, None, VersionPolicy(latest=2), {"flights": VersionPolicy.parse("pinned:1")}
     )
-    assert [v for v, _ in found["flights"]] == [1]
-    assert [v for v, _ in found["echo"]] == [1]
+    assert list(found["flights"]) == [1]
+    assert list(found["echo"]) == [1]
 
 
 def test_pinned_versions_answer_by_version(model_repo: Path, tmp_path: Path) -> None:

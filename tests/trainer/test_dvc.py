@@ -48,9 +48,10 @@ def _run(repo: Path, *args: str) -> str:
 def _clone(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
-    shutil.copytree(
-        ROOT / "trainer", repo / "trainer", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for package in ("trainer", "pronto_contract"):  # the pipeline's code dependencies
+        shutil.copytree(
+            ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     (repo / ".dvc").mkdir()
     for name in ["dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]:
         shutil.copy(ROOT / name, repo / name)

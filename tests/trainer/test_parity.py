@@ -10,11 +10,11 @@ from onnx import helper
 from sklearn.pipeline import Pipeline
 
 import trainer.train as train_module
+from pronto_contract import published_versions
 from trainer.data import Dataset, load_dataset
 from trainer.errors import ParityError
 from trainer.model import Split, build_pipeline
 from trainer.onnx_export import check_parity, export_onnx
-from trainer.repository import list_versions
 from trainer.settings import TrainSettings
 
 
@@ -63,7 +63,7 @@ def test_train_refuses_to_publish_a_tampered_model(
     settings = TrainSettings(data=flights_csv, model_repository=repo, name="m")
     with pytest.raises(ParityError, match=r"parity check failed on \d+ test rows.*nothing"):
         train_module.train(settings, log=lambda _: None)
-    assert list_versions(repo, "m") == []
+    assert published_versions(repo, "m") == []
     assert not (repo / "m").exists() or list((repo / "m").iterdir()) == []
 
 
@@ -81,4 +81,4 @@ def test_cli_reports_parity_failure(
     code = main(["train", "--data", str(flights_csv), "--model-repository", str(repo)])
     assert code == 1
     assert "parity check failed" in capsys.readouterr().err
-    assert list_versions(repo, "flight-delay") == []
+    assert published_versions(repo, "flight-delay") == []

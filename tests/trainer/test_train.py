@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_wine
 
+from pronto_contract import latest_manifest, published_versions
 from trainer.__main__ import main
-from trainer.repository import list_versions, read_manifest
 from trainer.settings import TrainSettings
 from trainer.train import train
 
@@ -51,7 +51,7 @@ def test_flights_model_is_published_with_its_contract(flights_csv: Path, tmp_pat
     assert result.version == 1 and result.path == repo / "flight-delay" / "1"
     files = {p.relative_to(result.path).as_posix() for p in result.path.rglob("*")}
     assert {"model.onnx", "model.json", "metrics.json", "report.md", "plots/roc.png"} <= files
-    manifest = read_manifest(repo, "flight-delay")
+    manifest = latest_manifest(repo, "flight-delay").model_dump(mode="json")
     assert set(manifest) >= CONTRACT_KEYS
     assert manifest["version"] == 1 and manifest["platform"] == "onnxruntime_onnx"
     assert manifest["created_at"].endswith("Z")
@@ -90,7 +90,7 @@ def test_flights_model_is_published_with_its_contract(flights_csv: Path, tmp_pat
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
     again = train(TrainSettings(data=flights_csv, model_repository=repo), log=_quiet)
-    assert again.version == 2 and list_versions(repo, "flight-delay") == [1, 2]
+    assert again.version == 2 and published_versions(repo, "flight-delay") == [1, 2]
 
 
 def test_same_data_and_params_give_the_same_model(flights_csv: Path, tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_breast_cancer_csv_gets_its_own_signature(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     assert main(["train", "--data", str(path), "--target", "target", "--name", "cancer",
                  "--model-repository", str(repo)]) == 0  # fmt: skip
-    manifest = read_manifest(repo, "cancer")
+    manifest = latest_manifest(repo, "cancer").model_dump(mode="json")
     sig = manifest["signature"]
     assert len(sig["inputs"]) == 30
     # Column names with spaces become valid ONNX input names; the manifest keeps both.
@@ -149,7 +149,7 @@ def test_multiclass_csv_with_text_labels_and_a_categorical_column(tmp_path: Path
             "--categorical", "vineyard", "--numeric", *numeric,
             "--model-repository", str(repo)]  # fmt: skip
     assert main(args) == 0
-    manifest = read_manifest(repo, "wine")
+    manifest = latest_manifest(repo, "wine").model_dump(mode="json")
     sig = manifest["signature"]
     assert [i["name"] for i in sig["inputs"]] == ["vineyard", *numeric]
     assert sig["inputs"][0]["categories"] == ["hill", "valley"]
@@ -166,7 +166,7 @@ def test_multiclass_csv_with_text_labels_and_a_categorical_column(tmp_path: Path
 def test_pronto_train_without_arguments_trains_the_default_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.cli import main as pronto
+    from pronto_cli.main import main as pronto
 
     monkeypatch.chdir(tmp_path)
     for var in ("PRONTO_DATA", "PRONTO_MODEL_REPOSITORY", "PRONTO_NAME", "PRONTO_OUTPUT_DIR"):

@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pronto_cli.flags import add_settings_arguments, settings_from_args
 from server.settings import ServeSettings
-from server.settings_cli import add_settings_arguments, settings_from_args
 
 __all__ = ["register"]
 
+_HELP = "Run the multi-process gRPC inference server."
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "serve",
-        help="Run the multi-process gRPC inference server.",
-        description="Run the multi-process gRPC inference server.",
-    )
+    parser = subparsers.add_parser("serve", help=_HELP, description=_HELP)
     add_settings_arguments(parser, ServeSettings)
     parser.set_defaults(handler=_run)
 

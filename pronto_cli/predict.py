@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.settings_cli import add_settings_arguments, settings_from_args
+from pronto_cli.flags import add_settings_arguments, settings_from_args
 
 __all__ = ["PredictSettings", "predict", "register"]
 

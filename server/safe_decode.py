@@ -3,7 +3,7 @@
 grpc calls the generated ``FromString`` deserializer before any servicer code runs;
 when the bytes are not a valid message it logs a traceback and answers ``UNKNOWN``.
 A truncated or garbage body is bad input like any other, so the deserializers are
-wrapped: a failure yields an :class:`Undecodable` marker that :func:`server.errors.rpc`
+wrapped: a failure yields an :class:`Undecodable` marker that :func:`server.status.rpc`
 turns into ``INVALID_ARGUMENT`` (and counts), keeping the one mapping of errors.
 """
 

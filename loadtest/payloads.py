@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pronto_contract import Manifest
+from pronto_contract.manifest import InputSpec
+
 __all__ = ["PayloadSet", "build_payloads", "write_payloads"]
 
 PayloadSet = dict[str, list[dict[str, Any]]]
@@ -33,12 +36,10 @@ def _b64(value: Any) -> str:
     return base64.b64encode(str(value).encode()).decode()
 
 
-def _oip_request(
-    model: str, inputs: list[dict[str, Any]], rows: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _oip_request(model: str, inputs: list[InputSpec], rows: list[dict[str, Any]]) -> dict[str, Any]:
     tensors = []
     for spec in inputs:
-        name, dtype = spec["name"], spec["datatype"]
+        name, dtype = spec.name, spec.datatype
         values = [row[name] for row in rows]  # rows are already keyed by input name
         contents: dict[str, list[Any]]
         if dtype == "BYTES":
@@ -62,24 +63,24 @@ def _oip_request(
     return {"model_name": model, "inputs": tensors, "outputs": [{"name": "probabilities"}]}
 
 
-def _clean(row: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+def _clean(row: dict[str, Any], inputs: list[InputSpec]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in inputs:
-        v = row[spec.get("column", spec["name"])]
-        if spec["datatype"] == "BYTES":
-            out[spec["name"]] = str(v)
+        v = row[spec.column or spec.name]
+        if spec.datatype == "BYTES":
+            out[spec.name] = str(v)
         else:
             f = float(v)
-            out[spec["name"]] = int(f) if f.is_integer() and not math.isinf(f) else f
+            out[spec.name] = int(f) if f.is_integer() and not math.isinf(f) else f
     return out
 
 
 def build_payloads(
-    manifest: dict[str, Any], rows: Sequence[dict[str, Any]], batch: int, count: int
+    manifest: Manifest, rows: Sequence[dict[str, Any]], batch: int, count: int
 ) -> PayloadSet:
     """``count`` requests of ``batch`` rows each, per protocol."""
-    model = manifest["name"]
-    inputs = manifest["signature"]["inputs"]
+    model = manifest.name
+    inputs = manifest.signature.inputs
     clean = [_clean(r, inputs) for r in rows]
     oip, predict, rest_predict, rest_oip = [], [], [], []
     for chunk in _chunks(clean, batch, count):

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.monitoring.prometheus import DASHBOARDS_DIR
+from loadtest.monitor.prometheus import DASHBOARDS_DIR
 
 __all__ = ["PanelQuery", "panel_queries", "write_grafana_provisioning"]
 

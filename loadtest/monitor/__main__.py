@@ -1,4 +1,4 @@
-"""``python -m server.monitoring`` (``make monitor``): Prometheus for a running local stack.
+"""``python -m loadtest.monitor`` (``make monitor``): Prometheus for a running local stack.
 
 Scrapes the server's /metrics and Envoy's /stats/prometheus (the ports ``pronto up`` uses by
 default) with the chart's rule files, and starts Grafana with the chart's dashboards when a
@@ -17,14 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.monitoring.dashboards import write_grafana_provisioning
-from server.monitoring.prometheus import RULES_DIR, LocalPrometheus, prometheus_config
+from loadtest.monitor.dashboards import write_grafana_provisioning
+from loadtest.monitor.prometheus import RULES_DIR, LocalPrometheus, prometheus_config
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m server.monitoring", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m loadtest.monitor", description=__doc__)
     p.add_argument("--server", default="127.0.0.1:9090", help="server /metrics host:port")
     p.add_argument(
         "--envoy", default="127.0.0.1:9902", help="Envoy stats host:port ('' to skip Envoy)"

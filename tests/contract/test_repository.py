@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer import repository
+from pronto_contract import read_manifest, repository
 
 
 def _write_model(folder: Path, payload: bytes = b"onnx") -> None:
     (folder / repository.MODEL_FILE).write_bytes(payload)
-    (folder / repository.MANIFEST).write_text(json.dumps({"name": "m", "version": 0}))
+    (folder / repository.MANIFEST_FILE).write_text(json.dumps({"name": "m", "version": 0}))
 
 
 def _publish(root: Path, payload: bytes = b"onnx") -> int:
@@ -25,12 +25,12 @@ def _publish(root: Path, payload: bytes = b"onnx") -> int:
 
 
 def test_versions_are_consecutive_integers(tmp_path: Path) -> None:
-    assert repository.list_versions(tmp_path, "m") == []
+    assert repository.published_versions(tmp_path, "m") == []
     assert [_publish(tmp_path) for _ in range(3)] == [1, 2, 3]
     (tmp_path / "m" / "notes").mkdir()  # non-integer folders are not versions
-    assert repository.list_versions(tmp_path, "m") == [1, 2, 3]
-    assert repository.read_manifest(tmp_path, "m")["version"] == 3
-    assert repository.read_manifest(tmp_path, "m", 2)["version"] == 2
+    assert repository.published_versions(tmp_path, "m") == [1, 2, 3]
+    assert repository.latest_manifest(tmp_path, "m").version == 3
+    assert read_manifest(repository.version_dir(tmp_path, "m", 2)).version == 2
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2", "3", "notes"]
 
 
@@ -46,7 +46,7 @@ def test_incomplete_folder_is_refused(tmp_path: Path) -> None:
         (tmp / repository.MODEL_FILE).write_bytes(b"onnx")
         with pytest.raises(FileNotFoundError, match=r"model\.json"):
             repository.commit(tmp, tmp_path, "m")
-    assert repository.list_versions(tmp_path, "m") == []
+    assert repository.published_versions(tmp_path, "m") == []
 
 
 def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_poller_never_sees_a_partial_version(tmp_path: Path) -> None:
 
     def poll() -> None:
         while not stop.is_set():
-            for version in repository.list_versions(tmp_path, "m"):
+            for version in repository.published_versions(tmp_path, "m"):
                 folder = tmp_path / "m" / str(version)
                 onnx_file, manifest = folder / "model.onnx", folder / "model.json"
                 if not manifest.exists() or onnx_file.stat().st_size != len(payload):
@@ -91,7 +91,7 @@ def test_poller_never_sees_a_partial_version(tmp_path: Path) -> None:
         stop.set()
         poller.join()
     assert partial == []
-    assert repository.list_versions(tmp_path, "m") == list(range(1, 9))
+    assert repository.published_versions(tmp_path, "m") == list(range(1, 9))
 
 
 def test_a_version_appears_in_one_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,10 +106,10 @@ def test_a_version_appears_in_one_rename(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(repository.os, "rename", spy)
     with repository.staging(tmp_path, "m") as tmp:
         _write_model(tmp)
-        assert repository.list_versions(tmp_path, "m") == [1]  # staged, still invisible
+        assert repository.published_versions(tmp_path, "m") == [1]  # staged, still invisible
         repository.commit(tmp, tmp_path, "m")
     assert renames == [(tmp.name, "2")]
-    assert repository.list_versions(tmp_path, "m") == [1, 2]
+    assert repository.published_versions(tmp_path, "m") == [1, 2]
 
 
 def test_publish_dir_copies_a_built_model(tmp_path: Path) -> None:
@@ -119,5 +119,5 @@ def test_publish_dir_copies_a_built_model(tmp_path: Path) -> None:
     (built / "report.md").write_text("# report")
     assert repository.publish_dir(built, tmp_path / "repo", "m") == (1, tmp_path / "repo/m/1")
     assert (tmp_path / "repo/m/1/report.md").exists()
-    assert repository.read_manifest(tmp_path / "repo", "m")["version"] == 1
+    assert repository.latest_manifest(tmp_path / "repo", "m").version == 1
     assert (built / "model.json").exists()  # the source stays

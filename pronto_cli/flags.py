@@ -15,6 +15,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 __all__ = ["add_settings_arguments", "settings_from_args"]
@@ -44,6 +45,14 @@ def _is_bool(annotation: Any) -> bool:
     return annotation is bool
 
 
+def _show(default: Any) -> str:
+    if isinstance(default, dict | list) and not default:
+        return "none"
+    if isinstance(default, dict | list):
+        return json.dumps(default)
+    return str(default)
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]
 ) -> None:
@@ -51,9 +60,9 @@ def add_settings_arguments(
     prefix = str(settings_cls.model_config.get("env_prefix", "")).upper()
     for name, field in settings_cls.model_fields.items():
         env = prefix + name.upper()
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         help_text = (field.description or "").strip()
-        shown = "" if default is None or callable(default) else f" (default: {default})"
+        shown = "" if default in (None, PydanticUndefined) else f" (default: {_show(default)})"
         help_text = f"{help_text}{shown} [env {env}]"
         if _is_bool(field.annotation):
             parser.add_argument(

@@ -1,0 +1,185 @@
+"""Checks that keep the package boundaries and the fork rule from eroding silently.
+
+Each check is a function of a source tree or a module name, so the tests below also run
+it on a deliberately broken input and show that it fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: package -> project packages it must never import (lazily or under TYPE_CHECKING
+#: included), and the modules of those packages that are allowed anyway
+RULES: dict[str, tuple[set[str], set[str]]] = {
+    # the contract: both sides import it, it imports neither
+    "pronto_contract": ({"server", "trainer", "gateway", "loadtest", "pronto_cli"}, set()),
+    # the runtime carries only itself: the serving image has no trainer or load tests
+    "server": ({"trainer", "gateway", "loadtest", "pronto_cli"}, set()),
+    # training must not need the server; its subcommand uses the generic flag helper only
+    "trainer": ({"server", "gateway", "loadtest", "pronto_cli"}, {"pronto_cli.flags"}),
+    "gateway": ({"server", "trainer", "loadtest", "pronto_cli"}, {"pronto_cli.flags"}),
+}
+#: third-party modules the contract must not import (it is imported before the fork)
+CONTRACT_HEAVY = {"numpy", "onnxruntime", "sklearn", "pandas", "onnx", "grpc"}
+#: modules the supervisor must not have loaded when it forks workers
+FORK_HEAVY = ("numpy", "onnxruntime")
+
+
+def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """Every absolute import in ``path``, anywhere in the file (inside functions and
+    ``if TYPE_CHECKING:`` too): line, module, and what ``from module import a, b`` may
+    name as submodules (``module.a``, ``module.b``). Relative imports stay inside the
+    package and are skipped."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[tuple[int, str, list[str]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            subs = [f"{node.module}.{alias.name}" for alias in node.names]
+            found.append((node.lineno, node.module, subs))
+    return found
+
+
+def _matches(module: str, names: set[str]) -> bool:
+    return any(module == n or module.startswith(n + ".") for n in names)
+
+
+def boundary_violations(root: Path) -> list[str]:
+    """``file:line imports module`` for every import that breaks :data:`RULES`."""
+    violations = []
+    for package, (forbidden, allowed) in RULES.items():
+        for path in sorted((root / package).rglob("*.py")):
+            if "generated" in path.parts:
+                continue
+            banned = forbidden | (CONTRACT_HEAVY if package == "pronto_contract" else set())
+            for line, module, subs in _imports(path):
+                if not _matches(module, banned) or _matches(module, allowed):
+                    continue
+                if subs and all(_matches(sub, allowed) for sub in subs):
+                    continue  # `from pronto_cli import flags` where pronto_cli.flags is allowed
+                violations.append(f"{path.relative_to(root)}:{line} imports {module}")
+    return sorted(set(violations))
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    """The :data:`FORK_HEAVY` modules loaded after running ``code`` in a fresh interpreter."""
+    probe = code + textwrap.dedent(
+        f"""
+        import json, sys
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {FORK_HEAVY!r})))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    loaded: list[str] = json.loads(out.strip().splitlines()[-1])
+    return loaded
+
+
+# -- the rules hold ---------------------------------------------------------------
+
+
+def test_import_boundaries() -> None:
+    """Protects the package boundaries: the server never imports the trainer, the
+    gateway, the load tests or the CLI; the trainer never imports the server; the
+    contract imports none of them and nothing heavy. A violation names file and line."""
+    assert boundary_violations(ROOT) == []
+
+
+def test_supervisor_forks_without_numpy_or_onnxruntime() -> None:
+    """Protects the fork rule: numpy/OpenBLAS and ONNX Runtime start native threads on
+    import, and a process that forks with live threads hands its children locks that
+    nobody will release. The supervisor, and ``pronto serve`` up to the fork, must not
+    import them (workers import them after the fork)."""
+    code = textwrap.dedent(
+        """
+        from pronto_cli.main import build_parser
+        build_parser("serve")
+        import server.supervisor
+        """
+    )
+    assert heavy_modules_after(code) == []
+
+
+def test_cli_imports_only_the_command_it_runs() -> None:
+    """Protects the thin CLI: ``pronto --help`` imports no component, and ``pronto serve``
+    imports neither the trainer, the gateway nor the load tests (the serving image
+    installs none of their dependencies)."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        from pronto_cli.main import build_parser
+        build_parser(None)
+        top = sorted({m.split(".")[0] for m in sys.modules})
+        build_parser("serve")
+        import server.supervisor
+        serve = sorted({m.split(".")[0] for m in sys.modules})
+        print(json.dumps([top, serve]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    top, serve = json.loads(out)
+    components = {"server", "trainer", "gateway", "loadtest", "sklearn", "pandas"}
+    assert components & set(top) == set()
+    assert {"trainer", "gateway", "loadtest", "sklearn", "pandas", "onnx"} & set(serve) == set()
+
+
+# -- and the checks catch a broken rule -------------------------------------------
+
+
+def test_boundary_check_catches_violations(tmp_path: Path) -> None:
+    """The boundary check on a synthetic tree that breaks each kind of rule."""
+    files = {
+        "server/worker.py": "def f():\n    from trainer.train import train\n",
+        "server/cli.py": "from pronto_cli import flags\n",
+        "trainer/train.py": "import server.model\nfrom pronto_cli.flags import x\n",
+        "trainer/cli.py": "from pronto_cli import flags\nfrom pronto_cli import flags, up\n",
+        "pronto_contract/manifest.py": "import numpy as np\n",
+        "gateway/render.py": "from server.settings import usable_cpus\n",
+        "server/ok.py": "from pronto_contract import Manifest\nfrom . import errors\n",
+    }
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert boundary_violations(tmp_path) == [
+        "gateway/render.py:1 imports server.settings",
+        "pronto_contract/manifest.py:1 imports numpy",
+        "server/cli.py:1 imports pronto_cli",
+        "server/worker.py:2 imports trainer.train",
+        "trainer/cli.py:2 imports pronto_cli",
+        "trainer/train.py:1 imports server.model",
+    ]
+
+
+def test_fork_rule_check_catches_a_heavy_import() -> None:
+    """The fork-rule check on a module that does import numpy (the batcher, which the
+    supervisor once pulled in through the metrics module)."""
+    assert "numpy" in heavy_modules_after("import server.batching\n")
+    assert "onnxruntime" in heavy_modules_after("import server.model\n")
+
+
+@pytest.mark.parametrize("command", ["serve", "gateway", "train", "up", "bench", "predict"])
+def test_help_never_shows_an_undefined_default(command: str) -> None:
+    """Fields with a default factory (e.g. ``--model-version-policies``) show a real
+    default, not pydantic's ``PydanticUndefined`` sentinel."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pronto_cli", command, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "PydanticUndefined" not in proc.stdout
