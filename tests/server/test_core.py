@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 from pronto_cli.flags import add_settings_arguments, settings_from_args
 from pronto_cli.procs import serve_command
-from pronto_contract import VersionPolicy, select_versions
+from pronto_contract import ManifestError, VersionPolicy, select_versions
 from server.core import InferenceCore
 from server.datatypes import DATATYPES, decode_bytes_raw, encode_bytes_raw
 from server.errors import (
@@ -312,6 +312,16 @@ def test_manifest_classes_that_disagree_with_the_graph(model_repo: Path, tmp_pat
     handle = load_model("m", 1, folder)
     assert handle.classes is None
     assert [f.kind for f in handle.features] == ["categorical", "categorical", "numeric", "numeric"]
+
+
+def test_a_manifest_from_a_newer_trainer_is_not_served(model_repo: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m" / "1"
+    shutil.copytree(model_repo / "flights" / "1", folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["schema_version"] = 99
+    (folder / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="schema_version 99 is newer"):
+        load_model("m", 1, folder)
 
 
 def test_observer_sees_every_served_batch(core: InferenceCore) -> None:
