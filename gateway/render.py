@@ -136,23 +136,20 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, st
     ]
 
 
-def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, Any]:
-    """Template context; ``descriptor_path`` is where Envoy will read the descriptor set."""
-    source = Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).read_bytes()
-    services = transcoded_services(source)
-    guard = _environment().get_template("json_guard.lua.j2")
-    jwt = settings.jwt_jwks_file != ""
-    keys = read_api_keys(settings.api_keys_file) if settings.api_keys_file else []
-    if settings.require_auth and not (jwt or keys):
+def _check(settings: GatewaySettings, workers: int, keys: list[Any]) -> None:
+    """Combinations of settings that no configuration can honour."""
+    if settings.require_auth and not (settings.jwt_jwks_file or keys):
         raise ValueError("require_auth is set but neither a JWKS file nor API keys are given")
     if settings.upstream_tls and bool(settings.upstream_tls_cert_file) != bool(
         settings.upstream_tls_key_file
     ):
         raise ValueError("mutual TLS needs both upstream_tls_cert_file and upstream_tls_key_file")
-    workers = worker_count(settings)
     if settings.worker_base_port + workers - 1 > 65535:
         raise ValueError("worker ports run past 65535")
-    interval = settings.health_check_interval
+
+
+def _listener_context(settings: GatewaySettings) -> dict[str, Any]:
+    """What the downstream side looks like: ports, limits, local replies, logging."""
     return {
         "admin_port": settings.admin_port,
         "stats_port": settings.stats_port,
@@ -166,41 +163,66 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         ]
         + [{"op": "GE", "http": 400, "grpc": 2, "message": "%LOCAL_REPLY_BODY%"}],
         "grpc_local_replies": [{"http": h, "grpc": g} for h, g in GRPC_LOCAL_REPLIES],
-        "routes": _routes(settings, services),
-        "public_paths": PUBLIC_PATHS,
-        "retries": settings.retries,
-        "descriptor_set": descriptor_path,
-        "services": services,
-        "json_guard": guard.render(schema=lua_schema(source, services)),
         "max_request_bytes": settings.max_request_bytes,
         "max_response_bytes": MAX_RESPONSE_BYTES,
-        "jwt": {
-            "issuer": settings.jwt_issuer,
-            "audiences": settings.jwt_audiences,
-            "jwks_file": settings.jwt_jwks_file,
-        }
-        if jwt
-        else None,
+    }
+
+
+def _auth_context(settings: GatewaySettings, keys: list[Any]) -> dict[str, Any]:
+    """Authentication (JWT, API keys) and the per-pod rate limit; None where off."""
+    jwt = {
+        "issuer": settings.jwt_issuer,
+        "audiences": settings.jwt_audiences,
+        "jwks_file": settings.jwt_jwks_file,
+    }
+    rate = {
+        "rps": settings.rate_limit_rps,
+        "burst": settings.rate_limit_burst or settings.rate_limit_rps,
+    }
+    return {
+        "jwt": jwt if settings.jwt_jwks_file else None,
         "api_keys": {"credentials": keys, "header": settings.api_key_header} if keys else None,
-        "rate_limit": {
-            "rps": settings.rate_limit_rps,
-            "burst": settings.rate_limit_burst or settings.rate_limit_rps,
-        }
-        if settings.rate_limit_rps
-        else None,
+        "rate_limit": rate if settings.rate_limit_rps else None,
+    }
+
+
+def _upstream_context(settings: GatewaySettings, workers: int) -> dict[str, Any]:
+    """The workers: their private ports, TLS to them, and how they are health-checked."""
+    tls = {
+        "ca_file": settings.upstream_tls_ca_file,
+        "cert_file": settings.upstream_tls_cert_file,
+        "key_file": settings.upstream_tls_key_file,
+        "server_name": settings.upstream_tls_server_name,
+    }
+    interval = settings.health_check_interval
+    return {
+        "retries": settings.retries,
         "worker_ports": [settings.worker_base_port + i for i in range(workers)],
         "upstream_host": settings.upstream_host,
-        "upstream_tls": {
-            "ca_file": settings.upstream_tls_ca_file,
-            "cert_file": settings.upstream_tls_cert_file,
-            "key_file": settings.upstream_tls_key_file,
-            "server_name": settings.upstream_tls_server_name,
-        }
-        if settings.upstream_tls
-        else None,
+        "upstream_tls": tls if settings.upstream_tls else None,
         "health_check_service": settings.health_check_service,
         "health_check_interval": _seconds(interval),
         "health_check_timeout": _seconds(max(interval, 1.0)),
+    }
+
+
+def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, Any]:
+    """Template context; ``descriptor_path`` is where Envoy will read the descriptor set."""
+    source = Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).read_bytes()
+    services = transcoded_services(source)
+    guard = _environment().get_template("json_guard.lua.j2")
+    keys = read_api_keys(settings.api_keys_file) if settings.api_keys_file else []
+    workers = worker_count(settings)
+    _check(settings, workers, keys)
+    return {
+        **_listener_context(settings),
+        **_auth_context(settings, keys),
+        **_upstream_context(settings, workers),
+        "routes": _routes(settings, services),
+        "public_paths": PUBLIC_PATHS,
+        "descriptor_set": descriptor_path,
+        "services": services,
+        "json_guard": guard.render(schema=lua_schema(source, services)),
     }
 
 

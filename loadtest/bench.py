@@ -24,7 +24,7 @@ def stack_for(settings: BenchSettings, gateway: bool, log_dir: Path) -> Iterator
     if settings.address:
         yield Stack(settings.address, settings.envoy_address)
         return
-    from server.settings import usable_cpus
+    from pronto_contract.fields import usable_cpus
 
     workers = settings.workers or usable_cpus()
     with local_stack(settings.model_repository, workers, gateway, log_dir) as stack:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pronto_cli.flags import add_settings_arguments, settings_from_args
+from pronto_cli.procs import PRONTO
+from pronto_contract.fields import ModelRepository, Workers
 
 __all__ = ["BenchSettings", "register"]
 
@@ -29,9 +31,9 @@ class BenchSettings(BaseSettings):
     envoy_address: str | None = Field(
         None, description="Address of a running Envoy for REST runs; default: start one."
     )
-    model_repository: Path = Field(Path("models"), description="Model repository root.")
+    model_repository: ModelRepository = Path("models")
     model: str = Field("flight-delay", description="Model the requests are built for.")
-    workers: int = Field(0, ge=0, description="Worker processes to start; 0: one per CPU.")
+    workers: Workers = 0
     results_dir: Path = Field(
         Path("loadtest/results"), description="Where summaries and tool reports go."
     )
@@ -59,14 +61,15 @@ def register(subparsers: Any) -> None:
 
 
 def _ensure_model(settings: BenchSettings) -> None:
-    if any((settings.model_repository / settings.model).glob("[0-9]*/model.json")):
-        return
+    from pronto_contract import list_versions
+
+    with contextlib.suppress(FileNotFoundError):
+        if list_versions(settings.model_repository, [settings.model]):
+            return
     print(f"no {settings.model!r} in {settings.model_repository}: training the default model")
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pronto_cli",
+            *PRONTO,
             "train",
             "--model-repository",
             str(settings.model_repository),

@@ -64,7 +64,17 @@ def _command(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command(argv))
+    command = _command(argv)
+    try:
+        parser = build_parser(command)
+    except ModuleNotFoundError as exc:
+        # e.g. `pronto train` in the serving image, which installs the serve extra only
+        print(
+            f"pronto {command}: not available in this installation ({exc}); "
+            "install the extra it needs, e.g. pip install 'pronto-serving[train]'",
+            file=sys.stderr,
+        )
+        return 2
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)

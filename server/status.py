@@ -22,7 +22,7 @@ import grpc
 from server.errors import INTERNAL_MESSAGE, ErrorKind, InvalidInput, ProntoError
 from server.safe_decode import Undecodable
 
-__all__ = ["STATUS", "Recorder", "rpc", "status_of"]
+__all__ = ["STATUS", "Recorder", "rpc"]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,6 @@ STATUS: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
 }
-
-
-def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Status code and caller-visible message for ``exc``."""
-    if isinstance(exc, ProntoError):
-        return STATUS[exc.kind], exc.message
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
 class Recorder(Protocol):
