@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        print(f"pronto {args.command}: not available in this installation ({exc})", file=sys.stderr)
+        return 2
     except NotImplementedError as exc:
         print(f"pronto {args.command}: {exc}", file=sys.stderr)
         return 2
