@@ -29,6 +29,7 @@ from loadtest.procstats import ProcessSampler
 from loadtest.report import RESULTS_DIR, update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, machine_description
 from pronto_cli.procs import PRONTO, free_port, wait_for_grpc_health
+from pronto_contract import MODEL_FILE
 
 __all__ = ["main"]
 
@@ -77,7 +78,7 @@ def _build_mlp(folder: Path) -> None:
     )
     folder.mkdir(parents=True)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, folder / "model.onnx")
+    onnx.save(model, folder / MODEL_FILE)
 
 
 def _repository(out: Path, models: Path, hgb: Path | None) -> Path:

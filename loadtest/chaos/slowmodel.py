@@ -16,6 +16,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from pronto_contract import MODEL_FILE
+
 __all__ = ["SLOW_MODEL", "WIDTH", "build_slow_model", "slow_request"]
 
 SLOW_MODEL = "slow"
@@ -83,7 +85,7 @@ def build_slow_model(folder: Path, delay_s: float = 0.5) -> float:
     iterations = max(1, round(delay_s / per_iteration))
     model = _graph(iterations)
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, folder / "model.onnx")
+    onnx.save(model, folder / MODEL_FILE)
     return per_iteration * iterations
 
 

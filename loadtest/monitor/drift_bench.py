@@ -28,6 +28,7 @@ from loadtest.report import RESULTS_DIR, update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, RunOutcome, machine_description, run_one
 from loadtest.stack import local_stack
 from pronto_cli.procs import free_port
+from pronto_contract import has_models
 
 __all__ = ["cost_table", "main", "overhead_table"]
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "drift")
     p.add_argument("--no-doc", action="store_true", help="do not regenerate docs/benchmarks.md")
     args = p.parse_args(argv)
-    if not any(args.model_repository.glob("*/*/model.onnx")):
+    if not has_models(args.model_repository):
         print(f"no model in {args.model_repository}: run `pronto train` first", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
