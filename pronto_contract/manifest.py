@@ -208,10 +208,11 @@ class Manifest(_Part):
             raise ManifestError(f"{source}: invalid model.json: {problems}") from None
 
     def to_json(self) -> str:
-        data = self.model_dump(mode="json")
-        if not self.has_batching_entry:
-            del data["batching"]  # absent and null mean different things (see the field)
-        return json.dumps(data, indent=2) + "\n"
+        """The JSON text of ``model.json``: the fields that were given (read from a file,
+        set by the trainer or assigned), so a round trip neither adds keys nor turns an
+        absent ``batching`` into an explicit null, stamped with its ``schema_version``."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        return json.dumps({"schema_version": self.schema_version, **data}, indent=2) + "\n"
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -51,7 +51,7 @@ def test_flights_model_is_published_with_its_contract(flights_csv: Path, tmp_pat
     assert result.version == 1 and result.path == repo / "flight-delay" / "1"
     files = {p.relative_to(result.path).as_posix() for p in result.path.rglob("*")}
     assert {"model.onnx", "model.json", "metrics.json", "report.md", "plots/roc.png"} <= files
-    manifest = latest_manifest(repo, "flight-delay").model_dump(mode="json")
+    manifest = json.loads(latest_manifest(repo, "flight-delay").to_json())
     assert set(manifest) >= CONTRACT_KEYS
     assert manifest["version"] == 1 and manifest["platform"] == "onnxruntime_onnx"
     assert manifest["created_at"].endswith("Z")
@@ -123,7 +123,7 @@ def test_breast_cancer_csv_gets_its_own_signature(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     assert main(["train", "--data", str(path), "--target", "target", "--name", "cancer",
                  "--model-repository", str(repo)]) == 0  # fmt: skip
-    manifest = latest_manifest(repo, "cancer").model_dump(mode="json")
+    manifest = json.loads(latest_manifest(repo, "cancer").to_json())
     sig = manifest["signature"]
     assert len(sig["inputs"]) == 30
     # Column names with spaces become valid ONNX input names; the manifest keeps both.
@@ -149,7 +149,7 @@ def test_multiclass_csv_with_text_labels_and_a_categorical_column(tmp_path: Path
             "--categorical", "vineyard", "--numeric", *numeric,
             "--model-repository", str(repo)]  # fmt: skip
     assert main(args) == 0
-    manifest = latest_manifest(repo, "wine").model_dump(mode="json")
+    manifest = json.loads(latest_manifest(repo, "wine").to_json())
     sig = manifest["signature"]
     assert [i["name"] for i in sig["inputs"]] == ["vineyard", *numeric]
     assert sig["inputs"][0]["categories"] == ["hill", "valley"]
