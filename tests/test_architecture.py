@@ -183,3 +183,17 @@ def test_help_never_shows_an_undefined_default(command: str) -> None:
         check=True,
     )
     assert "PydanticUndefined" not in proc.stdout
+
+
+def test_lazy_help_matches_each_command() -> None:
+    """``pronto --help`` lists commands from a table without importing them; each
+    command's own registration must say the same thing."""
+    import argparse
+
+    from pronto_cli.main import COMMANDS, build_parser
+
+    for name, command in COMMANDS.items():
+        parser = build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        helps = {c.dest: c.help for c in sub._choices_actions}
+        assert helps[name] == command.help, name
