@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, free_port_block, wait_for_grpc_health
+from tests.support import free_port, free_port_block, wait_for_grpc_health, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +33,6 @@ def _post(port: int, path: str, body: dict[str, object]) -> tuple[int, dict[str,
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     resp = conn.getresponse()
     return resp.status, json.loads(resp.read() or b"{}")
-
-
-def _wait_rest(port: int, proc: subprocess.Popen[bytes], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"pronto up exited with {proc.returncode}"
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("Envoy did not become ready")
 
 
 def test_up_trains_serves_and_stops(tmp_path: Path) -> None:
@@ -80,7 +64,7 @@ def test_up_trains_serves_and_stops(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        _wait_rest(rest_port, proc)
+        wait_for_http(rest_port, "/v2/health/ready", timeout=240, proc=proc)
         assert (tmp_path / "models" / "flight-delay" / "1" / "model.onnx").exists()
         wait_for_grpc_health(f"127.0.0.1:{grpc_port}", proc=proc)
         status, body = _post(

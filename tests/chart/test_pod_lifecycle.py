@@ -50,21 +50,6 @@ def _request(
         conn.close()
 
 
-def _wait_http(port: int, path: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            status, _, _ = _request(port, "GET", path)
-            if status == 200:
-                return
-            last = status
-        except OSError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"GET {path} on :{port} never returned 200 (last: {last})")
-
-
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
     server_port, metrics, envoy_port, admin, stats = support.free_ports(5)
@@ -162,7 +147,7 @@ def test_pod_serves_through_envoy_and_drains_on_termination(pod: dict[str, Any])
     support.wait_for_grpc_health(f"127.0.0.1:{ports['server']}", timeout=90, proc=pod["server"])
     # Envoy's readinessProbe: its httpGet path through Envoy to a ready worker
     probe = container(spec, "envoy")["readinessProbe"]["httpGet"]
-    _wait_http(ports["envoy"], probe["path"])
+    support.wait_for_http(ports["envoy"], probe["path"])
 
     body = {"instances": [modelgen.instance(0), modelgen.instance(1)]}
     path = f"/v1/models/{modelgen.MODEL}:predict"
