@@ -23,7 +23,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,9 +77,15 @@ train: setup ## train the default model into models/ (generates data/flights.csv
 repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 	$(VENV)/bin/dvc repro
 
-test: setup setup-terraform ## lint, proto drift check and the whole test suite
+test: setup setup-terraform cluster-build ## lint, proto drift check and the whole test suite
 	$(MAKE) lint proto-check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+cluster-build: setup ## build pinned etcd, kube-apiserver, kube-controller-manager, kubectl (once, cached)
+	$(PY) -m tests.cluster.controlplane build
+
+cluster-rehearse: cluster-build ## install, upgrade, roll back and test the chart on a loopback API server
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
