@@ -76,6 +76,7 @@ class Cluster:
             "HELM_CACHE_HOME": str(self.home / "cache"),
             "HELM_CONFIG_HOME": str(self.home / "config"),
             "HELM_DATA_HOME": str(self.home / "data"),
+            "KUBECACHEDIR": str(self.home / "kube-cache"),
         }
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env

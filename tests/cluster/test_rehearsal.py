@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -167,6 +168,19 @@ def test_server_reports_pinned_version(cluster: Cluster) -> None:
     assert version["serverVersion"]["gitVersion"] == KUBERNETES_VERSION
 
 
+def test_control_plane_listens_on_loopback_only(cluster: Cluster) -> None:
+    processes = cluster.plane.processes
+    assert set(processes) == {"etcd", "kube-apiserver", "kube-controller-manager"}
+    for name, proc in processes.items():
+        listening = [
+            c.laddr
+            for c in psutil.Process(proc.pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        assert listening, f"{name} listens nowhere"
+        assert {addr.ip for addr in listening} == {"127.0.0.1"}, (name, listening)
+
+
 def test_kube_version_constraint(cluster: Cluster) -> None:
     """Chart.yaml's kubeVersion: the rehearsal's API server passes (the install tests show
     it), GKE's pre-release-shaped versions pass, 1.28 is refused."""
@@ -270,11 +284,11 @@ def test_pod_security_refuses_a_privileged_pod(cluster: Cluster) -> None:
     """The control for the test above: the same admission path does refuse."""
     namespace = cluster.namespace("psa", RESTRICTED)
     wait_for("the default ServiceAccount", lambda: cluster.items("serviceaccounts", namespace))
-    bad = {
-        "containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": True}}]
-    }
+    # A plain pod: fine under `baseline`, refused by `restricted` (privilege escalation,
+    # capabilities, runAsNonRoot, seccomp).
+    bad = {"containers": [{"name": "c", "image": "busybox"}]}
     with pytest.raises(AssertionError, match="violates PodSecurity"):
-        assert_pods_admitted(cluster, namespace, [("Pod/privileged", bad)])
+        assert_pods_admitted(cluster, namespace, [("Pod/plain", bad)])
 
 
 def _spec_versions(
