@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -52,6 +53,7 @@ ETCD_VERSION = "v3.6.16"
 GO_DIR = Path(__file__).resolve().parent / "go"
 ADMIN_TOKEN = "pronto-rehearsal-admin"  # loopback-only throwaway cluster
 CONTROLLER_MANAGER_TOKEN = "pronto-rehearsal-controller-manager"
+PR_SET_PDEATHSIG = 1
 KUBE_TOOLS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 # No kubelet, no cloud: leave out every controller that manages nodes, cloud resources or
 # volumes on nodes; the workload controllers (deployment, replicaset, disruption, HPA,
@@ -175,6 +177,9 @@ class ControlPlane:
     workdir: Path
     bin: Path
     api_port: int = 0
+    # Linux: the processes get SIGTERM when the process that started them dies, even by
+    # SIGKILL. Off for the `start` command, whose processes outlive it on purpose.
+    tie_to_parent: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -214,7 +219,13 @@ class ControlPlane:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         # A process group of its own: stop() signals the group, and Ctrl-C in a terminal
         # reaches it only through stop().
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+        )
         self.processes[name] = proc
         (self.workdir / f"{name}.pid").write_text(f"{proc.pid}\n")
 
@@ -350,6 +361,12 @@ class ControlPlane:
         self.processes.clear()
 
 
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _stop_group(pid: int, grace: float) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -406,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         print(binaries())
     elif args.command == "start":
-        plane = ControlPlane(workdir=args.dir.resolve(), bin=binaries())
+        plane = ControlPlane(workdir=args.dir.resolve(), bin=binaries(), tie_to_parent=False)
         try:
             plane.start()
         except BaseException:
