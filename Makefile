@@ -13,6 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 UV_VERSION         := 0.13.8
 GHZ_VERSION        := v0.120.0
 HELM_VERSION       := v3.19.5
+HELM_K8S_MINOR     := 34
+HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
 APT_PACKAGES := prometheus wrk
 
@@ -51,9 +53,12 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.ghz-$(GHZ_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && \
 	  touch $(TOOLS_BIN)/.ghz-$(GHZ_VERSION); }
-	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
-	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
-	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
+	@# Helm's release binaries stamp the Kubernetes version of their client-go
+	@# (helm's own Makefile does it with these -X flags); a plain `go install`
+	@# leaves v1.20, which the chart's kubeVersion constraint refuses.
+	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR) || { \
+	  GOBIN=$(TOOLS_BIN) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR); }
 	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
 	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
