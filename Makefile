@@ -84,7 +84,7 @@ test: setup setup-terraform ## lint, proto drift check and the whole test suite
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server trainer gateway loadtest
+	$(VENV)/bin/mypy server trainer gateway loadtest pronto
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	.github/scripts/lint-delivery.sh

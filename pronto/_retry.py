@@ -47,6 +47,8 @@ class RetryPolicy:
         """Seconds to wait before retrying after failed ``attempt``; None = do not retry."""
         if attempt >= self.max_attempts or error.code not in self.retryable:
             return None
+        if error.http_status == 413 or "larger than max" in error.message:
+            return None  # RESOURCE_EXHAUSTED for a request too large: it would fail again
         if error.retry_after is not None:
             return None if error.retry_after < 0 else error.retry_after
         backoff = min(self.initial_backoff * self.multiplier ** (attempt - 1), self.max_backoff)

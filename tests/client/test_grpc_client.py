@@ -123,9 +123,9 @@ def test_errors_carry_the_status_and_are_not_retried(server: Server) -> None:
 
 
 def test_deadline(server: Server) -> None:
-    with pronto.Client(f"127.0.0.1:{server.port}", timeout=1e-5) as c:
-        with pytest.raises(pronto.InferenceError) as caught:
-            c.infer(MODEL, arrays(frame(1)))
+    client = pronto.Client(f"127.0.0.1:{server.port}", timeout=1e-5)
+    with client, pytest.raises(pronto.InferenceError) as caught:
+        client.infer(MODEL, arrays(frame(1)))
     assert caught.value.code == "DEADLINE_EXCEEDED"
 
 
