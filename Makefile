@@ -54,6 +54,10 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
 	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
+	@# ghzhtml renders a ghz JSON report with ghz's own HTML printer (ghz pinned in its go.mod).
+	@test -f $(TOOLS_BIN)/.ghzhtml-$(GHZ_VERSION) || { \
+	  (cd loadtest/ghzhtml && GOBIN=$(TOOLS_BIN) go install .) && \
+	  touch $(TOOLS_BIN)/.ghzhtml-$(GHZ_VERSION); }
 	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
 	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
