@@ -23,7 +23,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check go-proto bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check go-proto dashboards bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -88,7 +88,7 @@ test: setup setup-terraform ## lint, proto drift check and the whole test suite
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server trainer gateway loadtest pronto
+	$(VENV)/bin/mypy server trainer gateway loadtest pronto dashboards
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	.github/scripts/lint-delivery.sh
@@ -110,6 +110,9 @@ proto-check: ## fail when generated files differ from what proto/ produces
 	if ! diff -r $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
 	  echo "generated code is out of date: run 'make proto' and commit the result"; \
 	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+dashboards: setup ## regenerate charts/pronto/files/dashboards/*.json from dashboards/ (grafana-foundation-sdk)
+	$(PY) -m dashboards
 
 go-proto: setup ## regenerate the Go example's stubs (examples/go/gen) from proto/
 	examples/go/generate.sh
