@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -57,6 +58,24 @@ def test_rest_predict_metadata_and_errors(gateway: Gateway, repository: Path) ->
         with pytest.raises(pronto.InferenceError) as bad:
             rest.predict(MODEL, {"carrier": "Copa Air", "hour": "late"})
         assert (bad.value.code, bad.value.http_status) == ("INVALID_ARGUMENT", 400)
+
+
+def test_async_rest_client(secured: Gateway, repository: Path) -> None:
+    data = frame(16)
+    want = [str(x) for x in reference(repository, data)["label"]]
+
+    async def main() -> list[pronto.PredictResult]:
+        async with pronto.AsyncRestClient(url(secured), api_key=API_KEY) as rest:
+            assert await rest.server_ready()
+            assert (await rest.model_metadata(MODEL)).versions == ("1",)
+            infer = await rest.infer(MODEL, data, raw=False)
+            assert [str(x) for x in infer.as_numpy("label")] == want
+            return list(
+                await asyncio.gather(*(rest.predict(MODEL, data.iloc[[i]]) for i in range(16)))
+            )
+
+    results = asyncio.run(main())
+    assert [r.labels[0] for r in results] == want
 
 
 def test_grpc_through_envoy(gateway: Gateway, repository: Path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pronto
-from tests.client.conftest import API_KEY
+from tests.client.conftest import API_KEY, TlsFront
 from tests.client.test_grpc_client import frame
 from tests.gateway.harness import Gateway, Server
 from tests.gateway.modelgen import MODEL
@@ -70,7 +70,9 @@ def _run(binary: Path, rows: list[dict[str, object]], *flags: str) -> dict[str, 
 
 
 @pytest.mark.integration
-def test_go_example_matches_python_client(goclient: Path, server: Server, secured: Gateway) -> None:
+def test_go_example_matches_python_client(
+    goclient: Path, server: Server, secured: Gateway, tls_front: TlsFront
+) -> None:
     data = frame(9)
     rows = data.to_dict("records")
     with pronto.Client(f"127.0.0.1:{server.port}") as client:

@@ -4,6 +4,7 @@ ids, errors, deadlines, and the asyncio client under concurrency."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +124,16 @@ def test_errors_carry_the_status_and_are_not_retried(server: Server) -> None:
 
 
 def test_deadline(server: Server) -> None:
-    client = pronto.Client(f"127.0.0.1:{server.port}", timeout=1e-5)
-    with client, pytest.raises(pronto.InferenceError) as caught:
-        client.infer(MODEL, arrays(frame(1)))
-    assert caught.value.code == "DEADLINE_EXCEEDED"
+    """A call whose work outlasts its deadline ends with DEADLINE_EXCEEDED at the deadline."""
+    big = arrays(frame(100_000))  # about 2 MB of raw contents: far more than 20 ms of work
+    with pronto.Client(f"127.0.0.1:{server.port}", timeout=0.02) as client:
+        started = time.monotonic()
+        with pytest.raises(pronto.InferenceError) as caught:
+            client.infer(MODEL, big)
+        assert caught.value.code == "DEADLINE_EXCEEDED"
+        assert time.monotonic() - started < 1.0
+        # the deadline was the call's, not the client's end: a later call with time succeeds
+        assert client.infer(MODEL, arrays(frame(2)), timeout=10).as_numpy("label").shape == (2,)
 
 
 def test_async_client_under_concurrency(server: Server, repository: Path) -> None:
