@@ -333,6 +333,21 @@ class AsyncClient(_Base):
         request = oip.ModelReadyRequest(name=model, version=version)
         return bool((await self._unary("oip", "ModelReady", request, timeout, None)).ready)
 
+    async def server_metadata(self, *, timeout: float | None = None) -> dict[str, Any]:
+        request = oip.ServerMetadataRequest()
+        reply = await self._unary("oip", "ServerMetadata", request, timeout, None)
+        return {"name": reply.name, "version": reply.version, "extensions": list(reply.extensions)}
+
+    async def list_models(self, *, timeout: float | None = None) -> list[pv1.ModelInfo]:
+        reply = await self._unary("pv1", "ListModels", pv1.ListModelsRequest(), timeout, None)
+        return list(reply.models)
+
+    async def get_model(
+        self, model: str, version: str = "", *, timeout: float | None = None
+    ) -> Any:
+        request = pv1.GetModelRequest(name=model, version=version)
+        return (await self._unary("pv1", "GetModel", request, timeout, None)).model
+
     async def model_metadata(
         self, model: str, version: str = "", *, timeout: float | None = None
     ) -> ModelMetadata:
@@ -365,6 +380,17 @@ class AsyncClient(_Base):
             model, inputs, version=version, outputs=outputs, request_id=request_id, raw=raw,
             metadata=md,
         )  # fmt: skip
+        return await self.infer_request(request, timeout=timeout, metadata=metadata, retry=retry)
+
+    async def infer_request(
+        self,
+        request: oip.ModelInferRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        retry: bool = True,
+    ) -> InferResult:
+        """See :meth:`Client.infer_request`."""
         reply = await self._unary("oip", "ModelInfer", request, timeout, metadata, retry)
         return _codec.parse_infer_response(reply)
 

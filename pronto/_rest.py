@@ -251,8 +251,21 @@ class AsyncRestClient(_RestBase):
 
         return await call_with_retries_async(attempt, self._policy(retry), self._timeout(timeout))
 
+    async def server_live(self, *, timeout: float | None = None) -> bool:
+        return bool((await self._call("GET", "/v2/health/live", timeout=timeout)).get("live"))
+
     async def server_ready(self, *, timeout: float | None = None) -> bool:
         return bool((await self._call("GET", "/v2/health/ready", timeout=timeout)).get("ready"))
+
+    async def model_ready(
+        self, model: str, version: str = "", *, timeout: float | None = None
+    ) -> bool:
+        body = await self._call("GET", _path(model, version, "/ready"), timeout=timeout)
+        return bool(body["ready"])
+
+    async def list_models(self, *, timeout: float | None = None) -> list[pv1.ModelInfo]:
+        body = await self._call("GET", "/v1/models", timeout=timeout)
+        return list(_decode(body, pv1.ListModelsResponse()).models)
 
     async def model_metadata(
         self, model: str, version: str = "", *, timeout: float | None = None

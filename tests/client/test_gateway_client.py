@@ -66,7 +66,9 @@ def test_async_rest_client(secured: Gateway, repository: Path) -> None:
 
     async def main() -> list[pronto.PredictResult]:
         async with pronto.AsyncRestClient(url(secured), api_key=API_KEY) as rest:
-            assert await rest.server_ready()
+            assert await rest.server_live() and await rest.server_ready()
+            assert await rest.model_ready(MODEL) and not await rest.model_ready(MODEL, "9")
+            assert [m.name for m in await rest.list_models()] == [MODEL]
             assert (await rest.model_metadata(MODEL)).versions == ("1",)
             infer = await rest.infer(MODEL, data, raw=False)
             assert [str(x) for x in infer.as_numpy("label")] == want

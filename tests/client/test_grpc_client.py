@@ -142,6 +142,10 @@ def test_async_client_under_concurrency(server: Server, repository: Path) -> Non
 
     async def main() -> list[pronto.PredictResult | pronto.InferResult]:
         async with pronto.AsyncClient(f"127.0.0.1:{server.port}", connections=2) as c:
+            assert await c.server_live() and await c.model_ready(MODEL)
+            assert [m.name for m in await c.list_models()] == [MODEL]
+            assert (await c.get_model(MODEL)).classes == ["0", "1"]
+            assert (await c.server_metadata())["name"]
             calls = []
             for i in range(len(data)):
                 row = data.iloc[[i]]
