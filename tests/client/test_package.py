@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 import pronto
 from pronto import _codec
+from tests.gateway.harness import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +29,33 @@ def test_import_pulls_in_no_server_runtime() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_client_extra_installs_and_works_alone(tmp_path: Path, server: Server) -> None:
+    """`pronto-serving[client]` in a fresh environment: no ONNX Runtime, pydantic or
+    Prometheus client gets installed, and the client answers a real server."""
+    venv, uv = tmp_path / "venv", Path(sys.executable).parent / "uv"
+    subprocess.run([str(uv), "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = [str(uv), "pip", "install", "-q", "-p", str(python), "-c", ".ci/constraints.txt"]
+    # setuptools builds in ./build unless told otherwise: keep the work tree clean
+    config = tmp_path / "build.cfg"
+    config.write_text(f"[build]\nbuild_base = {tmp_path / 'build'}\n")
+    env = {**os.environ, "DIST_EXTRA_CONFIG": str(config)}
+    done = subprocess.run(
+        [*install, ".[client]"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    code = (
+        "import importlib.util as u, pronto; "
+        "print([m for m in ('onnxruntime', 'pydantic', 'prometheus_client') if u.find_spec(m)]); "
+        f"c = pronto.Client('127.0.0.1:{server.port}'); "
+        "print(c.predict('delays', {'carrier': 'Copa Air', 'hour': 20.0}).labels)"
+    )
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "['1']"]
 
 
 def test_typed_package() -> None:
