@@ -8,13 +8,15 @@ module-level boolean per request and import nothing from OpenTelemetry.
 On, each ``ModelInfer`` / ``Predict`` call gets a server span that continues the caller's
 W3C ``traceparent`` (Envoy sends one), with children ``decode``, ``queue`` (waiting for the
 model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``. The exporter
-is created lazily in each worker process, after the fork.
+is created lazily in each worker process, after the fork. Errors logged while a request is
+traced carry its trace id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from server.core import InferenceCore
     from server.model import ModelHandle
 
-__all__ = ["ENABLED", "traced", "traced_infer", "traced_run"]
+__all__ = ["ENABLED", "TraceIdFilter", "install_log_filter", "traced", "traced_infer", "traced_run"]
 
 ENABLED = bool(
     os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -47,7 +49,27 @@ def _tracer() -> Any:
         provider = TracerProvider(resource=Resource.create({"service.name": name}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _state.update(pid=os.getpid(), tracer=provider.get_tracer("pronto.server"))
+        install_log_filter()
     return _state["tracer"]
+
+
+class TraceIdFilter(logging.Filter):
+    """Appends the current trace id to error records, to find the request's trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and record.levelno >= logging.WARNING:
+            record.msg = f"{record.msg} [trace_id={context.trace_id:032x}]"
+        return True
+
+
+def install_log_filter(logger: str = "server.errors") -> None:
+    """Trace ids on the records of ``logger`` (where unexpected errors are logged)."""
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, TraceIdFilter) for f in target.filters):
+        target.addFilter(TraceIdFilter())
 
 
 def _parent(context: Any) -> Any:

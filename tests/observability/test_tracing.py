@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -114,3 +115,21 @@ def test_tracing_off_costs_no_import() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False", "True"]
+
+
+def test_error_logs_carry_the_trace_id(caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from server import tracing
+
+    tracing.install_log_filter("pronto.test.errors")
+    log = logging.getLogger("pronto.test.errors")
+    with TracerProvider().get_tracer("t").start_as_current_span("request") as span:
+        log.error("unexpected error in %s", "ModelInfer")
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    log.error("outside any request")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        f"unexpected error in ModelInfer [trace_id={trace_id}]",
+        "outside any request",
+    ]
