@@ -115,7 +115,8 @@ def run_gate(
     cand = _score(candidate, data, split)
     has_production = production is not None and (production / MANIFEST).is_file()
     prod = _score(production, data, split) if has_production and production else None
-    verdict = compare(params, float(cand[params.metric]), prod and float(prod[params.metric]))
+    prod_value = None if prod is None else float(prod[params.metric])
+    verdict = compare(params, float(cand[params.metric]), prod_value)
     return verdict, cand, prod
 
 
