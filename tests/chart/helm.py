@@ -63,7 +63,12 @@ SCENARIOS = (
     Scenario(
         "gateway",
         "gateway-values.yaml",
-        ("gateway.networking.k8s.io/v1/HTTPRoute", "networking.gke.io/v1/HealthCheckPolicy"),
+        (
+            "gateway.networking.k8s.io/v1/HTTPRoute",
+            "networking.gke.io/v1/HealthCheckPolicy",
+            "networking.gke.io/v1/GCPBackendPolicy",
+            "custom.metrics.k8s.io/v1beta2",
+        ),
     ),
     Scenario("auth-off", "auth-off-values.yaml"),
     Scenario("baked-model", "baked-model-values.yaml"),

@@ -110,7 +110,7 @@ variable "node_autoscaling" {
   description = "Bounds of the node pool autoscaler."
   default = {
     min_nodes = 1
-    max_nodes = 3
+    max_nodes = 6
   }
 }
 
