@@ -23,7 +23,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check rehearse bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; 
 	.github/scripts/lint-delivery.sh
 	TF_CLI_CONFIG_FILE=$(CURDIR)/.tools/terraform/cli.tfrc $(TF) fmt -check -recursive terraform/
 	$(CHECKOV) --quiet --compact -d terraform --config-file terraform/.checkov.yaml
+
+rehearse: setup ## run train.yml's and deploy.yml's own steps here, with local stand-ins for the cloud
+	$(PY) .github/scripts/rehearse.py
 
 proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	rm -rf $(GEN_PY) && mkdir -p $(GEN_PY) $(dir $(GEN_DESC))
