@@ -134,9 +134,10 @@ def _markdown(verdict: Verdict, cand: dict[str, Any], prod: dict[str, Any] | Non
     for key in shown:
         if key not in cand:
             continue
-        p = "n/a" if prod is None or key not in prod else f"{prod[key]:.4f}"
+        fmt = "{:d}" if key == "rows" else "{:.4f}"
+        p = "n/a" if prod is None or key not in prod else fmt.format(prod[key])
         mark = " (gate)" if key == verdict.metric else ""
-        lines.append(f"| {key}{mark} | {cand[key]:.4f} | {p} |")
+        lines.append(f"| {key}{mark} | {fmt.format(cand[key])} | {p} |")
     return "\n".join(lines) + "\n"
 
 

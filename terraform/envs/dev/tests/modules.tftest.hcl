@@ -6,6 +6,7 @@
 # so the identities that feed those get well-formed ones.
 mock_provider "google" {
   mock_resource "google_service_account" {
+    override_during = plan
     defaults = {
       email  = "pronto-mock@pronto-test-123.iam.gserviceaccount.com"
       member = "serviceAccount:pronto-mock@pronto-test-123.iam.gserviceaccount.com"
@@ -14,6 +15,7 @@ mock_provider "google" {
   }
 
   mock_resource "google_iam_workload_identity_pool" {
+    override_during = plan
     defaults = {
       name = "projects/123456789012/locations/global/workloadIdentityPools/github"
     }
@@ -155,7 +157,7 @@ run "gke_is_private_vpc_native_with_workload_identity" {
   assert {
     condition = (
       google_container_node_pool.inference.autoscaling[0].min_node_count == 1 &&
-      google_container_node_pool.inference.autoscaling[0].max_node_count == 3
+      google_container_node_pool.inference.autoscaling[0].max_node_count == 6
     )
     error_message = "The inference pool must autoscale between the configured bounds."
   }
