@@ -412,3 +412,48 @@ def test_alertmanager_config_is_valid_and_routes_pages() -> None:
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert routed.stdout.strip() == receiver, routed.stdout + routed.stderr
+
+
+HELM_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    if lower.endswith("y") and lower[-2] not in "aeiou":
+        return lower[:-1] + "ies"
+    if lower.endswith(("s", "ss")):
+        return lower + ("es" if lower.endswith("ss") else "")
+    return lower + "s"
+
+
+def _allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for rule in rules:
+        groups, resources = rule.get("apiGroups", []), rule.get("resources", [])
+        if (group in groups or "*" in groups) and (resource in resources or "*" in resources):
+            verbs |= HELM_VERBS if "*" in rule["verbs"] else set(rule["verbs"])
+    return verbs
+
+
+@needs_helm
+def test_deployer_role_covers_what_helm_upgrade_and_helm_test_touch() -> None:
+    """The first `helm upgrade --atomic --wait` and `helm test --logs` must not be forbidden."""
+    manifest = CHART / "rbac" / "deployer-role.yaml"
+    objects = [o for o in yaml.safe_load_all(manifest.read_text(encoding="utf-8")) if o]
+    rules = next(o for o in objects if o["kind"] == "Role")["rules"]
+    needed: dict[tuple[str, str], set[str]] = {
+        ("", "secrets"): HELM_VERBS,  # Helm's release records
+        ("", "pods"): {"get", "list", "watch", "create", "delete"},  # --wait, helm test
+        ("", "pods/log"): {"get"},  # helm test --logs
+        ("apps", "replicasets"): {"get", "list", "watch"},  # --wait on the Deployment
+    }
+    for scenario in SCENARIOS:
+        for obj in render_scenario(scenario):
+            group = obj["apiVersion"].rpartition("/")[0]
+            needed.setdefault((group, _plural(obj["kind"])), set()).update(HELM_VERBS)
+    missing = {
+        f"{group or 'core'}/{resource}": sorted(verbs - _allowed(rules, group, resource))
+        for (group, resource), verbs in needed.items()
+        if verbs - _allowed(rules, group, resource)
+    }
+    assert not missing, f"the deploy Role lacks: {missing}"
