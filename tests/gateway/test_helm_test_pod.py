@@ -76,7 +76,7 @@ def test_helm_test_passes_against_an_authenticated_release(keyed: Gateway, keys_
 def test_helm_test_fails_when_anonymous_calls_get_through(
     gateway: Gateway, keys_file: Path
 ) -> None:
-    # The session gateway has no authentication: the release must not pass its test.
+    # The shared gateway fixture has no authentication: the release must not pass its test.
     code, out = _run(_test_pod(), gateway, {"PRONTO_TEST_API_KEYS_FILE": keys_file})
     assert code == 1, out
     assert "FAIL unauthenticated call: HTTP 200" in out
