@@ -21,6 +21,7 @@ Scenarios, each with the outcome it must have:
   3. train.yml, push to main with a starved model: the gate fails, nothing is published.
   4. deploy.yml, push to api: image "pushed" once, chart rendered and validated with v1.
   5. deploy.yml, the same commit again: the image is found, not pushed again.
+  6. deploy.yml, a v* tag on that commit, twice: the release tag is added once.
 
 The data set is cut to a few thousand rows (params.yaml in the scratch copy) to keep the
 rehearsal to a few minutes; everything else is the repository's own.
@@ -623,6 +624,17 @@ def main(argv: list[str] | None = None) -> int:
             pushed = build[1] == "stand-in"
             expect(pushed == (attempt == 1),
                    "image pushed on the first attempt only (immutable tags)")  # fmt: skip
+        # 6. a release tag on the same commit, twice: the tag is added once, never moved.
+        release = scratch / "registry" / "europe-west1-docker.pkg.dev_example_pronto_pronto:v0.1.0"
+        for attempt in (1, 2):
+            s = run_job(
+                Job("deploy.yml", "deploy", "push", "refs/tags/v0.1.0", scratch, work),
+                bin_dir,
+                worse,
+            )
+            report(s)
+            expect(s.failed_step is None, f"release deploy attempt {attempt} succeeds")
+        expect(release.is_file(), "the release tag points at the commit's image")
         rendered = scratch / "out" / "rendered.yaml"
         text = rendered.read_text() if rendered.is_file() else ""
         expect('pronto.dev/model: "flight-delay/1"' in text,
