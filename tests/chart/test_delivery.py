@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import (
+    KUBE_VERSION,
     SCENARIOS,
     container,
     cpu_quantity,
@@ -292,7 +293,7 @@ def test_network_policy_admits_the_helm_test_pod() -> None:
 @needs_helm
 def test_custom_metric_hpa_needs_the_adapter_api() -> None:
     proc = run_helm(
-        "template", "pronto", "charts/pronto",
+        "template", "pronto", "charts/pronto", "--kube-version", KUBE_VERSION,
         "--set", "autoscaling.requestsPerSecond.enabled=true",
     )  # fmt: skip
     assert proc.returncode != 0 and "custom.metrics.k8s.io/v1beta2" in proc.stderr

@@ -300,8 +300,8 @@ def test_hpa_scales_on_cpu_and_optionally_on_requests_per_second() -> None:
     default = find(render(), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in default] == ["Resource"]
     assert default[0]["resource"]["name"] == "cpu"
-    gateway = next(sc for sc in SCENARIOS if sc.name == "gateway")
-    with_rps = find(render_scenario(gateway), "HorizontalPodAutoscaler")["spec"]["metrics"]
+    rps = next(sc for sc in SCENARIOS if sc.name == "custom-metrics")
+    with_rps = find(render_scenario(rps), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in with_rps] == ["Resource", "Pods"]
     # the default metric is the per-pod recording rule the chart ships
     rules = (CHART / "files" / "rules" / "slo.yaml").read_text()
@@ -373,9 +373,8 @@ def test_gateway_api_route_targets_envoy() -> None:
 
 def test_gateway_api_without_crds_fails_loudly() -> None:
     proc = run_helm(
-        "template", "pronto", "charts/pronto", "--values", "charts/pronto/ci/gateway-values.yaml",
-        "--set", "autoscaling.requestsPerSecond.enabled=false",
-    )  # fmt: skip
+        "template", "pronto", "charts/pronto", "--values", "charts/pronto/ci/gateway-values.yaml"
+    )
     assert proc.returncode != 0
     assert "gateway.networking.k8s.io" in proc.stderr
 
