@@ -364,7 +364,8 @@ def test_docker_build_installs_dependencies_before_copying_code() -> None:
         body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
         body = body.replace("\\\n", " ")  # one line per instruction
         lines = [ln for ln in body.splitlines() if ln.startswith(("COPY", "RUN"))]
-        first_code = next(i for i, ln in enumerate(lines) if re.match(r"COPY (pronto_contract|pronto_cli|server|trainer)", ln))
+        code = re.compile(r"COPY (pronto_contract|pronto_cli|server|trainer)")
+        first_code = next(i for i, ln in enumerate(lines) if code.match(ln))
         deps = next(i for i, ln in enumerate(lines) if "-r /tmp/requirements.txt" in ln)
         assert deps < first_code, stage
         assert all(not ln.startswith("COPY") or "pyproject" in ln or ".ci/" in ln
