@@ -18,6 +18,7 @@ import numpy as np
 from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, ServerNotReady
 from server.features import columns_from_instances
+from server.guard import AdmissionGuard
 from server.model import ModelHandle
 from server.repository import Registry
 
@@ -88,12 +89,14 @@ class InferenceCore:
         max_batch_size: int = 1_000_000,
         offload_rows: int = 256,
         observer: InferenceObserver | None = None,
+        guard: AdmissionGuard | None = None,
     ) -> None:
         self.registry = registry
         self.observer = observer
         self.version = version
         self.max_batch_size = max_batch_size
         self.offload_rows = offload_rows
+        self.guard = guard
         self.ready = False
         self.draining = False
         # One helper thread: big requests leave the event loop free for health checks
@@ -175,6 +178,14 @@ class InferenceCore:
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
         """Run the model; small requests inline (cheapest), big ones on the helper thread."""
+        if self.guard is not None:
+            with self.guard.admit(rows):
+                return await self._run(handle, feeds, outputs, rows)
+        return await self._run(handle, feeds, outputs, rows)
+
+    async def _run(
+        self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
+    ) -> list[np.ndarray]:
         batcher = handle.batcher
         if batcher is not None:
             return await batcher.run(feeds, outputs, rows)
