@@ -232,6 +232,8 @@ class InferenceCore:
                 f"{len(instances)} instances exceed the limit of {self.max_batch_size}",
                 "batch_too_large",
             )
+        if self.guard is not None:
+            self.guard.check(len(instances))  # before the columns are built
         feeds = columns_from_instances(handle.features, instances)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)

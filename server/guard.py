@@ -9,6 +9,7 @@ a guard, and hands freed memory back to the system after large requests.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -19,6 +20,8 @@ from server.errors import ResourceExhausted
 __all__ = ["AdmissionGuard", "resident_bytes", "return_free_memory"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+#: seconds after a large request before freed memory is handed back
+TRIM_DELAY = 0.05
 
 
 def resident_bytes() -> int:
@@ -62,9 +65,8 @@ class AdmissionGuard:
                 "memory",
             )
 
-    @contextlib.contextmanager
-    def admit(self, rows: int) -> Iterator[None]:
-        """Hold ``rows`` of the budget while the block runs."""
+    def check(self, rows: int) -> None:
+        """Refuse ``rows`` now if they would not be admitted (before decoding them)."""
         if rows > self.max_rows:
             raise ResourceExhausted(
                 f"{rows} rows exceed this server's limit of {self.max_rows} rows in flight; "
@@ -76,6 +78,11 @@ class AdmissionGuard:
                 f"too many rows in flight ({self.rows_in_flight}); retry later",
                 "rows_in_flight",
             )
+
+    @contextlib.contextmanager
+    def admit(self, rows: int) -> Iterator[None]:
+        """Hold ``rows`` of the budget while the block runs."""
+        self.check(rows)
         large = rows >= self.large_rows
         if large:
             self._check_memory()
@@ -85,4 +92,6 @@ class AdmissionGuard:
         finally:
             self.rows_in_flight -= rows
             if large:
-                return_free_memory()
+                # the request and reply messages are freed once the RPC completes, after
+                # this block: trim then
+                asyncio.get_running_loop().call_later(TRIM_DELAY, return_free_memory)
