@@ -95,3 +95,17 @@ class AdmissionGuard:
                 # the request and reply messages are freed once the RPC completes, after
                 # this block: trim then
                 asyncio.get_running_loop().call_later(TRIM_DELAY, return_free_memory)
+
+    async def run_trimmer(self, interval: float, growth_bytes: int = 8 * 2**20) -> None:
+        """Every ``interval`` seconds, hand freed memory back once resident memory has grown
+        by ``growth_bytes`` since the last time: large messages that were refused or
+        failed decoding leave freed heap behind too, not only large batches."""
+        baseline = resident_bytes()
+        while True:
+            await asyncio.sleep(interval)
+            now = resident_bytes()
+            if now > baseline + growth_bytes:
+                return_free_memory()
+                baseline = resident_bytes()
+            elif now < baseline:
+                baseline = now

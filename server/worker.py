@@ -130,6 +130,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         observer=drift if drift.enabled else None,
         guard=admission_guard(settings),
     )
+    assert core.guard is not None
 
     async def installed(serving: set[str], removed: set[str]) -> None:
         # per-model readiness is this worker's own registry, so Envoy's per-endpoint
@@ -193,6 +194,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
+    trimmer = asyncio.create_task(core.guard.run_trimmer(1.0))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -213,6 +215,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     await server.stop(settings.grace_period)
     flusher.cancel()
     drift_flusher.cancel()
+    trimmer.cancel()
     recorder.flush()
     drift.flush()
     reloader.close()

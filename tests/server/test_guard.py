@@ -15,9 +15,8 @@ def test_rows_beyond_the_budget_are_refused_and_released() -> None:
         guard = AdmissionGuard(max_rows=100, memory_limit_bytes=0, large_rows=50)
         with guard.admit(60):
             assert guard.rows_in_flight == 60
-            with pytest.raises(ResourceExhausted, match="rows in flight"):
-                with guard.admit(50):
-                    pass
+            with pytest.raises(ResourceExhausted, match="rows in flight"), guard.admit(50):
+                pass
             with guard.admit(40):
                 assert guard.rows_in_flight == 100
         assert guard.rows_in_flight == 0
@@ -33,9 +32,8 @@ def test_memory_guard_refuses_large_requests_only() -> None:
         guard = AdmissionGuard(max_rows=10_000, memory_limit_bytes=2**20, large_rows=256)
         with guard.admit(10):  # small requests always pass: health of the service
             pass
-        with pytest.raises(ResourceExhausted, match="short of memory") as caught:
-            with guard.admit(256):
-                pass
+        with pytest.raises(ResourceExhausted, match="short of memory") as caught, guard.admit(256):
+            pass
         assert caught.value.reason == "memory"
         assert guard.rows_in_flight == 0
 
