@@ -476,13 +476,62 @@ async def _settled_rss(stack: AttackStack, timeout: float = 3.0) -> float:
     return round(last / 2**20, 1)
 
 
-def run_all(stack: AttackStack, sizes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    attacks: dict[str, Callable[..., dict[str, Any]]] = {
-        "health_flood": health_flood,
-        "compression_bomb": compression_bomb,
-        "label_injection": label_injection,
-        "unauthenticated_bodies": unauthenticated_bodies,
-        "slow_headers": slow_headers,
-        "big_batches": big_batches,
-    }
-    return {name: attacks[name](stack, **kwargs) for name, kwargs in sizes.items()}
+#: the sizes ``make chaos`` uses (the tests use smaller ones)
+HEAVY: dict[str, dict[str, Any]] = {
+    "health_flood": {"streams": 3000, "checks": 3000, "legit": 500},
+    "compression_bomb": {"inflated_mb": 256, "count": 2},
+    "label_injection": {"names": 1000, "long_name_bytes": 1_000_000},
+    "unauthenticated_bodies": {"callers": 8, "rows": 25_000, "rounds": 8},
+    "slow_headers": {"connections": 1000, "timeout": 20.0},
+    "big_batches": {"rows": [80_000, 170_000, 80_000, 80_000, 80_000]},
+}
+
+ATTACKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "health_flood": health_flood,
+    "compression_bomb": compression_bomb,
+    "label_injection": label_injection,
+    "unauthenticated_bodies": unauthenticated_bodies,
+    "slow_headers": slow_headers,
+    "big_batches": big_batches,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from loadtest.chaos.stack import prepare_repository
+    from tests.gateway.tokens import Signer
+
+    parser = argparse.ArgumentParser(prog="python -m loadtest.chaos.attacks", description=__doc__)
+    parser.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(ATTACKS))
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "attacks")
+    parser.add_argument("--model-repository", type=Path, default=None)
+    args = parser.parse_args(argv)
+    repository = args.model_repository or prepare_repository(args.out / "train")
+    # the default header timeout (10 s) on the slow-header connections, defaults elsewhere
+    stack = AttackStack(repository.resolve(), args.out.resolve() / "stack")
+    results: dict[str, Any] = {}
+    try:
+        stack.start(Signer().write_jwks(args.out.resolve() / "jwks.json"))
+        for name in args.attacks:
+            print(f"attack: {name} ...", flush=True)
+            started = time.monotonic()
+            results[name] = ATTACKS[name](stack, **HEAVY[name])
+            results[name]["wall_s"] = round(time.monotonic() - started, 1)
+            print(json.dumps(results[name]), flush=True)
+    finally:
+        stack.stop()
+    path = args.out / "attacks.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {path}")
+    failed = [n for n, r in results.items() if "legit" in r and set(r["legit"]) != {"OK"}]
+    if failed:
+        print(f"FAILED: legitimate requests failed during {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
