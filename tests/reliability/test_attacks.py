@@ -141,10 +141,11 @@ def test_rows_in_flight_are_bounded_and_memory_returned(stack: AttackStack) -> N
     codes = [result[f"batch{i}"]["code"] for i in range(len(sizes))]
     assert codes == ["OK", "RESOURCE_EXHAUSTED"] + ["OK"] * 5, result
     _all_ok(result["legit"], 20)
-    # once each worker has run a large batch, more of them do not pile up memory
+    # memory stays bounded: two workers, each holding at most one large batch's worth, and
+    # once each has run one, more batches do not pile memory up
     rss = [result[f"batch{i}"]["rss_mb"] for i in range(len(sizes))]
-    assert max(rss[4:]) < rss[3] + 40, result
-    assert max(rss) < result["rss_start_mb"] + 300, result
+    assert max(rss) < result["rss_start_mb"] + 250, result
+    assert rss[-1] < max(rss[:4]) + 60, result
 
 
 def test_rest_body_just_under_the_cap_is_served(stack: AttackStack) -> None:
@@ -250,5 +251,5 @@ def test_server_ports_bind_loopback_by_default(stack: AttackStack) -> None:
     for pid in [stack.server.pid, *stack.server.worker_pids()]:
         for conn in psutil.Process(pid).net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN:
-                listening.add(conn.laddr.ip)
+                listening.add(conn.laddr.ip.removeprefix("::ffff:"))  # gRPC binds dual-stack
     assert listening == {"127.0.0.1"}, listening
