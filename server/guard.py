@@ -97,15 +97,13 @@ class AdmissionGuard:
                 asyncio.get_running_loop().call_later(TRIM_DELAY, return_free_memory)
 
     async def run_trimmer(self, interval: float, growth_bytes: int = 8 * 2**20) -> None:
-        """Every ``interval`` seconds, hand freed memory back once resident memory has grown
-        by ``growth_bytes`` since the last time: large messages that were refused or
-        failed decoding leave freed heap behind too, not only large batches."""
-        baseline = resident_bytes()
+        """Every ``interval`` seconds, hand freed memory back while resident memory is
+        ``growth_bytes`` above the lowest it has been after a trim: a large reply is freed
+        only after it is sent, and large messages that were refused or failed decoding
+        leave freed heap behind too."""
+        floor = resident_bytes()
         while True:
             await asyncio.sleep(interval)
-            now = resident_bytes()
-            if now > baseline + growth_bytes:
+            if resident_bytes() > floor + growth_bytes:
                 return_free_memory()
-                baseline = resident_bytes()
-            elif now < baseline:
-                baseline = now
+                floor = min(floor, resident_bytes())

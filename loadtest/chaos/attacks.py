@@ -461,17 +461,16 @@ def big_batches(stack: AttackStack, rows: list[int]) -> dict[str, Any]:
     return results
 
 
-async def _settled_rss(stack: AttackStack, timeout: float = 3.0) -> float:
-    """Worker RSS in MB once it stops falling (freed memory is returned shortly after a
-    reply), or after ``timeout``."""
+async def _settled_rss(stack: AttackStack, timeout: float = 5.0) -> float:
+    """Worker RSS in MB once it has stopped falling for a second (workers hand freed
+    memory back within about a second of a reply), or after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = stack.worker_rss()
     while time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.2)
         now = stack.worker_rss()
         if now >= last - 2**20:
-            last = now
-            break
+            return round(min(now, last) / 2**20, 1)
         last = now
     return round(last / 2**20, 1)
 
@@ -483,7 +482,7 @@ HEAVY: dict[str, dict[str, Any]] = {
     "label_injection": {"names": 1000, "long_name_bytes": 1_000_000},
     "unauthenticated_bodies": {"callers": 8, "rows": 25_000, "rounds": 8},
     "slow_headers": {"connections": 1000, "timeout": 20.0},
-    "big_batches": {"rows": [80_000, 170_000, 80_000, 80_000, 80_000]},
+    "big_batches": {"rows": [80_000, 170_000] + [80_000] * 6},
 }
 
 ATTACKS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -507,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "attacks")
     parser.add_argument("--model-repository", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
     repository = args.model_repository or prepare_repository(args.out / "train")
     # the default header timeout (10 s) on the slow-header connections, defaults elsewhere
     stack = AttackStack(repository.resolve(), args.out.resolve() / "stack")
