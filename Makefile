@@ -135,9 +135,11 @@ bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and 
 	$(VENV)/bin/pronto bench all
 
 CHAOS_ARGS ?=
+ATTACK_ARGS ?=
 SOAK_ARGS  ?=
-chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model)
+chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model), then the attacks
 	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
+	$(PY) -m loadtest.chaos.attacks $(ATTACK_ARGS)
 
 soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p99 per window
 	$(PY) -m loadtest.soak $(SOAK_ARGS)

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidInput",
     "ModelNotFound",
     "ProntoError",
+    "ResourceExhausted",
     "ServerNotReady",
 ]
 
@@ -60,6 +61,13 @@ class InvalidInput(ProntoError):
 class ModelNotFound(ProntoError):
     kind = ErrorKind.NOT_FOUND
     reason = "model_not_found"
+
+
+class ResourceExhausted(ProntoError):
+    """Refused for want of capacity (rows in flight, memory); the caller may retry."""
+
+    kind = ErrorKind.OVERLOADED
+    reason = "too_large"
 
 
 class ServerNotReady(ProntoError):
