@@ -33,6 +33,7 @@ from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
+from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.registration import add_servicer
 from server.reload import Reloader, version_policies
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     ppb.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    FEEDBACK_SERVICE,
 )
 
 
@@ -100,12 +102,14 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         return EXIT_FATAL
     registry = Registry()
     health = HealthServicer()
+    quality = WorkerQualityLoop(settings, metrics is not None)
     core = InferenceCore(
         registry,
         version=__version__,
         max_batch_size=settings.max_batch_size,
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
+        sink=quality.sink,
     )
 
     async def installed(serving: set[str], removed: set[str]) -> None:
@@ -150,6 +154,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
     )
+    quality.add_to(server, recorder)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -198,4 +203,5 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     drift.flush()
     reloader.close()
     core.close()
+    quality.close()
     return 0
