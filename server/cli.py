@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "bench": "loadtest.cli",
     "predict": "server.client",
     "dataset": "trainer.dataset",
+    "synth": "trainer.synth",
 }
 
 

@@ -91,7 +91,7 @@ def stack(flight_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "--metrics-port", str(metrics), "--metrics-flush-interval", "0.2",
         "--log-level", "WARNING",
         "--capture-dir", str(logs / "capture"), "--capture-sample-rate", "1",
-        "--capture-flush-interval", "0.2", "--quality-refresh-seconds", "0",
+        "--capture-flush-interval", "0.2", "--quality-refresh-seconds", "2",
         "--model-poll-interval", "1",
     ]  # fmt: skip
     listen, admin, stats = free_ports(3)
