@@ -41,7 +41,9 @@ def _scrape(address: str) -> dict[tuple[str, str], float]:
     }
 
 
-def run(workdir: Path, batches: int, batch: int, label_delay: int, window: int) -> dict[str, Any]:
+def run(
+    workdir: Path, batches: int, batch: int, label_delay: int, window: int, class_weight: str
+) -> dict[str, Any]:
     import grpc
 
     from loadtest.stack import free_port, port_block, wait_healthy
@@ -56,7 +58,17 @@ def run(workdir: Path, batches: int, batch: int, label_delay: int, window: int) 
     data, repo = workdir / "flights.csv", workdir / "models"
     subprocess.run([*py, "trainer", "generate", "--out", str(data), "--rows", "20000"], check=True)
     subprocess.run(
-        [*py, "server.cli", "train", "--data", str(data), "--model-repository", str(repo)],
+        [
+            *py,
+            "server.cli",
+            "train",
+            "--data",
+            str(data),
+            "--model-repository",
+            str(repo),
+            "--class-weight",
+            class_weight,
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -114,6 +126,7 @@ def run(workdir: Path, batches: int, batch: int, label_delay: int, window: int) 
         "window_rows": window,
         "reference": reference,
         "calibration": manifest["metrics"].get("calibration_check"),
+        "class_weight": class_weight,
     }
 
 
@@ -139,7 +152,8 @@ def render(result: dict[str, Any], path: Path) -> Path:
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle(
         "pronto_model_quality: labels vs estimated (drifted traffic from the red line, "
-        f"labels {result['label_delay_rows']} rows late, window {result['window_rows']} rows)",
+        f"labels {result['label_delay_rows']} rows late, window {result['window_rows']} rows, "
+        f"calibration ECE {result['calibration']['ece']:.3f})",
         fontsize=9,
     )
     fig.tight_layout()
@@ -156,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=50, help="rows per Predict call")
     parser.add_argument("--label-delay", type=int, default=20, help="batches before labels")
     parser.add_argument("--window", type=int, default=1500, help="--quality-window-rows")
+    parser.add_argument(
+        "--class-weight", default="none", help="pronto train --class-weight (none: calibrated)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(Path(tmp), args.batches, args.batch, args.label_delay, args.window)
+        result = run(
+            Path(tmp), args.batches, args.batch, args.label_delay, args.window, args.class_weight
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
     print(render(result, args.out / "quality.png"))
