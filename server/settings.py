@@ -143,8 +143,8 @@ class ServeSettings(BaseSettings):
         0.1,
         ge=0,
         le=1,
-        description="Share of predictions whose inputs and outputs are written to capture "
-        "files (every prediction is indexed for label feedback).",
+        description="Share of predictions captured (inputs and outputs to capture files) and "
+        "indexed for label feedback, chosen by a hash of the prediction id.",
     )
     capture_buffer: int = Field(
         10_000,
