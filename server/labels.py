@@ -168,8 +168,10 @@ class LabelStore:
         updates: list[tuple[str, float, str, int]] = []
         with self._transaction():
             for pid, labels in feedback:
+                # by primary key only: with "model = ?" SQLite may pick the time index and
+                # scan every row of the model
                 found = self.db.execute(
-                    "SELECT version, count(*) FROM predictions WHERE id = ? AND model = ? "
+                    "SELECT version, count(*) FROM predictions WHERE id = ? AND +model = ? "
                     "GROUP BY version",
                     (pid, model),
                 ).fetchone()
