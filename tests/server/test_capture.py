@@ -112,3 +112,16 @@ def test_files_rotate_by_size(model_repo: Path, tmp_path: Path) -> None:
     assert len(files) >= 2
     assert all(f.stat().st_size < 1024 + 2048 for f in files)
     assert len({e["id"] for e in _events(tmp_path)}) == 6
+
+
+def test_files_rotate_by_age(model_repo: Path, tmp_path: Path) -> None:
+    LabelStore(tmp_path).create()
+    sink = CaptureSink(CaptureConfig(tmp_path, sample_rate=1.0, rotate_seconds=1e-9))
+    core = _core(model_repo, sink)
+    for i in range(3):
+        asyncio.run(core.predict("flights", "", INSTANCES, f"id-{i}"))
+        sink.flush()  # every flush finds its file too old
+    sink.close()
+    files = sorted(tmp_path.glob("flights/*/capture-*.jsonl"))
+    assert len(files) == 3
+    assert [len(f.read_text().splitlines()) for f in files] == [2, 2, 2]
