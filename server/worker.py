@@ -34,6 +34,7 @@ from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
+from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.registration import add_servicer
 from server.reload import Reloader, version_policies
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     ppb.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    FEEDBACK_SERVICE,
 )
 
 
@@ -122,6 +124,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         log.error("worker %d: %s", index, exc)
         return EXIT_FATAL
     health = GatewayAwareHealth()
+    quality = WorkerQualityLoop(settings, metrics is not None)
     core = InferenceCore(
         registry,
         version=__version__,
@@ -129,6 +132,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
         guard=admission_guard(settings),
+        sink=quality.sink,
     )
     assert core.guard is not None
 
@@ -170,6 +174,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
     )
+    quality.add_to(server, recorder)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -220,4 +225,5 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     drift.flush()
     reloader.close()
     core.close()
+    quality.close()
     return 0
