@@ -251,9 +251,7 @@ def mark_worker_dead(pid: int) -> None:
             multiprocess.mark_process_dead(pid)
 
 
-def start_metrics_server(
-    port: int, host: str = "127.0.0.1", collectors: Sequence[Any] = ()
-) -> Any:
+def start_metrics_server(port: int, host: str = "127.0.0.1", collectors: Sequence[Any] = ()) -> Any:
     """Serve ``/metrics`` merged over all processes; returns the HTTP server object.
 
     ``collectors`` add families computed in this process at scrape time.
