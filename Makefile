@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 
 GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
-PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
+PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto proto/pronto/v1/feedback.proto
 
 .PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards rehearse bench chaos soak monitor compare-setup clean
 

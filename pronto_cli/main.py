@@ -36,6 +36,13 @@ COMMANDS: dict[str, Command] = {
     ),
     "bench": Command("loadtest.cli", "Run a load-test scenario with ghz/wrk and write reports."),
     "predict": Command("pronto_cli.predict", "Send a prediction request to a running server."),
+    "dataset": Command(
+        "trainer.dataset", "Join captured inputs with their labels into a training CSV."
+    ),
+    "synth": Command(
+        "trainer.synth",
+        "Generate synthetic rows like a real CSV (Gaussian copula) with an HTML report.",
+    ),
 }
 
 

@@ -116,6 +116,12 @@ class Metrics(_Part):
     f1: float | None = None
     log_loss: float | None = None
     confusion_matrix: ConfusionMatrix | None = None
+    positive_class: str | None = None
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        return None if value is None else str(value)
 
     def predicted_positive_rate(self, positive: str | None) -> float | None:
         """Share of test rows labelled ``positive``, from the confusion matrix."""

@@ -19,6 +19,7 @@ from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, ServerNotReady
 from server.features import columns_from_instances
 from server.guard import AdmissionGuard
+from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle, close_ort_executor, ort_executor
 from server.repository import Registry
 
@@ -28,6 +29,7 @@ __all__ = [
     "InferenceCore",
     "InferenceObserver",
     "Prediction",
+    "PredictionSink",
     "Tensor",
 ]
 
@@ -68,6 +70,7 @@ class Prediction:
     labels: list[str]
     classes: list[str]
     probabilities: np.ndarray  # [rows, classes], float64
+    id: str = ""
 
 
 class InferenceObserver(Protocol):
@@ -75,6 +78,20 @@ class InferenceObserver(Protocol):
 
     def observe(
         self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
+    ) -> None: ...
+
+
+class PredictionSink(Protocol):
+    """Sees every prediction with its id (payload capture, label joins); must only buffer."""
+
+    def record(
+        self,
+        prediction_id: str,
+        handle: ModelHandle,
+        feeds: Mapping[str, np.ndarray],
+        labels: Any,
+        proba: Any,
+        rows: int,
     ) -> None: ...
 
 
@@ -90,9 +107,12 @@ class InferenceCore:
         offload_rows: int = 256,
         observer: InferenceObserver | None = None,
         guard: AdmissionGuard | None = None,
+        sink: PredictionSink | None = None,
     ) -> None:
         self.registry = registry
         self.observer = observer
+        self.sink = sink
+        self.new_id = IdGenerator()
         self.version = version
         self.max_batch_size = max_batch_size
         self.offload_rows = offload_rows
@@ -203,21 +223,34 @@ class InferenceCore:
                 raise InvalidInput(
                     f"unknown output '{name}' for model '{handle.name}'", "unknown_output"
                 )
+        prediction_id = self._id(request.id)
         rows = request.inputs[0].data.shape[0] if request.inputs else 0
         results = await self.run(handle, feeds, names, rows)
-        if self.observer is not None:
-            proba = handle.proba_output
-            self.observer.observe(
-                handle, feeds, results[names.index(proba)] if proba in names else None, rows
-            )
+        if self.observer is not None or self.sink is not None:
+            proba_name = handle.proba_output
+            proba = results[names.index(proba_name)] if proba_name in names else None
+            if self.observer is not None:
+                self.observer.observe(handle, feeds, proba, rows)
+            if self.sink is not None:
+                label = handle.label_output
+                labels = results[names.index(label)] if label in names else None
+                self.sink.record(prediction_id, handle, feeds, labels, proba, rows)
         outputs = handle.outputs
         tensors = [Tensor(n, outputs[n].datatype, a) for n, a in zip(names, results, strict=True)]
         return InferResponse(
-            handle.name, handle.version_str, request.id, tensors, request.raw_output
+            handle.name, handle.version_str, prediction_id, tensors, request.raw_output
         )
 
+    def _id(self, requested: str) -> str:
+        """The caller's prediction id, or a new one."""
+        if not requested:
+            return self.new_id()
+        if len(requested) > MAX_ID_LENGTH:
+            raise InvalidInput(f"id is longer than {MAX_ID_LENGTH} characters", "id")
+        return requested
+
     async def predict(
-        self, name: str, version: str, instances: Sequence[Mapping[str, Any]]
+        self, name: str, version: str, instances: Sequence[Mapping[str, Any]], id: str = ""
     ) -> Prediction:
         """Named-feature prediction: label and class probabilities per instance."""
         self._check_ready()
@@ -233,16 +266,19 @@ class InferenceCore:
             )
         if self.guard is not None:
             self.guard.check(len(instances))  # before the columns are built
+        prediction_id = self._id(id)
         feeds = columns_from_instances(handle.features, instances)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)
         )
         if self.observer is not None:
             self.observer.observe(handle, feeds, proba, len(instances))
+        if self.sink is not None:
+            self.sink.record(prediction_id, handle, feeds, label, proba, len(instances))
         proba = np.asarray(proba, dtype=np.float64).reshape(len(instances), -1)
         classes = list(handle.classes or [str(i) for i in range(proba.shape[1])])
         labels = [x if isinstance(x, str) else str(x) for x in label.ravel().tolist()]
-        return Prediction(handle.name, handle.version_str, labels, classes, proba)
+        return Prediction(handle.name, handle.version_str, labels, classes, proba, prediction_id)
 
     def close(self) -> None:
         close_ort_executor()

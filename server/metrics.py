@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -250,12 +251,17 @@ def mark_worker_dead(pid: int) -> None:
             multiprocess.mark_process_dead(pid)
 
 
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> Any:
-    """Serve ``/metrics`` merged over all processes; returns the HTTP server object."""
+def start_metrics_server(port: int, host: str = "127.0.0.1", collectors: Sequence[Any] = ()) -> Any:
+    """Serve ``/metrics`` merged over all processes; returns the HTTP server object.
+
+    ``collectors`` add families computed in this process at scrape time.
+    """
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    for collector in collectors:
+        registry.register(collector)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server

@@ -148,3 +148,47 @@ class ServeSettings(BaseSettings):
         description="ONNX Runtime intra-op threads per session (parallelism comes from processes).",
     )
     log_level: str = Field("INFO", description="Log level of supervisor and workers.")
+    capture_dir: Path | None = Field(
+        None,
+        description="Directory for payload capture and the prediction index that label "
+        "feedback joins (default: off; label feedback then answers FAILED_PRECONDITION).",
+    )
+    capture_sample_rate: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of predictions captured (inputs and outputs to capture files) and "
+        "indexed for label feedback, chosen by a hash of the prediction id.",
+    )
+    capture_buffer: int = Field(
+        10_000,
+        ge=1,
+        description="Predictions a worker buffers for the capture writer; beyond that they are "
+        "dropped (pronto_capture_dropped_total), never the request.",
+    )
+    capture_flush_interval: float = Field(
+        1.0, gt=0, description="Seconds between capture writes (a crash loses at most this)."
+    )
+    capture_max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Capture files rotate at this size, in bytes."
+    )
+    capture_rotate_seconds: float = Field(
+        3600.0, gt=0, description="Capture files rotate at this age, in seconds."
+    )
+    label_retention: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="Seconds a served prediction stays in the index; labels for older ones "
+        "answer NOT_FOUND.",
+    )
+    quality_window_rows: int = Field(
+        10_000, ge=1, description="pronto_model_quality: newest labeled (or served) rows used."
+    )
+    quality_window_seconds: float = Field(
+        86_400.0,
+        gt=0,
+        description="pronto_model_quality: only rows labeled (served) this recently, in seconds.",
+    )
+    quality_refresh_seconds: float = Field(
+        10.0, ge=0, description="pronto_model_quality: seconds a computed value is reused."
+    )

@@ -34,6 +34,7 @@ from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
+from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.reload import Reloader, version_policies
 from server.repository import LoadFailure, Registry
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     ppb.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    FEEDBACK_SERVICE,
 )
 
 
@@ -145,6 +147,7 @@ def _grpc_server(
     core: InferenceCore,
     recorder: RequestRecorder,
     health: GatewayAwareHealth,
+    quality: WorkerQualityLoop,
 ) -> grpc.aio.Server | None:
     """The worker's server with every service added and its ports bound; None if a port
     cannot be bound."""
@@ -160,6 +163,7 @@ def _grpc_server(
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
     )
+    quality.add_to(server, recorder)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -187,6 +191,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     recorder = RequestRecorder(metrics, registry)
     drift = DriftMonitor(enabled=settings.drift and metrics is not None)
     health = GatewayAwareHealth()
+    quality = WorkerQualityLoop(settings, metrics is not None)
     guard = admission_guard(settings)
     core = InferenceCore(
         registry,
@@ -195,6 +200,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
         guard=guard,
+        sink=quality.sink,
     )
     try:
         reloader = _reloader(settings, registry, core, health, metrics, drift)
@@ -205,7 +211,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     if not registry.names():
         log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
         return EXIT_FATAL
-    server = _grpc_server(settings, index, core, recorder, health)
+    server = _grpc_server(settings, index, core, recorder, health, quality)
     if server is None:
         return EXIT_FATAL
     # Ready before the ports open: the first health check already sees SERVING.
@@ -238,6 +244,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     drift.flush()
     reloader.close()
     core.close()
+    quality.close()
     return 0
 
 
