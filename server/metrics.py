@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
 import platform
@@ -24,7 +25,6 @@ from typing import Any
 
 import grpc
 
-from server.batching import drain_batch_stats
 from server.errors import ProntoError
 
 __all__ = [
@@ -150,11 +150,10 @@ class ServerMetrics:
         )
 
     def set_build_info(self, version: str) -> None:
+        # the installed distribution's version: the supervisor never imports onnxruntime
         try:
-            import onnxruntime
-
-            ort_version = onnxruntime.__version__
-        except ImportError:  # pragma: no cover
+            ort_version = importlib.metadata.version("onnxruntime")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
             ort_version = ""
         self.build_info.labels(
             version, platform.python_version(), ort_version, grpc.__version__
@@ -193,6 +192,9 @@ class RequestRecorder:
 
     def flush(self) -> None:
         """Move the accumulated totals into the Prometheus objects."""
+        # imported here: the supervisor imports this module and must not import numpy
+        from server.batching import drain_batch_stats
+
         m = self.metrics
         if m is None:
             drain_batch_stats()

@@ -35,10 +35,11 @@ from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
 from server.reflection import enable_reflection
 from server.registration import add_servicer
-from server.reload import Reloader, version_policies
-from server.repository import LoadFailure, Registry
+from server.reload import Reloader, _stamp, version_policies
+from server.repository import LoadFailure, Registry, scan_repository
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
+from server.template import Preloaded, cached_handle
 
 __all__ = ["EXIT_FATAL", "run_worker"]
 
@@ -57,8 +58,12 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _load(settings: ServeSettings, name: str, version: int, path: Path) -> ModelHandle:
-    handle = load_model(name, version, path, settings.intra_op_threads)
+def _load(
+    settings: ServeSettings, preloaded: Preloaded | None, name: str, version: int, path: Path
+) -> ModelHandle:
+    handle = cached_handle(preloaded, name, version, path) or load_model(
+        name, version, path, settings.intra_op_threads
+    )
     config = BatchingConfig.resolve(
         handle.manifest, settings.batching_max_batch_size, settings.batching_max_queue_delay_us
     )
@@ -68,13 +73,38 @@ def _load(settings: ServeSettings, name: str, version: int, path: Path) -> Model
     return handle
 
 
-def run_worker(settings: ServeSettings, index: int) -> int:
-    """Entry point of a forked worker; returns its exit status."""
+def preload_models(settings: ServeSettings, preloaded: Preloaded) -> None:
+    """Load (in the warm template) what the version policy selects now; keep what is loaded.
+
+    Handles here carry no micro-batcher: that belongs to each worker's event loop.
+    """
+    policy, policies = version_policies(settings)
+    wanted = scan_repository(settings.model_repository, settings.models, policy, policies)
+    keep: set[tuple[str, int]] = set()
+    for name, versions in wanted.items():
+        for version, path in versions:
+            keep.add((name, version))
+            if cached_handle(preloaded, name, version, path) is None:
+                with contextlib.suppress(Exception):  # the worker retries and reports it
+                    stamp = _stamp(path)
+                    preloaded[(name, version)] = (
+                        stamp,
+                        load_model(name, version, path, settings.intra_op_threads),
+                    )
+    for key in set(preloaded) - keep:
+        del preloaded[key]
+
+
+def run_worker(settings: ServeSettings, index: int, preloaded: Preloaded | None = None) -> int:
+    """Entry point of a forked worker; returns its exit status.
+
+    ``preloaded``: model handles of the warm template this worker was forked from.
+    """
     _die_with_parent()
-    return asyncio.run(_serve(settings, index))
+    return asyncio.run(_serve(settings, index, preloaded))
 
 
-async def _serve(settings: ServeSettings, index: int) -> int:
+async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | None) -> int:
     # Handlers first: a signal during model loading then leads to a clean, empty drain.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,7 +154,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         names=settings.models,
         policy=policy,
         policies=policies,
-        load=functools.partial(_load, settings),
+        load=functools.partial(_load, settings, preloaded),
         on_loaded=loaded,
         on_failed=failed,
         on_installed=installed,

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from server.template import worker_processes
 from tests.gateway.harness import Gateway, Server, request, run_gateway, run_server
 from tests.gateway.modelgen import MODEL, instance
 
@@ -33,7 +34,7 @@ def own_gateway(own_server: Server) -> Iterator[Gateway]:
 
 
 def _worker_on(server: Server, port: int) -> psutil.Process:
-    for child in psutil.Process(server.proc.pid).children(recursive=True):
+    for child in worker_processes(psutil.Process(server.proc.pid)):
         try:
             connections = child.net_connections(kind="tcp")
         except psutil.Error:
