@@ -16,10 +16,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.datatypes import Datatype
-from server.errors import InvalidInput, ModelNotFound, ServerNotReady
+from server.errors import InvalidInput, ModelNotFound, Overloaded, ServerNotReady
 from server.features import columns_from_instances
 from server.model import ModelHandle
 from server.repository import Registry
+from server.shedding import QueueDelayGuard
 
 __all__ = [
     "InferRequest",
@@ -96,6 +97,8 @@ class InferenceCore:
         self.offload_rows = offload_rows
         self.ready = False
         self.draining = False
+        #: refuses inference while requests queue too long (disabled until the worker sets it)
+        self.guard = QueueDelayGuard(0.0)
         # One helper thread: big requests leave the event loop free for health checks
         # without running more ONNX Runtime work in parallel than the worker has cores.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
@@ -126,6 +129,13 @@ class InferenceCore:
     def _check_ready(self) -> None:
         if not self.ready:
             raise ServerNotReady("server is not ready")
+
+    def _shed(self) -> None:
+        # after the model lookup, so that refusals are counted under real model names only
+        raise Overloaded(
+            f"server overloaded: the request could not start within "
+            f"{self.guard.max_delay * 1000:g} ms; retry later"
+        )
 
     def _feeds(self, handle: ModelHandle, request: InferRequest) -> dict[str, np.ndarray]:
         specs = handle.inputs
@@ -183,9 +193,12 @@ class InferenceCore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, handle.run, feeds, outputs)
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    async def infer(self, request: InferRequest, queued_at: float = 0.0) -> InferResponse:
+        """Run one inference; ``queued_at``: when the gateway received it (0: unknown)."""
         self._check_ready()
         handle = self.registry.get(request.model_name, request.model_version)
+        if self.guard.refuse(queued_at):
+            self._shed()
         feeds = self._feeds(handle, request)
         names = request.outputs or handle.output_names
         for name in names:
@@ -207,11 +220,17 @@ class InferenceCore:
         )
 
     async def predict(
-        self, name: str, version: str, instances: Sequence[Mapping[str, Any]]
+        self,
+        name: str,
+        version: str,
+        instances: Sequence[Mapping[str, Any]],
+        queued_at: float = 0.0,
     ) -> Prediction:
         """Named-feature prediction: label and class probabilities per instance."""
         self._check_ready()
         handle = self.registry.get(name, version)
+        if self.guard.refuse(queued_at):
+            self._shed()
         if handle.proba_output is None or handle.label_output is None:
             raise InvalidInput(f"model '{name}' is not a classifier", "not_classifier")
         if not instances:

@@ -18,10 +18,22 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
+from server.shedding import QUEUED_AT_HEADER
 
 __all__ = ["InferenceServicer", "PredictionServicer"]
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def _queued_at(context: Context) -> float:
+    """When the gateway received this request (0.0 when it carries no stamp)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == QUEUED_AT_HEADER:
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -83,7 +95,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
-        return encode_infer_response(await self.core.infer(req))
+        return encode_infer_response(await self.core.infer(req, _queued_at(context)))
 
 
 def _model_info(core: InferenceCore, handle: ModelHandle) -> ppb.ModelInfo:
@@ -110,6 +122,7 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
             request.name,
             request.version,
             request.instances,  # type: ignore[arg-type]
+            _queued_at(context),
         )
         classes = result.classes
         return ppb.PredictResponse(

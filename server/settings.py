@@ -128,6 +128,13 @@ class ServeSettings(BaseSettings):
         description="Per-worker cap on concurrent RPCs (RESOURCE_EXHAUSTED above); "
         "default: no cap.",
     )
+    max_queue_delay_ms: float = Field(
+        100.0,
+        ge=0,
+        description="Refuse inference (RESOURCE_EXHAUSTED, retry-after) while requests have "
+        "waited longer than this to start, for a whole window (0 disables shedding); "
+        "health, metadata and metrics always answer.",
+    )
     intra_op_threads: int = Field(
         1,
         ge=1,

@@ -39,6 +39,7 @@ from server.reload import Reloader, _stamp, version_policies
 from server.repository import LoadFailure, Registry, scan_repository
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
+from server.shedding import QueueDelayGuard
 from server.template import Preloaded, cached_handle
 
 __all__ = ["EXIT_FATAL", "run_worker"]
@@ -137,6 +138,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
     )
+    core.guard = QueueDelayGuard(settings.max_queue_delay_ms / 1000)
 
     async def installed(serving: set[str], removed: set[str]) -> None:
         # per-model readiness is this worker's own registry, so Envoy's per-endpoint
@@ -204,6 +206,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
+    guard = asyncio.create_task(core.guard.run())
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -224,6 +227,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     await server.stop(settings.grace_period)
     flusher.cancel()
     drift_flusher.cancel()
+    guard.cancel()
     recorder.flush()
     drift.flush()
     reloader.close()
