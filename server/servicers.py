@@ -18,7 +18,7 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
-from server.shedding import QUEUED_AT_HEADER
+from server.shedding import queued_at
 
 __all__ = ["InferenceServicer", "PredictionServicer"]
 
@@ -27,13 +27,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 def _queued_at(context: Context) -> float:
     """When the gateway received this request (0.0 when it carries no stamp)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == QUEUED_AT_HEADER:
-            try:
-                return float(value)
-            except ValueError:
-                return 0.0
-    return 0.0
+    return queued_at(context.invocation_metadata() or ())
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:

@@ -5,7 +5,8 @@ Two signals, either of which refuses a request at once with
 
 * **The request's own queueing delay.** Envoy stamps every inference request with the
   time it received it (:data:`QUEUED_AT_HEADER`, seconds since the epoch; a caller's
-  own value is overwritten). Requests that a worker cannot take yet wait in gRPC's
+  own value is overwritten; a retry, which Envoy marks with its try number, is not
+  judged by it). Requests that a worker cannot take yet wait in gRPC's
   queue, invisible to Python; when one finally starts, the stamp says how long it
   waited. Past the bound it is refused instead of run: its caller has waited long
   enough, and the time goes to requests that can still be served in time.
@@ -28,14 +29,31 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterable
 
-__all__ = ["QUEUED_AT_HEADER", "QueueDelayGuard"]
+__all__ = ["ATTEMPT_HEADER", "QUEUED_AT_HEADER", "QueueDelayGuard", "queued_at"]
 
 #: request header (gRPC metadata) with the time Envoy received the request
 QUEUED_AT_HEADER = "x-pronto-queued-at"
+#: Envoy's try number; a retried request's stamp includes the backoff, so it is ignored
+ATTEMPT_HEADER = "x-envoy-attempt-count"
 
 #: how often the loop's lateness is sampled
 SAMPLE_SECONDS = 0.005
+
+
+def queued_at(metadata: Iterable[tuple[str, str | bytes]]) -> float:
+    """When the gateway received a first try (0.0: no stamp, or a retry)."""
+    stamp = 0.0
+    for key, value in metadata:
+        if key == QUEUED_AT_HEADER:
+            try:
+                stamp = float(value)
+            except ValueError:
+                return 0.0
+        elif key == ATTEMPT_HEADER and value not in ("1", b"1"):
+            return 0.0
+    return stamp
 
 
 class QueueDelayGuard:

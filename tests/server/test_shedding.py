@@ -23,7 +23,7 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.metrics import RequestRecorder
 from server.oip_codec import decode_infer_request
 from server.repository import Registry, load_repository
-from server.shedding import QUEUED_AT_HEADER, QueueDelayGuard
+from server.shedding import QUEUED_AT_HEADER, QueueDelayGuard, queued_at
 from tests.server.conftest import Server, start_server
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
 from tests.server.requests import infer_request, rows
@@ -199,3 +199,12 @@ def test_overloaded_worker_sheds_fast_and_keeps_answering_probes(slow_server: Se
         assert _shed_total(slow_server) == len(refused)
     finally:
         channel.close()
+
+
+def test_queue_stamp_counts_for_first_tries_only() -> None:
+    assert queued_at([(QUEUED_AT_HEADER, "1700000000.25")]) == 1700000000.25
+    assert queued_at([(QUEUED_AT_HEADER, "12.5"), ("x-envoy-attempt-count", "1")]) == 12.5
+    # a retry's stamp includes Envoy's backoff: it says nothing about this worker's queue
+    assert queued_at([("x-envoy-attempt-count", "2"), (QUEUED_AT_HEADER, "12.5")]) == 0.0
+    assert queued_at([(QUEUED_AT_HEADER, "soon")]) == 0.0
+    assert queued_at([]) == 0.0
