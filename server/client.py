@@ -16,7 +16,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.settings_cli import add_settings_arguments, settings_from_args
 
-__all__ = ["PredictSettings", "predict", "register"]
+__all__ = ["CHANNEL_OPTIONS", "RETRY_SERVICE_CONFIG", "PredictSettings", "predict", "register"]
+
+#: gRPC service config for clients that call the workers' shared port directly: a call
+#: that meets a worker as it dies (UNAVAILABLE) is retried, and waits for a connection to
+#: a live worker instead of failing while the channel reconnects. Every call to the server
+#: is idempotent. Published in docs/reliability.md for clients in other languages.
+RETRY_SERVICE_CONFIG: dict[str, Any] = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "inference.GRPCInferenceService"},
+                {"service": "pronto.v1.PredictionService"},
+            ],
+            "waitForReady": True,
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    # retries stop while more than half the recent calls failed: no retry storm
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+
+#: channel arguments that apply it (reconnect sooner than gRPC's default 1 s backoff too)
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class PredictSettings(BaseSettings):
@@ -69,7 +102,7 @@ def predict(
     request = prediction_pb2.PredictRequest(name=model, version=version)
     for inst in instances:
         request.instances.add().update(inst)
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = prediction_pb2_grpc.PredictionServiceStub(channel)
         reply = stub.Predict(request, timeout=timeout)
     return json_format.MessageToDict(reply, preserving_proto_field_name=True)

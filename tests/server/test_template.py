@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import grpc
 import psutil
 import pytest
 
+from server.client import CHANNEL_OPTIONS
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.template import TEMPLATE_NAME, worker_processes
 from tests.server.conftest import ROOT, Server, start_server
@@ -79,3 +81,46 @@ def test_replacement_forks_from_the_template_without_loading(fresh: Server) -> N
     # the replacement reused the template's sessions: it loaded no model itself
     assert not re.search(rf" {new} INFO server\.model: loaded ", log), log
     assert fresh.proc.poll() is None
+
+
+@pytest.mark.integration
+def test_direct_client_with_the_published_retry_policy_sees_no_crash(fresh: Server) -> None:
+    """Every worker killed once while a client calls the shared port over one channel
+    configured like ``pronto predict``: UNAVAILABLE is retried, nothing reaches the caller."""
+    supervisor = psutil.Process(fresh.proc.pid)
+    errors: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal answered
+        with grpc.insecure_channel(fresh.address, options=CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    stub.ModelInfer(infer_request(), timeout=10)
+                    answered += 1
+                except grpc.RpcError as exc:
+                    errors.append(f"{exc.code()}: {exc.details()}")
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        _wait(lambda: answered >= 20)
+        for _ in range(2 * fresh.workers):
+            before = {p.pid for p in worker_processes(supervisor)}
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+
+            def replaced(v: int = victim) -> bool:
+                pids = {p.pid for p in worker_processes(supervisor)}
+                return v not in pids and len(pids) == fresh.workers
+
+            _wait(replaced)
+            mark = answered
+            _wait(lambda m=mark: answered >= m + 20)  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert errors == [], errors[:5]
+    assert answered >= 20 * (2 * fresh.workers + 1)
