@@ -14,7 +14,6 @@ import pytest
 from loadtest.chaos import FAULTS, ChaosConfig, FaultResult
 from loadtest.chaos.__main__ import main
 from loadtest.chaos.faults import hot_reload, kill_workers, rolling_restart, slow
-from loadtest.chaos.reload import reload_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +42,6 @@ def test_rolling_restart_loses_no_request(cfg: ChaosConfig) -> None:
     assert result.detail.count("drained") == 2, result.detail
 
 
-@pytest.mark.skipif(not reload_available(), reason="hot reload not available in server/")
 def test_hot_reload_loses_no_request(cfg: ChaosConfig) -> None:
     result = hot_reload(dataclasses.replace(cfg, duration_s=6.0))
     _check(result)
