@@ -77,8 +77,10 @@ train: setup ## train the default model into models/ (generates data/flights.csv
 repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 	$(VENV)/bin/dvc repro
 
+# static checks `make test` runs first (.ci/run times them on their own and empties this)
+TEST_STATIC ?= lint proto-check
 test: setup setup-terraform ## lint, proto drift check and the whole test suite
-	$(MAKE) lint proto-check
+	$(if $(strip $(TEST_STATIC)),$(MAKE) $(TEST_STATIC))
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
