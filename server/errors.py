@@ -139,7 +139,9 @@ def rpc(fn: Method[T]) -> Method[T]:
             return response
         except ProntoError as exc:
             code, error = exc.code, exc
-            await context.abort(exc.code, exc.message, exc.trailers or None)
+            if exc.trailers:
+                await context.abort(exc.code, exc.message, exc.trailers)
+            await context.abort(exc.code, exc.message)
         except asyncio.CancelledError:
             # the caller went away, or shutdown outlived the grace period
             code = grpc.StatusCode.CANCELLED
