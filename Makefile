@@ -114,7 +114,7 @@ bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and 
 
 CHAOS_ARGS ?=
 SOAK_ARGS  ?=
-chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model)
+chaos: setup ## faults under load through Envoy (kill -9, overload, rolling restart, hot reload, slow model); tables into docs/reliability.md
 	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
 
 soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p99 per window
