@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.shedding import QUEUED_AT_HEADER
 from tests.gateway.harness import Gateway, Server, request, run_gateway, run_server
 from tests.gateway.modelgen import MODEL, build_repository, instance
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +112,53 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
         )
     finally:
         channel.close()
+
+
+class _FirstTryFails(ppb_grpc.PredictionServiceServicer):
+    """A worker stand-in that records request headers and fails each request's first try."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    async def Predict(self, request: ppb.PredictRequest, context: Any) -> ppb.PredictResponse:
+        headers = {k: v for k, v in context.invocation_metadata() if k.startswith("x-")}
+        self.seen.append(headers)
+        if headers.get("x-envoy-attempt-count") == "1":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "first try fails")
+        return ppb.PredictResponse(model_name=request.name)
+
+
+def test_envoy_stamps_arrival_and_numbers_retries() -> None:
+    """What the server's queue-delay bound relies on: Envoy's own arrival time on every
+    inference request (a caller's value is overwritten) and the try number on retries."""
+
+    async def scenario() -> list[dict[str, str]]:
+        port = free_port()
+        server = grpc.aio.server()
+        upstream = _FirstTryFails()
+        ppb_grpc.add_PredictionServiceServicer_to_server(upstream, server)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stand_in = Server(proc=None, port=port, base_port=port, workers=1)  # type: ignore[arg-type]
+        try:
+            with run_gateway(stand_in) as gateway:
+                async with grpc.aio.insecure_channel(gateway.address) as channel:
+                    before = time.time()
+                    reply = await ppb_grpc.PredictionServiceStub(channel).Predict(
+                        ppb.PredictRequest(name="m"),
+                        timeout=10,
+                        metadata=((QUEUED_AT_HEADER, "1.0"),),
+                    )
+                    assert reply.model_name == "m"
+                    stamps = [float(h[QUEUED_AT_HEADER]) for h in upstream.seen]
+                    assert all(before - 1 <= s <= time.time() for s in stamps), stamps
+        finally:
+            await server.stop(None)
+        return upstream.seen
+
+    seen = asyncio.run(scenario())
+    assert [h.get("x-envoy-attempt-count") for h in seen] == ["1", "2"], seen
+    assert seen[0][QUEUED_AT_HEADER] == seen[1][QUEUED_AT_HEADER]  # one arrival per request
