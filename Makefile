@@ -13,6 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 UV_VERSION         := 0.13.8
 GHZ_VERSION        := v0.120.0
 HELM_VERSION       := v3.19.5
+HELM_K8S_MINOR     := 34
+HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
 APT_PACKAGES := prometheus wrk
 
@@ -23,7 +25,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,9 +53,12 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.ghz-$(GHZ_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && \
 	  touch $(TOOLS_BIN)/.ghz-$(GHZ_VERSION); }
-	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
-	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
-	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
+	@# Helm's release binaries stamp the Kubernetes version of their client-go
+	@# (helm's own Makefile does it with these -X flags); a plain `go install`
+	@# leaves v1.20, which the chart's kubeVersion constraint refuses.
+	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR) || { \
+	  GOBIN=$(TOOLS_BIN) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR); }
 	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
 	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
@@ -79,9 +84,15 @@ repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 
 # static checks `make test` runs first (.ci/run times them on their own and empties this)
 TEST_STATIC ?= lint proto-check
-test: setup setup-terraform ## lint, proto drift check and the whole test suite
+test: setup setup-terraform cluster-build ## lint, proto drift check and the whole test suite
 	$(if $(strip $(TEST_STATIC)),$(MAKE) $(TEST_STATIC))
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+cluster-build: setup ## build pinned etcd, kube-apiserver, kube-controller-manager, kubectl (once, cached)
+	$(PY) -m tests.cluster.controlplane build
+
+cluster-rehearse: cluster-build ## install, upgrade, roll back and test the chart on a loopback API server
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
