@@ -129,7 +129,7 @@ class ServeSettings(BaseSettings):
         "default: no cap.",
     )
     max_queue_delay_ms: float = Field(
-        250.0,
+        1000.0,
         ge=0,
         description="Refuse inference (RESOURCE_EXHAUSTED, retry-after) while requests have "
         "waited longer than this to start, for a whole window (0 disables shedding); "
