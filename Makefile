@@ -128,7 +128,7 @@ SOAK_ARGS  ?=
 chaos: setup ## faults under load through Envoy (kill -9, overload, rolling restart, hot reload, slow model); tables into docs/reliability.md
 	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
 
-soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p99 per window
+soak: setup ## 10 minutes at half the peak rate through Envoy, a worker killed every 30 s: RSS growth and p99 per window
 	$(PY) -m loadtest.soak $(SOAK_ARGS)
 
 monitor: setup ## local Prometheus (and Grafana when installed) scraping `make run`, with the chart's rules
