@@ -83,12 +83,12 @@ class GatewaySettings(BaseSettings):
         description="Retries on UNAVAILABLE, reset or connect failure (within the route timeout).",
     )
     retry_backoff_base: float = Field(
-        default=0.025,
+        default=0.05,
         gt=0,
         description="Seconds: first retry backoff (jittered, doubling up to retry_backoff_max).",
     )
     retry_backoff_max: float = Field(
-        default=0.25, gt=0, description="Seconds: longest backoff between two retries."
+        default=0.5, gt=0, description="Seconds: longest backoff between two retries."
     )
     per_try_timeout: float = Field(
         default=5.0,
@@ -110,7 +110,7 @@ class GatewaySettings(BaseSettings):
         "(beyond a floor of the in-flight limit).",
     )
     outlier_ejection_time: float = Field(
-        default=1.0,
+        default=0.5,
         gt=0,
         description="Seconds a worker that failed 3 connections in a row is first ejected "
         "(grows with repeated ejections, up to 10x).",
