@@ -1,4 +1,4 @@
-"""The ``pronto-model`` dashboard: input and prediction drift against the reference statistics in each model version's manifest."""
+"""The ``pronto-model`` dashboard: input and prediction drift against the reference statistics in each model version's manifest, and live model quality."""
 
 # PromQL and descriptions are kept on one line each, as Grafana shows them.
 # ruff: noqa: E501
@@ -187,6 +187,82 @@ ROWS = [
             unit="short",
         ),
     ),
+    Row(
+        "Model quality (labels and estimate)",
+        timeseries_panel(
+            "Quality from labels vs test split",
+            [
+                query(
+                    'pronto:model_quality:pooled{source="labels", model=~"$model", version=~"$version"}',
+                    "{{metric}} v{{version}}",
+                ),
+                query(
+                    'pronto:model_quality_reference:max{metric=~"accuracy|precision|recall|f1|roc_auc", model=~"$model", version=~"$version"}',
+                    "{{metric}} v{{version}} test",
+                ),
+            ],
+            description="Realized metrics over the latest labeled predictions (pooled across pods) next to the same metrics on the training-time test split.",
+            unit="percentunit",
+            w=12,
+            h=8,
+        ),
+        timeseries_panel(
+            "Estimated quality (from scores)",
+            [
+                query(
+                    'pronto:model_quality:pooled{source="estimated", model=~"$model", version=~"$version"}',
+                    "{{metric}} v{{version}}",
+                )
+            ],
+            description="Metrics expected from the predicted probabilities of recent traffic; valid for a calibrated model (calibration_ece below 0.05). Moves before labels arrive.",
+            unit="percentunit",
+            w=12,
+            h=8,
+        ),
+        timeseries_panel(
+            "Drop below the test split",
+            [
+                query(
+                    'pronto:model_quality_drop:labels{model=~"$model", version=~"$version"}',
+                    "labels {{metric}} v{{version}}",
+                ),
+                query(
+                    'pronto:model_quality_drop:estimated{model=~"$model", version=~"$version"}',
+                    "estimated {{metric}} v{{version}}",
+                ),
+            ],
+            description="Training-time value minus live value (positive = worse). Alerts at 0.05 on at least 200 labeled (1000 estimated) rows.",
+            thresholds=[("green", None), ("red", 0.05)],
+        ),
+        timeseries_panel(
+            "Rows behind the quality values",
+            [
+                query(
+                    'pronto:model_quality_rows:sum{model=~"$model", version=~"$version"}',
+                    "{{source}} v{{version}}",
+                )
+            ],
+            description="Labeled rows (source=labels) and served rows (source=estimated) in the window.",
+            unit="short",
+        ),
+        timeseries_panel(
+            "Labels, rejected feedback and capture per second",
+            [
+                query(
+                    'sum by (model) (rate(pronto_feedback_labels_total{model=~"$model"}[$__rate_interval]))',
+                    "labels {{model}}",
+                ),
+                query(
+                    "sum by (reason) (rate(pronto_feedback_rejected_total[$__rate_interval]))",
+                    "rejected: {{reason}}",
+                ),
+                query("sum(rate(pronto_capture_records_total[$__rate_interval]))", "captured"),
+                query("sum(rate(pronto_capture_dropped_total[$__rate_interval]))", "dropped"),
+            ],
+            description="Labels recorded, feedback requests refused by reason, payloads captured and records dropped on a full capture buffer.",
+            unit="short",
+        ),
+    ),
 ]
 
 
@@ -194,7 +270,7 @@ def build() -> Dashboard:
     return build_dashboard(
         "pronto-model",
         "Pronto / Model drift",
-        "Input and prediction drift against the reference statistics in each model version's manifest.",
+        "Input and prediction drift against the reference statistics in each model version's manifest; live model quality from labels and from calibrated scores.",
         ROWS,
         VARIABLES,
     )

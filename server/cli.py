@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "up": "server.up",
     "bench": "loadtest.cli",
     "predict": "server.client",
+    "dataset": "trainer.dataset",
+    "synth": "trainer.synth",
 }
 
 

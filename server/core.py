@@ -19,6 +19,8 @@ from server import tracing
 from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, Overloaded, ServerNotReady
 from server.features import columns_from_instances
+from server.guard import AdmissionGuard
+from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle
 from server.repository import Registry
 from server.shedding import QueueDelayGuard
@@ -29,6 +31,7 @@ __all__ = [
     "InferenceCore",
     "InferenceObserver",
     "Prediction",
+    "PredictionSink",
     "Tensor",
 ]
 
@@ -69,6 +72,7 @@ class Prediction:
     labels: list[str]
     classes: list[str]
     probabilities: np.ndarray  # [rows, classes], float64
+    id: str = ""
 
 
 class InferenceObserver(Protocol):
@@ -76,6 +80,20 @@ class InferenceObserver(Protocol):
 
     def observe(
         self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
+    ) -> None: ...
+
+
+class PredictionSink(Protocol):
+    """Sees every prediction with its id (payload capture, label joins); must only buffer."""
+
+    def record(
+        self,
+        prediction_id: str,
+        handle: ModelHandle,
+        feeds: Mapping[str, np.ndarray],
+        labels: Any,
+        proba: Any,
+        rows: int,
     ) -> None: ...
 
 
@@ -90,16 +108,21 @@ class InferenceCore:
         max_batch_size: int = 1_000_000,
         offload_rows: int = 256,
         observer: InferenceObserver | None = None,
+        guard: AdmissionGuard | None = None,
+        sink: PredictionSink | None = None,
     ) -> None:
         self.registry = registry
         self.observer = observer
+        self.sink = sink
+        self.new_id = IdGenerator()
         self.version = version
         self.max_batch_size = max_batch_size
         self.offload_rows = offload_rows
+        self.guard = guard
         self.ready = False
         self.draining = False
         #: refuses inference while requests queue too long (disabled until the worker sets it)
-        self.guard = QueueDelayGuard(0.0)
+        self.queue_guard = QueueDelayGuard(0.0)
         # One helper thread: big requests leave the event loop free for health checks
         # without running more ONNX Runtime work in parallel than the worker has cores.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
@@ -135,7 +158,7 @@ class InferenceCore:
         # after the model lookup, so that refusals are counted under real model names only
         raise Overloaded(
             f"server overloaded: the request could not start within "
-            f"{self.guard.max_delay * 1000:g} ms; retry later"
+            f"{self.queue_guard.max_delay * 1000:g} ms; retry later"
         )
 
     def _feeds(self, handle: ModelHandle, request: InferRequest) -> dict[str, np.ndarray]:
@@ -186,6 +209,14 @@ class InferenceCore:
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
         """Run the model; small requests inline (cheapest), big ones on the helper thread."""
+        if self.guard is not None:
+            with self.guard.admit(rows):
+                return await self._run(handle, feeds, outputs, rows)
+        return await self._run(handle, feeds, outputs, rows)
+
+    async def _run(
+        self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
+    ) -> list[np.ndarray]:
         if tracing.ENABLED:
             return await tracing.traced_run(self, handle, feeds, outputs, rows)
         batcher = handle.batcher
@@ -200,7 +231,7 @@ class InferenceCore:
         """Run one inference; ``queued_at``: when the gateway received it (0: unknown)."""
         self._check_ready()
         handle = self.registry.get(request.model_name, request.model_version)
-        if self.guard.refuse(queued_at):
+        if self.queue_guard.refuse(queued_at):
             self._shed()
         feeds = self._feeds(handle, request)
         names = request.outputs or handle.output_names
@@ -209,30 +240,44 @@ class InferenceCore:
                 raise InvalidInput(
                     f"unknown output '{name}' for model '{handle.name}'", "unknown_output"
                 )
+        prediction_id = self._id(request.id)
         rows = request.inputs[0].data.shape[0] if request.inputs else 0
         results = await self.run(handle, feeds, names, rows)
-        if self.observer is not None:
-            proba = handle.proba_output
-            self.observer.observe(
-                handle, feeds, results[names.index(proba)] if proba in names else None, rows
-            )
+        if self.observer is not None or self.sink is not None:
+            proba_name = handle.proba_output
+            proba = results[names.index(proba_name)] if proba_name in names else None
+            if self.observer is not None:
+                self.observer.observe(handle, feeds, proba, rows)
+            if self.sink is not None:
+                label = handle.label_output
+                labels = results[names.index(label)] if label in names else None
+                self.sink.record(prediction_id, handle, feeds, labels, proba, rows)
         outputs = handle.outputs
         tensors = [Tensor(n, outputs[n].datatype, a) for n, a in zip(names, results, strict=True)]
         return InferResponse(
-            handle.name, handle.version_str, request.id, tensors, request.raw_output
+            handle.name, handle.version_str, prediction_id, tensors, request.raw_output
         )
+
+    def _id(self, requested: str) -> str:
+        """The caller's prediction id, or a new one."""
+        if not requested:
+            return self.new_id()
+        if len(requested) > MAX_ID_LENGTH:
+            raise InvalidInput(f"id is longer than {MAX_ID_LENGTH} characters", "id")
+        return requested
 
     async def predict(
         self,
         name: str,
         version: str,
         instances: Sequence[Mapping[str, Any]],
+        id: str = "",
         queued_at: float = 0.0,
     ) -> Prediction:
         """Named-feature prediction: label and class probabilities per instance."""
         self._check_ready()
         handle = self.registry.get(name, version)
-        if self.guard.refuse(queued_at):
+        if self.queue_guard.refuse(queued_at):
             self._shed()
         if handle.proba_output is None or handle.label_output is None:
             raise InvalidInput(f"model '{name}' is not a classifier", "not_classifier")
@@ -243,16 +288,21 @@ class InferenceCore:
                 f"{len(instances)} instances exceed the limit of {self.max_batch_size}",
                 "batch_too_large",
             )
+        if self.guard is not None:
+            self.guard.check(len(instances))  # before the columns are built
+        prediction_id = self._id(id)
         feeds = columns_from_instances(handle.features, instances)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)
         )
         if self.observer is not None:
             self.observer.observe(handle, feeds, proba, len(instances))
+        if self.sink is not None:
+            self.sink.record(prediction_id, handle, feeds, label, proba, len(instances))
         proba = np.asarray(proba, dtype=np.float64).reshape(len(instances), -1)
         classes = list(handle.classes or [str(i) for i in range(proba.shape[1])])
         labels = [x if isinstance(x, str) else str(x) for x in label.ravel().tolist()]
-        return Prediction(handle.name, handle.version_str, labels, classes, proba)
+        return Prediction(handle.name, handle.version_str, labels, classes, proba, prediction_id)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

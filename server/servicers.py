@@ -121,12 +121,14 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
             request.name,
             request.version,
             request.instances,  # type: ignore[arg-type]
+            request.id,
             _queued_at(context),
         )
         classes = result.classes
         return ppb.PredictResponse(
             model_name=result.model_name,
             model_version=result.model_version,
+            id=result.id,
             predictions=[
                 ppb.Prediction(label=label, probabilities=dict(zip(classes, row, strict=True)))
                 for label, row in zip(result.labels, result.probabilities.tolist(), strict=True)

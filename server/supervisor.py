@@ -31,6 +31,7 @@ from server.metrics import (
     prepare_multiprocess_dir,
     start_metrics_server,
 )
+from server.quality import supervisor_collectors
 from server.reload import version_policies
 from server.repository import scan_repository
 from server.settings import ServeSettings, usable_cpus
@@ -211,6 +212,7 @@ class Supervisor:
             self._metrics = ServerMetrics()
             self._metrics.set_build_info(__version__)
             log.info("metrics in %s", path)
+        collectors = supervisor_collectors(s)  # before the fork: workers find the index
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
         become_subreaper()
@@ -231,7 +233,7 @@ class Supervisor:
             self._spawn(slot)
         if s.metrics_port:
             # after the first fork so no worker starts with the HTTP thread's state
-            self._http = start_metrics_server(s.metrics_port, s.host)
+            self._http = start_metrics_server(s.metrics_port, s.metrics_host, collectors)
         log.info(
             "serving %s on %s:%d with %d workers",
             ", ".join(models),

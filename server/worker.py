@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from server import __version__
 from server.batching import Batcher, BatchingConfig
@@ -30,9 +29,12 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.guard import AdmissionGuard
+from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
+from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.registration import add_servicer
 from server.reload import Reloader, _stamp, version_policies
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     ppb.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    FEEDBACK_SERVICE,
 )
 
 
@@ -96,6 +99,27 @@ def preload_models(settings: ServeSettings, preloaded: Preloaded) -> None:
         del preloaded[key]
 
 
+def server_options(settings: ServeSettings) -> list[tuple[str, int]]:
+    """Channel arguments of a worker's gRPC server.
+
+    Only the ``identity`` encoding is enabled: gRPC checks the message cap on the wire
+    size, so a 1 MB gzip message could inflate to a gigabyte inside the worker. A
+    compressed request is refused with UNIMPLEMENTED before it is inflated.
+    """
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.compression_enabled_algorithms_bitset", 1),  # 1 << GRPC_COMPRESS_NONE
+    ]
+
+
+def admission_guard(settings: ServeSettings) -> AdmissionGuard:
+    return AdmissionGuard(
+        settings.max_rows_in_flight, settings.memory_limit_mb * 2**20, settings.offload_rows
+    )
+
+
 def run_worker(settings: ServeSettings, index: int, preloaded: Preloaded | None = None) -> int:
     """Entry point of a forked worker; returns its exit status.
 
@@ -112,7 +136,8 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     metrics = ServerMetrics() if ENV in os.environ else None
-    recorder = RequestRecorder(metrics)
+    registry = Registry()
+    recorder = RequestRecorder(metrics, registry)
     drift = DriftMonitor(enabled=settings.drift and metrics is not None)
 
     def loaded(h: ModelHandle) -> None:
@@ -129,16 +154,19 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     except ValueError as exc:
         log.error("worker %d: %s", index, exc)
         return EXIT_FATAL
-    registry = Registry()
-    health = HealthServicer()
+    health = GatewayAwareHealth()
+    quality = WorkerQualityLoop(settings, metrics is not None)
     core = InferenceCore(
         registry,
         version=__version__,
         max_batch_size=settings.max_batch_size,
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
+        guard=admission_guard(settings),
+        sink=quality.sink,
     )
-    core.guard = QueueDelayGuard(settings.max_queue_delay_ms / 1000)
+    core.queue_guard = QueueDelayGuard(settings.max_queue_delay_ms / 1000)
+    assert core.guard is not None
 
     async def installed(serving: set[str], removed: set[str]) -> None:
         # per-model readiness is this worker's own registry, so Envoy's per-endpoint
@@ -167,11 +195,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
         return EXIT_FATAL
 
     server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-        ],
+        options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     add_servicer(
@@ -182,13 +206,14 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
     )
+    quality.add_to(server, recorder)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     )
     addresses = [f"{settings.host}:{settings.port}"]
     if settings.worker_base_port:
-        addresses.append(f"{settings.host}:{settings.worker_base_port + index}")
+        addresses.append(f"{settings.worker_host}:{settings.worker_base_port + index}")
     for address in addresses:
         try:
             server.add_insecure_port(address)
@@ -206,7 +231,8 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
-    guard = asyncio.create_task(core.guard.run())
+    queue_guard = asyncio.create_task(core.queue_guard.run())
+    trimmer = asyncio.create_task(core.guard.run_trimmer(1.0))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -227,9 +253,11 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     await server.stop(settings.grace_period)
     flusher.cancel()
     drift_flusher.cancel()
-    guard.cancel()
+    queue_guard.cancel()
+    trimmer.cancel()
     recorder.flush()
     drift.flush()
     reloader.close()
     core.close()
+    quality.close()
     return 0

@@ -18,6 +18,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from trainer.calibration import calibration_check
+
 __all__ = ["compute_metrics", "positive_index"]
 
 
@@ -60,6 +62,7 @@ def compute_metrics(
                 "mean_predicted": [round(float(v), 6) for v in prob_pred],
                 "fraction_positive": [round(float(v), 6) for v in prob_true],
             },
+            calibration_check=calibration_check(truth, score),
         )
     else:
         onehot = (y[:, None] == np.asarray(classes)[None, :]).astype(int)

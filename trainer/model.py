@@ -36,18 +36,19 @@ def split(data: Dataset, test_size: float, seed: int) -> Split:
 
 def estimator_params(settings: TrainSettings) -> dict[str, Any]:
     """The estimator's hyper-parameters as recorded in the manifest."""
+    weight = None if settings.class_weight == "none" else "balanced"
     if settings.estimator == "hist_gradient_boosting":
         return {
             "max_iter": settings.max_iter or 100,
             "learning_rate": settings.learning_rate,
             # Same weighting as the default model, so the 0.5 threshold means the same thing.
-            "class_weight": "balanced",
+            "class_weight": weight,
             "random_state": settings.seed,
         }
     return {
         "C": settings.lr_c,
         "max_iter": settings.max_iter or 1000,
-        "class_weight": "balanced",
+        "class_weight": weight,
         "random_state": settings.seed,
     }
 

@@ -54,7 +54,13 @@ class TrainSettings(BaseSettings):
     )
     estimator: Estimator = Field(
         default="logistic_regression",
-        description="logistic_regression or hist_gradient_boosting (both class_weight=balanced).",
+        description="logistic_regression or hist_gradient_boosting.",
+    )
+    class_weight: Literal["balanced", "none"] = Field(
+        default="balanced",
+        description="balanced: weigh classes inversely to their frequency (higher recall of "
+        "the rare class, probabilities not calibrated); none: calibrated probabilities, which "
+        "the server's estimated quality assumes.",
     )
     lr_c: float = Field(default=1.0, gt=0, description="Inverse regularisation strength (LR).")
     max_iter: int | None = Field(

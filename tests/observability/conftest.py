@@ -74,6 +74,7 @@ class Stack:
     envoy_stats: str
     prometheus: PrometheusAPI
     repo: Path
+    capture: Path | None = None
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,9 @@ def stack(flight_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "--host", "127.0.0.1", "--port", str(port), "--worker-base-port", str(base),
         "--metrics-port", str(metrics), "--metrics-flush-interval", "0.2",
         "--log-level", "WARNING",
+        "--capture-dir", str(logs / "capture"), "--capture-sample-rate", "1",
+        "--capture-flush-interval", "0.2", "--quality-refresh-seconds", "2",
+        "--model-poll-interval", "1",
     ]  # fmt: skip
     listen, admin, stats = free_ports(3)
     gateway = [
@@ -130,6 +134,7 @@ def stack(flight_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             envoy_stats=f"127.0.0.1:{stats}",
             prometheus=prom.api,
             repo=flight_repo,
+            capture=logs / "capture",
         )
     except Exception:
         for log in sorted(logs.glob("*.log")):

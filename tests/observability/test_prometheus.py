@@ -32,6 +32,8 @@ from tests.observability.traffic import (
     NUMERIC,
     bad_requests,
     flight_rows,
+    rest_json,
+    rest_predict,
     rest_requests,
     send_rows,
 )
@@ -64,8 +66,19 @@ def normal(stack: Stack) -> SimpleNamespace:
     bad_requests(stack.grpc, MODEL, rows)
     statuses = rest_requests(stack.envoy_http_port, MODEL, rows)
     assert statuses[0] == 200 and 400 <= statuses[1] < 500
+    # labels for one REST prediction (and one refused feedback): the quality series
+    pid, labels, _ = rest_predict(stack.envoy_http_port, MODEL, rows.iloc[:20])
+    path = f"/v1/models/{MODEL}:feedback"
+    assert (
+        rest_json(stack.envoy_http_port, path, {"feedback": [{"id": pid, "labels": labels}]})[0]
+        == 200
+    )
+    assert (
+        rest_json(stack.envoy_http_port, path, {"feedback": [{"id": "x", "labels": ["1"]}]})[0]
+        == 404
+    )
     # the REST rows were scored too: count them with the rest
-    sent = pd.concat([rows, rows.iloc[:2]], ignore_index=True)
+    sent = pd.concat([rows, rows.iloc[:2], rows.iloc[:20]], ignore_index=True)
     api = stack.prometheus
     expected = len(sent)
     deadline = time.monotonic() + 60
@@ -230,7 +243,7 @@ def test_make_monitor_scrapes_the_stack_with_the_chart_rules(stack: Stack, tmp_p
                     break
             time.sleep(0.5)
         groups = {g["name"] for g in api.rule_groups()}
-        assert groups == {"pronto-slo", "pronto-drift", "pronto-saturation"}
+        assert groups == {"pronto-slo", "pronto-drift", "pronto-saturation", "pronto-quality"}
         # each target scraped successfully at least once (a single scrape may time out)
         scraped = api.values("max by (job) (max_over_time(up[30s]))")
         assert scraped == {"job=pronto": 1.0, "job=envoy": 1.0}

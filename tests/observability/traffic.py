@@ -17,7 +17,14 @@ from tests.server.requests import infer_request, predict_request
 from trainer.features import flight_features
 from trainer.flights import generate_flights
 
-__all__ = ["bad_requests", "flight_rows", "rest_requests", "send_rows"]
+__all__ = [
+    "bad_requests",
+    "flight_rows",
+    "rest_json",
+    "rest_predict",
+    "rest_requests",
+    "send_rows",
+]
 
 CATEGORICAL = ["OPERA", "TIPOVUELO", "SIGLADES", "DIANOM", "period_of_day"]
 NUMERIC = ["MES", "hour", "high_season"]
@@ -77,3 +84,30 @@ def rest_requests(port: int, model: str, sample: pd.DataFrame) -> list[int]:
         statuses.append(conn.getresponse().status)
         conn.close()
     return statuses
+
+
+def rest_json(port: int, path: str, body: Any) -> tuple[int, Any]:
+    """POST a JSON body through Envoy; returns the status and the decoded reply."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read() or b"null")
+    finally:
+        conn.close()
+
+
+def rest_predict(
+    port: int, model: str, frame: pd.DataFrame, positive: str = "1"
+) -> tuple[str, list[str], list[float]]:
+    """One REST predict of every row; returns its prediction id, labels and positive scores."""
+    status, body = rest_json(
+        port, f"/v1/models/{model}:predict", {"instances": frame.to_dict("records")}
+    )
+    assert status == 200, body
+    predictions = body["predictions"]
+    return (
+        body["id"],
+        [p["label"] for p in predictions],
+        [p["probabilities"][positive] for p in predictions],
+    )

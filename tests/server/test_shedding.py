@@ -81,8 +81,8 @@ def core(model_repo: Path) -> InferenceCore:
 
 def test_overloaded_core_refuses_inference_but_answers_probes(core: InferenceCore) -> None:
     request = decode_infer_request(infer_request(), LIMIT, LIMIT)
-    core.guard = QueueDelayGuard(0.05)
-    core.guard.overloaded = True
+    core.queue_guard = QueueDelayGuard(0.05)
+    core.queue_guard.overloaded = True
     try:
         with pytest.raises(Overloaded) as info:
             asyncio.run(core.infer(request))
@@ -94,12 +94,12 @@ def test_overloaded_core_refuses_inference_but_answers_probes(core: InferenceCor
         assert core.server_ready() and core.model_ready("flights")
         assert core.model("flights").name == "flights"
         # a request that waited past the bound is refused, one that did not is served
-        core.guard = QueueDelayGuard(0.05)
+        core.queue_guard = QueueDelayGuard(0.05)
         with pytest.raises(Overloaded):
             asyncio.run(core.infer(request, queued_at=time.time() - 0.2))
         assert asyncio.run(core.infer(request, queued_at=time.time())).outputs
     finally:
-        core.guard = QueueDelayGuard(0.0)
+        core.queue_guard = QueueDelayGuard(0.0)
     assert asyncio.run(core.infer(request, queued_at=time.time() - 10)).outputs  # disabled
 
 

@@ -31,10 +31,15 @@ class PredictRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name."""
     version: _builtins.str
     """Model version; empty means the version the server picks by policy."""
+    id: _builtins.str
+    """Prediction id chosen by the caller; empty means the server generates one.
+    Labels sent to FeedbackService later refer to the prediction by this id.
+    """
     @_builtins.property
     def instances(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
         """Rows to score, each an object mapping feature name to value. Strings
@@ -47,10 +52,11 @@ class PredictRequest(_message.Message):
         name: _builtins.str = ...,
         version: _builtins.str = ...,
         instances: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "instances", b"instances", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -65,10 +71,15 @@ class PredictResponse(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     PREDICTIONS_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Model name."""
     model_version: _builtins.str
     """Model version that produced the predictions."""
+    id: _builtins.str
+    """Prediction id: the request's id, or one the server generated. Row i of the
+    request is addressed by this id and the index i.
+    """
     @_builtins.property
     def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prediction]:
         """One prediction per instance, in request order."""
@@ -79,10 +90,11 @@ class PredictResponse(_message.Message):
         model_name: _builtins.str = ...,
         model_version: _builtins.str = ...,
         predictions: _abc.Iterable[Global___Prediction] | None = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name", "model_version", b"model_version", "predictions", b"predictions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "model_name", b"model_name", "model_version", b"model_version", "predictions", b"predictions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
