@@ -16,12 +16,13 @@ import numpy as np
 
 from server import tracing
 from server.datatypes import Datatype
-from server.errors import InvalidInput, ModelNotFound, ServerNotReady
+from server.errors import InvalidInput, ModelNotFound, Overloaded, ServerNotReady
 from server.features import columns_from_instances
 from server.guard import AdmissionGuard
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle, close_ort_executor, ort_executor
 from server.repository import Registry
+from server.shedding import QueueDelayGuard
 
 __all__ = [
     "InferRequest",
@@ -119,6 +120,8 @@ class InferenceCore:
         self.guard = guard
         self.ready = False
         self.draining = False
+        #: refuses inference while requests queue too long (disabled until the worker sets it)
+        self.queue_guard = QueueDelayGuard(0.0)
 
     # -- health and metadata -------------------------------------------------
     def server_live(self) -> bool:
@@ -146,6 +149,13 @@ class InferenceCore:
     def _check_ready(self) -> None:
         if not self.ready:
             raise ServerNotReady("server is not ready")
+
+    def _shed(self) -> None:
+        # after the model lookup, so that refusals are counted under real model names only
+        raise Overloaded(
+            f"server overloaded: the request could not start within "
+            f"{self.queue_guard.max_delay * 1000:g} ms; retry later"
+        )
 
     def _feeds(self, handle: ModelHandle, request: InferRequest) -> dict[str, np.ndarray]:
         specs = handle.inputs
@@ -213,9 +223,12 @@ class InferenceCore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(ort_executor(), handle.run, feeds, outputs)
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    async def infer(self, request: InferRequest, queued_at: float = 0.0) -> InferResponse:
+        """Run one inference; ``queued_at``: when the gateway received it (0: unknown)."""
         self._check_ready()
         handle = self.registry.get(request.model_name, request.model_version)
+        if self.queue_guard.refuse(queued_at):
+            self._shed()
         feeds = self._feeds(handle, request)
         names = request.outputs or handle.output_names
         for name in names:
@@ -250,11 +263,18 @@ class InferenceCore:
         return requested
 
     async def predict(
-        self, name: str, version: str, instances: Sequence[Mapping[str, Any]], id: str = ""
+        self,
+        name: str,
+        version: str,
+        instances: Sequence[Mapping[str, Any]],
+        id: str = "",
+        queued_at: float = 0.0,
     ) -> Prediction:
         """Named-feature prediction: label and class probabilities per instance."""
         self._check_ready()
         handle = self.registry.get(name, version)
+        if self.queue_guard.refuse(queued_at):
+            self._shed()
         if handle.proba_output is None or handle.label_output is None:
             raise InvalidInput(f"model '{name}' is not a classifier", "not_classifier")
         if not instances:

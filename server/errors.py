@@ -16,6 +16,7 @@ __all__ = [
     "ErrorKind",
     "InvalidInput",
     "ModelNotFound",
+    "Overloaded",
     "ProntoError",
     "ResourceExhausted",
     "ServerNotReady",
@@ -45,6 +46,8 @@ class ProntoError(Exception):
     kind: ErrorKind = ErrorKind.INTERNAL
     #: short label for the validation-error metric
     reason: str = "error"
+    #: trailing metadata sent with the status (e.g. a retry hint)
+    trailers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
@@ -61,6 +64,17 @@ class InvalidInput(ProntoError):
 class ModelNotFound(ProntoError):
     kind = ErrorKind.NOT_FOUND
     reason = "model_not_found"
+
+
+class Overloaded(ProntoError):
+    """Refused without being run: the worker's queueing delay is past its bound.
+
+    ``retry-after`` reaches REST callers as a header through Envoy's transcoder.
+    """
+
+    kind = ErrorKind.OVERLOADED
+    reason = "overloaded"
+    trailers = (("retry-after", "1"),)
 
 
 class ResourceExhausted(ProntoError):

@@ -91,7 +91,12 @@ def rpc(fn: Method[T]) -> Method[T]:
         finally:
             recorder.in_flight -= 1
             recorder.observe(method, request, response, code, perf_counter() - start, error)
-        await context.abort(code, error.message if error is not None else INTERNAL_MESSAGE)
+        if error is None:
+            await context.abort(code, INTERNAL_MESSAGE)
+        elif error.trailers:  # e.g. a retry hint on an overload refusal
+            await context.abort(code, error.message, error.trailers)
+        else:
+            await context.abort(code, error.message)
         raise AssertionError("unreachable: context.abort raises")
 
     return call

@@ -27,6 +27,7 @@ from pronto_cli.procs import (
     wait_for_grpc_health,
 )
 from server.settings import ServeSettings
+from server.template import worker_processes
 
 __all__ = ["Gateway", "Instance", "port_block", "prepare_repository"]
 
@@ -86,7 +87,7 @@ class Instance:
 
     def worker_pids(self) -> list[int]:
         with contextlib.suppress(psutil.Error):
-            return sorted(p.pid for p in psutil.Process(self.pid).children())
+            return sorted(p.pid for p in worker_processes(psutil.Process(self.pid)))
         return []
 
     def drain(self, timeout: float = 60.0) -> tuple[int, float]:

@@ -187,6 +187,7 @@ def test_config_from_manifest_wins() -> None:
     assert Manifest.parse(json.loads(none.to_json())).has_batching_entry is False
 
 
+@pytest.mark.integration
 def test_server_with_batching(repo: Path, tmp_path: Path) -> None:
     """Real workers, many concurrent callers with distinct rows, each gets its own answer."""
     served = tmp_path / "models"
