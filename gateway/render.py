@@ -20,7 +20,10 @@ from google.protobuf import descriptor_pb2
 from gateway.schema import lua_schema
 from gateway.settings import GatewaySettings
 from pronto_contract.fields import usable_cpus
-from pronto_contract.wire import QUEUED_AT_HEADER  # one name on both sides of the hop
+from pronto_contract.wire import (  # one name on both sides of the hop
+    PUBLIC_HEALTH_HEADER,
+    QUEUED_AT_HEADER,
+)
 
 __all__ = [
     "DESCRIPTOR_FILENAME",
@@ -51,9 +54,6 @@ PUBLIC_GRPC_PATHS = (
     "/grpc.health.v1.Health/Check",
 )
 PUBLIC_PATHS = tuple(("path", p) for p in (*PUBLIC_REST_PATHS, *PUBLIC_GRPC_PATHS))
-# Set by Envoy on public health requests (and removed from every client request): the
-# workers then confirm only the overall status, never a model name (server/health.py).
-PUBLIC_HEALTH_HEADER = "x-pronto-public-health"
 # Caller identity, set by the auth filters from the verified credential; whatever a client
 # sends under these names is removed before any filter runs.
 IDENTITY_HEADER = "x-pronto-client"

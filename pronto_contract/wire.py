@@ -6,8 +6,11 @@ Envoy's configuration (rendered by ``gateway/``) sets these request headers and 
 
 from __future__ import annotations
 
-__all__ = ["QUEUED_AT_HEADER"]
+__all__ = ["PUBLIC_HEALTH_HEADER", "QUEUED_AT_HEADER"]
 
 #: when Envoy received an inference request (seconds since the epoch, set over any caller's
 #: value); the worker refuses a request that waited longer than its queueing-delay bound
 QUEUED_AT_HEADER = "x-pronto-queued-at"
+#: set by Envoy on unauthenticated health checks (and removed from every client request):
+#: the worker then confirms only the overall status, never a model name
+PUBLIC_HEALTH_HEADER = "x-pronto-public-health"

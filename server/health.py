@@ -16,9 +16,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-__all__ = ["PUBLIC_HEALTH_HEADER", "GatewayAwareHealth"]
+from pronto_contract.wire import PUBLIC_HEALTH_HEADER
 
-PUBLIC_HEALTH_HEADER = "x-pronto-public-health"
+__all__ = ["PUBLIC_HEALTH_HEADER", "GatewayAwareHealth"]
 
 
 class GatewayAwareHealth(HealthServicer):
