@@ -86,7 +86,14 @@ def set_process_name(name: str) -> None:
 
 def worker_processes(supervisor: Any) -> list[Any]:
     """The worker processes (``psutil.Process``) of a supervisor: its children but the template."""
-    return [p for p in supervisor.children() if p.name() != TEMPLATE_NAME]
+    found = []
+    for process in supervisor.children():
+        try:
+            if process.name() != TEMPLATE_NAME:
+                found.append(process)
+        except Exception:  # psutil.NoSuchProcess: it exited while being listed
+            continue
+    return found
 
 
 def _threads() -> int:
