@@ -36,6 +36,8 @@ class ErrorKind(enum.Enum):
     INVALID_INPUT = "invalid_input"
     NOT_FOUND = "not_found"
     NOT_READY = "not_ready"
+    #: the server is not set up for the call (e.g. feedback without a capture directory)
+    PRECONDITION = "precondition"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
 

@@ -24,7 +24,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from pronto_contract.labels import LabelStore, UnknownPrediction, WrongLabels, is_sampled
-from server.errors import InvalidInput, ProntoError
+from server.errors import ErrorKind, InvalidInput, ProntoError
 from server.generated.pronto.v1 import feedback_pb2 as fpb
 from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
 from server.ids import MAX_ID_LENGTH
@@ -39,12 +39,12 @@ MAX_ENTRIES = 10_000
 
 
 class PredictionNotFound(ProntoError):
-    code = grpc.StatusCode.NOT_FOUND
+    kind = ErrorKind.NOT_FOUND
     reason = "unknown_id"
 
 
 class FeedbackDisabled(ProntoError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    kind = ErrorKind.PRECONDITION
     reason = "feedback_disabled"
 
 

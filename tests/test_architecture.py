@@ -197,3 +197,52 @@ def test_lazy_help_matches_each_command() -> None:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         helps = {c.dest: c.help for c in sub._choices_actions}
         assert helps[name] == command.help, name
+
+
+def error_mapping_problems(classes: list[type]) -> list[str]:
+    """Error classes that would not reach the caller with the status they mean."""
+    from server.status import STATUS
+
+    problems = []
+    for cls in classes:
+        if "code" in vars(cls):
+            problems.append(f"{cls.__module__}.{cls.__name__} sets a gRPC code; set a kind")
+        if cls.kind not in STATUS:  # type: ignore[attr-defined]
+            problems.append(f"{cls.__module__}.{cls.__name__}: kind {cls.kind} has no status")  # type: ignore[attr-defined]
+    return problems
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
+def test_every_server_error_maps_through_its_kind() -> None:
+    """Protects the one error mapping: an error class that carries a gRPC code of its own
+    is ignored by the edge (it maps kinds), so its callers would see INTERNAL."""
+    import importlib
+    import pkgutil
+
+    import server
+    from server.errors import ProntoError
+
+    for info in pkgutil.walk_packages(server.__path__, "server."):
+        if ".generated" not in info.name and not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    classes = _all_subclasses(ProntoError)
+    assert len(classes) >= 5
+    assert error_mapping_problems(classes) == []
+
+
+def test_error_mapping_check_catches_a_transport_code() -> None:
+    """The check on an error class written the old way, with a gRPC status code."""
+    import grpc
+
+    from server.errors import ProntoError
+
+    class Legacy(ProntoError):
+        code = grpc.StatusCode.NOT_FOUND
+
+    assert error_mapping_problems([Legacy]) == [f"{__name__}.Legacy sets a gRPC code; set a kind"]
