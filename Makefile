@@ -14,7 +14,7 @@ UV_VERSION         := 0.13.8
 GHZ_VERSION        := v0.120.0
 HELM_VERSION       := v3.19.5
 ACTIONLINT_VERSION := v1.7.12
-APT_PACKAGES := prometheus wrk
+APT_PACKAGES := prometheus wrk nghttp2-client
 
 SETUP_STAMP := $(VENV)/.pronto-setup
 PYTEST_ARGS ?=
@@ -37,7 +37,7 @@ $(SETUP_STAMP): pyproject.toml .ci/constraints.txt
 	$(UV) pip install -q -p $(PY) -c .ci/constraints.txt -e '.[serve,train,dev]'
 	touch $@
 
-setup-apt: ## Debian packages: prometheus (promtool) and wrk
+setup-apt: ## Debian packages: prometheus (promtool), wrk and h2load (nghttp2-client)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
