@@ -13,8 +13,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 UV_VERSION         := 0.13.8
 GHZ_VERSION        := v0.120.0
 HELM_VERSION       := v3.19.5
+HELM_K8S_MINOR     := 34
+HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
-APT_PACKAGES := prometheus wrk nghttp2-client
+APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client
 
 SETUP_STAMP := $(VENV)/.pronto-setup
 PYTEST_ARGS ?=
@@ -23,7 +25,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards rehearse bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +39,7 @@ $(SETUP_STAMP): pyproject.toml .ci/constraints.txt
 	$(UV) pip install -q -p $(PY) -c .ci/constraints.txt -e '.[serve,train,dev]'
 	touch $@
 
-setup-apt: ## Debian packages: prometheus (promtool), wrk and h2load (nghttp2-client)
+setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool), wrk, h2load (nghttp2-client)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -51,9 +53,16 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.ghz-$(GHZ_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && \
 	  touch $(TOOLS_BIN)/.ghz-$(GHZ_VERSION); }
-	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
-	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
-	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
+	@# Helm's release binaries stamp the Kubernetes version of their client-go
+	@# (helm's own Makefile does it with these -X flags); a plain `go install`
+	@# leaves v1.20, which the chart's kubeVersion constraint refuses.
+	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR) || { \
+	  GOBIN=$(TOOLS_BIN) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR); }
+	@# ghzhtml renders a ghz JSON report with ghz's own HTML printer (ghz pinned in its go.mod).
+	@test -f $(TOOLS_BIN)/.ghzhtml-$(GHZ_VERSION) || { \
+	  (cd loadtest/ghzhtml && GOBIN=$(TOOLS_BIN) go install .) && \
+	  touch $(TOOLS_BIN)/.ghzhtml-$(GHZ_VERSION); }
 	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
 	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
@@ -77,19 +86,28 @@ train: setup ## train the default model into models/ (generates data/flights.csv
 repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 	$(VENV)/bin/dvc repro
 
-test: setup setup-terraform ## lint, proto drift check and the whole test suite
+test: setup setup-terraform cluster-build ## lint, proto drift check and the whole test suite
 	$(MAKE) lint proto-check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+cluster-build: setup ## build pinned etcd, kube-apiserver, kube-controller-manager, kubectl (once, cached)
+	$(PY) -m tests.cluster.controlplane build
+
+cluster-rehearse: cluster-build ## install, upgrade, roll back and test the chart on a loopback API server
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server trainer gateway loadtest pronto_contract pronto_cli
+	$(VENV)/bin/mypy server trainer gateway loadtest pronto_contract pronto_cli pronto dashboards
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	.github/scripts/lint-delivery.sh
 	TF_CLI_CONFIG_FILE=$(CURDIR)/.tools/terraform/cli.tfrc $(TF) fmt -check -recursive terraform/
 	$(CHECKOV) --quiet --compact -d terraform --config-file terraform/.checkov.yaml
+
+rehearse: setup ## run train.yml's and deploy.yml's own steps here, with local stand-ins for the cloud
+	$(PY) .github/scripts/rehearse.py
 
 proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	rm -rf $(GEN_PY) && mkdir -p $(GEN_PY) $(dir $(GEN_DESC))
@@ -106,6 +124,12 @@ proto-check: ## fail when generated files differ from what proto/ produces
 	if ! diff -r $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
 	  echo "generated code is out of date: run 'make proto' and commit the result"; \
 	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+dashboards: setup ## regenerate charts/pronto/files/dashboards/*.json from dashboards/ (grafana-foundation-sdk)
+	$(PY) -m dashboards
+
+go-proto: setup ## regenerate the Go example's stubs (examples/go/gen) from proto/
+	examples/go/generate.sh
 
 bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and docs/benchmarks.md
 	$(VENV)/bin/pronto bench all

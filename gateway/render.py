@@ -223,7 +223,15 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "descriptor_set": descriptor_path,
         "services": services,
         "json_guard": guard.render(schema=lua_schema(source, services)),
+        "otlp": _host_port(settings.otlp_endpoint) if settings.otlp_endpoint else None,
     }
+
+
+def _host_port(endpoint: str) -> dict[str, object]:
+    host, sep, port = endpoint.removeprefix("http://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"otlp_endpoint must be host:port, got {endpoint!r}")
+    return {"host": host, "port": int(port)}
 
 
 def _environment() -> jinja2.Environment:

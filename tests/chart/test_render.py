@@ -10,6 +10,7 @@ import pytest
 
 from tests.chart.helm import (
     CHART,
+    KUBE_VERSION,
     SCENARIOS,
     Scenario,
     container,
@@ -37,6 +38,7 @@ CRD_KINDS = {
     "Gateway": "gateway.networking.k8s.io/v1",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
     "HealthCheckPolicy": "networking.gke.io/v1",
+    "GCPBackendPolicy": "networking.gke.io/v1",
 }
 
 
@@ -299,7 +301,8 @@ def test_hpa_scales_on_cpu_and_optionally_on_requests_per_second() -> None:
     default = find(render(), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in default] == ["Resource"]
     assert default[0]["resource"]["name"] == "cpu"
-    with_rps = find(render(("jwt-values.yaml",)), "HorizontalPodAutoscaler")["spec"]["metrics"]
+    rps = next(sc for sc in SCENARIOS if sc.name == "custom-metrics")
+    with_rps = find(render_scenario(rps), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in with_rps] == ["Resource", "Pods"]
     # the default metric is the per-pod recording rule the chart ships
     rules = (CHART / "files" / "rules" / "slo.yaml").read_text()
@@ -371,7 +374,13 @@ def test_gateway_api_route_targets_envoy() -> None:
 
 def test_gateway_api_without_crds_fails_loudly() -> None:
     proc = run_helm(
-        "template", "pronto", "charts/pronto", "--values", "charts/pronto/ci/gateway-values.yaml"
+        "template",
+        "pronto",
+        "charts/pronto",
+        "--kube-version",
+        KUBE_VERSION,
+        "--values",
+        "charts/pronto/ci/gateway-values.yaml",
     )
     assert proc.returncode != 0
     assert "gateway.networking.k8s.io" in proc.stderr
@@ -388,6 +397,8 @@ def test_gateway_api_without_crds_fails_loudly() -> None:
     ],
 )
 def test_schema_rejects_bad_values(bad: str) -> None:
-    proc = run_helm("template", "pronto", "charts/pronto", "--set", bad)
+    proc = run_helm(
+        "template", "pronto", "charts/pronto", "--kube-version", KUBE_VERSION, "--set", bad
+    )
     assert proc.returncode != 0
     assert "schema" in proc.stderr.lower() or "values don't meet" in proc.stderr.lower()
