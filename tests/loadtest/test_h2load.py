@@ -154,3 +154,13 @@ def test_short_run_against_the_floor_server(tmp_path: Path) -> None:
         assert (tmp_path / "floor.h2load.txt").exists()
     finally:
         stop_process(proc)
+
+
+def test_decode_cost_table_covers_every_case() -> None:
+    from loadtest.decode_cost import measure
+
+    table = measure(ROOT / "loadtest" / "data", rounds=1)
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == 6
+    assert any("request path" in r for r in rows) and any("plain parser" in r for r in rows)
+    assert all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
