@@ -39,22 +39,11 @@ _CALLS = {
 }
 
 
-def _load_thread(args: argparse.Namespace, address: str, out: Path) -> threading.Thread:
-    seconds = args.seconds + 4
-    if args.payload.startswith("oip"):
-        first = json.loads((DATA_DIR / f"{args.payload}.json").read_text())[0]
-        body = write_request(raw_request_from_json(first), out / f"{args.payload}.grpc")
-        h2 = H2loadRun(address=address, body=body, duration_s=seconds, warmup_s=0.5)
-        return threading.Thread(target=run_h2load, args=(h2, out, f"load-{args.payload}"))
-    run = GhzRun(
-        address=address,
-        call=_CALLS[args.payload],
-        data_file=DATA_DIR / f"{args.payload}.json",
-        concurrency=50,
-        connections=4,
-        duration_s=seconds,
-    )
-    return threading.Thread(target=run_ghz, args=(run, out, f"load-{args.payload}"))
+def _h2load_thread(args: argparse.Namespace, address: str, out: Path) -> threading.Thread:
+    first = json.loads((DATA_DIR / f"{args.payload}.json").read_text())[0]
+    body = write_request(raw_request_from_json(first), out / f"{args.payload}.grpc")
+    h2 = H2loadRun(address=address, body=body, duration_s=args.seconds + 4, warmup_s=0.5)
+    return threading.Thread(target=run_h2load, args=(h2, out, f"load-{args.payload}"))
 
 
 def top_frames(collapsed: Path, limit: int = 15) -> tuple[list[tuple[str, int, int]], int]:
@@ -89,7 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with local_stack(args.model_repository, args.workers, False, out / "logs") as stack:
         worker = psutil.Process(stack.server_pids[0]).children()[0].pid
-        load = _load_thread(args, stack.grpc, out)
+        run = GhzRun(
+            address=stack.grpc,
+            call=_CALLS[args.payload],
+            data_file=DATA_DIR / f"{args.payload}.json",
+            concurrency=50,
+            connections=4,
+            duration_s=args.seconds + 4,
+        )
+        load = threading.Thread(target=run_ghz, args=(run, out, f"load-{args.payload}"))
+        if args.payload.startswith("oip"):  # light on the CPU the worker needs
+            load = _h2load_thread(args, stack.grpc, out)
         load.start()
         collapsed = out / f"worker-{args.payload}{'-' + args.label if args.label else ''}.txt"
         spy = [
