@@ -16,7 +16,7 @@ HELM_VERSION       := v3.19.5
 HELM_K8S_MINOR     := 34
 HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
-APT_PACKAGES := prometheus prometheus-alertmanager wrk
+APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client
 
 SETUP_STAMP := $(VENV)/.pronto-setup
 PYTEST_ARGS ?=
@@ -39,7 +39,7 @@ $(SETUP_STAMP): pyproject.toml .ci/constraints.txt
 	$(UV) pip install -q -p $(PY) -c .ci/constraints.txt -e '.[serve,train,dev]'
 	touch $@
 
-setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool) and wrk
+setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool), wrk, h2load (nghttp2-client)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

@@ -1,4 +1,4 @@
-"""`pronto bench`: run a load-test scenario with ghz/wrk and write reports."""
+"""`pronto bench`: run a load-test scenario with ghz/wrk/h2load and write reports."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class BenchSettings(BaseSettings):
 
 
 def register(subparsers: Any) -> None:
-    help_text = "Run a load-test scenario with ghz/wrk and write reports."
+    help_text = "Run a load-test scenario with ghz/wrk/h2load and write reports."
     parser = subparsers.add_parser("bench", help=help_text, description=help_text)
     parser.add_argument(
         "scenario", help=f"scenario name ({', '.join(SCENARIOS)}, or 'all') or a YAML file"

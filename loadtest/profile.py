@@ -1,6 +1,9 @@
-"""Where a worker's time goes under load: py-spy samples while ghz drives the server.
+"""Where a worker's time goes under load: py-spy samples while h2load (or ghz) drives the server.
 
-    python -m loadtest.profile [--payload oip|predict] [--seconds 10]
+    python -m loadtest.profile [--payload oip|oip_b256|predict] [--seconds 10] [--label before]
+
+OIP payloads go through h2load with tritonclient-form request bytes (light on the
+CPU the worker needs); the named-feature Predict payload through ghz.
 
 Writes the collapsed stacks (input for flamegraph.pl or speedscope) under
 ``loadtest/results/profile/``, and a table of the functions with the most samples
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import subprocess
 import sys
 import threading
@@ -21,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from loadtest.ghz import GhzRun, run_ghz
+from loadtest.h2load import H2loadRun, raw_request_from_json, run_h2load, write_request
 from loadtest.report import update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, machine_description
 from loadtest.stack import local_stack
@@ -30,8 +35,16 @@ __all__ = ["main", "top_frames"]
 
 _CALLS = {
     "oip": "inference.GRPCInferenceService.ModelInfer",
+    "oip_b256": "inference.GRPCInferenceService.ModelInfer",
     "predict": "pronto.v1.PredictionService.Predict",
 }
+
+
+def _h2load_thread(args: argparse.Namespace, address: str, out: Path) -> threading.Thread:
+    first = json.loads((DATA_DIR / f"{args.payload}.json").read_text())[0]
+    body = write_request(raw_request_from_json(first), out / f"{args.payload}.grpc")
+    h2 = H2loadRun(address=address, body=body, duration_s=args.seconds + 4, warmup_s=0.5)
+    return threading.Thread(target=run_h2load, args=(h2, out, f"load-{args.payload}"))
 
 
 def top_frames(collapsed: Path, limit: int = 15) -> tuple[list[tuple[str, int, int]], int]:
@@ -59,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload", choices=sorted(_CALLS), default="oip")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--label", default="", help="suffix of the stacks file (before/after)")
     parser.add_argument("--results-dir", type=Path, default=Path("loadtest/results"))
     args = parser.parse_args(argv)
     out = args.results_dir / "profile"
@@ -74,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             duration_s=args.seconds + 4,
         )
         load = threading.Thread(target=run_ghz, args=(run, out, f"load-{args.payload}"))
+        if args.payload.startswith("oip"):  # light on the CPU the worker needs
+            load = _h2load_thread(args, stack.grpc, out)
         load.start()
-        collapsed = out / f"worker-{args.payload}.txt"
+        collapsed = out / f"worker-{args.payload}{'-' + args.label if args.label else ''}.txt"
         spy = [
             str(Path(sys.executable).parent / "py-spy"),
             "record",

@@ -34,7 +34,9 @@ COMMANDS: dict[str, Command] = {
         "pronto_cli.up",
         "Run the whole local stack: train if needed, serve, and put Envoy in front.",
     ),
-    "bench": Command("loadtest.cli", "Run a load-test scenario with ghz/wrk and write reports."),
+    "bench": Command(
+        "loadtest.cli", "Run a load-test scenario with ghz/wrk/h2load and write reports."
+    ),
     "predict": Command("pronto_cli.predict", "Send a prediction request to a running server."),
     "dataset": Command(
         "trainer.dataset", "Join captured inputs with their labels into a training CSV."

@@ -1,0 +1,169 @@
+"""The fast decode paths give exactly what the plain paths give, errors included.
+
+``split_bytes_raw`` (the request path's BYTES splitter) is checked against
+``decode_bytes_raw`` (the plain element-by-element parser) on arbitrary buffers;
+whole requests are checked raw against typed, every datatype in one request.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.datatypes import DATATYPES, decode_bytes_raw, encode_bytes_raw, split_bytes_raw
+from server.errors import InvalidInput
+from server.generated.inference import grpc_service_pb2 as pb
+from server.oip_codec import decode_infer_request
+
+LIMIT = 1 << 22
+WORDS = ["", "Sky Airline", "Ñuñoa", "日本語", "", "a\x00", "\x00"]
+
+
+def _layout(words: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(w)) + w for w in words)
+
+
+def _outcome(fn: Any, raw: bytes, count: int) -> tuple[str, Any]:
+    try:
+        return "ok", fn(raw, count)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=48), st.integers(0, 8))
+def test_split_matches_plain_parser_on_arbitrary_buffers(raw: bytes, count: int) -> None:
+    assert _outcome(split_bytes_raw, raw, count) == _outcome(decode_bytes_raw, raw, count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=12), st.integers(-2, 2), st.binary(max_size=3))
+def test_split_matches_plain_parser_near_well_formed(
+    items: list[str], count_delta: int, tail: bytes
+) -> None:
+    raw = _layout([s.encode() for s in items]) + tail
+    count = max(0, len(items) + count_delta)
+    assert _outcome(split_bytes_raw, raw, count) == _outcome(decode_bytes_raw, raw, count)
+
+
+def test_split_keeps_empty_and_non_ascii_strings() -> None:
+    encoded = [w.encode() for w in WORDS]
+    assert split_bytes_raw(_layout(encoded), len(WORDS)) == encoded
+    assert split_bytes_raw(_layout([b""]), 1) == [b""]
+    assert split_bytes_raw(_layout(["é".encode()]), 1) == ["é".encode()]
+
+
+@pytest.mark.parametrize(
+    ("raw", "count", "message"),
+    [
+        (b"\x05\x00\x00\x00ab", 1, "element runs past the end of the buffer"),
+        (b"\x01\x00\x00", 1, "truncated length prefix"),
+        (_layout([b"a", b"b"]), 1, "holds 2 elements, shape says 1"),
+        (_layout([b"a"]), 3, "holds 1 elements, shape says 3"),
+        (_layout([b"a", b"b"]) + b"\x00", 2, "truncated length prefix"),
+    ],
+)
+def test_split_errors_are_the_plain_parser_errors(raw: bytes, count: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_bytes_raw(raw, count)
+
+
+# -- whole requests: raw and typed forms decode to the same tensors ----------------
+
+_FIELD_VALUES = {
+    "BOOL": st.booleans(),
+    "UINT8": st.integers(0, 2**8 - 1),
+    "UINT16": st.integers(0, 2**16 - 1),
+    "UINT32": st.integers(0, 2**32 - 1),
+    "UINT64": st.integers(0, 2**64 - 1),
+    "INT8": st.integers(-(2**7), 2**7 - 1),
+    "INT16": st.integers(-(2**15), 2**15 - 1),
+    "INT32": st.integers(-(2**31), 2**31 - 1),
+    "INT64": st.integers(-(2**63), 2**63 - 1),
+    "FP32": st.floats(allow_nan=False, allow_infinity=False, width=32),
+    "FP64": st.floats(allow_nan=False, allow_infinity=False),
+    "BYTES": st.text(max_size=5),
+}
+
+
+def _request(columns: list[tuple[str, list[Any]]], rows: int, raw: bool) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name="m")
+    for i, (datatype, values) in enumerate(columns):
+        t = req.inputs.add(name=f"x{i}", datatype=datatype, shape=[rows, len(values) // rows])
+        dt = DATATYPES[datatype]
+        if datatype == "BYTES":
+            if raw:
+                req.raw_input_contents.append(encode_bytes_raw(np.array(values, dtype=object)))
+            else:
+                t.contents.bytes_contents.extend(v.encode() for v in values)
+        elif raw:
+            req.raw_input_contents.append(np.array(values, dtype=dt.dtype).tobytes())
+        else:
+            getattr(t.contents, dt.field).extend(values)  # type: ignore[arg-type]
+    return req
+
+
+@st.composite
+def _columns(draw: Any) -> tuple[list[tuple[str, list[Any]]], int]:
+    rows = draw(st.integers(1, 4))
+    datatypes = draw(st.lists(st.sampled_from(sorted(_FIELD_VALUES)), min_size=1, max_size=6))
+    columns = []
+    for datatype in datatypes:
+        width = draw(st.integers(1, 3))
+        values = draw(
+            st.lists(_FIELD_VALUES[datatype], min_size=rows * width, max_size=rows * width)
+        )
+        columns.append((datatype, values))
+    return columns, rows
+
+
+@settings(max_examples=150, deadline=None)
+@given(_columns())
+def test_raw_and_typed_requests_decode_to_the_same_tensors(
+    drawn: tuple[list[tuple[str, list[Any]]], int],
+) -> None:
+    columns, rows = drawn
+    raw = decode_infer_request(_request(columns, rows, raw=True), LIMIT, LIMIT)
+    typed = decode_infer_request(_request(columns, rows, raw=False), LIMIT, LIMIT)
+    assert [t.name for t in raw.inputs] == [t.name for t in typed.inputs]
+    for r, t, (datatype, values) in zip(raw.inputs, typed.inputs, columns, strict=True):
+        assert r.datatype is t.datatype is DATATYPES[datatype]
+        assert r.data.dtype == t.data.dtype == DATATYPES[datatype].dtype
+        assert r.data.shape == t.data.shape == (rows, len(values) // rows)
+        assert r.data.ravel().tolist() == t.data.ravel().tolist()
+        if datatype == "BYTES":
+            assert r.data.ravel().tolist() == values
+    assert raw.raw_output and not typed.raw_output
+
+
+def test_bytes_with_empty_and_non_ascii_strings_in_both_forms() -> None:
+    columns = [("BYTES", WORDS)]
+    for raw in (True, False):
+        (tensor,) = decode_infer_request(_request(columns, 7, raw), LIMIT, LIMIT).inputs
+        assert tensor.data.dtype == object
+        assert tensor.data.ravel().tolist() == WORDS
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_bytes_shape_that_disagrees_with_the_data(raw: bool) -> None:
+    req = _request([("BYTES", ["a", "é"])], 2, raw)
+    req.inputs[0].shape[:] = [3, 1]
+    message = (
+        "input 'x0': bad raw BYTES contents: holds 2 elements, shape says 3"
+        if raw
+        else "input 'x0' has 2 values, shape [3, 1] needs 3"
+    )
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+        decode_infer_request(req, LIMIT, LIMIT)
+
+
+def test_invalid_utf8_in_raw_bytes_is_invalid_input() -> None:
+    req = _request([("BYTES", ["a"])], 1, raw=True)
+    req.raw_input_contents[0] = _layout([b"\xff\xfe"])
+    with pytest.raises(InvalidInput, match="bad raw BYTES contents"):
+        decode_infer_request(req, LIMIT, LIMIT)
