@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
-PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto proto/pronto/v1/feedback.proto
+PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto proto/pronto/v1/feedback.proto proto/pronto/v1/rollout.proto
 
 .PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
 

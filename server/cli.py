@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "up": "server.up",
     "bench": "loadtest.cli",
     "predict": "server.client",
+    "rollout": "server.rollout_cmd",
     "dataset": "trainer.dataset",
     "synth": "trainer.synth",
 }

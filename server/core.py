@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from server.features import columns_from_instances
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle
 from server.repository import Registry
+
+if TYPE_CHECKING:
+    from server.rollout import RolloutRouter
 
 __all__ = [
     "InferRequest",
@@ -116,6 +119,8 @@ class InferenceCore:
         self.offload_rows = offload_rows
         self.ready = False
         self.draining = False
+        #: canary routing of unversioned requests (set by the worker; see server.rollout)
+        self.router: RolloutRouter | None = None
         # One helper thread: big requests leave the event loop free for health checks
         # without running more ONNX Runtime work in parallel than the worker has cores.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
@@ -206,6 +211,17 @@ class InferenceCore:
     async def infer(self, request: InferRequest) -> InferResponse:
         self._check_ready()
         handle = self.registry.get(request.model_name, request.model_version)
+        prediction_id = self._id(request.id)
+        router = self.router
+        if router is not None and not request.model_version:
+            candidate = router.canary_for(handle, prediction_id)
+            if candidate is not None:
+                return await router.canary(self._infer, handle, candidate, request, prediction_id)
+        return await self._infer(handle, request, prediction_id)
+
+    async def _infer(
+        self, handle: ModelHandle, request: InferRequest, prediction_id: str
+    ) -> InferResponse:
         feeds = self._feeds(handle, request)
         names = request.outputs or handle.output_names
         for name in names:
@@ -213,7 +229,6 @@ class InferenceCore:
                 raise InvalidInput(
                     f"unknown output '{name}' for model '{handle.name}'", "unknown_output"
                 )
-        prediction_id = self._id(request.id)
         rows = request.inputs[0].data.shape[0] if request.inputs else 0
         results = await self.run(handle, feeds, names, rows)
         if self.observer is not None or self.sink is not None:
@@ -245,6 +260,20 @@ class InferenceCore:
         """Named-feature prediction: label and class probabilities per instance."""
         self._check_ready()
         handle = self.registry.get(name, version)
+        prediction_id = self._id(id)
+        router = self.router
+        if router is not None and not version:
+            candidate = router.canary_for(handle, prediction_id)
+            if candidate is not None:
+                return await router.canary(
+                    self._predict, handle, candidate, instances, prediction_id
+                )
+        return await self._predict(handle, instances, prediction_id)
+
+    async def _predict(
+        self, handle: ModelHandle, instances: Sequence[Mapping[str, Any]], prediction_id: str
+    ) -> Prediction:
+        name = handle.name
         if handle.proba_output is None or handle.label_output is None:
             raise InvalidInput(f"model '{name}' is not a classifier", "not_classifier")
         if not instances:
@@ -254,7 +283,6 @@ class InferenceCore:
                 f"{len(instances)} instances exceed the limit of {self.max_batch_size}",
                 "batch_too_large",
             )
-        prediction_id = self._id(id)
         feeds = columns_from_instances(handle.features, instances)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)

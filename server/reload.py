@@ -70,6 +70,7 @@ class Reloader:
         on_loaded: Callable[[ModelHandle], None] | None = None,
         on_failed: Callable[[LoadFailure], None] | None = None,
         on_installed: Callable[[set[str], set[str]], Awaitable[None]] | None = None,
+        pinned: Callable[[list[str]], Mapping[str, set[int]]] | None = None,
     ) -> None:
         self.registry = registry
         self.root = root
@@ -80,6 +81,8 @@ class Reloader:
         self._on_loaded = on_loaded
         self._on_failed = on_failed
         self._on_installed = on_installed
+        # versions served whatever the policy says (a rollout's stable and candidate)
+        self._pinned = pinned
         self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
         # outcomes of the last plan, reported from the event loop: callbacks (metrics, drift
         # registration) then never race the loop's own use of the same objects
@@ -122,14 +125,19 @@ class Reloader:
             log.error("cannot scan %s: %s; keeping what is served", self.root, exc)
             return self.current()
         current = self.current()
+        pinned = self._pinned(list(on_disk)) if self._pinned is not None else {}
         models: Models = {}
         for name, versions in on_disk.items():
             policy = self.policies.get(name, self.policy)
             have = current.get(name, {})
             candidates = dict(versions)
             chosen: dict[int, ModelHandle] = {}
+            extra = pinned.get(name, set())
             while True:
                 wanted = policy.select(candidates)
+                wanted += [
+                    v for v in sorted(extra, reverse=True) if v in candidates and v not in wanted
+                ]
                 missing = [v for v in wanted if v not in have and v not in chosen]
                 if not missing:
                     break

@@ -167,6 +167,12 @@ class ServeSettings(BaseSettings):
         description="Seconds a served prediction stays in the index; labels for older ones "
         "answer NOT_FOUND.",
     )
+    rollout_analysis_interval: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds between checks of automatic rollouts by the supervisor "
+        "(needs the metrics port; 0 disables the analysis).",
+    )
     quality_window_rows: int = Field(
         10_000, ge=1, description="pronto_model_quality: newest labeled (or served) rows used."
     )

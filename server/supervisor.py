@@ -28,6 +28,7 @@ from server.metrics import (
 from server.quality import supervisor_collectors
 from server.reload import version_policies
 from server.repository import scan_repository
+from server.rollout_analysis import Analyst
 from server.settings import ServeSettings, usable_cpus
 
 __all__ = ["Supervisor", "serve"]
@@ -61,6 +62,7 @@ class Supervisor:
         self._metrics: ServerMetrics | None = None
         self._http: object | None = None
         self._own_metrics_dir: Path | None = None
+        self._analyst: Analyst | None = None
 
     # -- process management --------------------------------------------------
     def _spawn(self, slot: _Slot) -> None:
@@ -159,6 +161,8 @@ class Supervisor:
             self._metrics.set_build_info(__version__)
             log.info("metrics in %s", path)
         collectors = supervisor_collectors(s)  # before the fork: workers find the index
+        if s.metrics_port and s.rollout_analysis_interval:
+            self._analyst = Analyst.for_supervisor(s, path, collectors)
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
         signal.signal(signal.SIGHUP, self._reload)
@@ -183,6 +187,8 @@ class Supervisor:
             for slot in self.slots:
                 if slot.pid == 0 and now >= slot.restart_at and not self._stopping:
                     self._spawn(slot)
+            if self._analyst is not None:
+                self._analyst.maybe_tick(now)
             time.sleep(POLL_SECONDS)
         return self._shutdown(healthy)
 

@@ -38,6 +38,7 @@ from server.reflection import enable_reflection
 from server.registration import add_servicer
 from server.reload import Reloader, version_policies
 from server.repository import LoadFailure, Registry
+from server.rollout import RolloutRouter, combine_sinks
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
 
@@ -103,14 +104,16 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     registry = Registry()
     health = HealthServicer()
     quality = WorkerQualityLoop(settings, metrics is not None)
+    router = RolloutRouter.for_worker(settings, registry, metrics is not None)
     core = InferenceCore(
         registry,
         version=__version__,
         max_batch_size=settings.max_batch_size,
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
-        sink=quality.sink,
+        sink=combine_sinks(quality.sink, router),
     )
+    core.router = router
 
     async def installed(serving: set[str], removed: set[str]) -> None:
         # per-model readiness is this worker's own registry, so Envoy's per-endpoint
@@ -132,6 +135,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         on_loaded=loaded,
         on_failed=failed,
         on_installed=installed,
+        pinned=router.refresh,
     )
     reloader.load_initial()
     if not registry.names():
@@ -155,6 +159,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
     )
     quality.add_to(server, recorder)
+    router.add_admin_to(server, recorder, reloader.trigger, index)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -179,6 +184,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
+    rollout_flusher = asyncio.create_task(router.run_flusher(settings.metrics_flush_interval))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -199,8 +205,11 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     await server.stop(settings.grace_period)
     flusher.cancel()
     drift_flusher.cancel()
+    rollout_flusher.cancel()
     recorder.flush()
     drift.flush()
+    router.flush()
+    router.close()
     reloader.close()
     core.close()
     quality.close()
