@@ -68,6 +68,7 @@ SCENARIOS = (
     Scenario("auth-off", "auth-off-values.yaml"),
     Scenario("baked-model", "baked-model-values.yaml"),
     Scenario("jwt", "jwt-values.yaml"),
+    Scenario("rollout", "rollout-values.yaml"),
 )
 
 
