@@ -27,11 +27,13 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import rollout_pb2 as rpb
 from server.generated.pronto.v1 import rollout_pb2_grpc as rpb_grpc
+from server.monitoring.dashboards import panel_queries
+from server.monitoring.prometheus import LocalPrometheus, prometheus_config
 from server.rollout_state import read_state
 from tests.server.conftest import ROOT, Server, start_server
 from tests.server.modelgen import build_version
 from tests.server.requests import infer_request, rows
-from tests.support import stop_process
+from tests.support import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -313,3 +315,40 @@ def test_promote_and_abort_under_ghz_load(server: Server, repo: Path, tmp_path: 
     state = read_state(repo, "loaded")
     assert state is not None and state.stable == 2 and state.candidate is None
     assert [d.action for d in state.history] == ["start", "promote", "start", "abort"]
+
+
+def test_rollout_dashboard_panels_have_data(server: Server, repo: Path) -> None:
+    """Every panel of the rollout dashboard, against a real Prometheus scraping the server
+    after the rollouts above: "shadowed" still in shadow, "canaried" still at 30%."""
+    config = prometheus_config(
+        [f"127.0.0.1:{server.metrics_port}"], scrape_interval="1s", evaluation_interval="1s"
+    )
+    with LocalPrometheus(config, port=free_port()) as prom:
+        api = prom.api
+        started = time.time()
+
+        def traffic_seen() -> bool:
+            for model in ("shadowed", "canaried"):
+                infer(server.address, model, [f"d-{time.monotonic_ns()}-{i}" for i in range(50)])
+            shadow = api.query("sum(rate(pronto_rollout_compared_rows_total[5s])) > 0")
+            canary = api.query(
+                'sum(rate(pronto_rollout_candidate_requests_total{mode="canary"}[5s])) > 0'
+            )
+            return bool(shadow and canary)
+
+        wait_until(traffic_seen, timeout=60)
+        empty = []
+        for q in panel_queries():
+            if q.dashboard != "pronto-rollouts":
+                continue
+            expr = q.expr.replace("[1m]", "[5s]")  # seconds of data, not minutes
+
+            def answered(expr: str = expr, instant: bool = q.instant) -> bool:
+                now = time.time()
+                return bool(api.query(expr) if instant else api.query_range(expr, started, now))
+
+            try:
+                wait_until(answered, timeout=15)
+            except TimeoutError:
+                empty.append(f"{q.panel} / {q.ref}: {expr}")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
