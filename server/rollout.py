@@ -89,6 +89,14 @@ class Route:
         )
 
 
+#: (route, candidate, feeds, stable labels, stable probabilities, rows)
+_Sample = tuple["Route", "ModelHandle", dict[str, np.ndarray], Any, Any, int]
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class _Stats:
     """Per-process rollout counters, flushed to Prometheus with the request counters."""
 
@@ -114,7 +122,7 @@ class RolloutRouter:
         self._stamps: dict[str, tuple[int, int, int]] = {}
         self._states: dict[str, RolloutState] = {}
         self._stats = _Stats()
-        self._queue: list[tuple[Route, ModelHandle, dict[str, np.ndarray], Any, Any, int]] = []
+        self._queue: list[_Sample] = []
         self._scheduled = False
         self._random = random.random
         # shadow runs of big batches leave the event loop, one at a time
@@ -231,9 +239,9 @@ class RolloutRouter:
         self._stats.latency[key].append(time.perf_counter() - start)
         return result
 
-    def _record_error(self, key: tuple[str, str, str], exc: Exception) -> None:
+    def _record_error(self, key: tuple[str, str, str], exc: Exception, count: int = 1) -> None:
         reason = exc.reason if isinstance(exc, ProntoError) else type(exc).__name__
-        self._stats.errors[(*key, reason)] += 1
+        self._stats.errors[(*key, reason)] += count
         log.debug("candidate %s version %s failed: %s", key[0], key[1], exc)
 
     # -- shadow (a PredictionSink) -------------------------------------------------
@@ -266,48 +274,56 @@ class RolloutRouter:
     def _drain(self) -> None:
         self._scheduled = False
         queue, self._queue = self._queue, []
+        # the samples queued since the last drain share one candidate run per candidate
+        # (a micro-batch): under load, the per-request cost is a slice of one ORT call
+        groups: dict[int, list[_Sample]] = {}
+        for sample in queue:
+            groups.setdefault(id(sample[1]), []).append(sample)
         loop = asyncio.get_running_loop()
-        for item in queue:
-            if item[5] >= self.offload_rows:
-                loop.run_in_executor(self._pool, self._shadow, *item)
+        for samples in groups.values():
+            if sum(s[5] for s in samples) >= self.offload_rows:
+                loop.run_in_executor(self._pool, self._shadow, samples)
             else:
-                self._shadow(*item)
+                self._shadow(samples)
 
-    def _shadow(
-        self,
-        route: Route,
-        candidate: ModelHandle,
-        feeds: dict[str, np.ndarray],
-        labels: Any,
-        proba: Any,
-        rows: int,
-    ) -> None:
+    def _shadow(self, samples: list[_Sample]) -> None:
+        candidate = samples[0][1]
         key = (candidate.name, candidate.version_str, Mode.SHADOW.value)
         stats = self._stats
-        stats.requests[key] += 1
+        count = len(samples)
+        stats.requests[key] += count
         names = [n for n in (candidate.label_output, candidate.proba_output) if n]
         start = time.perf_counter()
         try:
-            missing = [n for n in candidate.inputs if n not in feeds]
+            first = samples[0][2]
+            missing = [n for n in candidate.inputs if n not in first]
             if missing:
                 raise RolloutError(f"candidate needs inputs {missing}")
-            results = candidate.run({n: feeds[n] for n in candidate.inputs}, names)
+            if count == 1:
+                feeds = {n: first[n] for n in candidate.inputs}
+            else:
+                feeds = {n: np.concatenate([s[2][n] for s in samples]) for n in candidate.inputs}
+            results = candidate.run(feeds, names)
         except Exception as exc:
-            self._record_error(key, exc)
+            self._record_error(key, exc, count)
             return
-        stats.latency[key].append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        stats.latency[key].extend([elapsed] * count)
         pair = (candidate.name, candidate.version_str)
+        rows = sum(s[5] for s in samples)
         try:
-            if labels is not None and candidate.label_output is not None:
+            if candidate.label_output is not None and all(s[3] is not None for s in samples):
                 mine = np.asarray(results[0]).reshape(rows, -1)[:, 0]
-                theirs = np.asarray(labels).reshape(rows, -1)[:, 0]
+                theirs = _stack([np.asarray(s[3]).reshape(s[5], -1)[:, 0] for s in samples])
                 if mine.dtype != theirs.dtype:
                     mine, theirs = mine.astype(str), theirs.astype(str)
                 stats.compared[pair] += rows
                 stats.agreed[pair] += int(np.count_nonzero(mine == theirs))
-            if proba is not None and candidate.proba_output is not None:
+            if candidate.proba_output is not None and all(s[4] is not None for s in samples):
                 p_mine = np.asarray(results[-1], dtype=np.float64).reshape(rows, -1)
-                p_theirs = np.asarray(proba, dtype=np.float64).reshape(rows, -1)
+                p_theirs = _stack(
+                    [np.asarray(s[4], dtype=np.float64).reshape(s[5], -1) for s in samples]
+                )
                 if p_mine.shape == p_theirs.shape:
                     # the largest per-class difference of each row
                     diff = np.abs(p_mine - p_theirs).max(axis=1)
