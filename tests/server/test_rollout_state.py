@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ from server.errors import InvalidInput
 from server.model import load_model
 from server.repository import Registry
 from server.rollout import BUCKETS, RolloutRouter, bucket_of
-from server.rollout_analysis import Totals, judge, p99_bound
+from server.rollout_analysis import Analyst, Totals, judge, p99_bound
 from server.rollout_state import (
+    Lease,
     Mode,
     RolloutError,
     RolloutState,
@@ -215,3 +217,97 @@ def test_judge_thresholds() -> None:
     assert "agreement" in judge(Totals(100, 0, 100, 70, fast), state).breach
     assert "accuracy" in judge(Totals(100, 0, buckets=fast), state, quality_drop=0.2).breach
     assert p99_bound(slow) == 0.1
+
+
+class _Family:
+    def __init__(self, name: str, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        from types import SimpleNamespace
+
+        self.name = name
+        self.samples = [SimpleNamespace(name=n, labels=lab, value=v) for n, lab, v in samples]
+
+
+def _candidate_families(requests: float, errors: float = 0.0) -> list[_Family]:
+    lab = {"model": "flights", "version": "2", "mode": "canary"}
+    return [
+        _Family("pronto_rollout_candidate_requests", [
+            ("pronto_rollout_candidate_requests_total", lab, requests)]),
+        _Family("pronto_rollout_candidate_errors", [
+            ("pronto_rollout_candidate_errors_total", {**lab, "reason": "x"}, errors)]),
+        _Family("pronto_rollout_candidate_latency_seconds", [
+            ("pronto_rollout_candidate_latency_seconds_bucket", {**lab, "le": "0.01"}, requests),
+            ("pronto_rollout_candidate_latency_seconds_bucket", {**lab, "le": "+Inf"}, requests)]),
+    ]  # fmt: skip
+
+
+class _Quality:
+    def __init__(self, stable: float, candidate: float) -> None:
+        self.values = {"1": stable, "2": candidate}
+
+    def collect(self) -> list[_Family]:
+        est = {"model": "flights", "source": "estimated"}
+        return [
+            _Family("pronto_model_quality", [
+                ("pronto_model_quality", {**est, "version": v, "metric": "accuracy"}, a)
+                for v, a in self.values.items()]),
+            _Family("pronto_model_quality_rows", [
+                ("pronto_model_quality_rows", {**est, "version": v}, 500.0) for v in self.values]),
+        ]  # fmt: skip
+
+
+def _analyst(repo: Path, totals: list[float], quality: list[_Quality] | None = None) -> Analyst:
+    analyst = Analyst(repo, ["flights"], repo, owner="me", quality=quality or [])
+    analyst._families = lambda: _candidate_families(*totals)  # type: ignore[method-assign]
+    return analyst
+
+
+def test_analysis_steps_promotes_and_respects_the_lease(repo: Path) -> None:
+    start(repo, "flights", 2, Mode.CANARY, auto=True, step_seconds=10,
+          thresholds=Thresholds(min_requests=10))  # fmt: skip
+    totals = [0.0, 0.0]
+    analyst = _analyst(repo, totals)
+    now = 1000.0
+    weights = []
+    for _ in range(30):
+        analyst.tick(now)  # a window opens, then a step after 10 s and 10 requests
+        totals[0] += 50
+        now += 6
+        state = read_state(repo, "flights")
+        assert state is not None
+        weights.append(state.weight if state.candidate else "promoted")
+        if state.candidate is None:
+            break
+    assert weights[-1] == "promoted"
+    assert sorted({w for w in weights if w != "promoted"}) == [5.0, 25.0, 50.0, 100.0]
+    # each step lasted at least step_seconds
+    assert weights.count(5.0) >= 2
+    final = read_state(repo, "flights")
+    assert final is not None and final.stable == 2 and final.lease.owner == ""
+    # another supervisor holding a live lease: this one decides nothing
+    start(repo, "flights", 1, Mode.CANARY, auto=True, step_seconds=1)
+
+    def held(s: RolloutState | None) -> RolloutState | None:
+        assert s is not None
+        new = s.model_copy(deep=True)
+        new.lease = Lease(owner="other", until=time.time() + 60)
+        return new
+
+    update_state(repo, "flights", held)
+    other = _analyst(repo, [10_000.0, 10_000.0])
+    other.tick(time.time())
+    other.tick(time.time() + 5)
+    state = read_state(repo, "flights")
+    assert state is not None and state.candidate == 1 and state.lease.owner == "other"
+
+
+def test_analysis_aborts_on_estimated_quality_drop(repo: Path) -> None:
+    start(repo, "flights", 2, Mode.CANARY, auto=True, step_seconds=600,
+          thresholds=Thresholds(min_requests=10, max_quality_drop=0.05))  # fmt: skip
+    totals = [0.0, 0.0]
+    analyst = _analyst(repo, totals, [_Quality(stable=0.85, candidate=0.70)])
+    analyst.tick(100.0)
+    totals[0] = 100.0
+    analyst.tick(101.0)
+    state = read_state(repo, "flights")
+    assert state is not None and state.candidate is None and state.stable == 1
+    assert state.history[-1].action == "abort" and "accuracy" in state.history[-1].reason
