@@ -13,6 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 UV_VERSION         := 0.13.8
 GHZ_VERSION        := v0.120.0
 HELM_VERSION       := v3.19.5
+HELM_K8S_MINOR     := 34
+HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
 APT_PACKAGES := prometheus wrk
 
@@ -26,7 +28,7 @@ GATEWAY_PROTOS := proto/inference/grpc_service.proto proto/pronto/v1/prediction.
 ADMIN_PROTOS   := proto/pronto/v1/rollout.proto
 PROTOS   := $(GATEWAY_PROTOS) $(ADMIN_PROTOS)
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform run train repro test lint proto proto-check bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,9 +56,16 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.ghz-$(GHZ_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && \
 	  touch $(TOOLS_BIN)/.ghz-$(GHZ_VERSION); }
-	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION) || { \
-	  GOBIN=$(TOOLS_BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
-	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION); }
+	@# Helm's release binaries stamp the Kubernetes version of their client-go
+	@# (helm's own Makefile does it with these -X flags); a plain `go install`
+	@# leaves v1.20, which the chart's kubeVersion constraint refuses.
+	@test -f $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR) || { \
+	  GOBIN=$(TOOLS_BIN) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+	  touch $(TOOLS_BIN)/.helm-$(HELM_VERSION)-k8s$(HELM_K8S_MINOR); }
+	@# ghzhtml renders a ghz JSON report with ghz's own HTML printer (ghz pinned in its go.mod).
+	@test -f $(TOOLS_BIN)/.ghzhtml-$(GHZ_VERSION) || { \
+	  (cd loadtest/ghzhtml && GOBIN=$(TOOLS_BIN) go install .) && \
+	  touch $(TOOLS_BIN)/.ghzhtml-$(GHZ_VERSION); }
 	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
 	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
@@ -80,14 +89,20 @@ train: setup ## train the default model into models/ (generates data/flights.csv
 repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 	$(VENV)/bin/dvc repro
 
-test: setup setup-terraform ## lint, proto drift check and the whole test suite
+test: setup setup-terraform cluster-build ## lint, proto drift check and the whole test suite
 	$(MAKE) lint proto-check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+cluster-build: setup ## build pinned etcd, kube-apiserver, kube-controller-manager, kubectl (once, cached)
+	$(PY) -m tests.cluster.controlplane build
+
+cluster-rehearse: cluster-build ## install, upgrade, roll back and test the chart on a loopback API server
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; terraform fmt
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server trainer gateway loadtest
+	$(VENV)/bin/mypy server trainer gateway loadtest pronto dashboards
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	.github/scripts/lint-delivery.sh
@@ -109,6 +124,12 @@ proto-check: ## fail when generated files differ from what proto/ produces
 	if ! diff -r $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
 	  echo "generated code is out of date: run 'make proto' and commit the result"; \
 	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+dashboards: setup ## regenerate charts/pronto/files/dashboards/*.json from dashboards/ (grafana-foundation-sdk)
+	$(PY) -m dashboards
+
+go-proto: setup ## regenerate the Go example's stubs (examples/go/gen) from proto/
+	examples/go/generate.sh
 
 bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and docs/benchmarks.md
 	$(VENV)/bin/pronto bench all

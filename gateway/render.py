@@ -199,10 +199,18 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         }
         if settings.upstream_tls
         else None,
+        "otlp": _host_port(settings.otlp_endpoint) if settings.otlp_endpoint else None,
         "health_check_service": settings.health_check_service,
         "health_check_interval": _seconds(interval),
         "health_check_timeout": _seconds(max(interval, 1.0)),
     }
+
+
+def _host_port(endpoint: str) -> dict[str, object]:
+    host, sep, port = endpoint.removeprefix("http://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"otlp_endpoint must be host:port, got {endpoint!r}")
+    return {"host": host, "port": int(port)}
 
 
 def _environment() -> jinja2.Environment:

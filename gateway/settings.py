@@ -119,6 +119,11 @@ class GatewaySettings(BaseSettings):
         ge=0,
         description="Token-bucket size of the rate limit (0 = same as rate_limit_rps).",
     )
+    otlp_endpoint: str = Field(
+        default="",
+        description="host:port of an OTLP/gRPC collector: Envoy starts or continues a W3C "
+        "trace (traceparent) per request and exports its spans there; empty = no tracing.",
+    )
     envoy_concurrency: int = Field(
         default=0, ge=0, description="Envoy worker threads (0 = one per usable CPU)."
     )

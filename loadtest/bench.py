@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loadtest.html_report import write_html_report
 from loadtest.monitor.scrape import latency_markdown, scraping
 from loadtest.report import update_benchmarks_doc, write_summary
 from loadtest.runner import load_scenario, machine_description, run_scenario
@@ -65,6 +66,7 @@ def run_bench(name: str, settings: BenchSettings, command: str) -> bool:
             f"p99 {r.latency_ms.get('p99', 0):7.2f} ms  {'; '.join(o.failures)}"
         )
     print(f"summary: {path}")
+    print(f"report:  {write_html_report(path)}")
     if settings.update_docs:
         update_benchmarks_doc(results_dir=settings.results_dir)
     return all(o.passed for o in outcomes)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GhzRun", "LoadResult", "find_tool", "run_ghz"]
+__all__ = ["GhzRun", "LoadResult", "find_tool", "run_ghz", "write_ghz_html"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,40 +123,30 @@ def parse_ghz_report(report: dict[str, Any]) -> LoadResult:
 
 
 def run_ghz(run: GhzRun, out_dir: Path, name: str) -> LoadResult:
-    """Run ghz once, keep its JSON and HTML reports in ``out_dir``."""
+    """Run ghz once, keep its JSON report and its own HTML report in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}.ghz.json"
     proc = subprocess.run(run.command(json_path, "json"), capture_output=True, text=True)
     if not json_path.exists() or json_path.stat().st_size == 0:
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    write_ghz_html(json_path, out_dir / f"{name}.ghz.html")
     report = json.loads(json_path.read_text())
-    _write_html(report, run, out_dir / f"{name}.ghz.html")
-    # The per-request details make the JSON large and add nothing to the summary.
+    # The per-request details make the JSON large and add nothing to the summary
+    # (the HTML report keeps them for its charts).
     report.pop("details", None)
     json_path.write_text(json.dumps(report, indent=1))
     return parse_ghz_report(report)
 
 
-def _write_html(report: dict[str, Any], run: GhzRun, path: Path) -> None:
-    """ghz renders HTML itself only during a run; rerunning would double the load,
-    so convert the JSON report we have with ghz's own template-free summary."""
-    result = parse_ghz_report(report)
-    rows = "".join(
-        f"<tr><td>{k}</td><td>{v:.3f} ms</td></tr>" for k, v in result.latency_ms.items()
+def write_ghz_html(json_path: Path, html_path: Path) -> None:
+    """ghz's own HTML report of a run, rendered from its JSON report.
+
+    ghz writes one format per run, and a second run would be a different sample, so
+    ``ghzhtml`` (loadtest/ghzhtml, built by ``make setup``) feeds the JSON to ghz's own
+    printer and template.
+    """
+    proc = subprocess.run(
+        [find_tool("ghzhtml"), str(json_path), str(html_path)], capture_output=True, text=True
     )
-    hist = "".join(
-        f"<tr><td>{b['mark'] * 1000:.3f} ms</td><td>{b['count']}</td></tr>"
-        for b in report.get("histogram") or []
-    )
-    codes = "".join(
-        f"<tr><td>{k}</td><td>{v}</td></tr>"
-        for k, v in (report.get("statusCodeDistribution") or {}).items()
-    )
-    path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>ghz report</title></head><body>"
-        f"<h1>{run.call}</h1><p>{result.count} requests, {result.rps:.1f} RPS, "
-        f"{result.duration_s:.2f} s, concurrency {run.concurrency}, "
-        f"connections {run.connections}, rps limit {run.rps or 'none'}</p>"
-        f"<h2>Latency</h2><table>{rows}</table><h2>Histogram</h2><table>{hist}</table>"
-        f"<h2>Status codes</h2><table>{codes}</table></body></html>"
-    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"ghzhtml failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")

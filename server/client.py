@@ -1,7 +1,8 @@
 """`pronto predict`: Send a prediction request to a running server.
 
 Instances come as JSON on the command line or stdin: one object, a list of objects, or
-``{"instances": [...]}``. The reply is printed as JSON.
+``{"instances": [...]}``. The reply is printed as JSON. The call goes through the ``pronto``
+client package (gRPC, or REST through Envoy with ``--rest``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,18 @@ class PredictSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PRONTO_", extra="ignore")
 
-    address: str = Field("127.0.0.1:50051", description="Server address host:port.")
+    address: str = Field(
+        "127.0.0.1:50051",
+        description="Server address host:port; with --rest Envoy's host:port or http(s) URL.",
+    )
     model: str = Field("flight-delay", description="Model name.")
     model_version: str = Field("", description="Model version; empty = the server's default.")
     timeout: float = Field(10.0, gt=0, description="Deadline of the call in seconds.")
+    rest: bool = Field(False, description="Call Envoy's REST route instead of gRPC.")
+    tls: bool = Field(False, description="Use TLS, verified against the system's CA roots.")
+    ca_file: str = Field("", description="Use TLS, verified against this CA file (PEM).")
+    api_key: str = Field("", description="API key, sent in the x-api-key header.")
+    jwt: str = Field("", description="JWT, sent as 'authorization: Bearer'.")
 
 
 def register(subparsers: Any) -> None:
@@ -53,30 +62,33 @@ def _parse_instances(text: str) -> list[dict[str, Any]]:
     return data
 
 
-def predict(
-    address: str,
-    model: str,
-    instances: list[dict[str, Any]],
-    version: str = "",
-    timeout: float = 10.0,
-) -> dict[str, Any]:
-    """One Predict call; returns ``{"model_name", "model_version", "predictions"}``."""
-    import grpc
-    from google.protobuf import json_format
+def predict(settings: PredictSettings, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    """One Predict call; returns ``{"model_name", "model_version", "predictions"[, "id"]}``."""
+    import pronto
 
-    from server.generated.pronto.v1 import prediction_pb2, prediction_pb2_grpc
-
-    request = prediction_pb2.PredictRequest(name=model, version=version)
-    for inst in instances:
-        request.instances.add().update(inst)
-    with grpc.insecure_channel(address) as channel:
-        stub = prediction_pb2_grpc.PredictionServiceStub(channel)
-        reply = stub.Predict(request, timeout=timeout)
-    return json_format.MessageToDict(reply, preserving_proto_field_name=True)
+    options: dict[str, Any] = {"timeout": settings.timeout, "ca_file": settings.ca_file or None}
+    options |= {"api_key": settings.api_key or None, "jwt": settings.jwt or None}
+    client: pronto.Client | pronto.RestClient
+    if settings.rest:
+        address = settings.address
+        if "://" not in address:
+            address = f"{'https' if settings.tls or settings.ca_file else 'http'}://{address}"
+        client = pronto.RestClient(address, **options)
+    else:
+        client = pronto.Client(settings.address, tls=settings.tls, **options)
+    with client:
+        result = client.predict(settings.model, instances, version=settings.model_version)
+    reply: dict[str, Any] = {"model_name": result.model_name}
+    reply |= {"model_version": result.model_version, "predictions": []}
+    for p in result.predictions:
+        reply["predictions"].append({"label": p.label, "probabilities": p.probabilities})
+    if result.id:
+        reply["id"] = result.id
+    return reply
 
 
 def _run(args: argparse.Namespace) -> int:
-    import grpc
+    import pronto
 
     settings = settings_from_args(PredictSettings, args)
     try:
@@ -85,11 +97,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pronto predict: bad instances: {exc}", file=sys.stderr)
         return 2
     try:
-        reply = predict(
-            settings.address, settings.model, instances, settings.model_version, settings.timeout
-        )
-    except grpc.RpcError as exc:
-        print(f"pronto predict: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        reply = predict(settings, instances)
+    except pronto.InferenceError as exc:
+        print(f"pronto predict: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     print(json.dumps(reply, indent=2))
     return 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from server import tracing
 from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, ServerNotReady
 from server.features import columns_from_instances
@@ -200,6 +201,8 @@ class InferenceCore:
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
         """Run the model; small requests inline (cheapest), big ones on the helper thread."""
+        if tracing.ENABLED:
+            return await tracing.traced_run(self, handle, feeds, outputs, rows)
         batcher = handle.batcher
         if batcher is not None:
             return await batcher.run(feeds, outputs, rows)

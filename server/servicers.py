@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from server import tracing
 from server.core import InferenceCore
 from server.errors import Recorder, rpc
 from server.generated.inference import grpc_service_pb2 as pb
@@ -80,8 +81,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._metadata[id(handle)] = (handle, reply)
         return reply
 
+    @tracing.traced("ModelInfer")
     @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
+        if tracing.ENABLED:
+            return await tracing.traced_infer(self, request)
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
         return encode_infer_response(await self.core.infer(req))
 
@@ -104,6 +108,7 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
         self.core = core
         self.recorder = recorder
 
+    @tracing.traced("Predict")
     @rpc
     async def Predict(self, request: ppb.PredictRequest, context: Context) -> Any:
         result = await self.core.predict(

@@ -17,6 +17,7 @@ import yaml
 
 __all__ = [
     "CHART",
+    "KUBE_VERSION",
     "REPO",
     "SCENARIOS",
     "Scenario",

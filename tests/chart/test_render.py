@@ -10,6 +10,7 @@ import pytest
 
 from tests.chart.helm import (
     CHART,
+    KUBE_VERSION,
     SCENARIOS,
     Scenario,
     container,
@@ -371,7 +372,13 @@ def test_gateway_api_route_targets_envoy() -> None:
 
 def test_gateway_api_without_crds_fails_loudly() -> None:
     proc = run_helm(
-        "template", "pronto", "charts/pronto", "--values", "charts/pronto/ci/gateway-values.yaml"
+        "template",
+        "pronto",
+        "charts/pronto",
+        "--kube-version",
+        KUBE_VERSION,
+        "--values",
+        "charts/pronto/ci/gateway-values.yaml",
     )
     assert proc.returncode != 0
     assert "gateway.networking.k8s.io" in proc.stderr
@@ -388,7 +395,9 @@ def test_gateway_api_without_crds_fails_loudly() -> None:
     ],
 )
 def test_schema_rejects_bad_values(bad: str) -> None:
-    proc = run_helm("template", "pronto", "charts/pronto", "--set", bad)
+    proc = run_helm(
+        "template", "pronto", "charts/pronto", "--kube-version", KUBE_VERSION, "--set", bad
+    )
     assert proc.returncode != 0
     assert "schema" in proc.stderr.lower() or "values don't meet" in proc.stderr.lower()
 

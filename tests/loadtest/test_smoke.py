@@ -96,6 +96,13 @@ def test_smoke_scenario_passes_with_zero_errors(repository: Path, tmp_path: Path
         assert run["server"]["cpu_seconds"] > 0 and run["server"]["peak_rss_mib"] > 0
     report = json.loads((results / "smoke" / "grpc-oip-smoke.ghz.json").read_text())
     assert report["statusCodeDistribution"] == {"OK": 2000}
-    assert (results / "smoke" / "grpc-oip-smoke.ghz.html").read_text().startswith("<!doctype")
+    # ghz's own HTML report (its template and charts), from the same run as the JSON
+    ghz_html = (results / "smoke" / "grpc-oip-smoke.ghz.html").read_text()
+    assert "britecharts" in ghz_html and "github.com/bojand/ghz" in ghz_html
+    assert "2000" in ghz_html
+    page = (results / "smoke" / "report.html").read_text()
+    for run in summary["runs"]:
+        assert f"<td>{run['name']}</td>" in page
+    assert 'href="grpc-oip-smoke.ghz.html"' in page and 'href="rest-oip-smoke.wrk.txt"' in page
     markdown = render_markdown(results)
     assert "| grpc-predict-smoke |" in markdown and "FAIL" not in markdown

@@ -1,0 +1,143 @@
+"""OpenTelemetry spans per inference request, exported over OTLP/gRPC when configured.
+
+Tracing is on when ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+is set (the SDK's own variables, e.g. ``http://collector:4317``; ``OTEL_SERVICE_NAME``
+names the service, default ``pronto-server``). Off, the servicers and the core test one
+module-level boolean per request and import nothing from OpenTelemetry.
+
+On, each ``ModelInfer`` / ``Predict`` call gets a server span that continues the caller's
+W3C ``traceparent`` (Envoy sends one), with children ``decode``, ``queue`` (waiting for the
+model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``. The exporter
+is created lazily in each worker process, after the fork. Errors logged while a request is
+traced carry its trace id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from server.core import InferenceCore
+    from server.model import ModelHandle
+
+__all__ = ["ENABLED", "TraceIdFilter", "install_log_filter", "traced", "traced_infer", "traced_run"]
+
+ENABLED = bool(
+    os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_state: dict[str, Any] = {"pid": None, "tracer": None}
+
+
+def _tracer() -> Any:
+    if _state["pid"] != os.getpid():  # first use in this (forked) worker
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        name = os.environ.get("OTEL_SERVICE_NAME", "pronto-server")
+        provider = TracerProvider(resource=Resource.create({"service.name": name}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _state.update(pid=os.getpid(), tracer=provider.get_tracer("pronto.server"))
+        install_log_filter()
+    return _state["tracer"]
+
+
+class TraceIdFilter(logging.Filter):
+    """Appends the current trace id to error records, to find the request's trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and record.levelno >= logging.WARNING:
+            record.msg = f"{record.msg} [trace_id={context.trace_id:032x}]"
+        return True
+
+
+def install_log_filter(logger: str = "server.errors") -> None:
+    """Trace ids on the records of ``logger`` (where unexpected errors are logged)."""
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, TraceIdFilter) for f in target.filters):
+        target.addFilter(TraceIdFilter())
+
+
+def _parent(context: Any) -> Any:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    return TraceContextTextMapPropagator().extract(carrier)
+
+
+def traced(name: str) -> Callable[[F], F]:
+    """Decorator: a server span per call of an RPC method; off, the method itself."""
+
+    def decorate(method: F) -> F:
+        if not ENABLED:
+            return method
+
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: Any) -> Any:
+            from opentelemetry.trace import SpanKind
+
+            with _tracer().start_as_current_span(
+                f"pronto/{name}", context=_parent(context), kind=SpanKind.SERVER
+            ) as span:
+                model = getattr(request, "model_name", None) or getattr(request, "name", "")
+                span.set_attribute("pronto.model", model)
+                return await method(self, request, context)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+async def traced_infer(servicer: Any, request: Any) -> Any:
+    """The body of ``ModelInfer`` with ``decode`` and ``encode`` spans."""
+    from server.oip_codec import decode_infer_request, encode_infer_response
+
+    tracer = _tracer()
+    with tracer.start_as_current_span("decode"):
+        req = decode_infer_request(request, servicer.max_elements, servicer.core.max_batch_size)
+    response = await servicer.core.infer(req)
+    with tracer.start_as_current_span("encode"):
+        return encode_infer_response(response)
+
+
+async def traced_run(
+    core: InferenceCore, handle: ModelHandle, feeds: Any, outputs: list[str], rows: int
+) -> Any:
+    """``InferenceCore.run`` with ``queue`` and ``run`` spans (mirrors its three paths)."""
+    tracer = _tracer()
+    queued = time.time_ns()
+    if handle.batcher is not None:  # queue and run interleave with other requests
+        with tracer.start_as_current_span("queue+run", attributes={"pronto.rows": rows}):
+            return await handle.batcher.run(feeds, outputs, rows)
+    marks: dict[str, int] = {}
+
+    def run() -> Any:
+        marks["start"] = time.time_ns()
+        try:
+            return handle.run(feeds, outputs)
+        finally:
+            marks["end"] = time.time_ns()
+
+    if rows < core.offload_rows:
+        result = run()
+    else:
+        result = await asyncio.get_running_loop().run_in_executor(core._executor, run)
+    tracer.start_span("queue", start_time=queued).end(end_time=marks["start"])
+    tracer.start_span("run", start_time=marks["start"], attributes={"pronto.rows": rows}).end(
+        end_time=marks["end"]
+    )
+    return result
