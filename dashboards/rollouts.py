@@ -20,7 +20,9 @@ from dashboards.panels import (
 __all__ = ["build"]
 
 VARIABLES = [
-    query_variable("model", "Model", "label_values(pronto_rollout_candidate_requests_total, model)"),
+    query_variable(
+        "model", "Model", "label_values(pronto_rollout_candidate_requests_total, model)"
+    ),
 ]
 
 ROWS = [
@@ -34,7 +36,13 @@ ROWS = [
         ),
         stat_panel(
             "Rollout mode",
-            [query('max by (model, mode) (pronto_rollout_mode{model=~"$model"}) == 1', "{{model}} {{mode}}", instant=True)],
+            [
+                query(
+                    'max by (model, mode) (pronto_rollout_mode{model=~"$model"}) == 1',
+                    "{{model}} {{mode}}",
+                    instant=True,
+                )
+            ],
             description="1 for the model's current mode: off, shadow or canary.",
             w=8,
             h=8,
