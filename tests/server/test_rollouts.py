@@ -78,6 +78,12 @@ def rollout_cli(repo: Path, *args: str) -> str:
     return done.stdout
 
 
+def wait_cli(repo: Path, model: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "server.cli", "rollout", "wait", model, "--interval", "0.1",
+           "--timeout", "60", "--model-repository", str(repo)]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def metrics(server: Server) -> dict[str, list[tuple[dict[str, str], float]]]:
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as reply:
@@ -201,6 +207,7 @@ def test_broken_candidate_is_aborted_without_client_errors(server: Server, repo:
         repo, "start", "broken", "--candidate", "4", "--mode", "canary", "--auto",
         "--stable", "1", "--step-seconds", "60", "--min-requests", "20",
     )  # fmt: skip
+    waiter = wait_cli(repo, "broken")
     started = time.monotonic()
     answered: list[str] = []
     batch = 0
@@ -216,6 +223,7 @@ def test_broken_candidate_is_aborted_without_client_errors(server: Server, repo:
     state = read_state(repo, "broken")
     assert state is not None and state.candidate is None and state.stable == 1, took
     assert took < 30
+    assert waiter.wait(timeout=30) == 1  # `pronto rollout wait`: aborted
     last = state.history[-1]
     assert last.action == "abort" and "error rate" in last.reason
     assert set(answered) == {"1"}  # every answer came from stable, none failed
@@ -229,6 +237,7 @@ def test_healthy_candidate_is_stepped_and_promoted(server: Server, repo: Path) -
         repo, "start", "promoted", "--candidate", "2", "--mode", "canary", "--auto",
         "--stable", "1", "--step-seconds", "0.3", "--min-requests", "10",
     )  # fmt: skip
+    waiter = wait_cli(repo, "promoted")
     deadline = time.monotonic() + 30
     batch = 0
     while time.monotonic() < deadline:
@@ -243,6 +252,7 @@ def test_healthy_candidate_is_stepped_and_promoted(server: Server, repo: Path) -
     assert [(d.action, d.weight) for d in state.history] == [
         ("start", 5.0), ("step", 25.0), ("step", 50.0), ("step", 100.0), ("promote", 0.0)
     ]  # fmt: skip
+    assert waiter.wait(timeout=30) == 0  # `pronto rollout wait`: promoted
     wait_until(all_workers_route(server, "promoted", "2"))
 
 
@@ -274,6 +284,14 @@ def test_admin_service_errors(server: Server) -> None:
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         status = admin.GetRollout(rpb.GetRolloutRequest(name="admin"), timeout=10).rollout
         assert (status.mode, status.has_candidate) == ("off", False)
+    # the CLI speaks the same service with --address
+    remote = ("--address", server.address)
+    out = rollout_cli(Path("unused"), "start", "admin", "--candidate", "2", "--mode", "shadow",
+                      "--stable", "1", "--min-agreement", "0.5", *remote)  # fmt: skip
+    assert out.startswith("admin: stable 1, candidate 2 in shadow")
+    state = json.loads(rollout_cli(Path("unused"), "status", "admin", "--json", *remote))
+    assert state["thresholds"]["min_agreement"] == 0.5 and state["history"][-1]["actor"]
+    assert "no rollout in progress" in rollout_cli(Path("unused"), "abort", "admin", *remote)
 
 
 def test_promote_and_abort_under_ghz_load(server: Server, repo: Path, tmp_path: Path) -> None:
