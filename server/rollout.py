@@ -128,6 +128,7 @@ class RolloutRouter:
         # shadow runs of big batches leave the event loop, one at a time
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shadow")
         self.offload_rows = 256
+        self.admin_loopback_only = True
 
     @classmethod
     def for_worker(
@@ -140,6 +141,7 @@ class RolloutRouter:
             metrics = RolloutMetrics()
         router = cls(settings.model_repository, registry, metrics)
         router.offload_rows = settings.offload_rows
+        router.admin_loopback_only = settings.rollout_admin_loopback_only
         return router
 
     def add_admin_to(
@@ -156,7 +158,7 @@ class RolloutRouter:
         actor = f"{socket.gethostname()}/worker-{index}/{os.getpid()}"
         add_servicer(
             rpb_grpc.add_RolloutServiceServicer_to_server,
-            RolloutServicer(self.root, recorder, rescan, actor),
+            RolloutServicer(self.root, recorder, rescan, actor, self.admin_loopback_only),
             server,
         )
 

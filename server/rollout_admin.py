@@ -32,13 +32,38 @@ from server.rollout_state import (
     start,
 )
 
-__all__ = ["ROLLOUT_SERVICE", "RolloutServicer", "rollout_message", "thresholds_from"]
+__all__ = [
+    "ROLLOUT_SERVICE",
+    "RolloutServicer",
+    "is_loopback",
+    "rollout_message",
+    "thresholds_from",
+]
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 ROLLOUT_SERVICE = rpb.DESCRIPTOR.services_by_name["RolloutService"].full_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class NotLocal(ProntoError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "rollout_not_local"
+
+
+def is_loopback(peer: str) -> bool:
+    """Whether a grpc peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``,
+    ``unix:...``) is this host."""
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if kind == "ipv4":
+        return host.startswith("127.")
+    if kind == "ipv6":
+        return host == "::1" or host.startswith("::ffff:127.")
+    return False
 
 
 class RolloutRejected(ProntoError):
@@ -84,14 +109,24 @@ class RolloutServicer(rpb_grpc.RolloutServiceServicer):
     """Admin operations on the rollout state files of ``root``."""
 
     def __init__(
-        self, root: Path, recorder: Recorder, rescan: Callable[[], None], actor: str
+        self,
+        root: Path,
+        recorder: Recorder,
+        rescan: Callable[[], None],
+        actor: str,
+        loopback_only: bool = True,
     ) -> None:
+        self.loopback_only = loopback_only
         self.root = root
         self.recorder = recorder
         self.rescan = rescan
         self.actor = actor
 
-    async def _apply(self, name: str, op: Callable[[], RolloutState | None]) -> rpb.Rollout:
+    async def _apply(
+        self, context: Context, name: str, op: Callable[[], RolloutState | None]
+    ) -> rpb.Rollout:
+        if self.loopback_only and not is_loopback(context.peer()):
+            raise NotLocal("the rollout service answers only callers on this host")
         if not _NAME.match(name):
             raise InvalidInput(f"bad model name {name!r}", "model_name")
         if not (self.root / name).is_dir():
@@ -132,23 +167,23 @@ class RolloutServicer(rpb_grpc.RolloutServiceServicer):
             thresholds=thresholds,
             actor=self.actor,
         )
-        return rpb.StartRolloutResponse(rollout=await self._apply(request.name, op))
+        return rpb.StartRolloutResponse(rollout=await self._apply(context, request.name, op))
 
     @rpc
     async def PromoteRollout(self, request: rpb.PromoteRolloutRequest, context: Context) -> Any:
         op = functools.partial(
             promote, self.root, request.name, request.reason or "operator", self.actor
         )
-        return rpb.PromoteRolloutResponse(rollout=await self._apply(request.name, op))
+        return rpb.PromoteRolloutResponse(rollout=await self._apply(context, request.name, op))
 
     @rpc
     async def AbortRollout(self, request: rpb.AbortRolloutRequest, context: Context) -> Any:
         op = functools.partial(
             abort, self.root, request.name, request.reason or "operator", self.actor
         )
-        return rpb.AbortRolloutResponse(rollout=await self._apply(request.name, op))
+        return rpb.AbortRolloutResponse(rollout=await self._apply(context, request.name, op))
 
     @rpc
     async def GetRollout(self, request: rpb.GetRolloutRequest, context: Context) -> Any:
         op = functools.partial(read_state, self.root, request.name)
-        return rpb.GetRolloutResponse(rollout=await self._apply(request.name, op))
+        return rpb.GetRolloutResponse(rollout=await self._apply(context, request.name, op))

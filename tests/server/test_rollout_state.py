@@ -311,3 +311,41 @@ def test_analysis_aborts_on_estimated_quality_drop(repo: Path) -> None:
     state = read_state(repo, "flights")
     assert state is not None and state.candidate is None and state.stable == 1
     assert state.history[-1].action == "abort" and "accuracy" in state.history[-1].reason
+
+
+def test_admin_service_answers_only_local_callers(repo: Path) -> None:
+    import grpc
+
+    from server.generated.pronto.v1 import rollout_pb2 as rpb
+    from server.metrics import RequestRecorder
+    from server.rollout_admin import RolloutServicer, is_loopback
+
+    assert is_loopback("ipv4:127.0.0.1:5000") and is_loopback("ipv6:[::1]:5000")
+    assert is_loopback("unix:/tmp/s") and is_loopback("ipv6:[::ffff:127.0.0.1]:1")
+    assert not is_loopback("ipv4:10.1.2.3:5000") and not is_loopback("ipv6:[fe80::1]:5000")
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        def __init__(self, peer: str) -> None:
+            self._peer = peer
+            self.code: grpc.StatusCode | None = None
+
+        def peer(self) -> str:
+            return self._peer
+
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            self.code = code
+            raise Aborted(message)
+
+    rescans: list[int] = []
+    servicer = RolloutServicer(repo, RequestRecorder(), lambda: rescans.append(1), "t")
+    request = rpb.StartRolloutRequest(name="flights", candidate=2, mode="canary", weight=10)
+    remote = Context("ipv4:10.1.2.3:5000")
+    with pytest.raises(Aborted):
+        asyncio.run(servicer.StartRollout(request, remote))
+    assert remote.code == grpc.StatusCode.PERMISSION_DENIED
+    assert read_state(repo, "flights") is None and rescans == []
+    reply = asyncio.run(servicer.StartRollout(request, Context("ipv4:127.0.0.1:5000")))
+    assert reply.rollout.weight == 10 and rescans == [1]
