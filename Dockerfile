@@ -33,14 +33,19 @@ WORKDIR /src
 RUN python -m venv "$VIRTUAL_ENV"
 COPY .ci/constraints.txt .ci/constraints.txt
 COPY pyproject.toml README.md ./
+# Dependencies first, listed from pyproject.toml alone: this layer is rebuilt only when the
+# pins change, not on every code change. Exact pins (pyproject + the full constraints file),
+# all as wheels.
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["serve"]))' >/tmp/requirements.txt \
+    && pip install --only-binary=:all: -c .ci/constraints.txt -r /tmp/requirements.txt
 COPY server server
 COPY gateway gateway
 COPY trainer trainer
 COPY loadtest loadtest
-# Dependencies are exact pins (pyproject + the full constraints file) and all come as
-# wheels; only the project itself is built, by the pinned setuptools of pyproject.toml.
-# pip leaves the environment afterwards: the runtime needs no installer.
-RUN pip install --only-binary=:all: --no-binary=pronto-serving -c .ci/constraints.txt ".[serve]" \
+# Then the project itself, built by the pinned setuptools of pyproject.toml; pip leaves the
+# environment afterwards: the runtime needs no installer.
+RUN pip install --no-deps --only-binary=:all: --no-binary=pronto-serving . \
+    && pip check \
     && pip uninstall --yes pip \
     && pronto --help >/dev/null
 
@@ -50,13 +55,17 @@ WORKDIR /src
 RUN python -m venv "$VIRTUAL_ENV"
 COPY .ci/constraints.txt .ci/constraints.txt
 COPY pyproject.toml README.md ./
+# Dependencies first (see build-serve). Not --only-binary: a few pure-Python dependencies of
+# DVC ship only as sdists (e.g. antlr4-python3-runtime via hydra-core); with no compiler
+# here, a C sdist would fail.
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["train"]))' >/tmp/requirements.txt \
+    && pip install -c .ci/constraints.txt -r /tmp/requirements.txt
 COPY server server
 COPY gateway gateway
 COPY trainer trainer
 COPY loadtest loadtest
-# Not --only-binary: a few pure-Python dependencies of DVC ship only as sdists (e.g.
-# antlr4-python3-runtime via hydra-core); with no compiler here, a C sdist would fail.
-RUN pip install -c .ci/constraints.txt ".[train]" \
+RUN pip install --no-deps . \
+    && pip check \
     && pip uninstall --yes pip \
     && pronto --help >/dev/null
 

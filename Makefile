@@ -16,7 +16,7 @@ HELM_VERSION       := v3.19.5
 HELM_K8S_MINOR     := 34
 HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
-APT_PACKAGES := prometheus wrk
+APT_PACKAGES := prometheus prometheus-alertmanager wrk
 
 SETUP_STAMP := $(VENV)/.pronto-setup
 PYTEST_ARGS ?=
@@ -28,7 +28,7 @@ GATEWAY_PROTOS := proto/inference/grpc_service.proto proto/pronto/v1/prediction.
 ADMIN_PROTOS   := proto/pronto/v1/rollout.proto
 PROTOS   := $(GATEWAY_PROTOS) $(ADMIN_PROTOS)
 
-.PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards bench chaos soak monitor compare-setup clean
+.PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards rehearse bench chaos soak monitor compare-setup clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ $(SETUP_STAMP): pyproject.toml .ci/constraints.txt
 	$(UV) pip install -q -p $(PY) -c .ci/constraints.txt -e '.[serve,train,dev]'
 	touch $@
 
-setup-apt: ## Debian packages: prometheus (promtool) and wrk
+setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool) and wrk
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -109,6 +109,9 @@ lint: setup-tools ## ruff, mypy, buf; hadolint, actionlint, helm lint, checkov; 
 	TF_CLI_CONFIG_FILE=$(CURDIR)/.tools/terraform/cli.tfrc $(TF) fmt -check -recursive terraform/
 	$(CHECKOV) --quiet --compact -d terraform --config-file terraform/.checkov.yaml
 
+rehearse: setup ## run train.yml's and deploy.yml's own steps here, with local stand-ins for the cloud
+	$(PY) .github/scripts/rehearse.py
+
 proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	rm -rf $(GEN_PY) && mkdir -p $(GEN_PY) $(dir $(GEN_DESC))
 	$(PY) -m grpc_tools.protoc -I proto \
@@ -135,9 +138,11 @@ bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and 
 	$(VENV)/bin/pronto bench all
 
 CHAOS_ARGS ?=
+ATTACK_ARGS ?=
 SOAK_ARGS  ?=
-chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model)
+chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model), then the attacks
 	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
+	$(PY) -m loadtest.chaos.attacks $(ATTACK_ARGS)
 
 soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p99 per window
 	$(PY) -m loadtest.soak $(SOAK_ARGS)

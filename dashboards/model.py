@@ -201,7 +201,7 @@ ROWS = [
                     "{{metric}} v{{version}} test",
                 ),
             ],
-            description="Realized metrics over the latest labeled predictions (pooled across pods) and the same metrics on the training-time test split (dashed in the legend as 'test').",
+            description="Realized metrics over the latest labeled predictions (pooled across pods) next to the same metrics on the training-time test split.",
             unit="percentunit",
             w=12,
             h=8,
@@ -232,7 +232,7 @@ ROWS = [
                 ),
             ],
             description="Training-time value minus live value (positive = worse). Alerts at 0.05 on at least 200 labeled (1000 estimated) rows.",
-            unit="short",
+            thresholds=[("green", None), ("red", 0.05)],
         ),
         timeseries_panel(
             "Rows behind the quality values",

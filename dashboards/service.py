@@ -207,7 +207,7 @@ ROWS = [
             "Build",
             [
                 query(
-                    "max by (version, python, onnxruntime, grpcio) (pronto_build_info)",
+                    "max by (version) (pronto_build_info)",
                     instant=True,
                     fmt="table",
                 )

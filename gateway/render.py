@@ -38,13 +38,27 @@ TEMPLATE = PACKAGE_DIR / "envoy.yaml.j2"
 DESCRIPTOR_FILENAME = "pronto.pb"
 PACKAGED_DESCRIPTOR_SET = PACKAGE_DIR / "generated" / DESCRIPTOR_FILENAME
 
-# Liveness and readiness must answer without credentials or rate limiting: kubelet,
-# load balancers and Envoy's own health checks carry neither.
-PUBLIC_PATHS = (
-    ("path", "/inference.GRPCInferenceService/ServerLive"),
-    ("path", "/inference.GRPCInferenceService/ServerReady"),
-    ("prefix", "/grpc.health.v1.Health/"),
+# Liveness and readiness must answer without credentials or rate limiting: kubelet and
+# load balancers carry neither. Exact paths, as the client sent them (authentication runs
+# before the transcoder): the REST forms and the gRPC methods behind them. Health/Watch is
+# not public: a held stream is a held upstream request.
+PUBLIC_REST_PATHS = ("/v2/health/live", "/v2/health/ready")
+PUBLIC_GRPC_PATHS = (
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+    "/grpc.health.v1.Health/Check",
 )
+PUBLIC_PATHS = tuple(("path", p) for p in (*PUBLIC_REST_PATHS, *PUBLIC_GRPC_PATHS))
+# Set by Envoy on public health requests (and removed from every client request): the
+# workers then confirm only the overall status, never a model name (server/health.py).
+PUBLIC_HEALTH_HEADER = "x-pronto-public-health"
+# Caller identity, set by the auth filters from the verified credential; whatever a client
+# sends under these names is removed before any filter runs.
+IDENTITY_HEADER = "x-pronto-client"
+STRIPPED_HEADERS = (IDENTITY_HEADER, PUBLIC_HEALTH_HEADER)
+# gRPC message encodings Envoy forwards: a compressed message is refused before it
+# reaches a worker (whose message cap would apply to the compressed size only).
+ACCEPTED_GRPC_ENCODING = "identity"
 INFER_PATHS = (
     ("path", "/inference.GRPCInferenceService/ModelInfer"),
     ("path", "/pronto.v1.PredictionService/Predict"),
@@ -62,13 +76,14 @@ LOCAL_REPLIES = (
     (403, 7, "%LOCAL_REPLY_BODY%"),
     (404, 5, "no route for %REQ(:METHOD)% %REQ(:PATH)%"),
     (413, 8, "%LOCAL_REPLY_BODY%"),
+    (415, 12, "%LOCAL_REPLY_BODY%"),
     (429, 8, "%LOCAL_REPLY_BODY%"),
     (503, 14, "%LOCAL_REPLY_BODY%"),
     (504, 4, "%LOCAL_REPLY_BODY%"),
 )
 # For gRPC (and transcoded) requests Envoy derives grpc-status from the HTTP code, and maps
 # all of these to UNAVAILABLE; the transcoder would then answer 503.
-GRPC_LOCAL_REPLIES = ((413, 8), (429, 8), (504, 4))
+GRPC_LOCAL_REPLIES = ((413, 8), (415, 12), (429, 8), (504, 4))
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -118,13 +133,17 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, str]]:
-    """Routes on gRPC method paths; REST requests reach them after transcoding."""
-    entries = [(kind, value, settings.metadata_timeout) for kind, value in PUBLIC_PATHS]
-    entries += [(kind, value, settings.infer_timeout) for kind, value in INFER_PATHS]
+def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, Any]]:
+    """Routes on gRPC method paths; REST requests reach them after transcoding.
+
+    Public health requests go to their own cluster (same workers, own circuit breaker),
+    so a flood of them cannot take the capacity that predictions need."""
+    meta, infer = settings.metadata_timeout, settings.infer_timeout
+    entries = [("path", value, meta, True) for value in PUBLIC_GRPC_PATHS]
+    entries += [("path", "/grpc.health.v1.Health/Watch", meta, False)]
+    entries += [(kind, value, infer, False) for kind, value in INFER_PATHS]
     entries += [
-        ("prefix", f"/{service}/", settings.metadata_timeout)
-        for service in [*services, *PASSTHROUGH_SERVICES]
+        ("prefix", f"/{service}/", meta, False) for service in [*services, *PASSTHROUGH_SERVICES]
     ]
     return [
         {
@@ -132,8 +151,10 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, st
             "match_kind": kind,
             "match_value": value,
             "timeout": _seconds(timeout),
+            "cluster": "workers_health" if public else "workers",
+            "public": public,
         }
-        for kind, value, timeout in entries
+        for kind, value, timeout, public in entries
     ]
 
 
@@ -169,6 +190,13 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "grpc_local_replies": [{"http": h, "grpc": g} for h, g in GRPC_LOCAL_REPLIES],
         "routes": _routes(settings, services),
         "public_paths": PUBLIC_PATHS,
+        "public_health_header": PUBLIC_HEALTH_HEADER,
+        "identity_header": IDENTITY_HEADER,
+        "stripped_headers": STRIPPED_HEADERS,
+        "accepted_grpc_encoding": ACCEPTED_GRPC_ENCODING,
+        "request_headers_timeout": _seconds(settings.request_headers_timeout),
+        "stream_idle_timeout": _seconds(settings.stream_idle_timeout),
+        "health_max_requests": settings.health_max_requests,
         "retries": settings.retries,
         "descriptor_set": descriptor_path,
         "services": services,

@@ -84,6 +84,23 @@ class GatewaySettings(BaseSettings):
         ge=1024,
         description="Largest REST request body, in bytes (413 above).",
     )
+    request_headers_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers (slow clients are "
+        "disconnected).",
+    )
+    stream_idle_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a request stream may carry no data in either direction.",
+    )
+    health_max_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Concurrent public health requests sent to the workers (a separate "
+        "circuit breaker from predictions'); more are answered 503 by Envoy.",
+    )
     max_connections: int = Field(
         default=10000, ge=1, description="Most client connections Envoy keeps open at once."
     )

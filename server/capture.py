@@ -2,11 +2,12 @@
 
 The core hands every prediction to :meth:`CaptureSink.record`, which appends one tuple to a
 bounded buffer (a full buffer drops the record and counts it; the request never waits). A
-writer thread wakes every flush interval and
+writer thread wakes every flush interval and, for the sampled predictions (a hash of the id
+below the sample rate, :func:`server.labels.is_sampled`, so every worker agrees on it):
 
-- appends every buffered prediction's rows (predicted label, positive-class score) to the
-  prediction index (:class:`server.labels.LabelStore`), so labels sent later can join;
-- for a sampled share of predictions, appends the payload to a JSON-lines file in the
+- appends their rows (predicted label, positive-class score) to the prediction index
+  (:class:`server.labels.LabelStore`), so labels sent later can join;
+- appends the payload to a JSON-lines file in the
   capture directory: two CloudEvents per prediction in structured JSON form, shaped like
   KServe's inference logger (``org.kubeflow.serving.inference.request`` with the inputs by
   feature name as ``{"instances": [...]}``, then ``...response`` with
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from server.labels import LabelStore, positive_class
+from server.labels import LabelStore, is_sampled, positive_class
 from server.model import ModelHandle
 
 __all__ = ["REQUEST_TYPE", "RESPONSE_TYPE", "CaptureConfig", "CaptureSink"]
@@ -48,7 +48,7 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 @dataclass(frozen=True)
 class CaptureConfig:
     directory: Path
-    #: share of predictions whose payload is written (the index keeps every prediction)
+    #: share of predictions captured and indexed (by a hash of the prediction id)
     sample_rate: float = 0.1
     #: most predictions waiting for the writer; more are dropped and counted
     buffer: int = 10_000
@@ -92,7 +92,6 @@ class CaptureSink:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._store: LabelStore | None = None
-        self._random = random.Random()
         self._source = f"pronto/{socket.gethostname()}/{os.getpid()}"
 
     # -- hot path --------------------------------------------------------------
@@ -105,10 +104,12 @@ class CaptureSink:
         proba: Any,
         rows: int,
     ) -> None:
-        if len(self._buffer) >= self._capacity:
+        # the cheapest bounded append: no clock read, no sampling decision here
+        buf = self._buffer
+        if len(buf) < self._capacity:
+            buf.append((prediction_id, handle, feeds, labels, proba, rows))
+        else:
             self.dropped += 1
-            return
-        self._buffer.append((time.time(), prediction_id, handle, feeds, labels, proba, rows))
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -156,13 +157,15 @@ class CaptureSink:
             index_rows: list[tuple[str, int, str, str, float, str, Any]] = []
             lines: dict[tuple[str, str], list[str]] = {}
             rate = self.config.sample_rate
-            draw = self._random.random
+            # served at most one flush interval ago: the flush time stands for all of them
+            ts = time.time()
             for item in items:
+                if not is_sampled(item[0], rate):
+                    continue
                 try:
-                    sampled = rate >= 1.0 or (rate > 0.0 and draw() < rate)
-                    self._add(item, index_rows, lines, sampled)
+                    self._add(ts, item, index_rows, lines)
                 except Exception as exc:  # one odd prediction must not lose the batch
-                    log.warning("capture: prediction %s skipped: %r", item[1], exc)
+                    log.warning("capture: prediction %s skipped: %r", item[0], exc)
             if index_rows:
                 self.store.add_predictions(index_rows)
                 self.indexed += len(index_rows)
@@ -184,12 +187,12 @@ class CaptureSink:
 
     def _add(
         self,
+        ts: float,
         item: tuple[Any, ...],
         index_rows: list[tuple[str, int, str, str, float, str, Any]],
         lines: dict[tuple[str, str], list[str]],
-        sampled: bool,
     ) -> None:
-        ts, pid, handle, feeds, labels, proba, rows = item
+        pid, handle, feeds, labels, proba, rows = item
         state = self._state(handle)
         p = None if proba is None else np.asarray(proba, dtype=np.float64).reshape(rows, -1)
         if labels is not None:
@@ -208,10 +211,9 @@ class CaptureSink:
             index_rows.extend(
                 (pid, i, name, version, ts, predicted[i], scores[i]) for i in range(rows)
             )
-        if sampled:
-            lines.setdefault((name, version), []).extend(
-                self._events(ts, pid, name, version, feeds, predicted, p, state, rows)
-            )
+        lines.setdefault((name, version), []).extend(
+            self._events(ts, pid, name, version, feeds, predicted, p, state, rows)
+        )
 
     def _events(
         self,
@@ -251,9 +253,11 @@ class CaptureSink:
             "modelversion": version,
             "component": "predictor",
         }
+        head = json.dumps(common)[:-1]  # both events share these attributes
         return [
-            json.dumps(common | {"type": REQUEST_TYPE, "data": {"instances": instances}}),
-            json.dumps(common | {"type": RESPONSE_TYPE, "data": {"predictions": predictions}}),
+            f'{head}, "type": "{REQUEST_TYPE}", "data": {{"instances": {json.dumps(instances)}}}}}',
+            f'{head}, "type": "{RESPONSE_TYPE}", "data": '
+            f'{{"predictions": {json.dumps(predictions)}}}}}',
         ]
 
     def _write(self, key: tuple[str, str], chunk: list[str]) -> None:

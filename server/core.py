@@ -19,6 +19,7 @@ from server import tracing
 from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, ServerNotReady
 from server.features import columns_from_instances
+from server.guard import AdmissionGuard
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle
 from server.repository import Registry
@@ -109,6 +110,7 @@ class InferenceCore:
         max_batch_size: int = 1_000_000,
         offload_rows: int = 256,
         observer: InferenceObserver | None = None,
+        guard: AdmissionGuard | None = None,
         sink: PredictionSink | None = None,
     ) -> None:
         self.registry = registry
@@ -118,6 +120,7 @@ class InferenceCore:
         self.version = version
         self.max_batch_size = max_batch_size
         self.offload_rows = offload_rows
+        self.guard = guard
         self.ready = False
         self.draining = False
         #: canary routing of unversioned requests (set by the worker; see server.rollout)
@@ -201,6 +204,14 @@ class InferenceCore:
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
         """Run the model; small requests inline (cheapest), big ones on the helper thread."""
+        if self.guard is not None:
+            with self.guard.admit(rows):
+                return await self._run(handle, feeds, outputs, rows)
+        return await self._run(handle, feeds, outputs, rows)
+
+    async def _run(
+        self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
+    ) -> list[np.ndarray]:
         if tracing.ENABLED:
             return await tracing.traced_run(self, handle, feeds, outputs, rows)
         batcher = handle.batcher
@@ -286,6 +297,8 @@ class InferenceCore:
                 f"{len(instances)} instances exceed the limit of {self.max_batch_size}",
                 "batch_too_large",
             )
+        if self.guard is not None:
+            self.guard.check(len(instances))  # before the columns are built
         feeds = columns_from_instances(handle.features, instances)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)

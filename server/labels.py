@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "ModelInfo",
     "UnknownPrediction",
     "WrongLabels",
+    "is_sampled",
     "positive_class",
 ]
 
@@ -60,6 +62,14 @@ CREATE INDEX IF NOT EXISTS predictions_by_label
 
 #: training-time metrics copied into the index, the reference of quality alerts
 REFERENCE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def is_sampled(prediction_id: str, rate: float) -> bool:
+    """Whether a prediction falls in the capture sample: a hash of its id, so that every
+    worker (the one that served it, the one that takes its labels) decides the same."""
+    if rate >= 1.0:
+        return True
+    return rate > 0.0 and zlib.crc32(prediction_id.encode()) < rate * 4_294_967_296
 
 
 def positive_class(manifest: dict[str, Any], classes: Sequence[str]) -> str | None:
@@ -158,8 +168,10 @@ class LabelStore:
         updates: list[tuple[str, float, str, int]] = []
         with self._transaction():
             for pid, labels in feedback:
+                # by primary key only: with "model = ?" SQLite may pick the time index and
+                # scan every row of the model
                 found = self.db.execute(
-                    "SELECT version, count(*) FROM predictions WHERE id = ? AND model = ? "
+                    "SELECT version, count(*) FROM predictions WHERE id = ? AND +model = ? "
                     "GROUP BY version",
                     (pid, model),
                 ).fetchone()

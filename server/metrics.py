@@ -15,18 +15,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from server.batching import drain_batch_stats
 from server.errors import ProntoError
+
+if TYPE_CHECKING:
+    from server.repository import Registry
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -49,6 +51,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 QUEUE_DELAY_BUCKETS = (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: label value of requests naming a model or version this server does not hold
+OTHER = "_other"
+#: longest label value recorded when no registry bounds the values
+MAX_LABEL_CHARS = 64
 
 log = logging.getLogger(__name__)
 
@@ -142,31 +149,28 @@ class ServerMetrics:
             "Worker processes restarted by the supervisor after they died.",
             registry=None,
         )
+        # The server's own version only: exact library versions would tell a scraper
+        # which published vulnerabilities to try.
         self.build_info = Gauge(
             "pronto_build_info",
             "Build information (value 1).",
-            ["version", "python", "onnxruntime", "grpcio"],
+            ["version"],
             multiprocess_mode="max",
             registry=None,
         )
 
     def set_build_info(self, version: str) -> None:
-        try:
-            import onnxruntime
-
-            ort_version = onnxruntime.__version__
-        except ImportError:  # pragma: no cover
-            ort_version = ""
-        self.build_info.labels(
-            version, platform.python_version(), ort_version, grpc.__version__
-        ).set(1)
+        self.build_info.labels(version).set(1)
 
 
 class RequestRecorder:
     """Per-process accumulation of request outcomes; cheap enough for every RPC."""
 
-    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self, metrics: ServerMetrics | None = None, registry: Registry | None = None
+    ) -> None:
         self.metrics = metrics
+        self.registry = registry
         self.in_flight = 0
         self._counts: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self._latencies: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -184,13 +188,23 @@ class RequestRecorder:
         src = response if response is not None else request
         model = str(getattr(src, "model_name", None) or getattr(src, "name", ""))
         version = str(getattr(src, "model_version", None) or getattr(src, "version", ""))
-        if code is grpc.StatusCode.NOT_FOUND:
-            # names from unknown-model requests are caller-chosen: keep label sets bounded
-            model, version = "", ""
+        model, version = self.labels(model, version)
         self._counts[(model, version, method, code.name)] += 1
         self._latencies[(model, version, method)].append(seconds)
         if error is not None and code is grpc.StatusCode.INVALID_ARGUMENT:
             self._reasons[error.reason] += 1
+
+    def labels(self, model: str, version: str) -> tuple[str, str]:
+        """Bounded label values: names come from callers, so only models and versions in
+        the registry are recorded as themselves; anything else is :data:`OTHER`."""
+        if self.registry is None:
+            return model[:MAX_LABEL_CHARS], version[:MAX_LABEL_CHARS]
+        versions = self.registry.snapshot().get(model)
+        if versions is None:
+            return (OTHER, OTHER) if model else ("", "")
+        if version and not (version.isdigit() and int(version) in versions):
+            return model, OTHER
+        return model, version
 
     def flush(self) -> None:
         """Move the accumulated totals into the Prometheus objects."""
@@ -237,7 +251,7 @@ def mark_worker_dead(pid: int) -> None:
             multiprocess.mark_process_dead(pid)
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0", collectors: Sequence[Any] = ()) -> Any:
+def start_metrics_server(port: int, host: str = "127.0.0.1", collectors: Sequence[Any] = ()) -> Any:
     """Serve ``/metrics`` merged over all processes; returns the HTTP server object.
 
     ``collectors`` add families computed in this process at scrape time.

@@ -43,7 +43,12 @@ class WorkerQualityLoop:
             )
             self.sink = CaptureSink(config, capture_metrics)
             self.sink.start()
-        self.feedback = FeedbackCore(directory, settings.capture_flush_interval, feedback_metrics)
+        self.feedback = FeedbackCore(
+            directory,
+            settings.capture_flush_interval,
+            feedback_metrics,
+            settings.capture_sample_rate,
+        )
 
     def add_to(self, server: grpc.aio.Server, recorder: Recorder) -> None:
         add_servicer(

@@ -71,7 +71,16 @@ class ServeSettings(BaseSettings):
         le=256,
         description="Worker processes; 0 means one per usable CPU.",
     )
-    host: str = Field("0.0.0.0", description="Address the gRPC ports bind to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the shared gRPC port binds to. Loopback by default: the port "
+        "has no authentication (Envoy's listener is the authenticated entry point).",
+    )
+    worker_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker-private ports bind to (Envoy's upstreams; loopback "
+        "while Envoy runs next to the workers).",
+    )
     port: int = Field(50051, ge=1, le=65535, description="gRPC port shared by all workers.")
     worker_base_port: int = Field(
         50100,
@@ -81,6 +90,10 @@ class ServeSettings(BaseSettings):
     )
     metrics_port: int = Field(
         9090, ge=0, le=65535, description="Port of the /metrics endpoint (0 disables it)."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the /metrics endpoint binds to (the pod IP in Kubernetes).",
     )
     metrics_dir: Path | None = Field(
         None,
@@ -109,9 +122,11 @@ class ServeSettings(BaseSettings):
         "(lets load balancers notice).",
     )
     max_message_bytes: int = Field(
-        4 * 1024 * 1024,
+        16 * 1024 * 1024,
         ge=1024,
-        description="Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above).",
+        description="Largest request message accepted, in bytes (RESOURCE_EXHAUSTED above). "
+        "Four times Envoy's REST body cap: a JSON number as short as '0,' becomes 8 bytes "
+        "of FP64 once transcoded, and a body Envoy admits must not fail here.",
     )
     max_batch_size: int = Field(
         1_000_000, ge=1, description="Largest batch dimension accepted in one request."
@@ -128,6 +143,19 @@ class ServeSettings(BaseSettings):
         description="Per-worker cap on concurrent RPCs (RESOURCE_EXHAUSTED above); "
         "default: no cap.",
     )
+    max_rows_in_flight: int = Field(
+        100_000,
+        ge=1,
+        description="Per-worker bound on rows being predicted at once; a request that would "
+        "pass it is refused with RESOURCE_EXHAUSTED (a single bigger batch always is).",
+    )
+    memory_limit_mb: int = Field(
+        1024,
+        ge=0,
+        description="Per-worker resident-memory guard, in MiB: above it, requests of at least "
+        "offload_rows rows are refused with RESOURCE_EXHAUSTED until memory is returned "
+        "(0 = off).",
+    )
     intra_op_threads: int = Field(
         1,
         ge=1,
@@ -143,8 +171,8 @@ class ServeSettings(BaseSettings):
         0.1,
         ge=0,
         le=1,
-        description="Share of predictions whose inputs and outputs are written to capture "
-        "files (every prediction is indexed for label feedback).",
+        description="Share of predictions captured (inputs and outputs to capture files) and "
+        "indexed for label feedback, chosen by a hash of the prediction id.",
     )
     capture_buffer: int = Field(
         10_000,

@@ -170,7 +170,7 @@ class Supervisor:
             self._spawn(slot)
         if s.metrics_port:
             # after the first fork so no worker starts with the HTTP thread's state
-            self._http = start_metrics_server(s.metrics_port, s.host, collectors)
+            self._http = start_metrics_server(s.metrics_port, s.metrics_host, collectors)
         log.info(
             "serving %s on %s:%d with %d workers",
             ", ".join(models),

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from server import __version__
 from server.batching import Batcher, BatchingConfig
@@ -30,6 +29,8 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.guard import AdmissionGuard
+from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
@@ -71,6 +72,27 @@ def _load(settings: ServeSettings, name: str, version: int, path: Path) -> Model
     return handle
 
 
+def server_options(settings: ServeSettings) -> list[tuple[str, int]]:
+    """Channel arguments of a worker's gRPC server.
+
+    Only the ``identity`` encoding is enabled: gRPC checks the message cap on the wire
+    size, so a 1 MB gzip message could inflate to a gigabyte inside the worker. A
+    compressed request is refused with UNIMPLEMENTED before it is inflated.
+    """
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.compression_enabled_algorithms_bitset", 1),  # 1 << GRPC_COMPRESS_NONE
+    ]
+
+
+def admission_guard(settings: ServeSettings) -> AdmissionGuard:
+    return AdmissionGuard(
+        settings.max_rows_in_flight, settings.memory_limit_mb * 2**20, settings.offload_rows
+    )
+
+
 def run_worker(settings: ServeSettings, index: int) -> int:
     """Entry point of a forked worker; returns its exit status."""
     _die_with_parent()
@@ -84,7 +106,8 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     metrics = ServerMetrics() if ENV in os.environ else None
-    recorder = RequestRecorder(metrics)
+    registry = Registry()
+    recorder = RequestRecorder(metrics, registry)
     drift = DriftMonitor(enabled=settings.drift and metrics is not None)
 
     def loaded(h: ModelHandle) -> None:
@@ -101,8 +124,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     except ValueError as exc:
         log.error("worker %d: %s", index, exc)
         return EXIT_FATAL
-    registry = Registry()
-    health = HealthServicer()
+    health = GatewayAwareHealth()
     quality = WorkerQualityLoop(settings, metrics is not None)
     router = RolloutRouter.for_worker(settings, registry, metrics is not None)
     core = InferenceCore(
@@ -111,8 +133,10 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         max_batch_size=settings.max_batch_size,
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
+        guard=admission_guard(settings),
         sink=combine_sinks(quality.sink, router),
     )
+    assert core.guard is not None
     core.router = router
 
     async def installed(serving: set[str], removed: set[str]) -> None:
@@ -143,11 +167,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         return EXIT_FATAL
 
     server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-        ],
+        options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     add_servicer(
@@ -166,7 +186,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     )
     addresses = [f"{settings.host}:{settings.port}"]
     if settings.worker_base_port:
-        addresses.append(f"{settings.host}:{settings.worker_base_port + index}")
+        addresses.append(f"{settings.worker_host}:{settings.worker_base_port + index}")
     for address in addresses:
         try:
             server.add_insecure_port(address)
@@ -185,6 +205,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
     rollout_flusher = asyncio.create_task(router.run_flusher(settings.metrics_flush_interval))
+    trimmer = asyncio.create_task(core.guard.run_trimmer(1.0))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -206,6 +227,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     flusher.cancel()
     drift_flusher.cancel()
     rollout_flusher.cancel()
+    trimmer.cancel()
     recorder.flush()
     drift.flush()
     router.flush()

@@ -2,7 +2,8 @@
 
 The DVC pipeline calls these, so it runs wherever the training extras are installed:
 ``generate`` (synthetic flights CSV), ``train`` (same flags as ``pronto train``), ``evaluate``
-(metrics and report of a model folder) and ``publish`` (copy a model folder into the repository
+(metrics and report of a model folder), ``gate`` (candidate against production on the same
+held-out rows) and ``publish`` (copy a model folder into the repository
 as the next version).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer import cli, evaluate, flights
+from trainer import cli, evaluate, flights, gate
 
 
 def _register_publish(subparsers: Any) -> None:
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flights.register(sub)
     cli.register(sub)
     evaluate.register(sub)
+    gate.register(sub)
     _register_publish(sub)
     args = parser.parse_args(argv)
     return int(args.handler(args) or 0)

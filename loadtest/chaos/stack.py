@@ -62,8 +62,7 @@ class Instance:
             host="127.0.0.1",
             port=self.port,
             worker_base_port=self.base_port,
-            metrics_port=0,
-            **self.extra,  # type: ignore[arg-type]
+            **({"metrics_port": 0} | self.extra),  # type: ignore[arg-type]
         )
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:

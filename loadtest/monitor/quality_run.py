@@ -78,6 +78,7 @@ def run(
         *py, "server.cli", "serve", "--model-repository", str(repo), "--workers", "2",
         "--host", "127.0.0.1", "--port", str(port), "--worker-base-port", str(base),
         "--metrics-port", str(metrics), "--capture-dir", str(workdir / "capture"),
+        "--capture-sample-rate", "1",
         "--capture-flush-interval", "0.2", "--quality-refresh-seconds", "0",
         "--quality-window-rows", str(window), "--log-level", "WARNING",
     ]  # fmt: skip

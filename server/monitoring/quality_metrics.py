@@ -56,6 +56,12 @@ class FeedbackMetrics:
             ["model"],
             registry=None,
         )
+        self.unsampled = Counter(
+            "pronto_feedback_unsampled",
+            "Predictions whose labels arrived but which were outside the capture sample.",
+            ["model"],
+            registry=None,
+        )
         self.rejected = Counter(
             "pronto_feedback_rejected",
             "Feedback requests refused, by reason (unknown_id, label_count, label_class, ...).",

@@ -64,11 +64,16 @@ SCENARIOS = (
     Scenario(
         "gateway",
         "gateway-values.yaml",
-        ("gateway.networking.k8s.io/v1/HTTPRoute", "networking.gke.io/v1/HealthCheckPolicy"),
+        (
+            "gateway.networking.k8s.io/v1/HTTPRoute",
+            "networking.gke.io/v1/HealthCheckPolicy",
+            "networking.gke.io/v1/GCPBackendPolicy",
+        ),
     ),
     Scenario("auth-off", "auth-off-values.yaml"),
     Scenario("baked-model", "baked-model-values.yaml"),
     Scenario("jwt", "jwt-values.yaml"),
+    Scenario("custom-metrics", "custom-metrics-values.yaml", ("custom.metrics.k8s.io/v1beta2",)),
     Scenario("rollout", "rollout-values.yaml"),
 )
 

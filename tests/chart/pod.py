@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ __all__ = ["POD_AUTH_DIR", "POD_DESCRIPTOR_DIR", "POD_ENVOY_DIR", "PodFiles", "c
 POD_AUTH_DIR = "/etc/pronto/auth"
 POD_DESCRIPTOR_DIR = "/etc/pronto/descriptor"
 POD_ENVOY_DIR = "/etc/envoy"
+# Downward API fields as a pod simulated on this machine sees them
+POD_FIELDS = {"status.podIP": "127.0.0.1"}
 
 
 def container_env(objects: list[dict[str, Any]], name: str) -> dict[str, str]:
@@ -29,7 +32,10 @@ def container_env(objects: list[dict[str, Any]], name: str) -> dict[str, str]:
         env.update(configmaps[source["configMapRef"]["name"]]["data"])
     for var in target.get("env", []):
         if "value" in var:
-            env[var["name"]] = var["value"]
+            # $(NAME) refers to a variable defined earlier in the list, as in Kubernetes
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), var["value"])
+        elif "fieldRef" in var["valueFrom"]:
+            env[var["name"]] = POD_FIELDS[var["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             env[var["name"]] = resolve_cpu_field(spec, var["valueFrom"]["resourceFieldRef"])
     return env

@@ -38,6 +38,7 @@ CRD_KINDS = {
     "Gateway": "gateway.networking.k8s.io/v1",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
     "HealthCheckPolicy": "networking.gke.io/v1",
+    "GCPBackendPolicy": "networking.gke.io/v1",
 }
 
 
@@ -300,7 +301,8 @@ def test_hpa_scales_on_cpu_and_optionally_on_requests_per_second() -> None:
     default = find(render(), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in default] == ["Resource"]
     assert default[0]["resource"]["name"] == "cpu"
-    with_rps = find(render(("jwt-values.yaml",)), "HorizontalPodAutoscaler")["spec"]["metrics"]
+    rps = next(sc for sc in SCENARIOS if sc.name == "custom-metrics")
+    with_rps = find(render_scenario(rps), "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert [m["type"] for m in with_rps] == ["Resource", "Pods"]
     # the default metric is the per-pod recording rule the chart ships
     rules = (CHART / "files" / "rules" / "slo.yaml").read_text()

@@ -53,6 +53,14 @@ UNPUBLISHED: dict[str, str] = {
         "GKE installs networking.gke.io/v1 HealthCheckPolicy itself; its CRD is not published "
         "as a Go module or package"
     ),
+    "networking.gke.io/v1/GCPBackendPolicy": (
+        "GKE installs networking.gke.io/v1 GCPBackendPolicy itself; its CRD is not published "
+        "as a Go module or package"
+    ),
+    "custom.metrics.k8s.io/v1beta2": (
+        "served by a custom-metrics adapter (an aggregated API server such as the Stackdriver "
+        "adapter), not by a CRD"
+    ),
 }
 
 _API_VERSION = re.compile(r"--api-versions\s+(\S+)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import subprocess
 import threading
 import time
@@ -354,7 +353,7 @@ def test_upgrade_rollout_and_rollback(cluster: Cluster) -> None:
     # replica while no new pod is Ready.
     cluster.helm(*chart, "--set", "model.version=2")
     d2 = _rollout(cluster, namespace, name, d1["metadata"]["generation"])
-    surge = math.ceil(replicas * 0.25)
+    surge = int(d2["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
 
     def surged() -> list[dict[str, Any]] | None:
         d = settled(cluster, namespace, name)

@@ -18,7 +18,11 @@ from tests.gateway.tls import SERVER_NAME, write_certificates
 from tests.gateway.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOS = ["inference/grpc_service.proto", "pronto/v1/prediction.proto"]
+PROTOS = [
+    "inference/grpc_service.proto",
+    "pronto/v1/prediction.proto",
+    "pronto/v1/feedback.proto",
+]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,10 +79,15 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 def test_transcoded_services_and_body_routes_come_from_the_descriptor() -> None:
     data = render.PACKAGED_DESCRIPTOR_SET.read_bytes()
     services = render.transcoded_services(data)
-    assert services == ["inference.GRPCInferenceService", "pronto.v1.PredictionService"]
+    assert services == [
+        "inference.GRPCInferenceService",
+        "pronto.v1.FeedbackService",
+        "pronto.v1.PredictionService",
+    ]
     patterns = {(r.verb, r.pattern, r.message) for r in body_routes(data, services)}
     assert ("POST", "^/v1/models/[^/]+%:predict$", "pronto.v1.PredictRequest") in patterns
-    assert len(patterns) == 3
+    assert ("POST", "^/v1/models/[^/]+%:feedback$", "pronto.v1.FeedbackRequest") in patterns
+    assert len(patterns) == 4
 
 
 def test_api_keys_file(tmp_path: Path) -> None:

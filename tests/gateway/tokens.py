@@ -39,6 +39,8 @@ class Signer:
         now = int(time.time())
         payload = {"iss": issuer, "aud": audience, "sub": "tester", "iat": now}
         payload |= {"exp": now + int(lifetime), **claims}
+        # a claim given as None is left out (a token without "exp", say)
+        payload = {k: v for k, v in payload.items() if v is not None}
         header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())

@@ -67,7 +67,7 @@ def _predict_and_label(
         stack.envoy_http_port, f"/v1/models/{MODEL}:feedback", {"feedback": feedback}
     )
     assert status == 200, body
-    assert body == {"predictions": str(len(feedback)), "labels": str(rows)}
+    assert body == {"predictions": str(len(feedback)), "labels": str(rows), "unsampled": "0"}
     return truth, predicted, scores
 
 

@@ -121,10 +121,10 @@ def grpc_cases() -> list[Case]:
         Case("grpc-infer-garbage-protobuf", "grpc", INFER, b"\xff" * 64, bad),
         Case("grpc-infer-empty-message", "grpc", INFER, b"", bad),
         Case(
-            "grpc-infer-5mb-message",
+            "grpc-infer-17mb-message",
             "grpc",
             INFER,
-            infer_body(bytes_value("OPERA", b"x" * (5 * 2**20))),
+            infer_body(bytes_value("OPERA", b"x" * (17 * 2**20))),
             C.RESOURCE_EXHAUSTED,
         ),
         Case("grpc-infer-no-credentials", "grpc", INFER, whole, C.UNAUTHENTICATED, {}),

@@ -70,6 +70,24 @@ def test_chart_requires_auth_by_default() -> None:
     assert config.get("PRONTO_API_KEYS_FILE") or config.get("PRONTO_JWT_JWKS_FILE")
 
 
+@pytest.mark.skipif(
+    not (ROOT / ".tools" / "bin" / "helm").is_file(), reason="helm not installed (make setup)"
+)
+def test_chart_binds_no_server_port_on_every_interface() -> None:
+    from tests.chart.helm import container, pod_spec, render
+    from tests.chart.pod import container_env
+
+    objects = render(values_files=())
+    env = container_env(objects, "server")
+    server = container(pod_spec(objects), "server")
+    pod_ip = next(v for v in server["env"] if v["name"] == "POD_IP")
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # the unauthenticated worker ports serve the Envoy sidecar only; probes and the
+    # scraper reach the shared port and /metrics on the pod IP
+    assert env["PRONTO_WORKER_HOST"] == "127.0.0.1"
+    assert env["PRONTO_HOST"] == env["PRONTO_METRICS_HOST"] == env["POD_IP"]
+
+
 def _vulnerability_service_reachable() -> bool:
     """pip-audit asks PyPI's per-release JSON API; some mirrors and proxies serve only the
     per-project page, and then pip-audit reports every package as "not found"."""

@@ -10,7 +10,7 @@ import pytest
 
 from server.capture import REQUEST_TYPE, RESPONSE_TYPE, CaptureConfig, CaptureSink
 from server.core import InferenceCore
-from server.labels import LabelStore
+from server.labels import LabelStore, is_sampled
 from server.oip_codec import decode_infer_request
 from server.repository import Registry, load_repository
 from tests.server.requests import infer_request, rows
@@ -71,15 +71,22 @@ def test_capture_records_and_index(model_repo: Path, tmp_path: Path) -> None:
     assert {round(s, 6) for _, s in served} >= {round(r[positive], 6) for r in pred.probabilities}
 
 
-def test_sample_rate_zero_indexes_without_payloads(model_repo: Path, tmp_path: Path) -> None:
+def test_sampling_by_id_hash(model_repo: Path, tmp_path: Path) -> None:
+    """Sampled predictions are captured and indexed, the others neither; the choice is a
+    hash of the id, so the worker taking labels can make it again."""
     LabelStore(tmp_path).create()
-    sink = CaptureSink(CaptureConfig(tmp_path, sample_rate=0.0))
+    sink = CaptureSink(CaptureConfig(tmp_path, sample_rate=0.3))
     core = _core(model_repo, sink)
-    for i in range(5):
-        asyncio.run(core.predict("flights", "", INSTANCES[:1], f"id-{i}"))
+    ids = [f"id-{i}" for i in range(200)]
+    for pid in ids:
+        asyncio.run(core.predict("flights", "", INSTANCES[:1], pid))
     sink.close()
-    assert _events(tmp_path) == []
-    assert len(LabelStore(tmp_path).served("flights", "2", 0, 100)) == 5
+    expected = {pid for pid in ids if is_sampled(pid, 0.3)}
+    assert 40 <= len(expected) <= 80
+    assert {e["id"] for e in _events(tmp_path)} == expected
+    store = LabelStore(tmp_path)
+    assert len(store.served("flights", "2", 0, 1000)) == len(expected)
+    assert not any(is_sampled(pid, 0.0) for pid in ids)
 
 
 def test_full_buffer_drops_records_not_requests(model_repo: Path, tmp_path: Path) -> None:
@@ -105,3 +112,16 @@ def test_files_rotate_by_size(model_repo: Path, tmp_path: Path) -> None:
     assert len(files) >= 2
     assert all(f.stat().st_size < 1024 + 2048 for f in files)
     assert len({e["id"] for e in _events(tmp_path)}) == 6
+
+
+def test_files_rotate_by_age(model_repo: Path, tmp_path: Path) -> None:
+    LabelStore(tmp_path).create()
+    sink = CaptureSink(CaptureConfig(tmp_path, sample_rate=1.0, rotate_seconds=1e-9))
+    core = _core(model_repo, sink)
+    for i in range(3):
+        asyncio.run(core.predict("flights", "", INSTANCES, f"id-{i}"))
+        sink.flush()  # every flush finds its file too old
+    sink.close()
+    files = sorted(tmp_path.glob("flights/*/capture-*.jsonl"))
+    assert len(files) == 3
+    assert [len(f.read_text().splitlines()) for f in files] == [2, 2, 2]

@@ -251,7 +251,7 @@ def test_settings_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     add_settings_arguments(parser, ServeSettings)
     s = settings_from_args(ServeSettings, parser.parse_args(["--port", "7000"]))
     assert (s.workers, s.port, s.models) == (3, 7000, ["a", "b"])
-    assert s.grace_period == 20.0 and s.max_message_bytes == 4 * 1024 * 1024
+    assert s.grace_period == 20.0 and s.max_message_bytes == 16 * 1024 * 1024
     for name, field in ServeSettings.model_fields.items():
         assert field.description, name
 

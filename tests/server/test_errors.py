@@ -169,7 +169,7 @@ def test_bad_infer_request(channel: grpc.Channel, case: str) -> None:
 def test_message_over_limit(channel: grpc.Channel) -> None:
     cols = rows(3)
     req = infer_request(cols)
-    req.raw_input_contents.append(b"\0" * (5 * 1024 * 1024))
+    req.raw_input_contents.append(b"\0" * (17 * 1024 * 1024))  # over the 16 MiB default
     with pytest.raises(grpc.RpcError) as info:
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req, timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

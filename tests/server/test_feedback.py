@@ -20,7 +20,7 @@ from server.feedback import FeedbackCore, FeedbackDisabled, PredictionNotFound
 from server.generated.pronto.v1 import feedback_pb2 as fpb
 from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
-from server.labels import LabelStore
+from server.labels import LabelStore, is_sampled
 from tests.gateway import harness
 from tests.server.conftest import Server, start_server
 from tests.server.modelgen import sample_rows
@@ -53,7 +53,7 @@ def _feedback(core: FeedbackCore, name: str, entries: list) -> int:
 
 def test_labels_join_by_id_and_row(store_dir: Path) -> None:
     core = FeedbackCore(store_dir, 0.01)
-    assert _feedback(core, "m", [("a", ["0"]), ("b", ["0", "1"])]) == 3
+    assert _feedback(core, "m", [("a", ["0"]), ("b", ["0", "1"])]) == (2, 3, 0)
     core.close()
     labeled = LabelStore(store_dir).labeled("m", "1", 0, 10)
     assert sorted(labeled) == [("0", 0.2, "0"), ("1", 0.7, "1"), ("1", 0.9, "0")]
@@ -86,6 +86,18 @@ def test_bad_feedback_writes_nothing(
     assert LabelStore(store_dir).labeled("m", "1", 0, 10) == []
 
 
+def test_unsampled_predictions_are_acknowledged_not_stored(store_dir: Path) -> None:
+    rate = 0.95
+    assert is_sampled("a", rate) and is_sampled("b", rate)  # the stored ones
+    outside = next(f"x{i}" for i in range(100) if not is_sampled(f"x{i}", rate))
+    inside = next(f"y{i}" for i in range(100) if is_sampled(f"y{i}", rate))
+    core = FeedbackCore(store_dir, 0.01, sample_rate=rate)
+    assert _feedback(core, "m", [("a", ["1"]), (outside, ["1", "0"])]) == (1, 1, 1)
+    with pytest.raises(PredictionNotFound):  # sampled, so it should be in the index
+        _feedback(core, "m", [(inside, ["1"])])
+    core.close()
+
+
 def test_feedback_without_capture_dir() -> None:
     with pytest.raises(FeedbackDisabled):
         _feedback(FeedbackCore(None, 0.01), "m", [("a", ["1"])])
@@ -99,7 +111,7 @@ def loop_server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     base = tmp_path_factory.mktemp("feedback")
     srv = start_server(
         model_repo, base / "serve.log", 2,
-        "--capture-dir", str(base / "capture"), "--capture-sample-rate", "0.5",
+        "--capture-dir", str(base / "capture"), "--capture-sample-rate", "1",
         "--capture-flush-interval", "0.2", "--quality-refresh-seconds", "0",
     )  # fmt: skip
     yield srv
@@ -220,7 +232,7 @@ def test_feedback_rest_through_envoy(loop_server: Server) -> None:
             {"feedback": [{"id": pid, "labels": ["1", "0"]}, {"id": "rest-7", "labels": ["1"]}]},
         )
         assert ok.status == 200, ok.body
-        assert ok.body == {"predictions": "2", "labels": "3"}  # int64 is a JSON string
+        assert ok.body == {"predictions": "2", "labels": "3", "unsampled": "0"}  # int64: string
 
         for body, status in [
             ({"feedback": [{"id": "nope", "labels": ["1"]}]}, 404),

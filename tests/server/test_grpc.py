@@ -129,6 +129,7 @@ def test_reflection_lists_services(channel: grpc.Channel) -> None:
     assert {
         "inference.GRPCInferenceService",
         "pronto.v1.PredictionService",
+        "pronto.v1.FeedbackService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names

@@ -63,10 +63,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq .Values.model.source "baked" }}{{ .Values.model.bakedPath }}{{ else }}{{ .Values.model.mountPath }}{{ end -}}
 {{- end }}
 
+{{/*
+Seconds the preStop hook keeps serving: server.preStopSeconds, stretched to the external load
+balancer's connection draining when the Gateway API path is on.
+*/}}
+{{- define "pronto.preStopSeconds" -}}
+{{- $wait := int .Values.server.preStopSeconds -}}
+{{- if .Values.gatewayApi.enabled -}}
+{{- $wait = max $wait (int .Values.gatewayApi.connectionDrainingSeconds) -}}
+{{- end -}}
+{{- $wait -}}
+{{- end }}
+
 {{/* Drain budget: preStop wait + NOT_SERVING delay + in-flight grace + margin. */}}
 {{- define "pronto.terminationGracePeriodSeconds" -}}
 {{- $s := .Values.server -}}
-{{- add (int $s.preStopSeconds) (int (ceil $s.drainDelay)) (int (ceil $s.gracePeriod)) (int $s.terminationMarginSeconds) -}}
+{{- add (int (include "pronto.preStopSeconds" .)) (int (ceil $s.drainDelay)) (int (ceil $s.gracePeriod)) (int $s.terminationMarginSeconds) -}}
 {{- end }}
 
 {{/*

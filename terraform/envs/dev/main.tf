@@ -109,7 +109,7 @@ module "iam" {
   }
 
   github_repository         = var.github_repository
-  github_allowed_refs       = var.github_allowed_refs
+  github_deploy_refs        = var.github_deploy_refs
   workload_identity_pool_id = var.workload_identity_pool_id != "" ? var.workload_identity_pool_id : "${local.name}-github"
 
   depends_on = [google_project_service.this]

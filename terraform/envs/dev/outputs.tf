@@ -43,9 +43,18 @@ output "github_workload_identity_provider" {
   value       = module.iam.workload_identity_provider
 }
 
-output "github_service_account" {
-  description = "Actions variable GCP_SERVICE_ACCOUNT: service_account input of google-github-actions/auth."
-  value       = module.iam.ci_service_account_email
+output "github_environment_variables" {
+  description = "Per GitHub environment, the Actions variable GCP_SERVICE_ACCOUNT (service_account input of google-github-actions/auth): production (deploy.yml), training (train.yml on main), training-check (train.yml on pull requests)."
+  value = {
+    production       = { GCP_SERVICE_ACCOUNT = module.iam.deploy_service_account_email }
+    training         = { GCP_SERVICE_ACCOUNT = module.iam.train_service_account_email }
+    "training-check" = { GCP_SERVICE_ACCOUNT = module.iam.train_check_service_account_email }
+  }
+}
+
+output "github_pipeline_conditions" {
+  description = "The CEL condition per pipeline that a GitHub OIDC token must meet to act as that pipeline's service account."
+  value       = module.iam.pipeline_conditions
 }
 
 output "github_project_id" {
@@ -74,10 +83,9 @@ output "github_model_bucket" {
 }
 
 output "github_actions_variables" {
-  description = "All Actions variables at once, for a loop over `gh variable set NAME --body VALUE`."
+  description = "The repository-level Actions variables at once, for a loop over `gh variable set NAME --body VALUE`; GCP_SERVICE_ACCOUNT is set per environment (github_environment_variables)."
   value = {
     GCP_WORKLOAD_IDENTITY_PROVIDER = module.iam.workload_identity_provider
-    GCP_SERVICE_ACCOUNT            = module.iam.ci_service_account_email
     RUNTIME_SERVICE_ACCOUNT        = module.iam.runtime_service_account_email
     GCP_PROJECT_ID                 = var.project_id
     GKE_CLUSTER                    = module.gke.cluster_name

@@ -51,10 +51,10 @@ variable "github_repository" {
   }
 }
 
-variable "github_allowed_refs" {
+variable "github_deploy_refs" {
   type        = list(string)
-  description = "Git refs allowed to obtain Google credentials from GitHub Actions: main (manual runs), api and v* tags (deploy.yml), model (train.yml). A trailing * matches by prefix."
-  default     = ["refs/heads/main", "refs/heads/api", "refs/heads/model", "refs/tags/v*"]
+  description = "Git refs deploy.yml may deploy from: the api branch and v* tags. A trailing * matches by prefix. Training identities are fixed: train.yml on main publishes, on pull requests it reads."
+  default     = ["refs/heads/api", "refs/tags/v*"]
 }
 
 variable "master_authorized_networks" {
@@ -62,7 +62,7 @@ variable "master_authorized_networks" {
     cidr_block   = string
     display_name = string
   }))
-  description = "Networks allowed to reach the control plane's IP endpoint (for example the operators' office). GitHub Actions uses the DNS endpoint instead."
+  description = "Networks allowed to reach the control plane's IP endpoint (for example the operators' office). Empty by default: GitHub Actions and operators use the DNS endpoint, where IAM (container.clusters.connect) decides access."
   default     = []
 }
 
@@ -110,7 +110,7 @@ variable "node_autoscaling" {
   description = "Bounds of the node pool autoscaler."
   default = {
     min_nodes = 1
-    max_nodes = 3
+    max_nodes = 6
   }
 }
 

@@ -169,7 +169,7 @@ variable "autoscaling" {
   description = "Node pool autoscaling bounds, per zone of the node pool."
   default = {
     min_nodes = 1
-    max_nodes = 3
+    max_nodes = 6
   }
 
   validation {

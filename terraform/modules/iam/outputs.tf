@@ -8,9 +8,24 @@ output "runtime_service_account_email" {
   value       = google_service_account.runtime.email
 }
 
-output "ci_service_account_email" {
-  description = "Email of the CI/CD service account that GitHub Actions impersonates."
-  value       = google_service_account.ci.email
+output "deploy_service_account_email" {
+  description = "Email of the deploy service account (deploy.yml, GitHub environment production)."
+  value       = google_service_account.deploy.email
+}
+
+output "train_service_account_email" {
+  description = "Email of the training service account (train.yml on main, GitHub environment training)."
+  value       = google_service_account.train.email
+}
+
+output "train_check_service_account_email" {
+  description = "Email of the read-only training check service account (train.yml on pull requests)."
+  value       = google_service_account.train_check.email
+}
+
+output "pipeline_conditions" {
+  description = "CEL condition per pipeline (deploy, train, train-check) that a GitHub OIDC token must meet to act as its service account."
+  value       = local.pipelines
 }
 
 output "workload_identity_provider" {

@@ -10,12 +10,12 @@ variable "project_id" {
 
 variable "name_prefix" {
   type        = string
-  description = "Prefix of the service account IDs (<prefix>-nodes, <prefix>-runtime, <prefix>-ci)."
+  description = "Prefix of the service account IDs (<prefix>-nodes, -runtime, -deploy, -train, -train-check)."
   default     = "pronto"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name_prefix))
-    error_message = "name_prefix must be 2-21 lowercase letters, digits or hyphens, starting with a letter, so that <prefix>-runtime fits the 30-character account ID limit."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,17}$", var.name_prefix))
+    error_message = "name_prefix must be 2-18 lowercase letters, digits or hyphens, starting with a letter, so that <prefix>-train-check fits the 30-character account ID limit."
   }
 }
 
@@ -48,12 +48,12 @@ variable "kubernetes_service_account" {
 
 variable "model_bucket_name" {
   type        = string
-  description = "Model registry bucket: the runtime reads it, CI writes it."
+  description = "Model registry bucket: the runtime, deploys and pull-request checks read it; training on main writes it."
 }
 
 variable "dvc_bucket_name" {
   type        = string
-  description = "DVC remote bucket: CI reads and writes it."
+  description = "DVC remote bucket: training on main writes it, pull-request checks read it."
 }
 
 variable "artifact_registry_repository" {
@@ -61,12 +61,12 @@ variable "artifact_registry_repository" {
     location = string
     name     = string
   })
-  description = "Artifact Registry repository (location and repository ID): CI pushes to it, the nodes pull from it."
+  description = "Artifact Registry repository (location and repository ID): deploys push to it, the nodes pull from it."
 }
 
 variable "github_repository" {
   type        = string
-  description = "GitHub repository (owner/name) whose workflows may impersonate the CI service account. Nothing else can."
+  description = "GitHub repository (owner/name) whose workflows may act as the deploy and training service accounts. Nothing else can."
 
   validation {
     condition     = can(regex("^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$", var.github_repository))
@@ -74,15 +74,33 @@ variable "github_repository" {
   }
 }
 
-variable "github_allowed_refs" {
+variable "github_deploy_refs" {
   type        = list(string)
-  description = "Git refs whose workflow runs may obtain Google credentials (pull requests never can). A trailing * matches by prefix, as in refs/tags/v*."
-  default     = ["refs/heads/main"]
+  description = "Git refs deploy.yml may deploy from (pull requests never can). A trailing * matches by prefix, as in refs/tags/v*."
+  default     = ["refs/heads/api", "refs/tags/v*"]
 
   validation {
-    condition     = length(var.github_allowed_refs) > 0 && alltrue([for r in var.github_allowed_refs : can(regex("^refs/(heads|tags)/[A-Za-z0-9._/-]+\\*?$", r))])
-    error_message = "github_allowed_refs must list at least one full ref such as refs/heads/main, or a prefix such as refs/tags/v*; refs/heads/* (every branch) is refused."
+    condition     = length(var.github_deploy_refs) > 0 && alltrue([for r in var.github_deploy_refs : can(regex("^refs/(heads|tags)/[A-Za-z0-9._/-]+\\*?$", r))])
+    error_message = "github_deploy_refs must list at least one full ref such as refs/heads/api, or a prefix such as refs/tags/v*; refs/heads/* (every branch) is refused."
   }
+}
+
+variable "github_deploy_environment" {
+  type        = string
+  description = "GitHub environment of the deploy job (deploy.yml); its protection rules add reviewers and branch limits."
+  default     = "production"
+}
+
+variable "github_train_environment" {
+  type        = string
+  description = "GitHub environment of the publishing training job (train.yml on main)."
+  default     = "training"
+}
+
+variable "github_train_check_environment" {
+  type        = string
+  description = "GitHub environment of the pull-request training job (train.yml, read-only)."
+  default     = "training-check"
 }
 
 variable "workload_identity_pool_id" {

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pronto/v1/feedback.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\"O\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x03(\x0b\x32\x1c.pronto.v1.LabeledPrediction\"/\n\x11LabeledPrediction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\"7\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x13\n\x0bpredictions\x18\x01 \x01(\x03\x12\x0e\n\x06labels\x18\x02 \x01(\x03\x32}\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12j\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.pronto.v1.FeedbackRequest\x1a\x1b.pronto.v1.FeedbackResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{name}:feedback:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pronto/v1/feedback.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\"O\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x03(\x0b\x32\x1c.pronto.v1.LabeledPrediction\"/\n\x11LabeledPrediction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\"J\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x13\n\x0bpredictions\x18\x01 \x01(\x03\x12\x0e\n\x06labels\x18\x02 \x01(\x03\x12\x11\n\tunsampled\x18\x03 \x01(\x03\x32}\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12j\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1a.pronto.v1.FeedbackRequest\x1a\x1b.pronto.v1.FeedbackResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/models/{name}:feedback:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELEDPREDICTION']._serialized_start=150
   _globals['_LABELEDPREDICTION']._serialized_end=197
   _globals['_FEEDBACKRESPONSE']._serialized_start=199
-  _globals['_FEEDBACKRESPONSE']._serialized_end=254
-  _globals['_FEEDBACKSERVICE']._serialized_start=256
-  _globals['_FEEDBACKSERVICE']._serialized_end=381
+  _globals['_FEEDBACKRESPONSE']._serialized_end=273
+  _globals['_FEEDBACKSERVICE']._serialized_start=275
+  _globals['_FEEDBACKSERVICE']._serialized_end=400
 # @@protoc_insertion_point(module_scope)

@@ -85,19 +85,25 @@ class FeedbackResponse(_message.Message):
 
     PREDICTIONS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    UNSAMPLED_FIELD_NUMBER: _builtins.int
     predictions: _builtins.int
     """Predictions whose labels were recorded."""
     labels: _builtins.int
-    """Rows labeled (the sum of the label counts)."""
+    """Rows labeled (the sum of the label counts of those predictions)."""
+    unsampled: _builtins.int
+    """Predictions outside the capture sample (the server's capture sample rate,
+    decided by a hash of the id): acknowledged and counted, not stored.
+    """
     def __init__(
         self,
         *,
         predictions: _builtins.int = ...,
         labels: _builtins.int = ...,
+        unsampled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "predictions", b"predictions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "predictions", b"predictions", "unsampled", b"unsampled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

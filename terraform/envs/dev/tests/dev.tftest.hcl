@@ -64,12 +64,25 @@ run "dev_environment_outputs" {
   }
 
   assert {
-    condition     = module.iam.github_attribute_condition == "assertion.repository == 'example-org/pronto' && (assertion.ref in ['refs/heads/main', 'refs/heads/api', 'refs/heads/model'] || assertion.ref.startsWith('refs/tags/v'))"
-    error_message = "The deploy (api, v* tags) and training (model) workflows, and manual runs on main, must be able to authenticate; nothing else."
+    condition     = module.iam.github_attribute_condition == "assertion.repository == 'example-org/pronto' && attribute.pipeline != 'none'"
+    error_message = "Only the repository's deploy and training pipelines may authenticate; nothing else."
   }
 
   assert {
-    condition     = toset(keys(output.github_actions_variables)) == toset(["GCP_WORKLOAD_IDENTITY_PROVIDER", "GCP_SERVICE_ACCOUNT", "RUNTIME_SERVICE_ACCOUNT", "GCP_PROJECT_ID", "GKE_CLUSTER", "GKE_LOCATION", "ARTIFACT_REGISTRY", "MODEL_BUCKET", "DVC_REMOTE_URL"])
+    condition = (
+      strcontains(output.github_pipeline_conditions.deploy, "assertion.ref in ['refs/heads/api'] || assertion.ref.startsWith('refs/tags/v')") &&
+      strcontains(output.github_pipeline_conditions.train, "train.yml@refs/heads/main")
+    )
+    error_message = "Deploys come from api or v* tags, publishing training from main only."
+  }
+
+  assert {
+    condition     = toset(keys(output.github_environment_variables)) == toset(["production", "training", "training-check"])
+    error_message = "Each GitHub environment the workflows use gets its own service account."
+  }
+
+  assert {
+    condition     = toset(keys(output.github_actions_variables)) == toset(["GCP_WORKLOAD_IDENTITY_PROVIDER", "RUNTIME_SERVICE_ACCOUNT", "GCP_PROJECT_ID", "GKE_CLUSTER", "GKE_LOCATION", "ARTIFACT_REGISTRY", "MODEL_BUCKET", "DVC_REMOTE_URL"])
     error_message = "github_actions_variables must carry every variable the workflows read."
   }
 }

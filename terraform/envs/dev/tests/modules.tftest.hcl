@@ -6,6 +6,7 @@
 # so the identities that feed those get well-formed ones.
 mock_provider "google" {
   mock_resource "google_service_account" {
+    override_during = plan
     defaults = {
       email  = "pronto-mock@pronto-test-123.iam.gserviceaccount.com"
       member = "serviceAccount:pronto-mock@pronto-test-123.iam.gserviceaccount.com"
@@ -14,6 +15,7 @@ mock_provider "google" {
   }
 
   mock_resource "google_iam_workload_identity_pool" {
+    override_during = plan
     defaults = {
       name = "projects/123456789012/locations/global/workloadIdentityPools/github"
     }
@@ -134,6 +136,11 @@ run "gke_is_private_vpc_native_with_workload_identity" {
   }
 
   assert {
+    condition     = google_container_cluster.this.control_plane_endpoints_config[0].dns_endpoint_config[0].allow_external_traffic
+    error_message = "The DNS endpoint must be on: deploy.yml (use_dns_based_endpoint) reaches the control plane through it, as no runner address is in the authorized networks."
+  }
+
+  assert {
     condition     = google_container_cluster.this.deletion_protection
     error_message = "Deletion protection must default to on."
   }
@@ -150,7 +157,7 @@ run "gke_is_private_vpc_native_with_workload_identity" {
   assert {
     condition = (
       google_container_node_pool.inference.autoscaling[0].min_node_count == 1 &&
-      google_container_node_pool.inference.autoscaling[0].max_node_count == 3
+      google_container_node_pool.inference.autoscaling[0].max_node_count == 6
     )
     error_message = "The inference pool must autoscale between the configured bounds."
   }
@@ -273,10 +280,16 @@ run "iam_is_least_privilege" {
   }
 
   assert {
-    condition = toset([for m in google_project_iam_member.project : m.role]) == toset([
-      "roles/container.defaultNodeServiceAccount", "roles/container.developer",
-    ])
-    error_message = "Project-level grants are limited to the node role and cluster deploys."
+    condition     = toset([for m in google_project_iam_member.project : m.role]) == toset(["roles/container.defaultNodeServiceAccount"])
+    error_message = "The only predefined project-level grant is the node role; no identity gets container.developer (it reads every Secret)."
+  }
+
+  assert {
+    condition = (
+      toset(google_project_iam_custom_role.cluster_connect.permissions) == toset(["container.clusters.get", "container.clusters.connect"]) &&
+      google_project_iam_member.deploy_cluster_connect.member == google_service_account.deploy.member
+    )
+    error_message = "The deploy identity may find and reach the cluster and nothing more at project level; Kubernetes RBAC scopes it to the release namespace."
   }
 
   assert {
@@ -294,16 +307,47 @@ run "iam_is_least_privilege" {
 
   assert {
     condition = (
-      google_artifact_registry_repository_iam_member.ci_push.role == "roles/artifactregistry.writer" &&
-      toset([for m in google_storage_bucket_iam_member.ci_write : m.bucket]) == toset(["pronto-test-123-dvc", "pronto-test-123-models"]) &&
-      alltrue([for m in google_storage_bucket_iam_member.ci_write : m.role == "roles/storage.objectUser"])
+      google_artifact_registry_repository_iam_member.deploy_push.role == "roles/artifactregistry.writer" &&
+      google_storage_bucket_iam_member.deploy_model_read.role == "roles/storage.objectViewer" &&
+      google_storage_bucket_iam_member.deploy_model_read.bucket == "pronto-test-123-models"
     )
-    error_message = "CI pushes images and writes objects in both buckets, with no admin rights."
+    error_message = "Deploy pushes images and reads the model registry; it writes no bucket."
   }
 
   assert {
-    condition     = google_iam_workload_identity_pool_provider.github.attribute_condition == "assertion.repository == 'example-org/pronto' && (assertion.ref in ['refs/heads/main'])"
-    error_message = "Only the repository's main branch may exchange GitHub tokens."
+    condition = (
+      toset([for m in google_storage_bucket_iam_member.train_write : m.bucket]) == toset(["pronto-test-123-dvc", "pronto-test-123-models"]) &&
+      alltrue([for m in google_storage_bucket_iam_member.train_write : m.role == "roles/storage.objectUser"]) &&
+      alltrue([for m in google_storage_bucket_iam_member.train_check_read : m.role == "roles/storage.objectViewer"])
+    )
+    error_message = "Training on main writes objects in both buckets with no admin rights; pull-request checks only read them."
+  }
+
+  assert {
+    condition = (
+      endswith(google_service_account_iam_member.deploy_workload_identity.member, "/attribute.pipeline/deploy") &&
+      endswith(google_service_account_iam_member.train_workload_identity.member, "/attribute.pipeline/train") &&
+      endswith(google_service_account_iam_member.train_check_workload_identity.member, "/attribute.pipeline/train-check") &&
+      startswith(google_service_account_iam_member.deploy_workload_identity.member, "principalSet://iam.googleapis.com/")
+    )
+    error_message = "Each pipeline's tokens may act as that pipeline's service account only."
+  }
+
+  assert {
+    condition = (
+      output.pipeline_conditions.deploy == "assertion.workflow_ref.startsWith('example-org/pronto/.github/workflows/deploy.yml@') && 'environment' in assertion && assertion.environment == 'production' && (assertion.ref in ['refs/heads/api'] || assertion.ref.startsWith('refs/tags/v'))" &&
+      output.pipeline_conditions.train == "assertion.workflow_ref == 'example-org/pronto/.github/workflows/train.yml@refs/heads/main' && assertion.event_name in ['push', 'workflow_dispatch'] && 'environment' in assertion && assertion.environment == 'training'" &&
+      output.pipeline_conditions["train-check"] == "assertion.workflow_ref.startsWith('example-org/pronto/.github/workflows/train.yml@refs/pull/') && assertion.event_name == 'pull_request' && 'environment' in assertion && assertion.environment == 'training-check'"
+    )
+    error_message = "Deploy: deploy.yml in the production environment from api or a v* tag. Train: train.yml on main (merge or manual run). Train check: train.yml on a pull request."
+  }
+
+  assert {
+    condition = (
+      google_iam_workload_identity_pool_provider.github.attribute_condition == "assertion.repository == 'example-org/pronto' && attribute.pipeline != 'none'" &&
+      endswith(google_iam_workload_identity_pool_provider.github.attribute_mapping["attribute.pipeline"], " ? 'train-check' : 'none'")
+    )
+    error_message = "Tokens from other repositories, or from runs that are none of the pipelines, must be refused at the exchange."
   }
 
   assert {

@@ -160,9 +160,9 @@ run "every_branch_wildcard_refused" {
       location = "europe-west1"
       name     = "pronto"
     }
-    github_repository   = "example-org/pronto"
-    github_allowed_refs = ["refs/heads/*"]
+    github_repository  = "example-org/pronto"
+    github_deploy_refs = ["refs/heads/*"]
   }
 
-  expect_failures = [var.github_allowed_refs]
+  expect_failures = [var.github_deploy_refs]
 }

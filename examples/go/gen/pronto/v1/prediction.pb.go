@@ -36,7 +36,10 @@ type PredictRequest struct {
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Rows to score, each an object mapping feature name to value. Strings
 	// feed categorical features, numbers feed numeric ones.
-	Instances     []*structpb.Struct `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
+	Instances []*structpb.Struct `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
+	// Prediction id chosen by the caller; empty means the server generates one.
+	// Labels sent to FeedbackService later refer to the prediction by this id.
+	Id            string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +95,13 @@ func (x *PredictRequest) GetInstances() []*structpb.Struct {
 	return nil
 }
 
+func (x *PredictRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // Response of Predict.
 type PredictResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -100,7 +110,10 @@ type PredictResponse struct {
 	// Model version that produced the predictions.
 	ModelVersion string `protobuf:"bytes,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	// One prediction per instance, in request order.
-	Predictions   []*Prediction `protobuf:"bytes,3,rep,name=predictions,proto3" json:"predictions,omitempty"`
+	Predictions []*Prediction `protobuf:"bytes,3,rep,name=predictions,proto3" json:"predictions,omitempty"`
+	// Prediction id: the request's id, or one the server generated. Row i of the
+	// request is addressed by this id and the index i.
+	Id            string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +167,13 @@ func (x *PredictResponse) GetPredictions() []*Prediction {
 		return x.Predictions
 	}
 	return nil
+}
+
+func (x *PredictResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
 }
 
 // The model's answer for one instance.
@@ -536,16 +556,18 @@ var File_pronto_v1_prediction_proto protoreflect.FileDescriptor
 
 const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\n" +
-	"\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"u\n" +
+	"\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x85\x01\n" +
 	"\x0ePredictRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x125\n" +
-	"\tinstances\x18\x03 \x03(\v2\x17.google.protobuf.StructR\tinstances\"\x8e\x01\n" +
+	"\tinstances\x18\x03 \x03(\v2\x17.google.protobuf.StructR\tinstances\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\"\x9e\x01\n" +
 	"\x0fPredictResponse\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\tR\fmodelVersion\x127\n" +
-	"\vpredictions\x18\x03 \x03(\v2\x15.pronto.v1.PredictionR\vpredictions\"\xb4\x01\n" +
+	"\vpredictions\x18\x03 \x03(\v2\x15.pronto.v1.PredictionR\vpredictions\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\"\xb4\x01\n" +
 	"\n" +
 	"Prediction\x12\x14\n" +
 	"\x05label\x18\x01 \x01(\tR\x05label\x12N\n" +

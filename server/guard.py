@@ -1,0 +1,109 @@
+"""Per-worker admission bounds: rows in flight and resident memory.
+
+One batch of a few hundred thousand rows makes ONNX Runtime and numpy allocate hundreds of
+megabytes; several at once, or one after another with glibc keeping the freed arenas,
+would take the pod to its memory limit and every request on it down with it. A worker
+admits rows up to a budget and refuses large requests while its resident memory is above
+a guard, and hands freed memory back to the system after large requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+from collections.abc import Iterator
+
+from server.errors import ResourceExhausted
+
+__all__ = ["AdmissionGuard", "resident_bytes", "return_free_memory"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+#: seconds after a large request before freed memory is handed back
+TRIM_DELAY = 0.05
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (one small read of /proc)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _load_malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def return_free_memory() -> None:
+    """Give freed heap pages back to the system (glibc keeps them otherwise)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+class AdmissionGuard:
+    """Counts rows in flight; refuses what would pass the row budget or the memory guard."""
+
+    def __init__(self, max_rows: int, memory_limit_bytes: int, large_rows: int) -> None:
+        self.max_rows = max_rows
+        self.memory_limit_bytes = memory_limit_bytes
+        self.large_rows = large_rows
+        self.rows_in_flight = 0
+
+    def _check_memory(self) -> None:
+        if not self.memory_limit_bytes or resident_bytes() <= self.memory_limit_bytes:
+            return
+        return_free_memory()
+        if resident_bytes() > self.memory_limit_bytes:
+            raise ResourceExhausted(
+                "the server is short of memory for a batch this large; retry later or "
+                "send smaller batches",
+                "memory",
+            )
+
+    def check(self, rows: int) -> None:
+        """Refuse ``rows`` now if they would not be admitted (before decoding them)."""
+        if rows > self.max_rows:
+            raise ResourceExhausted(
+                f"{rows} rows exceed this server's limit of {self.max_rows} rows in flight; "
+                "split the batch",
+                "rows_in_flight",
+            )
+        if self.rows_in_flight + rows > self.max_rows:
+            raise ResourceExhausted(
+                f"too many rows in flight ({self.rows_in_flight}); retry later",
+                "rows_in_flight",
+            )
+
+    @contextlib.contextmanager
+    def admit(self, rows: int) -> Iterator[None]:
+        """Hold ``rows`` of the budget while the block runs."""
+        self.check(rows)
+        large = rows >= self.large_rows
+        if large:
+            self._check_memory()
+        self.rows_in_flight += rows
+        try:
+            yield
+        finally:
+            self.rows_in_flight -= rows
+            if large:
+                # the request and reply messages are freed once the RPC completes, after
+                # this block: trim then
+                asyncio.get_running_loop().call_later(TRIM_DELAY, return_free_memory)
+
+    async def run_trimmer(self, interval: float, growth_bytes: int = 8 * 2**20) -> None:
+        """Every ``interval`` seconds, hand freed memory back while resident memory is
+        ``growth_bytes`` above the lowest it has been after a trim: a large reply is freed
+        only after it is sent, and large messages that were refused or failed decoding
+        leave freed heap behind too."""
+        floor = resident_bytes()
+        while True:
+            await asyncio.sleep(interval)
+            if resident_bytes() > floor + growth_bytes:
+                return_free_memory()
+                floor = min(floor, resident_bytes())

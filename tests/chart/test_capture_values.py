@@ -1,0 +1,37 @@
+"""Chart values for payload capture: env of the server and a writable capture volume."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.helm import container, helm_binary, pod_spec, render
+from tests.chart.pod import container_env
+
+pytestmark = pytest.mark.skipif(helm_binary() is None, reason="helm is not installed")
+
+
+def test_capture_off_by_default() -> None:
+    objects = render()
+    assert "PRONTO_CAPTURE_DIR" not in container_env(objects, "server")
+    assert all(v["name"] != "capture" for v in pod_spec(objects)["volumes"])
+
+
+@pytest.mark.parametrize("claim", ["", "pronto-capture"])
+def test_capture_env_and_volume(claim: str) -> None:
+    sets = ["server.capture.enabled=true", "server.capture.sampleRate=0.25"]
+    if claim:
+        sets.append(f"server.capture.existingClaim={claim}")
+    objects = render(sets=sets)
+    env = container_env(objects, "server")
+    assert env["PRONTO_CAPTURE_DIR"] == "/var/lib/pronto/capture"
+    assert env["PRONTO_CAPTURE_SAMPLE_RATE"] == "0.25"
+    assert env["PRONTO_LABEL_RETENTION"] == "604800"
+    spec = pod_spec(objects)
+    mounts = {m["name"]: m for m in container(spec, "server")["volumeMounts"]}
+    assert mounts["capture"]["mountPath"] == env["PRONTO_CAPTURE_DIR"]
+    assert not mounts["capture"].get("readOnly")
+    volume = next(v for v in spec["volumes"] if v["name"] == "capture")
+    if claim:
+        assert volume["persistentVolumeClaim"] == {"claimName": claim}
+    else:
+        assert volume["emptyDir"] == {"sizeLimit": "2Gi"}

@@ -1,0 +1,40 @@
+"""The per-worker admission guard: row budget and memory guard, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.errors import ResourceExhausted
+from server.guard import AdmissionGuard, resident_bytes
+
+
+def test_rows_beyond_the_budget_are_refused_and_released() -> None:
+    async def run() -> None:
+        guard = AdmissionGuard(max_rows=100, memory_limit_bytes=0, large_rows=50)
+        with guard.admit(60):
+            assert guard.rows_in_flight == 60
+            with pytest.raises(ResourceExhausted, match="rows in flight"), guard.admit(50):
+                pass
+            with guard.admit(40):
+                assert guard.rows_in_flight == 100
+        assert guard.rows_in_flight == 0
+        with pytest.raises(ResourceExhausted, match="split the batch"):
+            guard.check(101)
+
+    asyncio.run(run())
+
+
+def test_memory_guard_refuses_large_requests_only() -> None:
+    async def run() -> None:
+        assert resident_bytes() > 2**20
+        guard = AdmissionGuard(max_rows=10_000, memory_limit_bytes=2**20, large_rows=256)
+        with guard.admit(10):  # small requests always pass: health of the service
+            pass
+        with pytest.raises(ResourceExhausted, match="short of memory") as caught, guard.admit(256):
+            pass
+        assert caught.value.reason == "memory"
+        assert guard.rows_in_flight == 0
+
+    asyncio.run(run())

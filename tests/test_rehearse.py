@@ -1,0 +1,109 @@
+"""The rehearsal's own parts (`make rehearse` runs the workflows with them; CI runs it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rehearse() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("rehearse", ROOT / ".github/scripts/rehearse.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rehearse"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_steps_said_to_be_impossible_here_exist(rehearse: ModuleType) -> None:
+    """A renamed step must not silently lose its reason (or start running for real)."""
+    for workflow, name in rehearse.CANNOT_RUN:
+        doc = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
+        names = {s.get("name") for job in doc["jobs"].values() for s in job.get("steps", [])}
+        assert name in names, f"{workflow}: no step named {name!r}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("github.ref == 'refs/heads/main' && github.event_name != 'pull_request'", True),
+        ("github.event_name == 'pull_request' && 'training-check' || 'training'", "training"),
+        ("!cancelled() && steps.gate.outcome != 'skipped'", True),
+        ("failure() && steps.helm.outcome == 'success'", False),
+        ("steps.pushed.outputs.digest || steps.build.outputs.digest", "sha256:b"),
+        ("steps.pushed.outputs.digest == ''", True),
+    ],
+)
+def test_expressions(rehearse: ModuleType, text: str, expected: object) -> None:
+    context = {
+        "github": {"ref": "refs/heads/main", "event_name": "push"},
+        "steps": {
+            "gate": {"outcome": "failure"},
+            "helm": {"outcome": "success"},
+            "build": {"outputs": {"digest": "sha256:b"}},
+        },
+    }
+    assert rehearse.Expr(context, "success").eval(text) == expected
+
+
+def test_gcloud_stand_in_maps_buckets_to_folders(rehearse: ModuleType, tmp_path: Path) -> None:
+    rehearse.write_shims(tmp_path, tmp_path / "bin")
+    gcloud = str(tmp_path / "bin" / "gcloud")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [gcloud, "storage", *args], input=stdin, capture_output=True, text=True, check=False
+        )
+
+    assert run("ls", "gs://models/m/").returncode == 1  # empty registry: like gcloud, an error
+    model = tmp_path / "model"
+    (model / "plots").mkdir(parents=True)
+    (model / "model.onnx").write_text("onnx")
+    (model / "plots" / "roc.png").write_text("png")
+    assert (
+        run("cp", "--recursive", "--no-clobber", f"{model}/*", "gs://models/m/1/").returncode == 0
+    )
+    assert run("cp", "-", "gs://models/m/LATEST", stdin="1\n").returncode == 0
+    assert run("cat", "gs://models/m/LATEST").stdout == "1\n"
+    assert run("ls", "gs://models/m/").stdout.split() == [
+        "gs://models/m/1/",
+        "gs://models/m/LATEST",
+    ]
+    assert (tmp_path / "gcs" / "models" / "m" / "1" / "plots" / "roc.png").is_file()
+    assert run("cat", "gs://models/m/2/model.json").returncode == 1
+
+
+def test_registry_stand_in_keeps_tags_immutable(rehearse: ModuleType, tmp_path: Path) -> None:
+    rehearse.write_shims(tmp_path, tmp_path / "bin")
+    docker = [str(tmp_path / "bin" / "docker"), "buildx", "imagetools"]
+    ref = "europe-west1-docker.pkg.dev/p/r/pronto:v1"
+    assert subprocess.run([*docker, "inspect", ref], capture_output=True).returncode == 1
+    create = [*docker, "create", "--tag", ref, "europe-west1-docker.pkg.dev/p/r/pronto@sha256:a"]
+    assert subprocess.run(create, capture_output=True).returncode == 0
+    found = subprocess.run([*docker, "inspect", ref], capture_output=True, text=True)
+    assert found.stdout.strip() == "sha256:a"
+    assert subprocess.run(create, capture_output=True).returncode == 1
+
+
+def test_cml_stand_in_refuses_commit_comments_and_image_hosting(
+    rehearse: ModuleType, tmp_path: Path
+) -> None:
+    rehearse.write_shims(tmp_path, tmp_path / "bin")
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    cml = [sys.executable, str(tmp_path / "bin" / "cml"), "comment", "create"]
+    assert subprocess.run([*cml, "--target=commit", str(report)], capture_output=True).returncode
+    assert subprocess.run(
+        [*cml, "--publish", "--target=pr", str(report)], capture_output=True
+    ).returncode
+    assert not subprocess.run([*cml, "--target=pr", str(report)], capture_output=True).returncode
+    assert (tmp_path / "out" / "pr-comment.md").read_text() == "# report\n"
