@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,8 @@ def repo(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in MODELS:
         shutil.copytree(model_repo / "flights", root / name, ignore=shutil.ignore_patterns(".*"))
         shutil.copytree(root / "flights" / "3", root / name / "3")
-    broken = root / "broken" / "4"
+    # the broken candidate waits outside the repository: it is published during its test
+    broken = root / ".staged-broken-4"
     shutil.copytree(root / "broken" / "1", broken)
     _add_unused_input(broken)
     shutil.rmtree(root / "flights")
@@ -144,9 +146,24 @@ def all_workers_route(server: Server, model: str, version: str) -> Callable[[], 
     return check
 
 
+def pinned(server: Server, model: str, version: str) -> Callable[[], bool]:
+    """True once every worker answers unversioned requests with ``version`` only."""
+
+    def check() -> bool:
+        return all(
+            set(infer(server.worker_address(w), model, [""] * 20)) == {version}
+            for w in range(server.workers)
+        )
+
+    return check
+
+
 def test_shadow_scores_a_candidate_of_another_estimator(server: Server, repo: Path) -> None:
     rollout_cli(repo, "start", "shadowed", "--candidate", "3", "--mode", "shadow", "--stable", "1")
     compared = ("pronto_rollout_compared_rows_total", {"model": "shadowed", "version": "3"})
+
+    # until each worker has read the state, 3 is the newest version and the default
+    wait_until(pinned(server, "shadowed", "1"))
     versions: list[str] = []
 
     def scored() -> bool:
@@ -157,19 +174,32 @@ def test_shadow_scores_a_candidate_of_another_estimator(server: Server, repo: Pa
     wait_until(scored)
     # the callers only ever see stable, although versions 2 and 3 are loaded and newer
     assert set(versions) == {"1"}
-    m = metrics(server)
-    rows_compared = total(server, compared[0], **compared[1])
-    agreed = total(server, "pronto_rollout_agreed_rows_total", model="shadowed", version="3")
+    # the workers flush on a timer: read one scrape once the counters stopped moving
+    snapshots: list[dict[str, list[tuple[dict[str, str], float]]]] = []
+
+    def settled() -> bool:
+        snapshots.append(metrics(server))
+        key = "pronto_rollout_score_difference_count"
+        return len(snapshots) > 1 and snapshots[-1][key] == snapshots[-2][key]
+
+    wait_until(settled)
+    m = snapshots[-1]
+
+    def of(name: str, **labels: str) -> float:
+        found = m.get(name, [])
+        return sum(v for lab, v in found if all(lab.get(k) == w for k, w in labels.items()))
+
+    rows_compared = of(compared[0], **compared[1])
+    agreed = of("pronto_rollout_agreed_rows_total", model="shadowed", version="3")
     assert 0 < agreed <= rows_compared
-    diff_count = total(server, "pronto_rollout_score_difference_count", model="shadowed")
-    assert diff_count >= rows_compared - 200  # flushed on the same timer, per worker
-    assert total(server, "pronto_rollout_score_difference_sum", model="shadowed") > 0
-    shadow_runs = total(
-        server, "pronto_rollout_candidate_latency_seconds_count", model="shadowed", mode="shadow"
-    )
-    assert shadow_runs > 0
-    assert total(server, "pronto_rollout_candidate_errors_total", model="shadowed") == 0
-    assert any(lab.get("model") == "shadowed" for lab, _ in m["pronto_rollout_mode"])
+    # every compared row has its score difference: one row per request here
+    assert of("pronto_rollout_score_difference_count", model="shadowed") == rows_compared
+    assert of("pronto_rollout_score_difference_sum", model="shadowed") > 0
+    runs = of("pronto_rollout_candidate_latency_seconds_count", model="shadowed", mode="shadow")
+    assert runs == of("pronto_rollout_candidate_requests_total", model="shadowed", mode="shadow")
+    assert runs >= rows_compared > 0
+    assert of("pronto_rollout_candidate_errors_total", model="shadowed") == 0
+    assert of("pronto_rollout_mode", model="shadowed", mode="shadow") == 1
 
 
 def test_canary_share_is_the_weight_and_sticky_per_id(server: Server) -> None:
@@ -207,7 +237,11 @@ def test_broken_candidate_is_aborted_without_client_errors(server: Server, repo:
         repo, "start", "broken", "--candidate", "4", "--mode", "canary", "--auto",
         "--stable", "1", "--step-seconds", "60", "--min-requests", "20",
     )  # fmt: skip
+    # the rollout starts before the version exists, as a deploy job would do it; then the
+    # version is published (atomically, as the trainer does)
     waiter = wait_cli(repo, "broken")
+    wait_until(pinned(server, "broken", "1"))
+    os.rename(repo / ".staged-broken-4", repo / "broken" / "4")
     started = time.monotonic()
     answered: list[str] = []
     batch = 0
