@@ -78,6 +78,12 @@ def register(subparsers: Any) -> None:
         parents=[common],
         help="Wait until the rollout is promoted (exit 0) or aborted (exit 1).",
     )
+    wait.add_argument(
+        "--candidate",
+        type=int,
+        help="The version expected: a rollout of it that already ended still reports its "
+        "outcome (default: the candidate in progress).",
+    )
     wait.add_argument("--timeout", type=float, default=1800.0, help="Seconds (exit 2 after).")
     wait.add_argument("--interval", type=float, default=5.0, help="Seconds between checks.")
     parser.set_defaults(handler=_run)
@@ -205,11 +211,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _wait(args: argparse.Namespace, op: Any) -> int:
     args.action = "status"
-    first = op(args)
-    if first is None or first.get("candidate") is None:
-        print(f"{args.model}: no rollout in progress", file=sys.stderr)
-        return 2
-    candidate = first["candidate"]
+    candidate = args.candidate
+    if candidate is None:
+        first = op(args)
+        if first is None or first.get("candidate") is None:
+            print(f"{args.model}: no rollout in progress", file=sys.stderr)
+            return 2
+        candidate = first["candidate"]
     deadline = time.monotonic() + args.timeout
     last = ""
     while time.monotonic() < deadline:

@@ -80,9 +80,10 @@ def rollout_cli(repo: Path, *args: str) -> str:
     return done.stdout
 
 
-def wait_cli(repo: Path, model: str) -> subprocess.Popen[bytes]:
+def wait_cli(repo: Path, model: str, candidate: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "server.cli", "rollout", "wait", model, "--interval", "0.1",
-           "--timeout", "60", "--model-repository", str(repo)]  # fmt: skip
+           "--candidate", str(candidate), "--timeout", "60",
+           "--model-repository", str(repo)]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
@@ -239,7 +240,7 @@ def test_broken_candidate_is_aborted_without_client_errors(server: Server, repo:
     )  # fmt: skip
     # the rollout starts before the version exists, as a deploy job would do it; then the
     # version is published (atomically, as the trainer does)
-    waiter = wait_cli(repo, "broken")
+    waiter = wait_cli(repo, "broken", 4)
     wait_until(pinned(server, "broken", "1"))
     os.rename(repo / ".staged-broken-4", repo / "broken" / "4")
     started = time.monotonic()
@@ -271,7 +272,7 @@ def test_healthy_candidate_is_stepped_and_promoted(server: Server, repo: Path) -
         repo, "start", "promoted", "--candidate", "2", "--mode", "canary", "--auto",
         "--stable", "1", "--step-seconds", "0.3", "--min-requests", "10",
     )  # fmt: skip
-    waiter = wait_cli(repo, "promoted")
+    waiter = wait_cli(repo, "promoted", 2)
     deadline = time.monotonic() + 30
     batch = 0
     while time.monotonic() < deadline:
