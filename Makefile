@@ -89,8 +89,10 @@ train: setup ## train the default model into models/ (generates data/flights.csv
 repro: setup ## reproduce the DVC pipeline (generate -> train -> evaluate)
 	$(VENV)/bin/dvc repro
 
+# static checks `make test` runs first (.ci/run times them on their own and empties this)
+TEST_STATIC ?= lint proto-check
 test: setup setup-terraform cluster-build ## lint, proto drift check and the whole test suite
-	$(MAKE) lint proto-check
+	$(if $(strip $(TEST_STATIC)),$(MAKE) $(TEST_STATIC))
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 cluster-build: setup ## build pinned etcd, kube-apiserver, kube-controller-manager, kubectl (once, cached)
@@ -140,11 +142,11 @@ bench: setup compare-setup ## load-test scenarios; writes loadtest/results/ and 
 CHAOS_ARGS ?=
 ATTACK_ARGS ?=
 SOAK_ARGS  ?=
-chaos: setup ## faults under ghz load through Envoy (kill -9, rolling restart, hot reload, slow model), then the attacks
+chaos: setup ## faults under load through Envoy (kill -9, overload, rolling restart, hot reload, slow model; tables into docs/reliability.md), then the attacks
 	$(PY) -m loadtest.chaos $(CHAOS_ARGS)
 	$(PY) -m loadtest.chaos.attacks $(ATTACK_ARGS)
 
-soak: setup ## 10 minutes at half the peak rate through Envoy: RSS growth and p99 per window
+soak: setup ## 10 minutes at half the peak rate through Envoy, a worker killed every 30 s: RSS growth and p99 per window
 	$(PY) -m loadtest.soak $(SOAK_ARGS)
 
 monitor: setup ## local Prometheus (and Grafana when installed) scraping `make run`, with the chart's rules

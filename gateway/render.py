@@ -151,11 +151,42 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, An
             "match_kind": kind,
             "match_value": value,
             "timeout": _seconds(timeout),
+            "infer": (kind, value) in INFER_PATHS,
             "cluster": "workers_health" if public else "workers",
             "public": public,
         }
         for kind, value, timeout, public in entries
     ]
+
+
+#: gRPC message and JSON ``message`` of Envoy's load-shedding refusals
+SHED_MESSAGE = "gateway overloaded: too many inference requests in flight; retry later"
+
+
+def _resilience(settings: GatewaySettings, workers: int) -> dict[str, Any]:
+    """Retries, circuit breakers and outlier detection (see docs/reliability.md)."""
+    from server.shedding import QUEUED_AT_HEADER  # one name on both sides of the hop
+
+    cap = settings.max_requests_per_worker * workers
+    if settings.retry_backoff_max < settings.retry_backoff_base:
+        raise ValueError("retry_backoff_max must be at least retry_backoff_base")
+    return {
+        "queued_at_header": QUEUED_AT_HEADER,
+        "backoff_base": _seconds(settings.retry_backoff_base),
+        "backoff_max": _seconds(settings.retry_backoff_max),
+        "per_try_timeout": _seconds(settings.per_try_timeout) if settings.per_try_timeout else "",
+        "max_requests": cap,
+        # HTTP/2 to the workers: requests wait as pending only while a connection opens
+        "max_pending": cap or 4096,
+        "retry_budget_percent": f"{settings.retry_budget_percent:g}",
+        # a worker's death must be retried in full even when every request was on it
+        "min_retry_concurrency": cap or 1024,
+        "retry_after": "1",
+        "shed_message": SHED_MESSAGE,
+        "unhealthy_interval": _seconds(min(settings.health_check_interval, 0.25)),
+        "ejection_time": _seconds(settings.outlier_ejection_time),
+        "max_ejection_time": _seconds(10 * settings.outlier_ejection_time),
+    }
 
 
 def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, Any]:
@@ -198,6 +229,7 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "stream_idle_timeout": _seconds(settings.stream_idle_timeout),
         "health_max_requests": settings.health_max_requests,
         "retries": settings.retries,
+        "resilience": _resilience(settings, workers),
         "descriptor_set": descriptor_path,
         "services": services,
         "json_guard": guard.render(schema=lua_schema(source, services)),

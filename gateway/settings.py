@@ -77,7 +77,43 @@ class GatewaySettings(BaseSettings):
         default=2.0, gt=0, description="Seconds a health, metadata or listing request may take."
     )
     retries: int = Field(
-        default=3, ge=0, le=10, description="Retries on UNAVAILABLE, reset or connect failure."
+        default=10,
+        ge=0,
+        le=20,
+        description="Retries on UNAVAILABLE, reset or connect failure (within the route timeout).",
+    )
+    retry_backoff_base: float = Field(
+        default=0.05,
+        gt=0,
+        description="Seconds: first retry backoff (jittered, doubling up to retry_backoff_max).",
+    )
+    retry_backoff_max: float = Field(
+        default=0.5, gt=0, description="Seconds: longest backoff between two retries."
+    )
+    per_try_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds one inference try may take before it is retried on another "
+        "worker (0 = only the route timeout).",
+    )
+    max_requests_per_worker: int = Field(
+        default=32,
+        ge=0,
+        description="Inference requests in flight per worker before Envoy refuses more "
+        "(429 / RESOURCE_EXHAUSTED with retry-after; 0 = no limit).",
+    )
+    retry_budget_percent: float = Field(
+        default=25.0,
+        gt=0,
+        le=100,
+        description="Retries in flight allowed as a percentage of requests in flight "
+        "(beyond a floor of the in-flight limit).",
+    )
+    outlier_ejection_time: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds a worker that failed 3 connections in a row is first ejected "
+        "(grows with repeated ejections, up to 10x).",
     )
     max_request_bytes: int = Field(
         default=4 * 1024 * 1024,

@@ -34,6 +34,8 @@ class LoadResult:
     rps: float
     latency_ms: dict[str, float]
     error_kinds: dict[str, int] = field(default_factory=dict)
+    #: responses per HTTP status (wrk with ``statuses=True``)
+    statuses: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ from loadtest.ghz import GhzRun, run_ghz
 from loadtest.report import update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, machine_description
 from loadtest.stack import local_stack
+from server.template import worker_processes
 
 __all__ = ["main", "top_frames"]
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results_dir / "profile"
     out.mkdir(parents=True, exist_ok=True)
     with local_stack(args.model_repository, args.workers, False, out / "logs") as stack:
-        worker = psutil.Process(stack.server_pids[0]).children()[0].pid
+        worker = worker_processes(psutil.Process(stack.server_pids[0]))[0].pid
         run = GhzRun(
             address=stack.grpc,
             call=_CALLS[args.payload],

@@ -2,9 +2,11 @@
 
 ``python -m loadtest.soak`` measures the peak (unlimited ghz for ``--peak-seconds``), then
 runs consecutive ghz windows at half of it for ``--duration`` seconds, sampling the RSS of
-the server's process tree and of Envoy after each window. It passes when RSS grows less
-than 5% from the end of the first (warm-up) window to the end, and no window's p99 exceeds
-1.5 times the median window p99. A benchmark, not a CI test: ten minutes by default.
+the server's process tree and of Envoy after each window, while a random worker is killed
+(SIGKILL) every ``--kill-interval`` seconds (30 by default; 0 never). It passes when no
+request fails, RSS grows less than 5% from the end of the first (warm-up) window to the
+end, and no window's p99 exceeds 1.5 times the median window p99. A benchmark, not a CI
+test: ten minutes by default.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import random
+import signal
 import statistics
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +54,20 @@ def _window(address: str, out: Path, name: str, seconds: float, rps: int | None)
     return run_ghz(run, out, name)
 
 
+def _killer(server: Instance, interval: float, stop: threading.Event, kills: list[int]) -> None:
+    """SIGKILL a random worker every ``interval`` seconds until ``stop`` is set."""
+    rng = random.Random(0)
+    while not stop.wait(interval):
+        pids = server.worker_pids()
+        if pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills.append(1)
+
+
 def soak(
     repository: Path, out: Path, duration: float, window: float, workers: int,
-    rps: int | None, peak_seconds: float,
+    rps: int | None, peak_seconds: float, kill_interval: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     base = port_block(workers)
     server = Instance(repository, workers, base, out / "logs" / "server.log")
@@ -64,6 +81,11 @@ def soak(
             peak = round(_window(gateway.address, out, "peak", peak_seconds, None).rps, 1)
             rps = max(1, int(peak / 2))
         windows = []
+        stop = threading.Event()
+        kills: list[int] = []
+        killer = threading.Thread(target=_killer, args=(server, kill_interval, stop, kills))
+        if kill_interval:
+            killer.start()
         for i in range(max(1, round(duration / window))):
             load = _window(gateway.address, out, f"window-{i:02d}", window, rps)
             windows.append({
@@ -74,10 +96,15 @@ def soak(
                 "envoy_rss_mib": round(_rss_mib(gateway.proc.pid), 1),
             })  # fmt: skip
             print(json.dumps(windows[-1]), flush=True)
+        stop.set()
+        if kill_interval:
+            killer.join()
     finally:
         gateway.stop()
         server.stop()
-    return _verdict(windows, peak, rps, duration, window)
+    result = _verdict(windows, peak, rps, duration, window)
+    result["kills"] = len(kills)
+    return result
 
 
 def _verdict(
@@ -104,7 +131,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['duration_s']:g} s at {result['rps']} RPS (peak {result['peak_rps'] or '-'}); "
         f"server RSS growth {result['server_rss_growth']:.1%}, Envoy "
         f"{result['envoy_rss_growth']:.1%}; p99 median {result['p99_median_ms']} ms, max "
-        f"{result['p99_max_ms']} ms; failed {result['failed']}: **{result['verdict']}**",
+        f"{result['p99_max_ms']} ms; workers killed {result.get('kills', 0)}; "
+        f"failed {result['failed']}: **{result['verdict']}**",
         "",
         "| window | sent | failed | RPS | p50 ms | p99 ms | server RSS MiB | Envoy RSS MiB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -126,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-seconds", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "soak")
     parser.add_argument("--model-repository", type=Path, default=None)
+    parser.add_argument(
+        "--kill-interval", type=float, default=30.0,
+        help="SIGKILL a random worker every this many seconds during the soak (0: never)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = args.out.resolve()
     repository = args.model_repository or prepare_repository(out / "logs" / "train")
     result = soak(repository.resolve(), out, args.duration, args.window, args.workers,
-                  args.rps, args.peak_seconds)  # fmt: skip
+                  args.rps, args.peak_seconds, args.kill_interval)  # fmt: skip
     (out / "soak.json").write_text(json.dumps(result, indent=1))
     text = markdown(result)
     (out / "soak.md").write_text(text + "\n")

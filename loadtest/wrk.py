@@ -27,6 +27,8 @@ class WrkRun:
     threads: int = 2
     rate: int | None = None  # approximate: each connection pauses connections/rate
     headers: dict[str, str] | None = None
+    #: count responses per HTTP status (``LoadResult.statuses``)
+    statuses: bool = False
 
 
 def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
@@ -37,12 +39,13 @@ def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
         WRK_PATH=run.path,
         WRK_DELAY_MS=str(int(run.connections * 1000 / run.rate)) if run.rate else "0",
         WRK_HEADERS="\n".join(f"{k}: {v}" for k, v in (run.headers or {}).items()),
+        WRK_STATUS="1" if run.statuses else "0",
     )
     cmd = [
         find_tool("wrk"),
         f"-t{run.threads}",
         f"-c{run.connections}",
-        f"-d{run.duration_s}s",
+        f"-d{run.duration_s:g}s",
         "--latency",
         "--timeout",
         "10s",
@@ -75,6 +78,7 @@ def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
             "mean": raw["mean_us"] / 1e3,
             "max": raw["max_us"] / 1e3,
         },
+        statuses={int(k): int(v) for k, v in raw.get("statuses", {}).items()},
         error_kinds={
             k: raw[k]
             for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")

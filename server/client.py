@@ -17,7 +17,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.settings_cli import add_settings_arguments, settings_from_args
 
-__all__ = ["PredictSettings", "predict", "register"]
+__all__ = ["CHANNEL_OPTIONS", "RETRY_SERVICE_CONFIG", "PredictSettings", "predict", "register"]
+
+#: gRPC service config for clients that call the workers' shared port directly: a call
+#: that meets a worker as it dies (UNAVAILABLE) is retried, and waits for a connection to
+#: a live worker instead of failing while the channel reconnects. Every call to the server
+#: is idempotent. Published in docs/reliability.md for clients in other languages.
+RETRY_SERVICE_CONFIG: dict[str, Any] = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "inference.GRPCInferenceService"},
+                {"service": "pronto.v1.PredictionService"},
+            ],
+            "waitForReady": True,
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    # retries stop while more than half the recent calls failed: no retry storm
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+
+#: channel arguments that apply it (reconnect sooner than gRPC's default 1 s backoff too)
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class PredictSettings(BaseSettings):
@@ -75,7 +108,11 @@ def predict(settings: PredictSettings, instances: list[dict[str, Any]]) -> dict[
             address = f"{'https' if settings.tls or settings.ca_file else 'http'}://{address}"
         client = pronto.RestClient(address, **options)
     else:
-        client = pronto.Client(settings.address, tls=settings.tls, **options)
+        # the published service config: UNAVAILABLE from a dying worker is retried by the
+        # channel itself, which waits for a live worker instead of failing
+        client = pronto.Client(
+            settings.address, tls=settings.tls, options=CHANNEL_OPTIONS, **options
+        )
     with client:
         result = client.predict(settings.model, instances, version=settings.model_version)
     reply: dict[str, Any] = {"model_name": result.model_name}

@@ -17,12 +17,13 @@ import numpy as np
 
 from server import tracing
 from server.datatypes import Datatype
-from server.errors import InvalidInput, ModelNotFound, ServerNotReady
+from server.errors import InvalidInput, ModelNotFound, Overloaded, ServerNotReady
 from server.features import columns_from_instances
 from server.guard import AdmissionGuard
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle
 from server.repository import Registry
+from server.shedding import QueueDelayGuard
 
 if TYPE_CHECKING:
     from server.rollout import RolloutRouter
@@ -125,6 +126,8 @@ class InferenceCore:
         self.draining = False
         #: canary routing of unversioned requests (set by the worker; see server.rollout)
         self.router: RolloutRouter | None = None
+        #: refuses inference while requests queue too long (disabled until the worker sets it)
+        self.queue_guard = QueueDelayGuard(0.0)
         # One helper thread: big requests leave the event loop free for health checks
         # without running more ONNX Runtime work in parallel than the worker has cores.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ort")
@@ -155,6 +158,13 @@ class InferenceCore:
     def _check_ready(self) -> None:
         if not self.ready:
             raise ServerNotReady("server is not ready")
+
+    def _shed(self) -> None:
+        # after the model lookup, so that refusals are counted under real model names only
+        raise Overloaded(
+            f"server overloaded: the request could not start within "
+            f"{self.queue_guard.max_delay * 1000:g} ms; retry later"
+        )
 
     def _feeds(self, handle: ModelHandle, request: InferRequest) -> dict[str, np.ndarray]:
         specs = handle.inputs
@@ -222,9 +232,12 @@ class InferenceCore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, handle.run, feeds, outputs)
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    async def infer(self, request: InferRequest, queued_at: float = 0.0) -> InferResponse:
+        """Run one inference; ``queued_at``: when the gateway received it (0: unknown)."""
         self._check_ready()
         handle = self.registry.get(request.model_name, request.model_version)
+        if self.queue_guard.refuse(queued_at):
+            self._shed()
         prediction_id = self._id(request.id)
         router = self.router
         if router is not None and not request.model_version:
@@ -269,11 +282,18 @@ class InferenceCore:
         return requested
 
     async def predict(
-        self, name: str, version: str, instances: Sequence[Mapping[str, Any]], id: str = ""
+        self,
+        name: str,
+        version: str,
+        instances: Sequence[Mapping[str, Any]],
+        id: str = "",
+        queued_at: float = 0.0,
     ) -> Prediction:
         """Named-feature prediction: label and class probabilities per instance."""
         self._check_ready()
         handle = self.registry.get(name, version)
+        if self.queue_guard.refuse(queued_at):
+            self._shed()
         prediction_id = self._id(id)
         router = self.router
         if router is not None and not version:

@@ -25,6 +25,7 @@ __all__ = [
     "INTERNAL_MESSAGE",
     "InvalidInput",
     "ModelNotFound",
+    "Overloaded",
     "ProntoError",
     "Recorder",
     "ResourceExhausted",
@@ -50,6 +51,8 @@ class ProntoError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     #: short label for the validation-error metric
     reason: str = "error"
+    #: trailing metadata sent with the status (e.g. a retry hint)
+    trailers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
@@ -66,6 +69,17 @@ class InvalidInput(ProntoError):
 class ModelNotFound(ProntoError):
     code = grpc.StatusCode.NOT_FOUND
     reason = "model_not_found"
+
+
+class Overloaded(ProntoError):
+    """Refused without being run: the worker's queueing delay is past its bound.
+
+    ``retry-after`` reaches REST callers as a header through Envoy's transcoder.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "overloaded"
+    trailers = (("retry-after", "1"),)
 
 
 class ServerNotReady(ProntoError):
@@ -125,6 +139,8 @@ def rpc(fn: Method[T]) -> Method[T]:
             return response
         except ProntoError as exc:
             code, error = exc.code, exc
+            if exc.trailers:
+                await context.abort(exc.code, exc.message, exc.trailers)
             await context.abort(exc.code, exc.message)
         except asyncio.CancelledError:
             # the caller went away, or shutdown outlived the grace period

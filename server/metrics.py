@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from server.batching import drain_batch_stats
 from server.errors import ProntoError
 
 if TYPE_CHECKING:
@@ -144,6 +143,13 @@ class ServerMetrics:
             buckets=QUEUE_DELAY_BUCKETS,
             registry=None,
         )
+        self.requests_shed = Counter(
+            "pronto_requests_shed",
+            "Inference requests refused unrun (RESOURCE_EXHAUSTED) because the worker's "
+            "queueing delay was past its bound, by model and method.",
+            ["model", "method"],
+            registry=None,
+        )
         self.worker_restarts = Counter(
             "pronto_worker_restarts",
             "Worker processes restarted by the supervisor after they died.",
@@ -175,6 +181,7 @@ class RequestRecorder:
         self._counts: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self._latencies: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
         self._reasons: defaultdict[str, int] = defaultdict(int)
+        self._shed: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     def observe(
         self,
@@ -193,6 +200,8 @@ class RequestRecorder:
         self._latencies[(model, version, method)].append(seconds)
         if error is not None and code is grpc.StatusCode.INVALID_ARGUMENT:
             self._reasons[error.reason] += 1
+        elif error is not None and error.reason == "overloaded":
+            self._shed[(model, method)] += 1
 
     def labels(self, model: str, version: str) -> tuple[str, str]:
         """Bounded label values: names come from callers, so only models and versions in
@@ -208,16 +217,21 @@ class RequestRecorder:
 
     def flush(self) -> None:
         """Move the accumulated totals into the Prometheus objects."""
+        # imported here: the supervisor imports this module and must not import numpy
+        from server.batching import drain_batch_stats
+
         m = self.metrics
         if m is None:
             drain_batch_stats()
             self._counts.clear()
             self._latencies.clear()
             self._reasons.clear()
+            self._shed.clear()
             return
         counts, self._counts = self._counts, defaultdict(int)
         latencies, self._latencies = self._latencies, defaultdict(list)
         reasons, self._reasons = self._reasons, defaultdict(int)
+        shed, self._shed = self._shed, defaultdict(int)
         for key, n in counts.items():
             m.requests.labels(*key).inc(n)
         for lkey, values in latencies.items():
@@ -226,6 +240,8 @@ class RequestRecorder:
                 child.observe(v)
         for reason, n in reasons.items():
             m.validation_errors.labels(reason).inc(n)
+        for skey, n in shed.items():
+            m.requests_shed.labels(*skey).inc(n)
         for model, version, rows, requests, waited in drain_batch_stats():
             m.batch_rows.labels(model, version).observe(rows)
             m.batch_requests.labels(model, version).observe(requests)

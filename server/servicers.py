@@ -19,10 +19,16 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
+from server.shedding import queued_at
 
 __all__ = ["InferenceServicer", "PredictionServicer"]
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def _queued_at(context: Context) -> float:
+    """When the gateway received this request (0.0 when it carries no stamp)."""
+    return queued_at(context.invocation_metadata() or ())
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -87,7 +93,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if tracing.ENABLED:
             return await tracing.traced_infer(self, request)
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
-        return encode_infer_response(await self.core.infer(req))
+        return encode_infer_response(await self.core.infer(req, _queued_at(context)))
 
 
 def _model_info(core: InferenceCore, handle: ModelHandle) -> ppb.ModelInfo:
@@ -116,6 +122,7 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
             request.version,
             request.instances,  # type: ignore[arg-type]
             request.id,
+            _queued_at(context),
         )
         classes = result.classes
         return ppb.PredictResponse(

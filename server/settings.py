@@ -143,6 +143,13 @@ class ServeSettings(BaseSettings):
         description="Per-worker cap on concurrent RPCs (RESOURCE_EXHAUSTED above); "
         "default: no cap.",
     )
+    max_queue_delay_ms: float = Field(
+        1000.0,
+        ge=0,
+        description="Refuse inference (RESOURCE_EXHAUSTED, retry-after) while requests have "
+        "waited longer than this to start, for a whole window (0 disables shedding); "
+        "health, metadata and metrics always answer.",
+    )
     max_rows_in_flight: int = Field(
         100_000,
         ge=1,

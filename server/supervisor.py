@@ -2,13 +2,19 @@
 
 Workers are forked before any gRPC object exists in this process (gRPC's C core does
 not survive fork with live channels or servers; see grpc/grpc
-examples/python/multiprocessing). The supervisor itself never creates one.
+examples/python/multiprocessing). The supervisor itself never creates one, and never
+imports numpy or onnxruntime: workers fork from a warm template process that has
+(:mod:`server.template`), so a replacement serves within milliseconds. When the template
+is not available (still warming up, or dead and being replaced) a worker is forked from
+the supervisor directly and imports and loads everything itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import sys
@@ -30,12 +36,16 @@ from server.reload import version_policies
 from server.repository import scan_repository
 from server.rollout_analysis import Analyst
 from server.settings import ServeSettings, usable_cpus
+from server.template import WORKER_NAME, Template, become_subreaper, set_process_name
 
 __all__ = ["Supervisor", "serve"]
 
 log = logging.getLogger(__name__)
 
+#: longest sleep of the main loop; a worker's death (SIGCHLD) wakes it at once
 POLL_SECONDS = 0.05
+#: how long the first workers wait for the template to load the models
+TEMPLATE_WARMUP_SECONDS = 300.0
 #: a worker that dies sooner than this after starting counts as crash-looping
 QUICK_DEATH_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 5.0
@@ -63,9 +73,30 @@ class Supervisor:
         self._http: object | None = None
         self._own_metrics_dir: Path | None = None
         self._analyst: Analyst | None = None
+        self._template = Template(settings, self._close_in_child)
+        self._wakeup: tuple[int, int] | None = None
 
     # -- process management --------------------------------------------------
+    def _close_in_child(self) -> None:
+        """In a freshly forked child: drop what belongs to the supervisor alone."""
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in self._wakeup:
+                os.close(fd)
+        if self._http is not None:
+            self._http.socket.close()  # type: ignore[attr-defined]
+
     def _spawn(self, slot: _Slot) -> None:
+        if self._template.poll_ready():
+            pid = self._template.spawn(slot.index)
+            if pid is not None:
+                slot.pid, slot.started = pid, time.monotonic()
+                log.info("started worker %d (pid %d) from the template", slot.index, pid)
+                return
+        self._spawn_cold(slot)
+
+    def _spawn_cold(self, slot: _Slot) -> None:
         pid = os.fork()
         if pid == 0:  # child
             code = 1
@@ -75,8 +106,8 @@ class Supervisor:
                 # until the worker installs its own reload handler, a SIGHUP is moot: it
                 # is about to read the repository anyway
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                if self._http is not None:
-                    self._http.socket.close()  # type: ignore[attr-defined]
+                self._close_in_child()
+                set_process_name(WORKER_NAME)
                 # numpy/OpenBLAS and onnxruntime start native threads on import; importing
                 # them only here keeps the supervisor single-threaded when it forks.
                 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -124,9 +155,32 @@ class Supervisor:
                 return ok
             if pid == 0:
                 return ok
+            if pid == self._template.pid:
+                self._on_template_exit(status)
+                continue
             for slot in self.slots:
                 if slot.pid == pid:
                     ok = self._on_exit(slot, status) and ok
+
+    def _on_template_exit(self, status: int) -> None:
+        self._template.lost()
+        self._template.pid = 0
+        if self._stopping or not self._template.warmed:
+            return
+        log.warning(
+            "worker template exited with %d; starting another (workers start cold meanwhile)",
+            os.waitstatus_to_exitcode(status),
+        )
+        self._template.start()
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when a child exits (SIGCHLD writes to the pipe)."""
+        if self._wakeup is None:
+            time.sleep(seconds)
+            return
+        if select.select([self._wakeup[0]], [], [], seconds)[0]:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wakeup[0], 512)
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -165,7 +219,20 @@ class Supervisor:
             self._analyst = Analyst.for_supervisor(s, path, collectors)
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        become_subreaper()
+        # The template loads the models once; the first workers fork from it as well, so
+        # their sessions share memory with it.
+        self._template.start()
+        deadline = time.monotonic() + TEMPLATE_WARMUP_SECONDS
+        while not self._stopping and time.monotonic() < deadline:
+            if self._template.poll_ready(0.05) or not self._template.warming:
+                break
+            self._reap()
         signal.signal(signal.SIGHUP, self._reload)
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = (read_fd, write_fd)
+        signal.set_wakeup_fd(write_fd)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         for slot in self.slots:
             self._spawn(slot)
         if s.metrics_port:
@@ -189,18 +256,19 @@ class Supervisor:
                     self._spawn(slot)
             if self._analyst is not None:
                 self._analyst.maybe_tick(now)
-            time.sleep(POLL_SECONDS)
+            self._sleep(POLL_SECONDS)
         return self._shutdown(healthy)
 
     def _shutdown(self, healthy: bool) -> int:
         self._stopping = True
+        self._template.stop()
         for slot in self.slots:
             if slot.pid:
                 os.kill(slot.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.grace_period + self.settings.drain_delay + 5
         while any(slot.pid for slot in self.slots) and time.monotonic() < deadline:
             self._reap()
-            time.sleep(POLL_SECONDS)
+            self._sleep(POLL_SECONDS)
         for slot in self.slots:
             if slot.pid:
                 log.error("worker %d did not stop in time; killing it", slot.index)
@@ -209,6 +277,9 @@ class Supervisor:
                 mark_worker_dead(slot.pid)
                 slot.pid = 0
                 healthy = False
+        if self._template.pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._template.pid, 0)
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
         if self._own_metrics_dir is not None:

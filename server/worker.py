@@ -37,11 +37,13 @@ from server.oip_codec import max_elements_for
 from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.registration import add_servicer
-from server.reload import Reloader, version_policies
-from server.repository import LoadFailure, Registry
+from server.reload import Reloader, _stamp, version_policies
+from server.repository import LoadFailure, Registry, scan_repository
 from server.rollout import RolloutRouter, combine_sinks
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
+from server.shedding import QueueDelayGuard
+from server.template import Preloaded, cached_handle
 
 __all__ = ["EXIT_FATAL", "run_worker"]
 
@@ -61,8 +63,12 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _load(settings: ServeSettings, name: str, version: int, path: Path) -> ModelHandle:
-    handle = load_model(name, version, path, settings.intra_op_threads)
+def _load(
+    settings: ServeSettings, preloaded: Preloaded | None, name: str, version: int, path: Path
+) -> ModelHandle:
+    handle = cached_handle(preloaded, name, version, path) or load_model(
+        name, version, path, settings.intra_op_threads
+    )
     config = BatchingConfig.resolve(
         handle.manifest, settings.batching_max_batch_size, settings.batching_max_queue_delay_us
     )
@@ -70,6 +76,28 @@ def _load(settings: ServeSettings, name: str, version: int, path: Path) -> Model
         handle.batcher = Batcher(handle, config, settings.offload_rows)
         log.info("%s version %d: micro-batching %s", name, version, config)
     return handle
+
+
+def preload_models(settings: ServeSettings, preloaded: Preloaded) -> None:
+    """Load (in the warm template) what the version policy selects now; keep what is loaded.
+
+    Handles here carry no micro-batcher: that belongs to each worker's event loop.
+    """
+    policy, policies = version_policies(settings)
+    wanted = scan_repository(settings.model_repository, settings.models, policy, policies)
+    keep: set[tuple[str, int]] = set()
+    for name, versions in wanted.items():
+        for version, path in versions:
+            keep.add((name, version))
+            if cached_handle(preloaded, name, version, path) is None:
+                with contextlib.suppress(Exception):  # the worker retries and reports it
+                    stamp = _stamp(path)
+                    preloaded[(name, version)] = (
+                        stamp,
+                        load_model(name, version, path, settings.intra_op_threads),
+                    )
+    for key in set(preloaded) - keep:
+        del preloaded[key]
 
 
 def server_options(settings: ServeSettings) -> list[tuple[str, int]]:
@@ -93,13 +121,16 @@ def admission_guard(settings: ServeSettings) -> AdmissionGuard:
     )
 
 
-def run_worker(settings: ServeSettings, index: int) -> int:
-    """Entry point of a forked worker; returns its exit status."""
+def run_worker(settings: ServeSettings, index: int, preloaded: Preloaded | None = None) -> int:
+    """Entry point of a forked worker; returns its exit status.
+
+    ``preloaded``: model handles of the warm template this worker was forked from.
+    """
     _die_with_parent()
-    return asyncio.run(_serve(settings, index))
+    return asyncio.run(_serve(settings, index, preloaded))
 
 
-async def _serve(settings: ServeSettings, index: int) -> int:
+async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | None) -> int:
     # Handlers first: a signal during model loading then leads to a clean, empty drain.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,6 +167,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         guard=admission_guard(settings),
         sink=combine_sinks(quality.sink, router),
     )
+    core.queue_guard = QueueDelayGuard(settings.max_queue_delay_ms / 1000)
     assert core.guard is not None
     core.router = router
 
@@ -155,7 +187,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
         names=settings.models,
         policy=policy,
         policies=policies,
-        load=functools.partial(_load, settings),
+        load=functools.partial(_load, settings, preloaded),
         on_loaded=loaded,
         on_failed=failed,
         on_installed=installed,
@@ -205,6 +237,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
     rollout_flusher = asyncio.create_task(router.run_flusher(settings.metrics_flush_interval))
+    queue_guard = asyncio.create_task(core.queue_guard.run())
     trimmer = asyncio.create_task(core.guard.run_trimmer(1.0))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
@@ -227,6 +260,7 @@ async def _serve(settings: ServeSettings, index: int) -> int:
     flusher.cancel()
     drift_flusher.cancel()
     rollout_flusher.cancel()
+    queue_guard.cancel()
     trimmer.cancel()
     recorder.flush()
     drift.flush()

@@ -7,7 +7,6 @@ server without it the fault reports "not run" instead of pretending.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -16,16 +15,10 @@ from pathlib import Path
 
 from loadtest.chaos.probe import model_ready
 from loadtest.chaos.stack import MODEL
-from server.settings import ServeSettings
 
-__all__ = ["POLL_FIELD", "publish_version", "reload_available", "wait_version_ready"]
+__all__ = ["POLL_FIELD", "publish_version", "wait_version_ready"]
 
 POLL_FIELD = "model_poll_interval"
-
-
-def reload_available() -> bool:
-    has_module = importlib.util.find_spec("server.reload") is not None
-    return has_module and POLL_FIELD in ServeSettings.model_fields
 
 
 def publish_version(repository: Path, supervisor: int | None = None) -> str:

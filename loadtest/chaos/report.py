@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
-from loadtest.chaos.faults import FaultResult
+from loadtest.chaos.faults import ChaosConfig, FaultResult
 
-__all__ = ["failed", "table", "write"]
+__all__ = ["failed", "table", "update_doc", "write"]
 
 _HEADER = "| fault | sent | succeeded | failed | p99 ms | verdict | detail |"
 
@@ -47,3 +48,22 @@ def write(results: list[FaultResult], out: Path, machine: str) -> Path:
     path = out / "chaos.md"
     path.write_text(f"Machine: {machine}\n\n{table(results)}\n")
     return path
+
+
+def update_doc(
+    doc: Path, section: str, results: list[FaultResult], machine: str, cfg: ChaosConfig
+) -> None:
+    """Replace the table between ``<!-- chaos:SECTION -->`` and ``<!-- /chaos:SECTION -->``."""
+    start, end = f"<!-- chaos:{section} -->", f"<!-- /chaos:{section} -->"
+    text = doc.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{doc} has no {start} ... {end} block")
+    seconds = cfg.duration_s if section == "crash" else cfg.overload_duration_s
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = (
+        f"{start}\n_Written by `make chaos` on {stamp}: {seconds:g} s of load per run, "
+        f"{cfg.workers} workers. Machine: {machine}._\n\n{table(results)}\n{end}"
+    )
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    doc.write_text(head + body + tail)

@@ -21,6 +21,7 @@ import psutil
 from loadtest.stack import free_port, port_block, wait_healthy
 from server.launch import spawn_server
 from server.settings import ServeSettings
+from server.template import worker_processes
 
 __all__ = ["Gateway", "Instance", "port_block", "prepare_repository"]
 
@@ -80,7 +81,7 @@ class Instance:
 
     def worker_pids(self) -> list[int]:
         with contextlib.suppress(psutil.Error):
-            return sorted(p.pid for p in psutil.Process(self.pid).children())
+            return sorted(p.pid for p in worker_processes(psutil.Process(self.pid)))
         return []
 
     def drain(self, timeout: float = 60.0) -> tuple[int, float]:

@@ -5,12 +5,20 @@
 -- Environment: WRK_BODIES (path of the bodies file), WRK_PATH (request path),
 -- WRK_HEADERS (optional "Name: value" pairs separated by "\n"), WRK_DELAY_MS
 -- (optional pause before each request on a connection: wrk cannot pace a
--- constant rate, so connections / rate gives an approximately paced load).
+-- constant rate, so connections / rate gives an approximately paced load),
+-- WRK_STATUS=1 (optional: count responses per HTTP status, printed as "statuses";
+-- off by default, since a response callback costs wrk some throughput).
 
 local bodies = {}
 local index = 0
 local path = os.getenv("WRK_PATH") or "/"
 local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+local threads = {}
+statuses = {}
+
+function setup(thread)
+  threads[#threads + 1] = thread
+end
 
 function init(args)
   for line in io.lines(os.getenv("WRK_BODIES")) do
@@ -36,10 +44,30 @@ if pause > 0 then
   end
 end
 
+if os.getenv("WRK_STATUS") == "1" then
+  function response(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+  end
+end
+
+local function status_json()
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses") or {}) do
+      total[status] = (total[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(total) do
+    parts[#parts + 1] = string.format('"%d": %d', status, n)
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    '\nWRK_JSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '\nWRK_JSON {"statuses": ' .. status_json() .. ', "requests": %d, "duration_us": %d, "bytes": %d, ' ..
     '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, ' ..
     '"timeouts": %d, "p50_us": %d, "p90_us": %d, "p95_us": %d, "p99_us": %d, ' ..
     '"mean_us": %.1f, "max_us": %d}\n',

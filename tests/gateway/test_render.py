@@ -159,6 +159,7 @@ def test_validate_catches_a_broken_config(tmp_path: Path) -> None:
     assert tls.returncode == 1 and "nonexistent.pem" in tls.stderr
 
 
+@pytest.mark.integration
 def test_gateway_command_runs_envoy_and_stops_on_sigterm() -> None:
     with run_gateway(None, workers=1, healthy=False) as gateway:
         pass

@@ -131,9 +131,22 @@ def test_odd_inputs_never_raise(bad: dict[str, np.ndarray]) -> None:
     h = handle()
     mon.observe(h, bad, np.array([[0.5]]), 1)
     mon.observe(h, feeds(["red"], [0.5]), "not an array", 1)
+    mon.process()  # must not raise
+    assert not mon._pending and mon._pending_rows == 0
+    ref = mon._models[("m", "1")]
+    before = {name: ref.counts[name].copy() for name in ("color", "x") if name in ref.counts}
+    rows = ref.rows
+    # the monitor keeps working afterwards: a good request is counted in full
+    mon.observe(h, feeds(["red"], [0.3]), np.array([[0.8, 0.2]]), 1)
+    mon.process()
+    assert ref.rows == rows + 1
+    by_name = {fb.name: fb for fb in ref.buckets()}
+    for name, value in (("color", "red"), ("x", 0.3)):
+        added = ref.counts[name] - before.get(name, 0)
+        assert added.sum() == 1, (name, added)
+        # in the bucket a direct count puts it in
+        np.testing.assert_array_equal(added, by_name[name].count(np.array([value], dtype=object)))
     mon.flush()
-    mon.observe(h, feeds(["red"], [0.5]), None, 1)
-    mon.flush()  # the monitor keeps working afterwards
 
 
 def test_manifest_without_reference_is_ignored() -> None:

@@ -39,7 +39,7 @@ from tests.observability.traffic import (
 )
 from tests.support import free_port
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NORMAL_ROWS, DRIFT_ROWS = 1000, 6000
 SHIFTED = {"OPERA", "SIGLADES", "MES", "hour"}  # the generator's drift mode moves these

@@ -1,7 +1,8 @@
 """Short forms of the ``make chaos`` faults (ghz through Envoy, real processes).
 
-The full runs (30 s of load, a kill every 5 s) live in ``python -m loadtest.chaos``; here
-each fault runs for a few seconds so the suite stays fast, with the same pass rules.
+The full runs (20 s of load, a kill every 2 s, 512 callers) live in
+``python -m loadtest.chaos``; here each fault runs for a few seconds so the suite stays
+fast, with the same pass rules.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pytest
 
 from loadtest.chaos import FAULTS, ChaosConfig, FaultResult
 from loadtest.chaos.__main__ import main
-from loadtest.chaos.faults import hot_reload, kill_workers, rolling_restart, slow
-from loadtest.chaos.reload import reload_available
+from loadtest.chaos.crash_overload import kill_grpc, kill_rest, overload_rest
+from loadtest.chaos.faults import hot_reload, rolling_restart, slow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,7 +23,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def cfg(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> ChaosConfig:
     out = tmp_path_factory.mktemp("chaos")
-    return ChaosConfig(repository=repository, out=out, rps=100, concurrency=4)
+    # the time-to-SERVING target (300 ms) is judged by `make chaos`; on a loaded test machine
+    # only a replacement that never comes is a failure here
+    return ChaosConfig(
+        repository=repository, out=out, rps=100, concurrency=4, serving_target_s=10.0
+    )
 
 
 def _check(result: FaultResult) -> None:
@@ -31,10 +36,24 @@ def _check(result: FaultResult) -> None:
     assert result.failed == 0, (result.errors, result.detail)
 
 
-def test_kill_9_twice_loses_no_request(cfg: ChaosConfig) -> None:
-    result = kill_workers(dataclasses.replace(cfg, duration_s=7.0, kill_interval_s=3.0))
-    _check(result)
-    assert result.detail.startswith("2 workers killed"), result.detail
+def test_kill_9_under_rest_and_grpc_loses_no_request(cfg: ChaosConfig) -> None:
+    short = dataclasses.replace(cfg, duration_s=5.0, kill_interval_s=2.0)
+    for result in (kill_rest(short), kill_grpc(short)):
+        _check(result)
+        assert result.detail.startswith("2 kills; back to SERVING after median"), result.detail
+
+
+def test_overload_is_refused_not_queued(cfg: ChaosConfig) -> None:
+    # the pass rules of the full run (p99, goodput) belong to an idle machine: here only
+    # that the surplus is refused (429) and nothing else fails
+    short = dataclasses.replace(
+        cfg, overload_duration_s=3.0, overload_connections=128, overload_p99_ms=1e9,
+        goodput_ratio=0.0,
+    )  # fmt: skip
+    result = overload_rest(short)
+    assert result.verdict == "pass", result.detail
+    assert result.sent > result.succeeded > 0, result
+    assert " 0 refused" not in result.detail, result.detail
 
 
 def test_rolling_restart_loses_no_request(cfg: ChaosConfig) -> None:
@@ -43,7 +62,6 @@ def test_rolling_restart_loses_no_request(cfg: ChaosConfig) -> None:
     assert result.detail.count("drained") == 2, result.detail
 
 
-@pytest.mark.skipif(not reload_available(), reason="hot reload not available in server/")
 def test_hot_reload_loses_no_request(cfg: ChaosConfig) -> None:
     result = hot_reload(dataclasses.replace(cfg, duration_s=6.0))
     _check(result)
@@ -54,17 +72,19 @@ def test_slow_model_answers_deadline_exceeded_promptly(cfg: ChaosConfig) -> None
     result = slow(dataclasses.replace(cfg, duration_s=4.0))
     assert result.verdict == "pass", result.detail
     assert result.sent > 0 and result.succeeded == 0, result
-    assert set(result.errors) >= {"DeadlineExceeded"}, result
+    # prompt refusals: deadlines, or the stalled worker shedding (RESOURCE_EXHAUSTED)
+    codes = {k for k in result.errors if " " not in k}
+    assert codes and codes <= {"DeadlineExceeded", "ResourceExhausted"}, result
 
 
 def test_chaos_exits_nonzero_when_a_fault_loses_requests(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repository: Path
 ) -> None:
-    lossy = FaultResult("kill -9 worker", sent=10, succeeded=9, failed=1, verdict="FAIL")
+    lossy = FaultResult("kill -9", sent=10, succeeded=9, failed=1, verdict="FAIL")
     clean = FaultResult("rolling restart", sent=10, succeeded=10)
     monkeypatch.setitem(FAULTS, "kill", lambda cfg: lossy)
     monkeypatch.setitem(FAULTS, "rolling", lambda cfg: clean)
-    argv = ["--model-repository", str(repository), "--out", str(tmp_path)]
+    argv = ["--model-repository", str(repository), "--out", str(tmp_path), "--doc", ""]
     assert main([*argv, "--faults", "rolling"]) == 0
     assert main([*argv, "--faults", "kill", "rolling"]) == 1
-    assert "| kill -9 worker | 10 | 9 | 1 |" in (tmp_path / "chaos.md").read_text()
+    assert "| kill -9 | 10 | 9 | 1 |" in (tmp_path / "chaos.md").read_text()

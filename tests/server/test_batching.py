@@ -180,6 +180,7 @@ def test_config_from_manifest_wins() -> None:
     assert BatchingConfig.resolve({"batching": None}, 32, 100) is None
 
 
+@pytest.mark.integration
 def test_server_with_batching(repo: Path, tmp_path: Path) -> None:
     """Real workers, many concurrent callers with distinct rows, each gets its own answer."""
     served = tmp_path / "models"

@@ -14,6 +14,7 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.template import worker_processes
 from tests.server.conftest import Server
 from tests.server.requests import infer_request, predict_request, rows
 
@@ -218,7 +219,7 @@ def test_bad_predict_request(channel: grpc.Channel, case: str) -> None:
 
 
 def test_workers_survive_bad_requests(server: Server, channel: grpc.Channel) -> None:
-    before = {p.pid for p in psutil.Process(server.proc.pid).children()}
+    before = {p.pid for p in worker_processes(psutil.Process(server.proc.pid))}
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
     futures = [stub.ModelInfer.future(req, timeout=10) for req, _, _ in INFER_CASES.values()]
     good = [stub.ModelInfer.future(infer_request(), timeout=10) for _ in range(20)]
@@ -226,5 +227,5 @@ def test_workers_survive_bad_requests(server: Server, channel: grpc.Channel) -> 
         assert f.exception() is not None
     for f in good:
         assert len(f.result().outputs) == 2
-    after = {p.pid for p in psutil.Process(server.proc.pid).children()}
+    after = {p.pid for p in worker_processes(psutil.Process(server.proc.pid))}
     assert before == after and len(after) == server.workers

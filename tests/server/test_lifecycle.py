@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.template import worker_processes
 from tests.server.conftest import ROOT, Server, start_server
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
 from tests.server.requests import infer_request
@@ -46,7 +47,7 @@ def fresh_server(slow_repo: Path, tmp_path: Path) -> Iterator[Server]:
 
 
 def _workers(server: Server) -> list[int]:
-    return sorted(p.pid for p in psutil.Process(server.proc.pid).children())
+    return sorted(p.pid for p in worker_processes(psutil.Process(server.proc.pid)))
 
 
 def test_killed_worker_is_replaced(fresh_server: Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -10,17 +11,20 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
+from server.core import InferenceCore
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.model import ModelHandle, load_model
+from server.oip_codec import decode_infer_request
+from server.reload import Reloader
+from server.repository import Registry
 from tests.server.conftest import Server, start_server
-from tests.server.modelgen import SLOW_WIDTH, build_slow_model
 from tests.server.requests import infer_request
 from tests.support import stop_process
 
@@ -128,6 +132,7 @@ def polling(repo: Path, tmp_path: Path) -> Iterator[Server]:
     stop_process(srv.proc)
 
 
+@pytest.mark.integration
 def test_publish_under_traffic_then_broken_then_removed(polling: Server, repo: Path) -> None:
     assert all_workers_serve(polling, "2")
     with Traffic(polling, threads=4) as traffic:
@@ -159,6 +164,7 @@ def metadata_versions(address: str, version: str = "", name: str = "flights") ->
         return list(meta.versions)
 
 
+@pytest.mark.integration
 def test_version_removed_is_not_found(polling: Server, repo: Path) -> None:
     assert served_version(polling.address, "1") == "1"
     for i in range(polling.workers):
@@ -180,6 +186,7 @@ def test_version_removed_is_not_found(polling: Server, repo: Path) -> None:
         assert metadata_versions(polling.worker_address(i), "2") == ["2"]
 
 
+@pytest.mark.integration
 def test_sighup_reload(repo: Path, tmp_path: Path) -> None:
     srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", "0")
     try:
@@ -193,39 +200,61 @@ def test_sighup_reload(repo: Path, tmp_path: Path) -> None:
         stop_process(srv.proc)
 
 
-def test_in_flight_requests_finish_on_the_old_version(repo: Path, tmp_path: Path) -> None:
-    build_slow_model(repo / "slow" / "1", layers=60)
-    srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", POLL)
-    x = np.random.default_rng(1).random((512, SLOW_WIDTH), dtype=np.float32)
-    request = pb.ModelInferRequest(model_name="slow")
-    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(x.tobytes())
-    channels = [grpc.insecure_channel(srv.worker_address(i % 2)) for i in range(4)]
-    try:
-        stubs = [pb_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
-        for stub in stubs:
-            stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
-        tmp = repo / "slow" / ".tmp-2"
-        build_slow_model(tmp, layers=60)
-        with ThreadPoolExecutor(24) as pool:
-            futures = [pool.submit(stubs[i % 4].ModelInfer, request, timeout=60) for i in range(24)]
-            time.sleep(0.2)
-            # replace version 1 by version 2 while the workers still hold the requests
-            # (about 12 x 0.15 s of work each)
-            os.rename(tmp, repo / "slow" / "2")
-            os.rename(repo / "slow" / "1", repo / "slow" / ".old-1")
-            wait_until(
-                lambda: all(
-                    metadata_versions(srv.worker_address(i), name="slow") == ["2"]
-                    for i in range(srv.workers)
-                )
-            )
-            swapped = not all(f.done() for f in futures)
-            replies = [f.result() for f in futures]
-        assert swapped, "the requests finished before the reload: make them slower"
-        assert {r.model_version for r in replies} == {"1"}
-        assert stubs[0].ModelInfer(request, timeout=60).model_version == "2"
-    finally:
-        for ch in channels:
-            ch.close()
-        stop_process(srv.proc)
+class _Gate:
+    """An ONNX Runtime session whose runs wait until the test opens the gate."""
+
+    def __init__(self, session: Any, gate: threading.Event, entered: threading.Semaphore) -> None:
+        self.session, self.gate, self.entered = session, gate, entered
+
+    def run(self, outputs: Any, feeds: Any) -> Any:
+        self.entered.release()
+        if not self.gate.wait(60):
+            raise TimeoutError("the test never opened the gate")
+        return self.session.run(outputs, feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def test_in_flight_requests_finish_on_the_old_version(repo: Path) -> None:
+    """Requests running on version 2 when version 3 replaces it (and 2 leaves the disk)
+    finish on version 2. Explicit synchronization, no timing: the model's runs block until
+    the test has seen the reload through."""
+    gate, entered = threading.Event(), threading.Semaphore(0)
+
+    def load(name: str, version: int, path: Path) -> ModelHandle:
+        handle = load_model(name, version, path)  # warmed up before the gate is fitted
+        handle.session = _Gate(handle.session, gate, entered)  # type: ignore[assignment]
+        return handle
+
+    async def scenario() -> tuple[int, list[str], list[str], str]:
+        registry = Registry()
+        reloader = Reloader(registry, repo, load=load)
+        core = InferenceCore(registry, offload_rows=1)  # runs on the helper thread
+        core.ready = True
+        request = decode_infer_request(infer_request(), 1 << 22, 1 << 22)
+        try:
+            reloader.load_initial()
+            assert registry.versions("flights") == ["2"]
+            in_flight = [asyncio.create_task(core.infer(request)) for _ in range(3)]
+            # the first request is inside the model (the others queue behind it)
+            assert await asyncio.to_thread(entered.acquire, True, 30)
+            publish(repo, 3, source=2)
+            unpublish(repo, 2)
+            assert await reloader.reload()
+            served_now = registry.versions("flights")
+            pending = [t for t in in_flight if not t.done()]
+            gate.set()
+            replies = await asyncio.gather(*in_flight)
+            after = await core.infer(request)
+            return len(pending), served_now, [r.model_version for r in replies], after.model_version
+        finally:
+            gate.set()
+            reloader.close()
+            core.close()
+
+    held, served_now, versions, after = asyncio.run(scenario())
+    assert held == 3  # all three were still in flight when version 3 took over
+    assert served_now == ["3"]
+    assert versions == ["2", "2", "2"]
+    assert after == "3"

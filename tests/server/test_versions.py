@@ -58,6 +58,7 @@ def test_scan_with_per_model_policy(model_repo: Path) -> None:
     assert [v for v, _ in found["echo"]] == [1]
 
 
+@pytest.mark.integration
 def test_pinned_versions_answer_by_version(model_repo: Path, tmp_path: Path) -> None:
     repo = copy_repo(model_repo, tmp_path)
     srv = start_server(
@@ -98,6 +99,7 @@ def test_pinned_versions_answer_by_version(model_repo: Path, tmp_path: Path) -> 
         stop_process(srv.proc)
 
 
+@pytest.mark.integration
 def test_removed_model_turns_not_serving(model_repo: Path, tmp_path: Path) -> None:
     repo = copy_repo(model_repo, tmp_path)
     srv = start_server(repo, tmp_path / "serve.log", 2, "--model-poll-interval", "0.2")

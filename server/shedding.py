@@ -1,0 +1,97 @@
+"""The server's last line against overload: refuse inference that would start too late.
+
+Two signals, either of which refuses a request at once with
+:class:`~server.errors.Overloaded` (RESOURCE_EXHAUSTED, with a retry hint):
+
+* **The request's own queueing delay.** Envoy stamps every inference request with the
+  time it received it (:data:`QUEUED_AT_HEADER`, seconds since the epoch; a caller's
+  own value is overwritten; a retry, which Envoy marks with its try number, is not
+  judged by it). Requests that a worker cannot take yet wait in gRPC's
+  queue, invisible to Python; when one finally starts, the stamp says how long it
+  waited. Past the bound it is refused instead of run: its caller has waited long
+  enough, and the time goes to requests that can still be served in time.
+* **A stalled event loop.** A timer that should wake every few milliseconds measures
+  how late the loop runs. When it has stayed late by more than the bound for a whole
+  window (the minimum over the window, as CoDel does: a burst that drains does not
+  count, a standing backlog does), inference is refused until a window passes in which
+  the loop caught up. This covers direct callers that carry no stamp.
+
+Health, metadata and listing calls are never refused: a probe must see the worker alive
+and ready while it sheds.
+
+Envoy's circuit breakers cap what reaches a worker in the first place (see
+``docs/reliability.md``); this guard is for what gets past them, and for clients that
+call the workers directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterable
+
+__all__ = ["ATTEMPT_HEADER", "QUEUED_AT_HEADER", "QueueDelayGuard", "queued_at"]
+
+#: request header (gRPC metadata) with the time Envoy received the request
+QUEUED_AT_HEADER = "x-pronto-queued-at"
+#: Envoy's try number; a retried request's stamp includes the backoff, so it is ignored
+ATTEMPT_HEADER = "x-envoy-attempt-count"
+
+#: how often the loop's lateness is sampled
+SAMPLE_SECONDS = 0.005
+
+
+def queued_at(metadata: Iterable[tuple[str, str | bytes]]) -> float:
+    """When the gateway received a first try (0.0: no stamp, or a retry)."""
+    stamp = 0.0
+    for key, value in metadata:
+        if key == QUEUED_AT_HEADER:
+            try:
+                stamp = float(value)
+            except ValueError:
+                return 0.0
+        elif key == ATTEMPT_HEADER and value not in ("1", b"1"):
+            return 0.0
+    return stamp
+
+
+class QueueDelayGuard:
+    """Tracks whether this worker's requests wait longer than ``max_delay`` to start."""
+
+    def __init__(self, max_delay: float, window: float | None = None) -> None:
+        self.max_delay = max_delay
+        #: a queue must stand this long before requests are refused
+        self.window = window if window is not None else max(0.1, 2 * max_delay)
+        self.enabled = max_delay > 0
+        self.overloaded = False
+        #: the largest lateness seen in the last window (for logs and tests)
+        self.last_delay = 0.0
+
+    def refuse(self, queued_at: float) -> bool:
+        """Whether to refuse a request received at ``queued_at`` (0: unknown) now."""
+        if self.overloaded:
+            return True
+        return queued_at > 0 and self.enabled and time.time() - queued_at > self.max_delay
+
+    def observe(self, lowest: float, highest: float) -> None:
+        """End of a window in which the loop was at least ``lowest`` seconds late."""
+        self.overloaded = self.enabled and lowest > self.max_delay
+        self.last_delay = highest
+
+    async def run(self) -> None:
+        """Sample the loop's lateness for as long as the worker serves."""
+        if not self.enabled:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        lowest, highest = math.inf, 0.0
+        while True:
+            due = loop.time() + SAMPLE_SECONDS
+            await asyncio.sleep(SAMPLE_SECONDS)
+            now = loop.time()
+            late = max(0.0, now - due)
+            lowest, highest = min(lowest, late), max(highest, late)
+            if now - started >= self.window:
+                self.observe(lowest, highest)
+                started, lowest, highest = now, math.inf, 0.0

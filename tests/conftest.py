@@ -1,0 +1,52 @@
+"""Suite-wide rule: a test that starts processes is marked ``integration``.
+
+``pytest -m "not integration"`` is the fast, process-free run. This checks that it really
+is: a test without the mark that leaves a child process running when its body ends (a
+server, Envoy, Prometheus, started by the test or one of its fixtures) fails, naming them.
+One-shot tools that have exited by then (helm, promtool, envoy --mode validate) are not
+counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import psutil
+import pytest
+
+_BEFORE = pytest.StashKey[set[int]]()
+
+
+def _alive_children() -> dict[int, str]:
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found[child.pid] = " ".join(child.cmdline()[:4])
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    item.stash[_BEFORE] = set(_alive_children())
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    result = yield
+    if item.get_closest_marker("integration") is None:
+        started = {
+            pid: cmd
+            for pid, cmd in _alive_children().items()
+            if pid not in item.stash.get(_BEFORE, set())
+        }
+        if started:
+            pytest.fail(
+                f"{item.nodeid} starts processes but is not marked integration: "
+                + "; ".join(started.values()),
+                pytrace=False,
+            )
+    return result

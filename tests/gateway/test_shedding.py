@@ -1,0 +1,164 @@
+"""Envoy sheds inference past the workers' in-flight limit; probes keep answering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.generated.pronto.v1 import prediction_pb2 as ppb
+from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.shedding import QUEUED_AT_HEADER
+from tests.gateway.harness import Gateway, Server, request, run_gateway, run_server
+from tests.gateway.modelgen import MODEL, build_repository, instance
+from tests.server.modelgen import SLOW_WIDTH, build_slow_model
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+
+HELD = 2  # the gateway's in-flight limit for the one worker
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Gateway]]:
+    root = build_repository(tmp_path_factory.mktemp("shed-models"))
+    build_slow_model(root / "slow" / "1", layers=60)
+    with (
+        run_server(root, workers=1) as server,
+        run_gateway(server, "--max-requests-per-worker", str(HELD)) as gateway,
+    ):
+        yield server, gateway
+
+
+def _active(gateway: Gateway) -> int:
+    url = f"http://127.0.0.1:{gateway.admin_port}/stats?filter=^cluster.workers.upstream_rq_active$"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return int(reply.read().decode().split(":")[1])
+
+
+def _slow_request(rows: int = 1024) -> pb.ModelInferRequest:
+    x = np.random.default_rng(0).random((rows, SLOW_WIDTH), dtype=np.float32)
+    req = pb.ModelInferRequest(model_name="slow")
+    req.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    req.raw_input_contents.append(x.tobytes())
+    return req
+
+
+def test_inference_past_the_limit_is_refused_with_a_retry_hint(
+    stack: tuple[Server, Gateway],
+) -> None:
+    _, gateway = stack
+    channel = grpc.insecure_channel(gateway.address)
+    infer = pb_grpc.GRPCInferenceServiceStub(channel)
+    predict = ppb_grpc.PredictionServiceStub(channel)
+    infer.ServerLive(pb.ServerLiveRequest(), timeout=10)
+    try:
+        for _ in range(5):  # in case the held requests finish before the checks do
+            with ThreadPoolExecutor(HELD) as pool:
+                held: list[Future[pb.ModelInferResponse]] = [
+                    pool.submit(infer.ModelInfer, _slow_request(), timeout=60) for _ in range(HELD)
+                ]
+                # explicit synchronization: Envoy has the limit in flight
+                deadline = time.monotonic() + 30
+                while _active(gateway) < HELD and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                rest = request(
+                    gateway, "POST", f"/v1/models/{MODEL}:predict", {"instances": [instance()]}
+                )
+                grpc_refusal: grpc.RpcError | None = None
+                try:
+                    req = ppb.PredictRequest(name=MODEL)
+                    req.instances.add().update(instance())
+                    predict.Predict(req, timeout=10)
+                except grpc.RpcError as exc:
+                    grpc_refusal = exc
+                probes = [
+                    request(gateway, "GET", "/v2/health/ready").status,
+                    request(gateway, "GET", f"/v2/models/{MODEL}").status,
+                    infer.ServerReady(pb.ServerReadyRequest(), timeout=10).ready,
+                ]
+                still_held = not any(f.done() for f in held)
+                results = [f.result() for f in held]
+            assert all(r.model_name == "slow" for r in results)
+            if still_held:
+                break
+        else:
+            pytest.fail("the held requests never outlasted the checks")
+        assert rest.status == 429, rest
+        assert rest.headers.get("retry-after") == "1", rest.headers
+        assert rest.body["code"] == 8 and "overloaded" in rest.body["message"], rest.body
+        assert grpc_refusal is not None
+        assert grpc_refusal.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, grpc_refusal
+        trailers = dict(grpc_refusal.trailing_metadata() or ())  # type: ignore[attr-defined]
+        assert trailers.get("retry-after") == "1", trailers
+        assert probes == [200, 200, True]
+        # the load is gone: inference is admitted again
+        assert (
+            request(
+                gateway, "POST", f"/v1/models/{MODEL}:predict", {"instances": [instance()]}
+            ).status
+            == 200
+        )
+    finally:
+        channel.close()
+
+
+class _FirstTryFails(ppb_grpc.PredictionServiceServicer):
+    """A worker stand-in that records request headers and fails each request's first try."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    async def Predict(self, request: ppb.PredictRequest, context: Any) -> ppb.PredictResponse:
+        headers = {k: v for k, v in context.invocation_metadata() if k.startswith("x-")}
+        self.seen.append(headers)
+        if headers.get("x-envoy-attempt-count") == "1":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "first try fails")
+        return ppb.PredictResponse(model_name=request.name)
+
+
+def test_envoy_stamps_arrival_and_numbers_retries() -> None:
+    """What the server's queue-delay bound relies on: Envoy's own arrival time on every
+    inference request (a caller's value is overwritten) and the try number on retries."""
+
+    async def scenario() -> list[dict[str, str]]:
+        port = free_port()
+        server = grpc.aio.server()
+        upstream = _FirstTryFails()
+        ppb_grpc.add_PredictionServiceServicer_to_server(upstream, server)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stand_in = Server(proc=None, port=port, base_port=port, workers=1)  # type: ignore[arg-type]
+        try:
+            with run_gateway(stand_in) as gateway:
+                async with grpc.aio.insecure_channel(gateway.address) as channel:
+                    before = time.time()
+                    reply = await ppb_grpc.PredictionServiceStub(channel).Predict(
+                        ppb.PredictRequest(name="m"),
+                        timeout=10,
+                        metadata=((QUEUED_AT_HEADER, "1.0"),),
+                    )
+                    assert reply.model_name == "m"
+                    stamps = [float(h[QUEUED_AT_HEADER]) for h in upstream.seen]
+                    assert all(before - 1 <= s <= time.time() for s in stamps), stamps
+        finally:
+            await server.stop(None)
+        return upstream.seen
+
+    seen = asyncio.run(scenario())
+    assert [h.get("x-envoy-attempt-count") for h in seen] == ["1", "2"], seen
+    assert seen[0][QUEUED_AT_HEADER] == seen[1][QUEUED_AT_HEADER]  # one arrival per request

@@ -1,0 +1,210 @@
+"""Load shedding in the worker: a standing queue is refused fast, probes keep answering."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.core import InferenceCore
+from server.errors import Overloaded
+from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from server.metrics import RequestRecorder
+from server.oip_codec import decode_infer_request
+from server.repository import Registry, load_repository
+from server.shedding import QUEUED_AT_HEADER, QueueDelayGuard, queued_at
+from tests.server.conftest import Server, start_server
+from tests.server.modelgen import SLOW_WIDTH, build_slow_model
+from tests.server.requests import infer_request, rows
+from tests.support import stop_process
+
+LIMIT = 1 << 22
+
+
+def test_guard_trips_on_a_standing_queue_only() -> None:
+    guard = QueueDelayGuard(0.05)
+    guard.observe(lowest=0.001, highest=0.4)  # a burst that drained within the window
+    assert not guard.overloaded
+    guard.observe(lowest=0.06, highest=0.08)  # late for the whole window
+    assert guard.overloaded
+    guard.observe(lowest=0.0, highest=0.06)
+    assert not guard.overloaded
+    off = QueueDelayGuard(0.0)
+    off.observe(lowest=10.0, highest=10.0)
+    assert not off.enabled and not off.overloaded
+
+
+def test_guard_sees_a_blocked_event_loop() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        guard = QueueDelayGuard(0.02, window=0.05)
+        task = asyncio.create_task(guard.run())
+        await asyncio.sleep(0.02)
+        tripped = False
+        for _ in range(20):  # the loop is busy for 0.1 s at a time: a queue that stands
+            time.sleep(0.1)
+            await asyncio.sleep(0)
+            if guard.overloaded:
+                tripped = True
+                break
+        deadline = time.monotonic() + 10
+        while guard.overloaded and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # idle again: the next window clears it
+        recovered = not guard.overloaded
+        task.cancel()
+        return tripped, recovered
+
+    tripped, recovered = asyncio.run(scenario())
+    assert tripped and recovered
+
+
+@pytest.fixture(scope="module")
+def core(model_repo: Path) -> InferenceCore:
+    handles, failures = load_repository(model_repo, versions=2)
+    assert not failures
+    registry = Registry()
+    registry.replace(handles)
+    c = InferenceCore(registry)
+    c.ready = True
+    return c
+
+
+def test_overloaded_core_refuses_inference_but_answers_probes(core: InferenceCore) -> None:
+    request = decode_infer_request(infer_request(), LIMIT, LIMIT)
+    core.queue_guard = QueueDelayGuard(0.05)
+    core.queue_guard.overloaded = True
+    try:
+        with pytest.raises(Overloaded) as info:
+            asyncio.run(core.infer(request))
+        assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ("retry-after", "1") in info.value.trailers
+        cols = rows(1)
+        with pytest.raises(Overloaded):
+            asyncio.run(core.predict("flights", "", [{k: v[0] for k, v in cols.items()}]))
+        assert core.server_ready() and core.model_ready("flights")
+        assert core.model("flights").name == "flights"
+        # a request that waited past the bound is refused, one that did not is served
+        core.queue_guard = QueueDelayGuard(0.05)
+        with pytest.raises(Overloaded):
+            asyncio.run(core.infer(request, queued_at=time.time() - 0.2))
+        assert asyncio.run(core.infer(request, queued_at=time.time())).outputs
+    finally:
+        core.queue_guard = QueueDelayGuard(0.0)
+    assert asyncio.run(core.infer(request, queued_at=time.time() - 10)).outputs  # disabled
+
+
+def test_shed_requests_are_counted_by_model_and_method() -> None:
+    recorder = RequestRecorder()
+    request = pb.ModelInferRequest(model_name="flights")
+    error = Overloaded("busy")
+    for _ in range(3):
+        recorder.observe(
+            "ModelInfer", request, None, grpc.StatusCode.RESOURCE_EXHAUSTED, 0.0, error
+        )
+    assert dict(recorder._shed) == {("flights", "ModelInfer"): 3}
+    assert recorder._counts[("flights", "", "ModelInfer", "RESOURCE_EXHAUSTED")] == 3
+
+
+# -- a real worker under more work than it can start in time -----------------
+
+
+@pytest.fixture(scope="module")
+def slow_server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("shed-repo")
+    shutil.copytree(model_repo / "flights", root / "flights")
+    build_slow_model(root / "slow" / "1", layers=60)
+    log = tmp_path_factory.mktemp("shed") / "serve.log"
+    # every request runs on the event loop (no helper thread), so a queue of them stands
+    srv = start_server(
+        root, log, 1, "--max-queue-delay-ms", "20", "--offload-rows", "1000000", "--no-drift"
+    )
+    yield srv
+    stop_process(srv.proc)
+
+
+def _shed_total(server: Server) -> float:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(
+            r'^pronto_requests_shed_total\{[^}]*model="slow"[^}]*\} (\S+)$', text, re.M
+        )
+    )
+
+
+@pytest.mark.integration
+def test_overloaded_worker_sheds_fast_and_keeps_answering_probes(slow_server: Server) -> None:
+    x = np.random.default_rng(0).random((256, SLOW_WIDTH), dtype=np.float32)
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    channel = grpc.insecure_channel(slow_server.worker_address(0))
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    stub.ServerLive(pb.ServerLiveRequest(), timeout=10)
+
+    def call(queued_at: float) -> tuple[str, float, tuple[tuple[str, str], ...]]:
+        # the stamp Envoy puts on every inference request: when it was received
+        stamp = ((QUEUED_AT_HEADER, f"{queued_at:.6f}"),)
+        start = time.monotonic()
+        try:
+            stub.ModelInfer(request, timeout=120, metadata=stamp)
+            return "OK", time.monotonic() - start, ()
+        except grpc.RpcError as exc:
+            trailers = tuple(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+            return exc.code().name, time.monotonic() - start, trailers
+
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            futures = [pool.submit(call, time.time()) for _ in range(32)]
+            # probes during the overload: health and metadata are never refused
+            probes = [
+                health.Check(health_pb2.HealthCheckRequest(service="slow"), timeout=30).status,
+                stub.ModelReady(pb.ModelReadyRequest(name="slow"), timeout=30).ready,
+                stub.ModelMetadata(pb.ModelMetadataRequest(name="slow"), timeout=30).name,
+            ]
+            results = [f.result() for f in futures]
+        codes = [code for code, _, _ in results]
+        assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
+        refused = [r for r in results if r[0] == "RESOURCE_EXHAUSTED"]
+        assert refused and codes.count("OK") >= 1, codes
+        assert all(("retry-after", "1") in trailers for _, _, trailers in refused)
+        assert probes == [health_pb2.HealthCheckResponse.SERVING, True, "slow"]
+        # the load is over: the worker serves again, and counted every refusal once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                stub.ModelInfer(request, timeout=60)
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                refused.append(("RESOURCE_EXHAUSTED", 0.0, ()))
+        else:
+            pytest.fail("the worker still sheds after the load")
+        deadline = time.monotonic() + 30
+        while _shed_total(slow_server) < len(refused) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _shed_total(slow_server) == len(refused)
+    finally:
+        channel.close()
+
+
+def test_queue_stamp_counts_for_first_tries_only() -> None:
+    assert queued_at([(QUEUED_AT_HEADER, "1700000000.25")]) == 1700000000.25
+    assert queued_at([(QUEUED_AT_HEADER, "12.5"), ("x-envoy-attempt-count", "1")]) == 12.5
+    # a retry's stamp includes Envoy's backoff: it says nothing about this worker's queue
+    assert queued_at([("x-envoy-attempt-count", "2"), (QUEUED_AT_HEADER, "12.5")]) == 0.0
+    assert queued_at([(QUEUED_AT_HEADER, "soon")]) == 0.0
+    assert queued_at([]) == 0.0
