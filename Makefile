@@ -23,7 +23,10 @@ PYTEST_ARGS ?=
 
 GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
-PROTOS   := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto proto/pronto/v1/feedback.proto
+GATEWAY_PROTOS := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto proto/pronto/v1/feedback.proto
+# operator-only services: Python stubs, but not in the gateway's descriptor set
+ADMIN_PROTOS   := proto/pronto/v1/rollout.proto
+PROTOS   := $(GATEWAY_PROTOS) $(ADMIN_PROTOS)
 
 .PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards rehearse bench chaos soak monitor compare-setup clean
 
@@ -117,7 +120,7 @@ proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	  --python_out=$(GEN_PY) --grpc_python_out=$(GEN_PY) \
 	  --mypy_out=$(GEN_PY) --mypy_grpc_out=$(GEN_PY) $(PROTOS)
 	$(PY) -m grpc_tools.protoc -I proto --include_imports --include_source_info \
-	  --descriptor_set_out=$(GEN_DESC) $(PROTOS)
+	  --descriptor_set_out=$(GEN_DESC) $(GATEWAY_PROTOS)
 	$(PY) -m server.protogen $(GEN_PY)
 
 proto-check: ## fail when generated files differ from what proto/ produces

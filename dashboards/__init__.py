@@ -17,16 +17,17 @@ OUT_DIR = Path(__file__).resolve().parents[1] / "charts" / "pronto" / "files" / 
 
 
 def _builders() -> dict[str, Callable[[], Dashboard]]:
-    from dashboards import envoy, model, service
+    from dashboards import envoy, model, rollouts, service
 
     return {
         "pronto-service": service.build,
         "pronto-model": model.build,
         "pronto-envoy": envoy.build,
+        "pronto-rollouts": rollouts.build,
     }
 
 
-DASHBOARDS = ("pronto-service", "pronto-model", "pronto-envoy")
+DASHBOARDS = ("pronto-service", "pronto-model", "pronto-envoy", "pronto-rollouts")
 
 
 def render_all() -> dict[str, str]:

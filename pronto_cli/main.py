@@ -38,6 +38,10 @@ COMMANDS: dict[str, Command] = {
         "loadtest.cli", "Run a load-test scenario with ghz/wrk/h2load and write reports."
     ),
     "predict": Command("pronto_cli.predict", "Send a prediction request to a running server."),
+    "rollout": Command(
+        "pronto_cli.rollout",
+        "Shadow and canary releases of a model version: start, promote, abort, status.",
+    ),
     "dataset": Command(
         "trainer.dataset", "Join captured inputs with their labels into a training CSV."
     ),

@@ -207,17 +207,21 @@ def choose_versions(
     policy: VersionPolicy,
     have: Mapping[int, H],
     load: Callable[[int, Path], H | None],
+    pinned: Iterable[int] = (),
 ) -> dict[int, H]:
     """The versions ``policy`` serves out of ``available``, newest first.
 
     Versions in ``have`` are kept as they are; others are passed to ``load``. A version
     that ``load`` refuses (``None``) is dropped and the policy chooses again among the
-    rest, so a broken new version leaves the previous one serving.
+    rest, so a broken new version leaves the previous one serving. ``pinned`` versions
+    (a rollout's stable and candidate) are served too, whatever the policy says.
     """
     candidates = dict(available)
     chosen: dict[int, H] = {}
+    extra = sorted(set(pinned), reverse=True)
     while True:
         wanted = policy.select(candidates)
+        wanted += [v for v in extra if v in candidates and v not in wanted]
         missing = [v for v in wanted if v not in have and v not in chosen]
         if not missing:
             return {v: chosen[v] if v in chosen else have[v] for v in wanted}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle, close_ort_executor, ort_executor
 from server.repository import Registry
 from server.shedding import QueueDelayGuard
+
+if TYPE_CHECKING:
+    from server.rollout import RolloutRouter
 
 __all__ = [
     "InferRequest",
@@ -120,6 +123,8 @@ class InferenceCore:
         self.guard = guard
         self.ready = False
         self.draining = False
+        #: canary routing of unversioned requests (set by the worker; see server.rollout)
+        self.router: RolloutRouter | None = None
         #: refuses inference while requests queue too long (disabled until the worker sets it)
         self.queue_guard = QueueDelayGuard(0.0)
 
@@ -229,6 +234,17 @@ class InferenceCore:
         handle = self.registry.get(request.model_name, request.model_version)
         if self.queue_guard.refuse(queued_at):
             self._shed()
+        prediction_id = self._id(request.id)
+        router = self.router
+        if router is not None and not request.model_version:
+            candidate = router.canary_for(handle, prediction_id)
+            if candidate is not None:
+                return await router.canary(self._infer, handle, candidate, request, prediction_id)
+        return await self._infer(handle, request, prediction_id)
+
+    async def _infer(
+        self, handle: ModelHandle, request: InferRequest, prediction_id: str
+    ) -> InferResponse:
         feeds = self._feeds(handle, request)
         names = request.outputs or handle.output_names
         for name in names:
@@ -236,7 +252,6 @@ class InferenceCore:
                 raise InvalidInput(
                     f"unknown output '{name}' for model '{handle.name}'", "unknown_output"
                 )
-        prediction_id = self._id(request.id)
         rows = request.inputs[0].data.shape[0] if request.inputs else 0
         results = await self.run(handle, feeds, names, rows)
         if self.observer is not None or self.sink is not None:
@@ -275,6 +290,20 @@ class InferenceCore:
         handle = self.registry.get(name, version)
         if self.queue_guard.refuse(queued_at):
             self._shed()
+        prediction_id = self._id(id)
+        router = self.router
+        if router is not None and not version:
+            candidate = router.canary_for(handle, prediction_id)
+            if candidate is not None:
+                return await router.canary(
+                    self._predict, handle, candidate, instances, prediction_id
+                )
+        return await self._predict(handle, instances, prediction_id)
+
+    async def _predict(
+        self, handle: ModelHandle, instances: Sequence[Mapping[str, Any]], prediction_id: str
+    ) -> Prediction:
+        name = handle.name
         if handle.proba_output is None or handle.label_output is None:
             raise InvalidInput(f"model '{name}' is not a classifier", "not_classifier")
         if not instances:
@@ -286,7 +315,6 @@ class InferenceCore:
             )
         if self.guard is not None:
             self.guard.check(len(instances))  # before the columns are built
-        prediction_id = self._id(id)
         feeds = columns_from_instances(handle.features, instances)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)

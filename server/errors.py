@@ -38,6 +38,8 @@ class ErrorKind(enum.Enum):
     NOT_READY = "not_ready"
     #: the server is not set up for the call (e.g. feedback without a capture directory)
     PRECONDITION = "precondition"
+    #: the caller may not make this call from where it is (e.g. admin calls from off-host)
+    FORBIDDEN = "forbidden"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
 

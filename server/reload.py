@@ -72,6 +72,7 @@ class Reloader:
         on_loaded: Callable[[ModelHandle], None] | None = None,
         on_failed: Callable[[LoadFailure], None] | None = None,
         on_installed: Callable[[set[str], set[str]], Awaitable[None]] | None = None,
+        pinned: Callable[[list[str]], Mapping[str, set[int]]] | None = None,
     ) -> None:
         self.registry = registry
         self.root = root
@@ -82,6 +83,8 @@ class Reloader:
         self._on_loaded = on_loaded
         self._on_failed = on_failed
         self._on_installed = on_installed
+        # versions served whatever the policy says (a rollout's stable and candidate)
+        self._pinned = pinned
         self._failed: dict[tuple[str, int], tuple[int, ...]] = {}
         # outcomes of the last plan, reported from the event loop: callbacks (metrics, drift
         # registration) then never race the loop's own use of the same objects
@@ -124,6 +127,7 @@ class Reloader:
             log.error("cannot scan %s: %s; keeping what is served", self.root, exc)
             return self.current()
         current = self.current()
+        pinned = self._pinned(list(on_disk)) if self._pinned is not None else {}
         models: Models = {}
         for name, versions in on_disk.items():
             served = choose_versions(
@@ -131,6 +135,7 @@ class Reloader:
                 self.policies.get(name, self.policy),
                 current.get(name, {}),
                 functools.partial(self._try_load, name),
+                pinned.get(name, ()),
             )
             if served:
                 models[name] = served

@@ -8,7 +8,7 @@ the old snapshot without locks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -38,6 +38,9 @@ class Registry:
         self._models: Snapshot = MappingProxyType({})
         # resolved default version per model, kept next to the snapshot it belongs to
         self._latest: dict[str, ModelHandle] = {}
+        # model -> version that unversioned requests get instead of the newest (a rollout's
+        # stable version, see server.rollout); ignored while that version is not loaded
+        self._pins: dict[str, int] = {}
 
     def replace(self, handles: Iterable[ModelHandle]) -> None:
         """Install a new set of models in one step."""
@@ -50,8 +53,27 @@ class Registry:
                 for name, v in sorted(models.items())
             }
         )
-        latest = {name: next(iter(v.values())) for name, v in snapshot.items()}
-        self._models, self._latest = snapshot, latest
+        self._models, self._latest = snapshot, self._defaults(snapshot, self._pins)
+
+    def _defaults(self, snapshot: Snapshot, pins: dict[str, int]) -> dict[str, ModelHandle]:
+        latest = {}
+        for name, versions in snapshot.items():
+            pinned = pins.get(name)
+            handle = versions.get(pinned) if pinned is not None else None
+            latest[name] = handle if handle is not None else next(iter(versions.values()))
+        return latest
+
+    def pin_defaults(self, pins: Mapping[str, int]) -> None:
+        """Serve ``pins[name]`` to requests without a version (while it is loaded)."""
+        pins = dict(pins)
+        if pins != self._pins:
+            self._pins = pins
+            self._latest = self._defaults(self._models, pins)
+
+    def find(self, name: str, version: int) -> ModelHandle | None:
+        """The loaded handle of ``name`` at ``version``, or None."""
+        versions = self._models.get(name)
+        return versions.get(version) if versions is not None else None
 
     def get(self, name: str, version: str = "") -> ModelHandle:
         """The handle for ``name`` at ``version`` ("" = newest loaded)."""

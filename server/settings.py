@@ -188,6 +188,17 @@ class ServeSettings(BaseSettings):
         description="Seconds a served prediction stays in the index; labels for older ones "
         "answer NOT_FOUND.",
     )
+    rollout_analysis_interval: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds between checks of automatic rollouts by the supervisor "
+        "(needs the metrics port; 0 disables the analysis).",
+    )
+    rollout_admin_loopback_only: bool = Field(
+        True,
+        description="Answer the rollout admin service (pronto.v1.RolloutService) only to "
+        "callers on this host (PERMISSION_DENIED otherwise).",
+    )
     quality_window_rows: int = Field(
         10_000, ge=1, description="pronto_model_quality: newest labeled (or served) rows used."
     )

@@ -34,6 +34,7 @@ from server.metrics import (
 )
 from server.quality import supervisor_collectors
 from server.reload import version_policies
+from server.rollout_analysis import Analyst
 from server.settings import ServeSettings, usable_cpus
 from server.template import WORKER_NAME, Template, become_subreaper, set_process_name
 
@@ -71,6 +72,7 @@ class Supervisor:
         self._metrics: ServerMetrics | None = None
         self._http: object | None = None
         self._own_metrics_dir: Path | None = None
+        self._analyst: Analyst | None = None
         self._template = Template(settings, self._close_in_child)
         self._wakeup: tuple[int, int] | None = None
 
@@ -213,6 +215,8 @@ class Supervisor:
             self._metrics.set_build_info(__version__)
             log.info("metrics in %s", path)
         collectors = supervisor_collectors(s)  # before the fork: workers find the index
+        if s.metrics_port and s.rollout_analysis_interval:
+            self._analyst = Analyst.for_supervisor(s, path, collectors)
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
         become_subreaper()
@@ -250,6 +254,8 @@ class Supervisor:
             for slot in self.slots:
                 if slot.pid == 0 and now >= slot.restart_at and not self._stopping:
                     self._spawn(slot)
+            if self._analyst is not None:
+                self._analyst.maybe_tick(now)
             self._sleep(POLL_SECONDS)
         return self._shutdown(healthy)
 

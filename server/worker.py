@@ -39,6 +39,7 @@ from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.reload import Reloader, _stamp, version_policies
 from server.repository import LoadFailure, Registry
+from server.rollout import RolloutRouter, combine_sinks
 from server.safe_decode import add_servicer
 from server.servicers import InferenceServicer, PredictionServicer
 from server.settings import ServeSettings
@@ -138,6 +139,7 @@ def _reloader(
     metrics: ServerMetrics | None,
     drift: DriftMonitor,
     preloaded: Preloaded | None,
+    router: RolloutRouter,
 ) -> Reloader:
     """The worker's view of the model repository, with its metrics and health hooks."""
     policy, policies = version_policies(settings)
@@ -171,6 +173,7 @@ def _reloader(
         on_loaded=loaded,
         on_failed=failed,
         on_installed=installed,
+        pinned=router.refresh,
     )
 
 
@@ -181,6 +184,8 @@ def _grpc_server(
     recorder: RequestRecorder,
     health: GatewayAwareHealth,
     quality: WorkerQualityLoop,
+    router: RolloutRouter,
+    reloader: Reloader,
 ) -> grpc.aio.Server | None:
     """The worker's server with every service added and its ports bound; None if a port
     cannot be bound."""
@@ -197,6 +202,7 @@ def _grpc_server(
         ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
     )
     quality.add_to(server, recorder)
+    router.add_admin_to(server, recorder, reloader.trigger, index)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
         server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -225,6 +231,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     drift = DriftMonitor(enabled=settings.drift and metrics is not None)
     health = GatewayAwareHealth()
     quality = WorkerQualityLoop(settings, metrics is not None)
+    router = RolloutRouter.for_worker(settings, registry, metrics is not None)
     guard = admission_guard(settings)
     core = InferenceCore(
         registry,
@@ -233,11 +240,12 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
         offload_rows=settings.offload_rows,
         observer=drift if drift.enabled else None,
         guard=guard,
-        sink=quality.sink,
+        sink=combine_sinks(quality.sink, router),
     )
     core.queue_guard = QueueDelayGuard(settings.max_queue_delay_ms / 1000)
+    core.router = router
     try:
-        reloader = _reloader(settings, registry, core, health, metrics, drift, preloaded)
+        reloader = _reloader(settings, registry, core, health, metrics, drift, preloaded, router)
     except ValueError as exc:  # a malformed version policy
         log.error("worker %d: %s", index, exc)
         return EXIT_FATAL
@@ -245,7 +253,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     if not registry.names():
         log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
         return EXIT_FATAL
-    server = _grpc_server(settings, index, core, recorder, health, quality)
+    server = _grpc_server(settings, index, core, recorder, health, quality, router, reloader)
     if server is None:
         return EXIT_FATAL
     # Ready before the ports open: the first health check already sees SERVING.
@@ -259,6 +267,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
 
     flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
     drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
+    rollout_flusher = asyncio.create_task(router.run_flusher(settings.metrics_flush_interval))
     queue_guard = asyncio.create_task(core.queue_guard.run())
     trimmer = asyncio.create_task(guard.run_trimmer(1.0))
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
@@ -274,10 +283,13 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     await _drain(settings, index, server, core, health, metrics)
     flusher.cancel()
     drift_flusher.cancel()
+    rollout_flusher.cancel()
     queue_guard.cancel()
     trimmer.cancel()
     recorder.flush()
     drift.flush()
+    router.flush()
+    router.close()
     reloader.close()
     core.close()
     quality.close()

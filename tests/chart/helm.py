@@ -74,6 +74,7 @@ SCENARIOS = (
     Scenario("baked-model", "baked-model-values.yaml"),
     Scenario("jwt", "jwt-values.yaml"),
     Scenario("custom-metrics", "custom-metrics-values.yaml", ("custom.metrics.k8s.io/v1beta2",)),
+    Scenario("rollout", "rollout-values.yaml"),
 )
 
 

@@ -402,3 +402,25 @@ def test_schema_rejects_bad_values(bad: str) -> None:
     )
     assert proc.returncode != 0
     assert "schema" in proc.stderr.lower() or "values don't meet" in proc.stderr.lower()
+
+
+def test_rollout_values_fetch_both_versions_and_write_the_state() -> None:
+    spec = pod_spec(render(("rollout-values.yaml",)))
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names == ["model-fetch", "rollout-state", "envoy-config", "envoy"]
+    fetch_env = {e["name"]: e.get("value") for e in container(spec, "model-fetch")["env"]}
+    assert (fetch_env["MODEL_VERSION"], fetch_env["MODEL_CANDIDATE"]) == ("1", "2")
+    args = container(spec, "rollout-state")["args"]
+    assert args[:3] == ["rollout", "start", "flight-delay"]
+    assert {"--candidate=2", "--stable=1", "--mode=canary", "--auto"} <= set(args)
+    assert "--max-error-rate=0.005" in args
+    # promote, abort and the analysis write rollout.json next to the versions
+    mounts = {m["name"]: m for m in container(spec, "server")["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is False
+    plain = pod_spec(render())
+    assert "rollout-state" not in [c["name"] for c in plain["initContainers"]]
+    proc = run_helm(
+        "template", "t", "charts/pronto", "--values", "charts/pronto/ci/baked-model-values.yaml",
+        "--set", "model.rollout.candidate=2",
+    )  # fmt: skip
+    assert proc.returncode != 0 and "model.source=gcs" in proc.stderr

@@ -125,7 +125,8 @@ def test_every_recording_rule_returns_data(stack: Stack, normal: SimpleNamespace
 def test_every_dashboard_panel_query_returns_data(stack: Stack, normal: SimpleNamespace) -> None:
     api, now = stack.prometheus, time.time()
     empty = []
-    queries = list(panel_queries())
+    # the rollout dashboard needs a rollout in progress: tests/server/test_rollouts.py
+    queries = [q for q in panel_queries() if q.dashboard != "pronto-rollouts"]
     assert len(queries) > 30
     for q in queries:
         if q.instant:

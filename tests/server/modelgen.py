@@ -18,7 +18,14 @@ import onnx
 import onnx.numpy_helper
 from onnx import TensorProto, helper
 
-__all__ = ["CATEGORIES", "FEATURES", "build_repository", "build_slow_model", "sample_rows"]
+__all__ = [
+    "CATEGORIES",
+    "FEATURES",
+    "build_repository",
+    "build_slow_model",
+    "build_version",
+    "sample_rows",
+]
 
 CATEGORIES = {
     "OPERA": ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca"],
@@ -49,12 +56,13 @@ def _rename_outputs(model: onnx.ModelProto, names: dict[str, str]) -> None:
             out.name = names[out.name]
 
 
-def _classifier(c: float, seed: int, contract: bool) -> onnx.ModelProto:
+def _classifier(
+    c: float, seed: int, contract: bool, estimator: str = "logistic"
+) -> onnx.ModelProto:
     import pandas as pd
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -74,7 +82,7 @@ def _classifier(c: float, seed: int, contract: bool) -> onnx.ModelProto:
                     ]
                 ),
             ),
-            ("clf", LogisticRegression(C=c, max_iter=500)),
+            ("clf", _estimator(estimator, c)),
         ]
     )
     pipe.fit(frame, y)
@@ -87,6 +95,26 @@ def _classifier(c: float, seed: int, contract: bool) -> onnx.ModelProto:
     if contract:
         _rename_outputs(model, {"output_label": "label", "output_probability": "probabilities"})
     return model
+
+
+def _estimator(kind: str, c: float) -> object:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    if kind == "tree":
+        return DecisionTreeClassifier(max_depth=4, random_state=0)
+    return LogisticRegression(C=c, max_iter=500)
+
+
+def build_version(
+    root: Path, version: int, *, estimator: str = "logistic", seed: int = 0, c: float = 1.0
+) -> Path:
+    """One more ``flights`` version (e.g. a candidate trained with another estimator)."""
+    folder = root / "flights" / str(version)
+    folder.mkdir(parents=True)
+    onnx.save(_classifier(c, seed, contract=True, estimator=estimator), folder / "model.onnx")
+    (folder / "model.json").write_text(json.dumps(_manifest("flights", version)))
+    return folder
 
 
 def _manifest(name: str, version: int) -> dict[str, object]:

@@ -1,0 +1,389 @@
+"""Rollouts inside a worker: canary routing, shadow scoring and their metrics.
+
+:class:`RolloutRouter` keeps the parsed ``rollout.json`` of every served model (re-read on
+each reload pass when the file changed) and answers two questions on the hot path:
+
+- *canary*: does this unversioned request go to the candidate? A hash of the prediction id
+  decides, so one id always gets the same version (and an id in the candidate at 5% stays
+  there at 25%). A failed candidate answer is retried on stable: the caller never sees it.
+- *shadow*: the stable answer goes back to the caller first; a callback scheduled after it
+  runs the candidate on the same inputs and compares labels and scores. The work waits in
+  a bounded queue (beyond it, samples are dropped and counted, never the request).
+
+Requests that name a version are never rerouted. Without a rollout the per-request cost
+is one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from server.errors import ProntoError
+from server.repository import Registry
+from server.rollout_state import STATE_FILENAME, Mode, RolloutError, RolloutState
+
+if TYPE_CHECKING:
+    import grpc
+
+    from server.core import PredictionSink
+    from server.model import ModelHandle
+    from server.settings import ServeSettings
+    from server.status import Recorder
+
+__all__ = ["BUCKETS", "RolloutRouter", "Route", "bucket_of", "combine_sinks"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: canary resolution: a weight is honoured to 0.01 percentage points
+BUCKETS = 10_000
+#: shadow samples waiting for the candidate, per worker; more are dropped
+SHADOW_QUEUE = 256
+
+
+def bucket_of(salt: bytes, prediction_id: str) -> int:
+    """Stable bucket in [0, BUCKETS) of a prediction id (same in every process and pod)."""
+    digest = hashlib.blake2b(prediction_id.encode(), digest_size=8, key=salt).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the hot path needs of one model's rollout state."""
+
+    model: str
+    stable: int
+    candidate: int | None
+    mode: Mode
+    #: canary: ids whose bucket is below this go to the candidate
+    cutoff: int
+    #: shadow: probability that a request is also scored by the candidate
+    sample: float
+    salt: bytes
+
+    @classmethod
+    def of(cls, state: RolloutState) -> Route:
+        # the salt is per model, not per candidate: an id keeps its side across a restart
+        salt = hashlib.blake2b(state.model.encode(), digest_size=16).digest()
+        return cls(
+            state.model,
+            state.stable,
+            state.candidate if state.active else None,
+            state.mode if state.active else Mode.OFF,
+            round(state.weight * BUCKETS / 100) if state.mode is Mode.CANARY else 0,
+            state.shadow_sample if state.mode is Mode.SHADOW else 0.0,
+            salt,
+        )
+
+
+#: (route, candidate, feeds, stable labels, stable probabilities, rows)
+_Sample = tuple["Route", "ModelHandle", dict[str, np.ndarray], Any, Any, int]
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Stats:
+    """Per-process rollout counters, flushed to Prometheus with the request counters."""
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.errors: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.latency: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.compared: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.agreed: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.score_diff: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        self.dropped: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+
+class RolloutRouter:
+    """One worker's view of the rollouts of the models it serves."""
+
+    def __init__(self, root: Path, registry: Registry, metrics: Any | None = None) -> None:
+        self.root = root
+        self.registry = registry
+        self.metrics = metrics
+        #: model -> Route, replaced as a whole on refresh; only models with a state file
+        self.routes: dict[str, Route] = {}
+        self._stamps: dict[str, tuple[int, int, int]] = {}
+        self._states: dict[str, RolloutState] = {}
+        self._stats = _Stats()
+        self._queue: list[_Sample] = []
+        self._scheduled = False
+        self._random = random.random
+        # shadow runs of big batches leave the event loop, one at a time
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self.offload_rows = 256
+        self.admin_loopback_only = True
+
+    @classmethod
+    def for_worker(
+        cls, settings: ServeSettings, registry: Registry, export_metrics: bool
+    ) -> RolloutRouter:
+        metrics = None
+        if export_metrics:
+            from server.monitoring.rollout_metrics import RolloutMetrics
+
+            metrics = RolloutMetrics()
+        router = cls(settings.model_repository, registry, metrics)
+        router.offload_rows = settings.offload_rows
+        router.admin_loopback_only = settings.rollout_admin_loopback_only
+        return router
+
+    def add_admin_to(
+        self, server: grpc.aio.Server, recorder: Recorder, rescan: Callable[[], None], index: int
+    ) -> None:
+        """Serve ``pronto.v1.RolloutService`` on this worker's ports."""
+        import os
+        import socket
+
+        from server.generated.pronto.v1 import rollout_pb2_grpc as rpb_grpc
+        from server.registration import add_servicer
+        from server.rollout_admin import RolloutServicer
+
+        actor = f"{socket.gethostname()}/worker-{index}/{os.getpid()}"
+        add_servicer(
+            rpb_grpc.add_RolloutServiceServicer_to_server,
+            RolloutServicer(self.root, recorder, rescan, actor, self.admin_loopback_only),
+            server,
+        )
+
+    # -- state ------------------------------------------------------------------
+    def refresh(self, names: list[str]) -> dict[str, set[int]]:
+        """Re-read changed state files of ``names``; returns the versions each pins.
+
+        Runs on the reload helper thread; the routes are swapped in one assignment. A
+        malformed file keeps the previous state (logged once per change of the file).
+        """
+        states = dict(self._states)
+        for name in names:
+            path = self.root / name / STATE_FILENAME
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                states.pop(name, None)
+                self._stamps.pop(name, None)
+                continue
+            except OSError as exc:
+                log.error("cannot read %s: %s", path, exc)
+                continue
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._stamps.get(name) == stamp:
+                continue
+            self._stamps[name] = stamp
+            try:
+                state = RolloutState.model_validate_json(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                log.error("%s is not a valid rollout state (%s); keeping the previous one",
+                          path, exc)  # fmt: skip
+                continue
+            old = states.get(name)
+            if old is None or old.generation != state.generation:
+                log.info("%s: rollout %s (stable %d, candidate %s, weight %g%%)", name,
+                         state.mode.value, state.stable, state.candidate, state.weight)  # fmt: skip
+            states[name] = state
+        self._states = states
+        self.routes = {name: Route.of(s) for name, s in states.items()}
+        self.registry.pin_defaults({name: s.stable for name, s in states.items()})
+        return {
+            name: {s.stable} | ({s.candidate} if s.candidate is not None else set())
+            for name, s in states.items()
+        }
+
+    def state(self, name: str) -> RolloutState | None:
+        return self._states.get(name)
+
+    # -- canary -----------------------------------------------------------------
+    def canary_for(self, stable: ModelHandle, prediction_id: str) -> ModelHandle | None:
+        """The candidate handle when this request belongs to the canary, else None."""
+        route = self.routes.get(stable.name)
+        if route is None or route.cutoff == 0 or stable.version != route.stable:
+            return None
+        if route.cutoff < BUCKETS and bucket_of(route.salt, prediction_id) >= route.cutoff:
+            return None
+        assert route.candidate is not None
+        # not loaded yet (or failed to load): its share stays on stable until it is
+        return self.registry.find(stable.name, route.candidate)
+
+    async def canary(
+        self,
+        call: Callable[..., Awaitable[T]],
+        stable: ModelHandle,
+        candidate: ModelHandle,
+        *args: Any,
+    ) -> T:
+        """``call(candidate, *args)``; on failure ``call(stable, *args)`` answers instead."""
+        key = (candidate.name, candidate.version_str, Mode.CANARY.value)
+        self._stats.requests[key] += 1
+        start = time.perf_counter()
+        try:
+            result = await call(candidate, *args)
+        except Exception as exc:
+            # a caller error fails on stable too and propagates from here: the candidate is
+            # blamed only when stable could answer the same request
+            result = await call(stable, *args)
+            self._record_error(key, exc)
+            return result
+        self._stats.latency[key].append(time.perf_counter() - start)
+        return result
+
+    def _record_error(self, key: tuple[str, str, str], exc: Exception, count: int = 1) -> None:
+        reason = exc.reason if isinstance(exc, ProntoError) else type(exc).__name__
+        self._stats.errors[(*key, reason)] += count
+        log.debug("candidate %s version %s failed: %s", key[0], key[1], exc)
+
+    # -- shadow (a PredictionSink) -------------------------------------------------
+    def record(
+        self,
+        prediction_id: str,
+        handle: ModelHandle,
+        feeds: Mapping[str, np.ndarray],
+        labels: Any,
+        proba: Any,
+        rows: int,
+    ) -> None:
+        route = self.routes.get(handle.name)
+        if route is None or route.sample == 0.0 or handle.version != route.stable:
+            return
+        if route.sample < 1.0 and self._random() >= route.sample:
+            return
+        candidate = self.registry.find(handle.name, route.candidate or 0)
+        if candidate is None:
+            return
+        if len(self._queue) >= SHADOW_QUEUE:
+            self._stats.dropped[(handle.name, candidate.version_str)] += 1
+            return
+        self._queue.append((route, candidate, dict(feeds), labels, proba, rows))
+        if not self._scheduled:
+            self._scheduled = True
+            # after the current callbacks: the stable answer is on its way first
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        queue, self._queue = self._queue, []
+        # the samples queued since the last drain share one candidate run per candidate
+        # (a micro-batch): under load, the per-request cost is a slice of one ORT call
+        groups: dict[int, list[_Sample]] = {}
+        for sample in queue:
+            groups.setdefault(id(sample[1]), []).append(sample)
+        loop = asyncio.get_running_loop()
+        for samples in groups.values():
+            if sum(s[5] for s in samples) >= self.offload_rows:
+                loop.run_in_executor(self._pool, self._shadow, samples)
+            else:
+                self._shadow(samples)
+
+    def _shadow(self, samples: list[_Sample]) -> None:
+        candidate = samples[0][1]
+        key = (candidate.name, candidate.version_str, Mode.SHADOW.value)
+        stats = self._stats
+        count = len(samples)
+        stats.requests[key] += count
+        names = [n for n in (candidate.label_output, candidate.proba_output) if n]
+        start = time.perf_counter()
+        try:
+            first = samples[0][2]
+            missing = [n for n in candidate.inputs if n not in first]
+            if missing:
+                raise RolloutError(f"candidate needs inputs {missing}")
+            if count == 1:
+                feeds = {n: first[n] for n in candidate.inputs}
+            else:
+                feeds = {n: np.concatenate([s[2][n] for s in samples]) for n in candidate.inputs}
+            results = candidate.run(feeds, names)
+        except Exception as exc:
+            self._record_error(key, exc, count)
+            return
+        elapsed = time.perf_counter() - start
+        stats.latency[key].extend([elapsed] * count)
+        pair = (candidate.name, candidate.version_str)
+        rows = sum(s[5] for s in samples)
+        try:
+            if candidate.label_output is not None and all(s[3] is not None for s in samples):
+                mine = np.asarray(results[0]).reshape(rows, -1)[:, 0]
+                theirs = _stack([np.asarray(s[3]).reshape(s[5], -1)[:, 0] for s in samples])
+                if mine.dtype != theirs.dtype:
+                    mine, theirs = mine.astype(str), theirs.astype(str)
+                stats.compared[pair] += rows
+                stats.agreed[pair] += int(np.count_nonzero(mine == theirs))
+            if candidate.proba_output is not None and all(s[4] is not None for s in samples):
+                p_mine = np.asarray(results[-1], dtype=np.float64).reshape(rows, -1)
+                p_theirs = _stack(
+                    [np.asarray(s[4], dtype=np.float64).reshape(s[5], -1) for s in samples]
+                )
+                if p_mine.shape == p_theirs.shape:
+                    # the largest per-class difference of each row
+                    diff = np.abs(p_mine - p_theirs).max(axis=1)
+                    stats.score_diff[pair].extend(diff.tolist())
+        except Exception:  # a comparison bug must never reach a request
+            log.exception("shadow comparison failed for %s", candidate.name)
+
+    # -- metrics ----------------------------------------------------------------
+    def flush(self) -> None:
+        stats, self._stats = self._stats, _Stats()
+        m = self.metrics
+        if m is None:
+            return
+        for key, n in stats.requests.items():
+            m.requests.labels(*key).inc(n)
+        for ekey, n in stats.errors.items():
+            m.errors.labels(*ekey).inc(n)
+        for key, values in stats.latency.items():
+            child = m.latency.labels(*key)
+            for v in values:
+                child.observe(v)
+        for pair, n in stats.compared.items():
+            m.compared.labels(*pair).inc(n)
+        for pair, n in stats.agreed.items():
+            m.agreed.labels(*pair).inc(n)
+        for pair, values in stats.score_diff.items():
+            child = m.score_difference.labels(*pair)
+            for v in values:
+                child.observe(v)
+        for pair, n in stats.dropped.items():
+            m.shadow_dropped.labels(*pair).inc(n)
+
+    async def run_flusher(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.flush()
+            except Exception:
+                log.exception("rollout metrics flush failed")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Sinks:
+    __slots__ = ("sinks",)
+
+    def __init__(self, sinks: tuple[PredictionSink, ...]) -> None:
+        self.sinks = sinks
+
+    def record(self, *args: Any) -> None:
+        for sink in self.sinks:
+            sink.record(*args)
+
+
+def combine_sinks(*sinks: PredictionSink | None) -> PredictionSink | None:
+    """One prediction sink that hands every prediction to each of ``sinks``."""
+    present = tuple(s for s in sinks if s is not None)
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else _Sinks(present)

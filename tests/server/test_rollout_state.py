@@ -1,0 +1,351 @@
+"""Rollout state files, canary assignment and the analysis rules, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.core import InferenceCore
+from server.errors import InvalidInput
+from server.model import load_model
+from server.repository import Registry
+from server.rollout import BUCKETS, RolloutRouter, bucket_of
+from server.rollout_analysis import Analyst, Totals, judge, p99_bound
+from server.rollout_state import (
+    Lease,
+    Mode,
+    RolloutError,
+    RolloutState,
+    Thresholds,
+    abort,
+    promote,
+    read_state,
+    start,
+    state_path,
+    update_state,
+)
+from tests.server.requests import infer_request, rows
+
+
+@pytest.fixture
+def repo(model_repo: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(model_repo / "flights", root / "flights")
+    return root
+
+
+def test_start_promote_abort_round_trip(repo: Path) -> None:
+    state = start(repo, "flights", 2, Mode.CANARY, weight=10, actor="t")
+    assert (state.stable, state.candidate, state.mode, state.weight) == (1, 2, Mode.CANARY, 10)
+    on_disk = read_state(repo, "flights")
+    assert on_disk == state and on_disk.generation == 1
+    # no temporary files left behind by the atomic write
+    assert (
+        sorted(p.name for p in (repo / "flights").iterdir() if p.name.startswith(".rollout-")) == []
+    )
+    promoted = promote(repo, "flights", "good", "t")
+    assert (promoted.stable, promoted.candidate, promoted.mode) == (2, None, Mode.OFF)
+    assert [d.action for d in promoted.history] == ["start", "promote"]
+    # the new stable stays the default; a rollout back to version 1 is a rollout too
+    again = start(repo, "flights", 1, Mode.SHADOW)
+    assert (again.stable, again.candidate, again.weight) == (2, 1, 0.0)
+    aborted = abort(repo, "flights", "bad")
+    assert (aborted.stable, aborted.candidate) == (2, None)
+    assert aborted.generation == 4
+    # aborting nothing is not an error, and writes nothing
+    assert abort(repo, "flights").generation == 4
+
+
+def test_invalid_operations_are_refused(repo: Path) -> None:
+    with pytest.raises(RolloutError, match="already stable"):
+        start(repo, "flights", 1, Mode.CANARY, stable=1)
+    with pytest.raises(RolloutError, match="weight"):
+        start(repo, "flights", 2, Mode.CANARY, weight=150)
+    with pytest.raises(RolloutError, match="unknown model"):
+        start(repo, "nope", 2, Mode.CANARY)
+    with pytest.raises(RolloutError, match="no rollout"):
+        promote(repo, "flights")
+    state_path(repo, "flights").write_text('{"model": "flights", "stable": "x"}')
+    with pytest.raises(RolloutError, match="stable"):
+        read_state(repo, "flights")
+
+
+def test_concurrent_writers_never_lose_an_update(repo: Path) -> None:
+    start(repo, "flights", 2, Mode.CANARY, weight=0)
+
+    def bump() -> None:
+        for _ in range(20):
+
+            def change(s: RolloutState | None) -> RolloutState | None:
+                assert s is not None
+                new = s.model_copy(deep=True)
+                new.weight = s.weight + 1
+                return new
+
+            update_state(repo, "flights", change)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = read_state(repo, "flights")
+    assert final is not None and final.weight == 80 and final.generation == 81
+    json.loads(state_path(repo, "flights").read_text())  # always a whole document
+
+
+def test_bucket_is_uniform_and_stable() -> None:
+    salt = b"s" * 16
+    buckets = [bucket_of(salt, f"id-{i}") for i in range(20_000)]
+    assert buckets[:50] == [bucket_of(salt, f"id-{i}") for i in range(50)]
+    below = sum(b < BUCKETS // 4 for b in buckets) / len(buckets)
+    assert abs(below - 0.25) < 0.015
+
+
+def _router(repo: Path) -> tuple[Registry, RolloutRouter]:
+    registry = Registry()
+    registry.replace(load_model("flights", v, repo / "flights" / str(v)) for v in (1, 2))
+    router = RolloutRouter(repo, registry)
+    return registry, router
+
+
+def test_canary_share_stickiness_and_default_pin(repo: Path) -> None:
+    registry, router = _router(repo)
+    start(repo, "flights", 2, Mode.CANARY, weight=30)
+    assert router.refresh(["flights"]) == {"flights": {1, 2}}
+    stable = registry.get("flights")
+    assert stable.version == 1  # pinned to stable although version 2 is newer
+    chosen = [router.canary_for(stable, f"p-{i}") for i in range(10_000)]
+    share = sum(c is not None for c in chosen) / len(chosen)
+    assert abs(share - 0.30) < 0.03
+    assert all(c is None or c.version == 2 for c in chosen)
+    again = [router.canary_for(stable, f"p-{i}") for i in range(10_000)]
+    assert [c is None for c in again] == [c is None for c in chosen]
+    # a larger weight keeps every id that already was in the canary
+    start(repo, "flights", 2, Mode.CANARY, weight=60)
+    router.refresh(["flights"])
+    wider = [router.canary_for(stable, f"p-{i}") for i in range(10_000)]
+    assert all(w is not None for c, w in zip(chosen, wider, strict=True) if c is not None)
+    promote(repo, "flights")
+    router.refresh(["flights"])
+    assert registry.get("flights").version == 2
+    assert router.canary_for(registry.get("flights"), "p-1") is None
+
+
+def test_failed_candidate_answer_is_retried_on_stable(repo: Path) -> None:
+    registry, router = _router(repo)
+    start(repo, "flights", 2, Mode.CANARY, weight=100)
+    router.refresh(["flights"])
+    core = InferenceCore(registry)
+    core.ready = True
+    core.router = router
+    calls: list[int] = []
+
+    async def flaky(handle, request, prediction_id):  # type: ignore[no-untyped-def]
+        calls.append(handle.version)
+        if handle.version == 2:
+            raise RuntimeError("candidate broke")
+        return await InferenceCore._infer(core, handle, request, prediction_id)
+
+    core._infer = flaky  # type: ignore[method-assign]
+    from server.oip_codec import decode_infer_request
+
+    request = decode_infer_request(infer_request(rows(2)), 10**6, 10**6)
+    response = asyncio.run(core.infer(request))
+    assert response.model_version == "1" and calls == [2, 1]
+    assert sum(router._stats.errors.values()) == 1
+    # a caller error fails on stable too: it reaches the caller, the candidate is not blamed
+    bad = decode_infer_request(infer_request({"OPERA": ["x"]}), 10**6, 10**6)
+    core._infer = lambda h, r, p: InferenceCore._infer(core, h, r, p)  # type: ignore[method-assign]
+    with pytest.raises(InvalidInput):
+        asyncio.run(core.infer(bad))
+    assert sum(router._stats.errors.values()) == 1
+    # explicit versions are never rerouted
+    pinned = decode_infer_request(infer_request(rows(1), version="1"), 10**6, 10**6)
+    assert asyncio.run(core.infer(pinned)).model_version == "1"
+
+
+def test_shadow_compares_labels_and_scores(repo: Path) -> None:
+    registry, router = _router(repo)
+    start(repo, "flights", 2, Mode.SHADOW)
+    router.refresh(["flights"])
+    core = InferenceCore(registry, sink=router)
+    core.ready = True
+    core.router = router
+
+    async def go() -> list[str]:
+        versions = []
+        for i in range(20):
+            req = infer_request(rows(3))
+            from server.oip_codec import decode_infer_request
+
+            resp = await core.infer(decode_infer_request(req, 10**6, 10**6))
+            versions.append(resp.model_version)
+            if i % 5 == 0:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return versions
+
+    assert set(asyncio.run(go())) == {"1"}
+    stats = router._stats
+    assert stats.requests[("flights", "2", "shadow")] == 20
+    assert stats.compared[("flights", "2")] == 60
+    assert 0 <= stats.agreed[("flights", "2")] <= 60
+    diffs = np.array(stats.score_diff[("flights", "2")])
+    assert len(diffs) == 60 and diffs.max() > 0  # versions 1 and 2 differ (C=0.05 vs 1.0)
+
+
+def test_judge_thresholds() -> None:
+    state = RolloutState(
+        model="m", stable=1, candidate=2, mode=Mode.CANARY, weight=5,
+        thresholds=Thresholds(min_requests=10, max_error_rate=0.1, min_agreement=0.8,
+                              max_latency_p99_seconds=0.01),
+    )  # fmt: skip
+    fast = {0.001: 100.0, 0.01: 100.0, float("inf"): 100.0}
+    assert judge(Totals(5, 5), state).breach == ""  # too few requests to judge
+    assert "error rate" in judge(Totals(100, 20, buckets=fast), state).breach
+    assert judge(Totals(100, 5, buckets=fast), state).breach == ""
+    slow = {0.001: 50.0, 0.01: 90.0, 0.1: 100.0, float("inf"): 100.0}
+    assert "p99" in judge(Totals(100, 0, buckets=slow), state).breach
+    assert "agreement" in judge(Totals(100, 0, 100, 70, fast), state).breach
+    assert "accuracy" in judge(Totals(100, 0, buckets=fast), state, quality_drop=0.2).breach
+    assert p99_bound(slow) == 0.1
+
+
+class _Family:
+    def __init__(self, name: str, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        from types import SimpleNamespace
+
+        self.name = name
+        self.samples = [SimpleNamespace(name=n, labels=lab, value=v) for n, lab, v in samples]
+
+
+def _candidate_families(requests: float, errors: float = 0.0) -> list[_Family]:
+    lab = {"model": "flights", "version": "2", "mode": "canary"}
+    return [
+        _Family("pronto_rollout_candidate_requests", [
+            ("pronto_rollout_candidate_requests_total", lab, requests)]),
+        _Family("pronto_rollout_candidate_errors", [
+            ("pronto_rollout_candidate_errors_total", {**lab, "reason": "x"}, errors)]),
+        _Family("pronto_rollout_candidate_latency_seconds", [
+            ("pronto_rollout_candidate_latency_seconds_bucket", {**lab, "le": "0.01"}, requests),
+            ("pronto_rollout_candidate_latency_seconds_bucket", {**lab, "le": "+Inf"}, requests)]),
+    ]  # fmt: skip
+
+
+class _Quality:
+    def __init__(self, stable: float, candidate: float) -> None:
+        self.values = {"1": stable, "2": candidate}
+
+    def collect(self) -> list[_Family]:
+        est = {"model": "flights", "source": "estimated"}
+        return [
+            _Family("pronto_model_quality", [
+                ("pronto_model_quality", {**est, "version": v, "metric": "accuracy"}, a)
+                for v, a in self.values.items()]),
+            _Family("pronto_model_quality_rows", [
+                ("pronto_model_quality_rows", {**est, "version": v}, 500.0) for v in self.values]),
+        ]  # fmt: skip
+
+
+def _analyst(repo: Path, totals: list[float], quality: list[_Quality] | None = None) -> Analyst:
+    analyst = Analyst(repo, ["flights"], repo, owner="me", quality=quality or [])
+    analyst._families = lambda: _candidate_families(*totals)  # type: ignore[method-assign]
+    return analyst
+
+
+def test_analysis_steps_promotes_and_respects_the_lease(repo: Path) -> None:
+    start(repo, "flights", 2, Mode.CANARY, auto=True, step_seconds=10,
+          thresholds=Thresholds(min_requests=10))  # fmt: skip
+    totals = [0.0, 0.0]
+    analyst = _analyst(repo, totals)
+    now = 1000.0
+    weights = []
+    for _ in range(30):
+        analyst.tick(now)  # a window opens, then a step after 10 s and 10 requests
+        totals[0] += 50
+        now += 6
+        state = read_state(repo, "flights")
+        assert state is not None
+        weights.append(state.weight if state.candidate else "promoted")
+        if state.candidate is None:
+            break
+    assert weights[-1] == "promoted"
+    assert sorted({w for w in weights if w != "promoted"}) == [5.0, 25.0, 50.0, 100.0]
+    # each step lasted at least step_seconds
+    assert weights.count(5.0) >= 2
+    final = read_state(repo, "flights")
+    assert final is not None and final.stable == 2 and final.lease.owner == ""
+    # another supervisor holding a live lease: this one decides nothing
+    start(repo, "flights", 1, Mode.CANARY, auto=True, step_seconds=1)
+
+    def held(s: RolloutState | None) -> RolloutState | None:
+        assert s is not None
+        new = s.model_copy(deep=True)
+        new.lease = Lease(owner="other", until=time.time() + 60)
+        return new
+
+    update_state(repo, "flights", held)
+    other = _analyst(repo, [10_000.0, 10_000.0])
+    other.tick(time.time())
+    other.tick(time.time() + 5)
+    state = read_state(repo, "flights")
+    assert state is not None and state.candidate == 1 and state.lease.owner == "other"
+
+
+def test_analysis_aborts_on_estimated_quality_drop(repo: Path) -> None:
+    start(repo, "flights", 2, Mode.CANARY, auto=True, step_seconds=600,
+          thresholds=Thresholds(min_requests=10, max_quality_drop=0.05))  # fmt: skip
+    totals = [0.0, 0.0]
+    analyst = _analyst(repo, totals, [_Quality(stable=0.85, candidate=0.70)])
+    analyst.tick(100.0)
+    totals[0] = 100.0
+    analyst.tick(101.0)
+    state = read_state(repo, "flights")
+    assert state is not None and state.candidate is None and state.stable == 1
+    assert state.history[-1].action == "abort" and "accuracy" in state.history[-1].reason
+
+
+def test_admin_service_answers_only_local_callers(repo: Path) -> None:
+    import grpc
+
+    from server.generated.pronto.v1 import rollout_pb2 as rpb
+    from server.metrics import RequestRecorder
+    from server.rollout_admin import RolloutServicer, is_loopback
+
+    assert is_loopback("ipv4:127.0.0.1:5000") and is_loopback("ipv6:[::1]:5000")
+    assert is_loopback("unix:/tmp/s") and is_loopback("ipv6:[::ffff:127.0.0.1]:1")
+    assert not is_loopback("ipv4:10.1.2.3:5000") and not is_loopback("ipv6:[fe80::1]:5000")
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        def __init__(self, peer: str) -> None:
+            self._peer = peer
+            self.code: grpc.StatusCode | None = None
+
+        def peer(self) -> str:
+            return self._peer
+
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            self.code = code
+            raise Aborted(message)
+
+    rescans: list[int] = []
+    servicer = RolloutServicer(repo, RequestRecorder(), lambda: rescans.append(1), "t")
+    request = rpb.StartRolloutRequest(name="flights", candidate=2, mode="canary", weight=10)
+    remote = Context("ipv4:10.1.2.3:5000")
+    with pytest.raises(Aborted):
+        asyncio.run(servicer.StartRollout(request, remote))
+    assert remote.code == grpc.StatusCode.PERMISSION_DENIED
+    assert read_state(repo, "flights") is None and rescans == []
+    reply = asyncio.run(servicer.StartRollout(request, Context("ipv4:127.0.0.1:5000")))
+    assert reply.rollout.weight == 10 and rescans == [1]
