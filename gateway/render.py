@@ -133,6 +133,19 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def retries_within(settings: GatewaySettings, timeout: float) -> int:
+    """``settings.retries``, or fewer: as many as fit, at their longest jittered backoff,
+    in half of a route's ``timeout``. The other half is left to the tries themselves, so
+    a route whose workers are all gone answers 503 (UNAVAILABLE) rather than timing out."""
+    waited, count = 0.0, 0
+    while count < settings.retries:
+        step = min(settings.retry_backoff_max, settings.retry_backoff_base * (2 ** (count + 1) - 1))
+        if waited + step > timeout / 2:
+            break
+        waited, count = waited + step, count + 1
+    return count
+
+
 def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, Any]]:
     """Routes on gRPC method paths; REST requests reach them after transcoding.
 
@@ -151,6 +164,7 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, An
             "match_kind": kind,
             "match_value": value,
             "timeout": _seconds(timeout),
+            "retries": retries_within(settings, timeout),
             "infer": (kind, value) in INFER_PATHS,
             "cluster": "workers_health" if public else "workers",
             "public": public,
@@ -253,7 +267,6 @@ def _upstream_context(settings: GatewaySettings, workers: int) -> dict[str, Any]
     }
     interval = settings.health_check_interval
     return {
-        "retries": settings.retries,
         "worker_ports": [settings.worker_base_port + i for i in range(workers)],
         "upstream_host": settings.upstream_host,
         "upstream_tls": tls if settings.upstream_tls else None,

@@ -152,7 +152,7 @@ class RolloutRouter:
         import socket
 
         from server.generated.pronto.v1 import rollout_pb2_grpc as rpb_grpc
-        from server.registration import add_servicer
+        from server.safe_decode import add_servicer
         from server.rollout_admin import RolloutServicer
 
         actor = f"{socket.gethostname()}/worker-{index}/{os.getpid()}"

@@ -17,8 +17,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(repository: Path) -> Iterator[Server]:
-    with run_server(repository, workers=2) as running:
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # every prediction captured, so the feedback route has predictions to label
+    capture = tmp_path_factory.mktemp("capture")
+    with run_server(
+        repository, 2, "--capture-dir", str(capture), "--capture-sample-rate", "1"
+    ) as running:
         yield running
 
 

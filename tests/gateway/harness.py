@@ -64,12 +64,12 @@ class Reply:
 
 
 @contextlib.contextmanager
-def run_server(repository: Path, workers: int = 2) -> Iterator[Server]:
+def run_server(repository: Path, workers: int = 2, *flags: str) -> Iterator[Server]:
     port, base = free_port(), free_port_block(workers)
     cmd = [
         *CLI, "serve", "--model-repository", str(repository), "--workers", str(workers),
         "--port", str(port), "--worker-base-port", str(base), "--metrics-port", "0",
-        "--log-level", "WARNING",
+        "--log-level", "WARNING", *flags,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd)
     try:

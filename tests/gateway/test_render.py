@@ -66,6 +66,34 @@ def test_rendering_is_deterministic_and_valid_yaml() -> None:
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
+def _routes(config: dict) -> list[dict]:
+    listener = config["static_resources"]["listeners"][0]
+    manager = next(
+        f for f in listener["filter_chains"][0]["filters"] if "http_connection_manager" in f["name"]
+    )
+    return [
+        r for vh in manager["typed_config"]["route_config"]["virtual_hosts"] for r in vh["routes"]
+    ]
+
+
+@pytest.mark.parametrize("retries", [2, 10, 20])
+def test_retries_end_inside_half_of_every_route_timeout(retries: int) -> None:
+    """A route whose workers are all gone must answer 503 (UNAVAILABLE): its retries, at
+    their longest backoff, may fill only half of its timeout. Inference keeps the full
+    count while it fits."""
+    settings = GatewaySettings(workers=2, retries=retries)
+    base, cap = settings.retry_backoff_base, settings.retry_backoff_max
+    routed = [r for r in _routes(yaml.safe_load(render.render(settings, "/d.pb"))) if "route" in r]
+    assert routed
+    for route in routed:
+        timeout = float(route["route"]["timeout"].rstrip("s"))
+        count = route["route"]["retry_policy"]["num_retries"]
+        longest = sum(min(cap, base * (2 ** (i + 1) - 1)) for i in range(count))
+        assert longest <= timeout / 2, route["name"]
+        more = longest + min(cap, base * (2 ** (count + 1) - 1))
+        assert count == retries or more > timeout / 2, route["name"]
+
+
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRONTO_LISTEN_PORT", "8181")
     monkeypatch.setenv("PRONTO_WORKERS", "1")

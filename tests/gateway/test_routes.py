@@ -45,7 +45,18 @@ def _infer_body() -> dict[str, object]:
     }
 
 
-# One call per REST binding of the protos: (verb, template) -> (path, body, check).
+def _feedback_body(gateway: Gateway) -> dict[str, object]:
+    """Labels for a prediction this gateway served a moment ago."""
+    served = request(
+        gateway, "POST", f"/v1/models/{MODEL}:predict",
+        {"id": "route-check", "instances": [instance(3), instance(4)]},
+    )  # fmt: skip
+    assert served.status == 200 and served.body["id"] == "route-check", served.body
+    return {"feedback": [{"id": "route-check", "labels": ["1", "0"]}]}
+
+
+# One call per REST binding of the protos: (verb, template) -> (path, body, check); a
+# callable body is built against the gateway first.
 CALLS = {
     ("GET", "/v2/health/live"): ("/v2/health/live", None, lambda b: b == {"live": True}),
     ("GET", "/v2/health/ready"): ("/v2/health/ready", None, lambda b: b == {"ready": True}),
@@ -68,6 +79,9 @@ CALLS = {
         f"/v1/models/{MODEL}:predict",
         {"instances": [instance(0), instance(1)]},
         lambda b: [set(p["probabilities"]) for p in b["predictions"]] == [{"0", "1"}] * 2,
+    ),
+    ("POST", "/v1/models/{name}:feedback"): (
+        f"/v1/models/{MODEL}:feedback", _feedback_body, lambda b: int(b["labels"]) == 2,
     ),
     ("GET", "/v1/models"): (
         "/v1/models", None, lambda b: [m["name"] for m in b["models"]] == [MODEL],
@@ -99,6 +113,8 @@ def test_every_rest_binding_of_the_protos_is_exercised() -> None:
 @pytest.mark.parametrize("binding", sorted(CALLS), ids=lambda b: f"{b[0]} {b[1]}")
 def test_rest_route(gateway: Gateway, binding: tuple[str, str]) -> None:
     path, body, check = CALLS[binding]
+    if callable(body):
+        body = body(gateway)
     reply = request(gateway, binding[0], path, body)
     assert reply.status == 200, reply.body
     assert reply.headers["content-type"].startswith("application/json")
