@@ -38,12 +38,11 @@ COPY pyproject.toml README.md ./
 # all as wheels.
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["serve"]))' >/tmp/requirements.txt \
     && pip install --only-binary=:all: -c .ci/constraints.txt -r /tmp/requirements.txt
+# Only what serving runs: the trainer and the load tests stay out of this image.
 COPY pronto_contract pronto_contract
 COPY pronto_cli pronto_cli
 COPY server server
 COPY gateway gateway
-COPY trainer trainer
-COPY loadtest loadtest
 # Then the project itself, built by the pinned setuptools of pyproject.toml; pip leaves the
 # environment afterwards: the runtime needs no installer.
 RUN pip install --no-deps --only-binary=:all: --no-binary=pronto-serving . \
@@ -62,12 +61,10 @@ COPY pyproject.toml README.md ./
 # here, a C sdist would fail.
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["train"]))' >/tmp/requirements.txt \
     && pip install -c .ci/constraints.txt -r /tmp/requirements.txt
+# The trainer imports neither the server nor the gateway (tests/test_architecture.py).
 COPY pronto_contract pronto_contract
 COPY pronto_cli pronto_cli
-COPY server server
-COPY gateway gateway
 COPY trainer trainer
-COPY loadtest loadtest
 RUN pip install --no-deps . \
     && pip check \
     && pip uninstall --yes pip \
@@ -79,7 +76,10 @@ LABEL org.opencontainers.image.title="pronto" \
       org.opencontainers.image.description="gRPC/REST inference server for tabular scikit-learn models" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build-serve /opt/venv /opt/venv
+# The shared gRPC port listens on the container's interfaces so `docker run -p` reaches
+# it; worker-private ports and /metrics stay on loopback (the chart sets all three).
 ENV PRONTO_MODEL_REPOSITORY=/models \
+    PRONTO_HOST=0.0.0.0 \
     PRONTO_METRICS_DIR=/tmp/pronto-metrics \
     HOME=/tmp
 WORKDIR /tmp
