@@ -152,8 +152,8 @@ class RolloutRouter:
         import socket
 
         from server.generated.pronto.v1 import rollout_pb2_grpc as rpb_grpc
-        from server.safe_decode import add_servicer
         from server.rollout_admin import RolloutServicer
+        from server.safe_decode import add_servicer
 
         actor = f"{socket.gethostname()}/worker-{index}/{os.getpid()}"
         add_servicer(
