@@ -31,7 +31,7 @@ from server.rollout_state import (
     state_path,
     update_state,
 )
-from tests.server.requests import infer_request, rows
+from tests.server.oip_requests import infer_request, rows
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from prometheus_client.parser import text_string_to_metric_families
-from server.monitoring.dashboards import panel_queries
-from server.monitoring.prometheus import LocalPrometheus, prometheus_config
 
 from loadtest.ghz import find_tool
+from loadtest.monitor.dashboards import panel_queries
+from loadtest.monitor.prometheus import LocalPrometheus, prometheus_config
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import rollout_pb2 as rpb
@@ -33,7 +33,7 @@ from server.generated.pronto.v1 import rollout_pb2_grpc as rpb_grpc
 from server.rollout_state import read_state
 from tests.server.conftest import ROOT, Server, start_server
 from tests.server.modelgen import build_version
-from tests.server.requests import infer_request, rows
+from tests.server.oip_requests import infer_request, rows
 from tests.support import free_port, stop_process
 
 pytestmark = pytest.mark.integration
