@@ -9,6 +9,7 @@ upgrade`` and ``helm rollback``. Pods are created but stay Pending.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import subprocess
 import threading
@@ -294,16 +295,24 @@ def _spec_versions(
     cluster: Cluster, namespace: str, objects: list[dict[str, Any]]
 ) -> dict[str, str]:
     """Per object, what changes only when its spec does: ``metadata.generation`` where the
-    server keeps one (controllers' status writes leave it alone), else the resourceVersion."""
+    server keeps one (controllers' status writes leave it alone), else a digest of the object
+    without its status and write bookkeeping (the HPA controller rewrites an HPA's status,
+    and so its resourceVersion, on every sync)."""
     versions = {}
     for obj in objects:
         live = cluster.get(
             obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace", namespace)
         )
         meta = live["metadata"]
-        versions[f"{obj['kind']}/{meta['name']}"] = str(
-            meta.get("generation") or meta["resourceVersion"]
-        )
+        if meta.get("generation"):
+            versions[f"{obj['kind']}/{meta['name']}"] = str(meta["generation"])
+            continue
+        body = {k: v for k, v in live.items() if k != "status"}
+        body["metadata"] = {
+            k: v for k, v in meta.items() if k not in ("resourceVersion", "managedFields")
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        versions[f"{obj['kind']}/{meta['name']}"] = digest[:16]
     return versions
 
 

@@ -247,7 +247,13 @@ def test_make_monitor_scrapes_the_stack_with_the_chart_rules(stack: Stack, tmp_p
                     break
             time.sleep(0.5)
         groups = {g["name"] for g in api.rule_groups()}
-        assert groups == {"pronto-slo", "pronto-drift", "pronto-saturation", "pronto-quality"}
+        assert groups == {
+            "pronto-slo",
+            "pronto-drift",
+            "pronto-saturation",
+            "pronto-quality",
+            "pronto-rollouts",
+        }
         # each target scraped successfully at least once (a single scrape may time out)
         scraped = api.values("max by (job) (max_over_time(up[30s]))")
         assert scraped == {"job=pronto": 1.0, "job=envoy": 1.0}
