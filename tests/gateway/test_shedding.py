@@ -33,7 +33,7 @@ HELD = 2  # the gateway's in-flight limit for the one worker
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Gateway]]:
     root = build_repository(tmp_path_factory.mktemp("shed-models"))
-    build_slow_model(root / "slow" / "1", layers=60)
+    build_slow_model(root / "slow" / "1", layers=800)  # ~0.5 s per 1,024 rows on one core
     with (
         run_server(root, workers=1) as server,
         run_gateway(server, "--max-requests-per-worker", str(HELD)) as gateway,

@@ -186,12 +186,13 @@ def build_slow_model(folder: Path, layers: int = 20) -> None:
     code path in the server.
     """
     rng = np.random.default_rng(0)
-    nodes, inits = [], []
+    # one weight matrix shared by every layer keeps the file small however deep the chain
+    w = (rng.standard_normal((SLOW_WIDTH, SLOW_WIDTH)) / np.sqrt(SLOW_WIDTH)).astype(np.float32)
+    inits = [onnx.numpy_helper.from_array(w, "w")]
+    nodes = []
     prev = "x"
     for i in range(layers):
-        w = (rng.standard_normal((SLOW_WIDTH, SLOW_WIDTH)) / np.sqrt(SLOW_WIDTH)).astype(np.float32)
-        inits.append(onnx.numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("MatMul", [prev, "w"], [f"m{i}"]))
         out = "y" if i == layers - 1 else f"t{i}"
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [out]))
         prev = out
