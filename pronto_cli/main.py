@@ -45,6 +45,10 @@ COMMANDS: dict[str, Command] = {
     "dataset": Command(
         "trainer.dataset", "Join captured inputs with their labels into a training CSV."
     ),
+    "alert-relay": Command(
+        "pronto_cli.alert_relay",
+        "Relay firing Alertmanager alerts to GitHub as repository_dispatch (retraining).",
+    ),
     "synth": Command(
         "trainer.synth",
         "Generate synthetic rows like a real CSV (Gaussian copula) with an HTML report.",
