@@ -113,8 +113,14 @@ def test_images_are_pushed_once_per_commit_and_never_under_a_moving_tag() -> Non
 # 4. No model reaches production without beating it, and only from main.
 def test_training_publishes_only_gated_models_from_main() -> None:
     train = _workflow("train.yml")
-    assert set(train["on"]) == {"pull_request", "push", "workflow_dispatch"}
+    assert set(train["on"]) == {"pull_request", "push", "workflow_dispatch", "repository_dispatch"}
     assert train["on"]["push"]["branches"] == ["main"]
+    # an alert relayed by `pronto alert-relay` (its default event type) starts a training
+    from server.monitoring.alert_relay import AlertRelaySettings
+
+    event_type = AlertRelaySettings.model_fields["event_type"].default
+    assert train["on"]["repository_dispatch"]["types"] == [event_type]
+    assert "github.event.client_payload.model" in train["env"]["MODEL_NAME"]
     job = train["jobs"]["train"]
     assert job["env"]["PUBLISH"] == (
         "${{ github.ref == 'refs/heads/main' && github.event_name != 'pull_request' }}"
