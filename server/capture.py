@@ -11,7 +11,10 @@ below the sample rate, :func:`pronto_contract.labels.is_sampled`, so every worke
   capture directory: two CloudEvents per prediction in structured JSON form, shaped like
   KServe's inference logger (``org.kubeflow.serving.inference.request`` with the inputs by
   feature name as ``{"instances": [...]}``, then ``...response`` with
-  ``{"predictions": [...]}``, both with the prediction id as CloudEvent ``id``).
+  ``{"predictions": [...]}``, both with the prediction id as CloudEvent ``id``). When the
+  request carried a trace (:data:`server.tracing.CURRENT`), both events also carry
+  ``traceid`` and ``spanid`` (hex) and the CloudEvents distributed-tracing attribute
+  ``traceparent``.
 
 Files rotate by size and age (``<dir>/<model>/<version>/capture-<UTC time>-<pid>.jsonl``)
 and are flushed after every batch, so a crash loses at most one flush interval.
@@ -36,6 +39,7 @@ import numpy as np
 
 from pronto_contract.labels import LabelStore, is_sampled, positive_class
 from server.model import ModelHandle
+from server.tracing import CURRENT, trace_ids
 
 __all__ = ["REQUEST_TYPE", "RESPONSE_TYPE", "CaptureConfig", "CaptureSink"]
 
@@ -104,10 +108,11 @@ class CaptureSink:
         proba: Any,
         rows: int,
     ) -> None:
-        # the cheapest bounded append: no clock read, no sampling decision here
+        # the cheapest bounded append: no clock read, no sampling decision here; the trace
+        # is kept as it came and formatted by the writer, for captured predictions only
         buf = self._buffer
         if len(buf) < self._capacity:
-            buf.append((prediction_id, handle, feeds, labels, proba, rows))
+            buf.append((prediction_id, handle, feeds, labels, proba, rows, CURRENT.get()))
         else:
             self.dropped += 1
 
@@ -192,7 +197,7 @@ class CaptureSink:
         index_rows: list[tuple[str, int, str, str, float, str, Any]],
         lines: dict[tuple[str, str], list[str]],
     ) -> None:
-        pid, handle, feeds, labels, proba, rows = item
+        pid, handle, feeds, labels, proba, rows, trace = item
         state = self._state(handle)
         p = None if proba is None else np.asarray(proba, dtype=np.float64).reshape(rows, -1)
         if labels is not None:
@@ -212,7 +217,7 @@ class CaptureSink:
                 (pid, i, name, version, ts, predicted[i], scores[i]) for i in range(rows)
             )
         lines.setdefault((name, version), []).extend(
-            self._events(ts, pid, name, version, feeds, predicted, p, state, rows)
+            self._events(ts, pid, name, version, feeds, predicted, p, state, rows, trace)
         )
 
     def _events(
@@ -226,6 +231,7 @@ class CaptureSink:
         p: np.ndarray | None,
         state: _ModelState,
         rows: int,
+        trace: Any = None,
     ) -> list[str]:
         columns = {k: v.reshape(rows, -1)[:, 0].tolist() for k, v in feeds.items()}
         instances = [{k: col[i] for k, col in columns.items()} for i in range(rows)]
@@ -253,6 +259,10 @@ class CaptureSink:
             "modelversion": version,
             "component": "predictor",
         }
+        ids = trace_ids(trace)
+        if ids is not None:
+            # CloudEvents attribute names are lower-case letters and digits only
+            common.update(traceid=ids[0], spanid=ids[1], traceparent=ids[2])
         head = json.dumps(common)[:-1]  # both events share these attributes
         return [
             f'{head}, "type": "{REQUEST_TYPE}", "data": {{"instances": {json.dumps(instances)}}}}}',

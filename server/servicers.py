@@ -93,6 +93,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if tracing.ENABLED:
             return await tracing.traced_infer(self, request)
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
+        if self.core.sink is not None:  # captured payloads carry the caller's trace
+            tracing.note_traceparent(context)
         return encode_infer_response(await self.core.infer(req, _queued_at(context)))
 
 
@@ -117,6 +119,8 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
     @tracing.traced("Predict")
     @rpc
     async def Predict(self, request: ppb.PredictRequest, context: Context) -> Any:
+        if self.core.sink is not None and not tracing.ENABLED:
+            tracing.note_traceparent(context)  # captured payloads carry the caller's trace
         result = await self.core.predict(
             request.name,
             request.version,

@@ -10,6 +10,11 @@ W3C ``traceparent`` (Envoy sends one), with children ``decode``, ``queue`` (wait
 model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``. The exporter
 is created lazily in each worker process, after the fork. Errors logged while a request is
 traced carry its trace id.
+
+Captured payloads carry the request's trace (:data:`CURRENT`): with tracing on, the worker's
+server span; off, the caller's ``traceparent`` header as it came, when there is one. Only the
+reference is kept per request; the writer thread turns it into ids (:func:`trace_ids`) for the
+predictions it captures.
 """
 
 from __future__ import annotations
@@ -18,15 +23,27 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from server.core import InferenceCore
     from server.model import ModelHandle
 
-__all__ = ["ENABLED", "TraceIdFilter", "install_log_filter", "traced", "traced_infer", "traced_run"]
+__all__ = [
+    "CURRENT",
+    "ENABLED",
+    "TraceIdFilter",
+    "install_log_filter",
+    "note_traceparent",
+    "trace_ids",
+    "traced",
+    "traced_infer",
+    "traced_run",
+]
 
 ENABLED = bool(
     os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -34,6 +51,13 @@ ENABLED = bool(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: the trace of the request being served, for payload capture: the server span's context
+#: (tracing on), the caller's ``traceparent`` header as it came (tracing off), or None.
+#: Each RPC runs in its own task, so a value set in a handler stays with that request.
+CURRENT: ContextVar[Any] = ContextVar("pronto_trace", default=None)
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 
 _state: dict[str, Any] = {"pid": None, "tracer": None}
 
@@ -72,6 +96,39 @@ def install_log_filter(logger: str = "server.errors") -> None:
         target.addFilter(TraceIdFilter())
 
 
+def note_traceparent(context: Any) -> None:
+    """Tracing off: keep the caller's ``traceparent`` for capture (unparsed; None if absent)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            CURRENT.set(value)
+            return
+    CURRENT.set(None)
+
+
+def trace_ids(value: Any) -> tuple[str, str, str] | None:
+    """``(trace_id, span_id, traceparent)`` of a :data:`CURRENT` value, or None when it is
+    absent or not a valid W3C trace context (then nothing is recorded)."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        m = _TRACEPARENT.fullmatch(text.strip())
+        # version ff is invalid; version 00 has exactly four fields; all-zero ids are invalid
+        if (
+            m is None
+            or m[1] == "ff"
+            or (m[1] == "00" and m[5])
+            or m[2] == "0" * 32
+            or m[3] == "0" * 16
+        ):
+            return None
+        return m[2], m[3], f"00-{m[2]}-{m[3]}-{m[4]}"
+    if not value.is_valid:  # an OpenTelemetry SpanContext
+        return None
+    trace_id, span_id = f"{value.trace_id:032x}", f"{value.span_id:016x}"
+    return trace_id, span_id, f"00-{trace_id}-{span_id}-{int(value.trace_flags):02x}"
+
+
 def _parent(context: Any) -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -95,6 +152,7 @@ def traced(name: str) -> Callable[[F], F]:
             ) as span:
                 model = getattr(request, "model_name", None) or getattr(request, "name", "")
                 span.set_attribute("pronto.model", model)
+                CURRENT.set(span.get_span_context())
                 return await method(self, request, context)
 
         return wrapper  # type: ignore[return-value]
