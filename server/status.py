@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from server import tracing
 from server.errors import INTERNAL_MESSAGE, ErrorKind, InvalidInput, ProntoError
 from server.safe_decode import Undecodable
 
@@ -88,7 +89,7 @@ def rpc(fn: Method[T]) -> Method[T]:
         except grpc.aio.AbortError:
             raise  # the method aborted with a status of its own choosing
         except Exception:  # AssertionError too: a bug is INTERNAL, never UNKNOWN
-            log.exception("unexpected error in %s", method)
+            log.exception("unexpected error in %s%s", method, tracing.log_trace(context))
             code = grpc.StatusCode.INTERNAL
         finally:
             recorder.in_flight -= 1

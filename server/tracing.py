@@ -9,7 +9,7 @@ On, each ``ModelInfer`` / ``Predict`` call gets a server span that continues the
 W3C ``traceparent`` (Envoy sends one), with children ``decode``, ``queue`` (waiting for the
 model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``. The exporter
 is created lazily in each worker process, after the fork. Errors logged while a request is
-traced carry its trace id.
+traced, or that carries a ``traceparent`` header, carry its trace id (:func:`log_trace`).
 
 Captured payloads carry the request's trace (:data:`CURRENT`): with tracing on, the worker's
 server span; off, the caller's ``traceparent`` header as it came, when there is one. Only the
@@ -38,6 +38,7 @@ __all__ = [
     "ENABLED",
     "TraceIdFilter",
     "install_log_filter",
+    "log_trace",
     "note_traceparent",
     "trace_ids",
     "traced",
@@ -73,7 +74,6 @@ def _tracer() -> Any:
         provider = TracerProvider(resource=Resource.create({"service.name": name}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _state.update(pid=os.getpid(), tracer=provider.get_tracer("pronto.server"))
-        install_log_filter()
     return _state["tracer"]
 
 
@@ -127,6 +127,24 @@ def trace_ids(value: Any) -> tuple[str, str, str] | None:
         return None
     trace_id, span_id = f"{value.trace_id:032x}", f"{value.span_id:016x}"
     return trace_id, span_id, f"00-{trace_id}-{span_id}-{int(value.trace_flags):02x}"
+
+
+def log_trace(context: Any) -> str:
+    """`` [trace_id=<hex>]`` for an error logged while serving a request that carries a
+    trace (the server span's with tracing on, else the caller's ``traceparent``), else ``""``.
+    For error paths only: it reads the request metadata."""
+    ids = None
+    if ENABLED:
+        from opentelemetry import trace
+
+        ids = trace_ids(trace.get_current_span().get_span_context())
+    else:
+        metadata = getattr(context, "invocation_metadata", None)
+        for key, value in (metadata() or ()) if metadata is not None else ():
+            if key == "traceparent":
+                ids = trace_ids(value)
+                break
+    return f" [trace_id={ids[0]}]" if ids else ""
 
 
 def _parent(context: Any) -> Any:

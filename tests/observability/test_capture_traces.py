@@ -169,3 +169,41 @@ def test_tracing_on_captures_the_workers_span(
     assert (event["traceid"], event["spanid"]) == (trace_id, span_id)
     assert trace_id == TRACE_ID
     assert event["traceparent"] == f"00-{TRACE_ID}-{span_id}-01"
+
+
+def test_unexpected_errors_are_logged_with_the_callers_trace_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tracing off: the error log line of a request with a ``traceparent`` names its trace."""
+    import grpc
+
+    from server.metrics import RequestRecorder
+    from server.status import rpc
+
+    class Context:
+        def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+            self.metadata = metadata
+
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return self.metadata
+
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            raise grpc.aio.AbortError()
+
+    class Servicer:
+        recorder = RequestRecorder()
+
+        @rpc
+        async def Boom(self, request: Any, context: Any) -> Any:
+            raise KeyError("bug")
+
+    assert not tracing.ENABLED
+    for metadata in ((("traceparent", TRACEPARENT),), (), (("traceparent", "junk"),)):
+        with pytest.raises(grpc.aio.AbortError):
+            asyncio.run(Servicer().Boom(object(), Context(metadata)))
+    lines = [r.getMessage() for r in caplog.records if r.name == "server.status"]
+    assert lines == [
+        f"unexpected error in Boom [trace_id={TRACE_ID}]",
+        "unexpected error in Boom",
+        "unexpected error in Boom",
+    ]
