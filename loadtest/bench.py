@@ -37,6 +37,10 @@ def run_bench(name: str, settings: BenchSettings, command: str) -> bool:
         from loadtest.compare.run import run_compare
 
         return run_compare(settings, command)
+    if name == "capture":
+        from loadtest.monitor.capture_bench import run_from_settings
+
+        return run_from_settings(settings, command)
     scenario = load_scenario(name)
     out_dir = settings.results_dir / scenario["name"]
     out_dir.mkdir(parents=True, exist_ok=True)

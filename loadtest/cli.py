@@ -17,7 +17,7 @@ from pronto_contract.fields import ModelRepository, Workers
 
 __all__ = ["BenchSettings", "register"]
 
-SCENARIOS = ("smoke", "challenge", "peak", "batch", "compare")
+SCENARIOS = ("smoke", "challenge", "peak", "batch", "compare", "capture")
 
 
 class BenchSettings(BaseSettings):

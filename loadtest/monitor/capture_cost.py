@@ -1,8 +1,8 @@
 """CPU a worker spends on payload capture per request, measured in-process, next to drift.
 
-Like :mod:`loadtest.monitor.drift_cost`: the benchmark's own Predict requests are scored once,
-then each variant is timed on the same served requests, alternating rounds and keeping the
-best of each (as ``timeit`` does): the request-path ``record`` and the writer's ``flush``
+The benchmark's own Predict requests are scored once, then capture (per sample rate) and
+drift are timed on the same served requests, alternating rounds and keeping the best of each
+(:mod:`loadtest.monitor.path_cost`): the request-path ``record`` and the writer's ``flush``
 (prediction index in SQLite, sampled CloudEvents to JSON lines) amortised over the requests
 it covers.
 
@@ -16,13 +16,41 @@ import json
 import shutil
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtest.monitor.drift_cost import _handle
+from loadtest.monitor.drift_cost import drift_variant
+from loadtest.monitor.path_cost import Served, best_times, per_request_us, served_requests, timed
 
-__all__ = ["capture_cpu_per_request"]
+__all__ = ["capture_cpu_per_request", "capture_variant"]
+
+
+def capture_variant(
+    handle: Any, served: list[Served], rate: float, scratch: Path
+) -> Callable[[], dict[str, float]]:
+    """One pass of the capture path at ``rate`` into a fresh directory under ``scratch``:
+    ``capture_<rate>_record`` (request path) and ``capture_<rate>_flush`` (writer)."""
+    from pronto_contract.labels import LabelStore
+    from server.capture import CaptureConfig, CaptureSink
+
+    passes = iter(range(1 << 30))
+
+    def run() -> dict[str, float]:
+        directory = scratch / f"{rate}-{next(passes)}"
+        LabelStore(directory).create()
+        sink = CaptureSink(CaptureConfig(directory, sample_rate=rate, buffer=len(served) + 1))
+
+        def record() -> None:
+            for s in served:
+                sink.record(s.prediction_id, handle, s.feeds, s.label, s.proba, s.rows)
+
+        try:
+            return timed((f"capture_{rate}_record", record), (f"capture_{rate}_flush", sink.flush))
+        finally:
+            sink.close()
+
+    return run
 
 
 def capture_cpu_per_request(
@@ -33,59 +61,21 @@ def capture_cpu_per_request(
     sample_rates: tuple[float, ...] = (0.1, 1.0),
 ) -> dict[str, Any]:
     """Microseconds per request of capture (per sample rate) and of drift, measured together."""
-    from pronto_contract.labels import LabelStore
-    from server.capture import CaptureConfig, CaptureSink
-    from server.drift import DriftMonitor
-    from server.features import columns_from_instances
-
-    bodies = json.loads(data_file.read_text())
-    handle = _handle(model_repository, bodies[0]["name"])
-    served = []
-    for i in range(requests):
-        instances = bodies[i % len(bodies)]["instances"]
-        feeds = columns_from_instances(handle.features, instances)
-        label, proba = handle.run(feeds, [handle.label_output, handle.proba_output])
-        served.append((f"bench-{i}", feeds, label, proba, len(instances)))
-    best: dict[str, float] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="capture-cost-"))
+    handle, served = served_requests(model_repository, data_file, requests)
+    scratch = Path(tempfile.mkdtemp(prefix="capture-cost-"))
     try:
-        for r in range(repeats):
-            for rate in sample_rates:
-                directory = tmp / f"r{r}-{rate}"
-                LabelStore(directory).create()
-                sink = CaptureSink(CaptureConfig(directory, sample_rate=rate, buffer=requests + 1))
-                t0 = time.perf_counter()
-                for pid, feeds, label, proba, rows in served:
-                    sink.record(pid, handle, feeds, label, proba, rows)
-                t1 = time.perf_counter()
-                sink.flush()
-                t2 = time.perf_counter()
-                sink.close()
-                for key, value in (
-                    (f"capture_{rate}_record", t1 - t0),
-                    (f"capture_{rate}_flush", t2 - t1),
-                ):
-                    best[key] = min(best.get(key, float("inf")), value)
-            monitor = DriftMonitor(export=False)
-            monitor.register(handle)
-            t0 = time.perf_counter()
-            for _, feeds, _, proba, rows in served:
-                monitor.observe(handle, feeds, proba, rows)
-            t1 = time.perf_counter()
-            monitor.process()
-            t2 = time.perf_counter()
-            for key, value in (("drift_observe", t1 - t0), ("drift_process", t2 - t1)):
-                best[key] = min(best.get(key, float("inf")), value)
+        variants = [capture_variant(handle, served, rate, scratch) for rate in sample_rates]
+        best = best_times([*variants, drift_variant(handle, served)], repeats)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    out: dict[str, Any] = {k: round(v / requests * 1e6, 2) for k, v in best.items()}
+        shutil.rmtree(scratch, ignore_errors=True)
+    out: dict[str, Any] = per_request_us(best, requests)
     for rate in sample_rates:
         out[f"capture_{rate}_total"] = round(
             out[f"capture_{rate}_record"] + out[f"capture_{rate}_flush"], 2
         )
     out["drift_total"] = round(out["drift_observe"] + out["drift_process"], 2)
     out["requests"] = requests
-    out["rows_per_request"] = served[0][4]
+    out["rows_per_request"] = served[0].rows
     return out
 
 

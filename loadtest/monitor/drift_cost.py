@@ -3,55 +3,45 @@
 The ghz comparison of ``drift_bench`` is what a client sees, but on a small shared machine its
 run-to-run noise is of the same order as the effect. This measures the drift path alone on
 the benchmark's own requests: the request-path append, then the timer's binning amortised
-over the requests it covers (the best of several repeats, as ``timeit`` does).
+over the requests it covers (the best of several repeats, :mod:`loadtest.monitor.path_cost`).
 """
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["drift_cpu_per_request"]
+from loadtest.monitor.path_cost import Served, best_times, served_requests, timed
+
+__all__ = ["drift_cpu_per_request", "drift_variant"]
 
 
-def _handle(model_repository: Path, name: str) -> Any:
-    from server.model import load_model
+def drift_variant(handle: Any, served: list[Served]) -> Callable[[], dict[str, float]]:
+    """One pass of the drift path: ``drift_observe`` (request path), ``drift_process``
+    (timer). A fresh monitor per pass, so every pass bins the same requests."""
+    from server.drift import DriftMonitor
 
-    versions = sorted(
-        (int(p.name), p) for p in (model_repository / name).iterdir() if p.name.isdigit()
-    )
-    version, path = versions[-1]
-    return load_model(name, version, path)
+    def run() -> dict[str, float]:
+        monitor = DriftMonitor(export=False)
+        monitor.register(handle)
+
+        def observe() -> None:
+            for s in served:
+                monitor.observe(handle, s.feeds, s.proba, s.rows)
+
+        return timed(("drift_observe", observe), ("drift_process", monitor.process))
+
+    return run
 
 
 def drift_cpu_per_request(
     model_repository: Path, data_file: Path, requests: int = 3000, repeats: int = 5
 ) -> dict[str, float]:
     """Microseconds per request: ``observe`` (request path) and ``process`` (timer)."""
-    from server.drift import DriftMonitor
-    from server.features import columns_from_instances
-
-    bodies = json.loads(data_file.read_text())
-    handle = _handle(model_repository, bodies[0]["name"])
-    served = []
-    for i in range(requests):
-        instances = bodies[i % len(bodies)]["instances"]
-        feeds = columns_from_instances(handle.features, instances)
-        _, proba = handle.run(feeds, [handle.label_output, handle.proba_output])
-        served.append((feeds, proba, len(instances)))
-    monitor = DriftMonitor(export=False)
-    monitor.register(handle)
-    observe = process = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for feeds, proba, rows in served:
-            monitor.observe(handle, feeds, proba, rows)
-        t1 = time.perf_counter()
-        monitor.process()
-        t2 = time.perf_counter()
-        observe, process = min(observe, t1 - t0), min(process, t2 - t1)
+    handle, served = served_requests(model_repository, data_file, requests)
+    best = best_times([drift_variant(handle, served)], repeats)
+    observe, process = best["drift_observe"], best["drift_process"]
     return {
         "observe_us": round(observe / requests * 1e6, 2),
         "process_us": round(process / requests * 1e6, 2),
