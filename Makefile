@@ -16,6 +16,7 @@ HELM_VERSION       := v3.19.5
 HELM_K8S_MINOR     := 34
 HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
+FAKE_GCS_VERSION   := v1.56.1
 APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client
 
 SETUP_STAMP := $(VENV)/.pronto-setup
@@ -69,6 +70,10 @@ setup-go: ## Go tools at pinned versions into .tools/bin
 	@test -f $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION) || { \
 	  GOBIN=$(TOOLS_BIN) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) && \
 	  touch $(TOOLS_BIN)/.actionlint-$(ACTIONLINT_VERSION); }
+	@# a GCS emulator for the capture-upload tests (google-cloud-storage's STORAGE_EMULATOR_HOST)
+	@test -f $(TOOLS_BIN)/.fake-gcs-server-$(FAKE_GCS_VERSION) || { \
+	  GOBIN=$(TOOLS_BIN) go install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION) && \
+	  touch $(TOOLS_BIN)/.fake-gcs-server-$(FAKE_GCS_VERSION); }
 
 TF_SETUP := terraform/scripts/setup-offline.sh
 TF       := .tools/terraform/bin/terraform

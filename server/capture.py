@@ -17,7 +17,9 @@ below the sample rate, :func:`pronto_contract.labels.is_sampled`, so every worke
   ``traceparent``.
 
 Files rotate by size and age (``<dir>/<model>/<version>/capture-<UTC time>-<pid>.jsonl``)
-and are flushed after every batch, so a crash loses at most one flush interval.
+and are flushed after every batch, so a crash loses at most one flush interval. With an
+upload URL (``gs://bucket/prefix``) every closed file is also copied there
+(:mod:`server.capture_upload`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from pronto_contract.labels import LabelStore, is_sampled, positive_class
+from server.capture_upload import CaptureUploader
 from server.model import ModelHandle
 from server.tracing import CURRENT, trace_ids
 
@@ -59,6 +62,8 @@ class CaptureConfig:
     flush_interval: float = 1.0
     max_file_bytes: int = 64 * 1024 * 1024
     rotate_seconds: float = 3600.0
+    #: ``gs://bucket/prefix`` that closed capture files are copied to ("" = none)
+    upload_url: str = ""
 
 
 @dataclass
@@ -97,6 +102,9 @@ class CaptureSink:
         self._thread: threading.Thread | None = None
         self._store: LabelStore | None = None
         self._source = f"pronto/{socket.gethostname()}/{os.getpid()}"
+        self.uploader: CaptureUploader | None = None
+        if config.upload_url:
+            self.uploader = CaptureUploader(config.upload_url, config.directory, metrics)
 
     # -- hot path --------------------------------------------------------------
     def record(
@@ -120,6 +128,8 @@ class CaptureSink:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
+        if self.uploader is not None:
+            self.uploader.start()
 
     def close(self) -> None:
         """Write what is buffered, close files; call once, after serving stopped."""
@@ -130,8 +140,10 @@ class CaptureSink:
         else:
             self.flush()
         for f in self._files.values():
-            f.fh.close()
+            self._closed(f)
         self._files.clear()
+        if self.uploader is not None:
+            self.uploader.close()
         if self._store is not None:
             self._store.close()
 
@@ -276,7 +288,7 @@ class CaptureSink:
         if f is not None and (
             f.bytes >= cfg.max_file_bytes or time.monotonic() - f.opened >= cfg.rotate_seconds
         ):
-            f.fh.close()
+            self._closed(f)
             f = None
         if f is None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -287,6 +299,11 @@ class CaptureSink:
         f.fh.flush()
         f.bytes += len(text)
         self.captured += len(chunk) // 2
+
+    def _closed(self, f: _File) -> None:
+        f.fh.close()
+        if self.uploader is not None:
+            self.uploader.submit(f.path)
 
     def _report(self) -> None:
         m = self.metrics

@@ -42,6 +42,7 @@ class WorkerQualityLoop:
                 flush_interval=settings.capture_flush_interval,
                 max_file_bytes=settings.capture_max_file_bytes,
                 rotate_seconds=settings.capture_rotate_seconds,
+                upload_url=settings.capture_upload_url,
             )
             self.sink = CaptureSink(config, capture_metrics)
             self.sink.start()

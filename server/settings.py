@@ -182,6 +182,12 @@ class ServeSettings(BaseSettings):
     capture_rotate_seconds: float = Field(
         3600.0, gt=0, description="Capture files rotate at this age, in seconds."
     )
+    capture_upload_url: str = Field(
+        "",
+        pattern=r"^(gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?)?$",
+        description="gs://bucket/prefix that closed capture files are copied to, as "
+        "<prefix>/<model>/<version>/<file> (credentials from the environment; default: none).",
+    )
     label_retention: float = Field(
         7 * 86_400.0,
         gt=0,

@@ -30,6 +30,13 @@ class CaptureMetrics:
             "Predictions neither indexed nor captured because the capture buffer was full.",
             registry=None,
         )
+        self.uploads = Counter(
+            "pronto_capture_uploads",
+            "Closed capture files copied to the upload URL (gs://), by outcome "
+            "(uploaded, failed: given up after retries).",
+            ["outcome"],
+            registry=None,
+        )
         self.buffered = Gauge(
             "pronto_capture_buffered",
             "Predictions waiting in the capture buffers of live workers.",

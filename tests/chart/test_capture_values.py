@@ -64,3 +64,21 @@ def test_capture_finds_predictions_on_the_other_pods() -> None:
     assert "PRONTO_FEEDBACK_PEERS" not in container_env(objects, "server")
     policy = find(objects, "NetworkPolicy")["spec"]
     assert all("podSelector" not in str(rule.get("from", "")) for rule in policy["ingress"])
+
+
+def test_capture_upload_to_the_models_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.settings import ServeSettings
+
+    assert "PRONTO_CAPTURE_UPLOAD_URL" not in container_env(
+        render(sets=["server.capture.enabled=true"]), "server"
+    )
+    sets = [
+        "server.capture.enabled=true",
+        "server.capture.upload=true",
+        "server.capture.uploadPrefix=/prod/captures/",
+        "model.registry=gs://acme-models/",
+    ]
+    env = container_env(render(sets=sets), "server")
+    assert env["PRONTO_CAPTURE_UPLOAD_URL"] == "gs://acme-models/prod/captures"
+    monkeypatch.setenv("PRONTO_CAPTURE_UPLOAD_URL", env["PRONTO_CAPTURE_UPLOAD_URL"])
+    assert ServeSettings().capture_upload_url == "gs://acme-models/prod/captures"
