@@ -182,12 +182,12 @@ class AlertRelay:
 
     def handle(self, notification: Mapping[str, Any]) -> tuple[int, int]:
         """Dispatch the firing alerts of one notification: (sent, failed)."""
-        self.metrics.notifications.labels(str(notification.get("status", "firing"))).inc()
+        alerts = notification.get("alerts") or ()
+        firing = [a for a in alerts if a.get("status") == "firing"]
+        self.metrics.notifications.labels("firing" if firing else "resolved").inc()
         group = str(notification.get("groupKey", ""))
         todo: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-        for alert in notification.get("alerts") or ():
-            if alert.get("status") != "firing":
-                continue
+        for alert in firing:
             labels = alert.get("labels") or {}
             key = (group, str(labels.get("model", "")), str(labels.get("version", "")))
             todo.setdefault(key, alert)
@@ -273,8 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             notification = json.loads(self.rfile.read(length))
-            if not isinstance(notification, dict) or not isinstance(
-                notification.get("alerts", []), list
+            alerts = notification.get("alerts", []) if isinstance(notification, dict) else None
+            if not isinstance(alerts, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("labels", {}), dict) for a in alerts
             ):
                 raise ValueError("not an Alertmanager webhook body")
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included

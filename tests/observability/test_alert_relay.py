@@ -171,6 +171,8 @@ def test_http_edge_statuses() -> None:
         assert _http(port, "GET", "/healthz")[0] == 200
         assert _http(port, "POST", "/webhook", b"{not json")[0] == 400
         assert _http(port, "POST", "/webhook", b"[1, 2]")[0] == 400
+        assert _http(port, "POST", "/webhook", b'{"alerts": [1]}')[0] == 400
+        assert _http(port, "POST", "/webhook", b'{"alerts": [{"labels": []}]}')[0] == 400
         assert _http(port, "POST", "/elsewhere", b"{}")[0] == 404
         posts.fail = 1
         status, body = _http(port, "POST", "/webhook", json.dumps(_notification(_alert())).encode())
@@ -180,7 +182,7 @@ def test_http_edge_statuses() -> None:
         text = _http(port, "GET", "/metrics")[1].decode()
         assert 'pronto_alert_relay_dispatches_total{outcome="sent"} 1.0' in text
         assert 'pronto_alert_relay_dispatches_total{outcome="failed"} 1.0' in text
-        assert 'pronto_alert_relay_notifications_total{status="invalid"} 2.0' in text
+        assert 'pronto_alert_relay_notifications_total{status="invalid"} 4.0' in text
     finally:
         server.shutdown()
         server.server_close()
