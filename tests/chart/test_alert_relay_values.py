@@ -82,6 +82,23 @@ def test_relay_env_is_what_the_relay_reads(monkeypatch: pytest.MonkeyPatch) -> N
     assert mount["readOnly"] is True
 
 
+def test_relay_metrics_are_scraped_where_gke_monitoring_exists() -> None:
+    api = ("monitoring.googleapis.com/v1/PodMonitoring",)
+    assert not [
+        o for o in find_all(render(VALUES), "PodMonitoring") if o["metadata"]["name"] == NAME
+    ]
+    objects = render(VALUES, api_versions=api)
+    monitor = _relay(objects, "PodMonitoring")
+    labels = _relay(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    # the server's own PodMonitoring does not select the relay
+    server = next(
+        o for o in find_all(objects, "PodMonitoring") if o["metadata"]["name"] == "pronto"
+    )
+    assert not server["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
 def test_relay_needs_a_repository() -> None:
     proc = run_helm(
         "template", "pronto", str(CHART), "--set", "alertRelay.enabled=true"
