@@ -12,9 +12,9 @@ is created lazily in each worker process, after the fork. Errors logged while a 
 traced, or that carries a ``traceparent`` header, carry its trace id (:func:`log_trace`).
 
 Captured payloads carry the request's trace (:data:`CURRENT`): with tracing on, the worker's
-server span; off, the caller's ``traceparent`` header as it came, when there is one. Only the
-reference is kept per request; the writer thread turns it into ids (:func:`trace_ids`) for the
-predictions it captures.
+server span; off, the caller's ``traceparent`` header, when there is one. Only a reference is
+kept per request (the span context, or the request metadata); the writer thread turns it into
+ids (:func:`trace_ids`) for the predictions it captures.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ ENABLED = bool(
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: the trace of the request being served, for payload capture: the server span's context
-#: (tracing on), the caller's ``traceparent`` header as it came (tracing off), or None.
+#: (tracing on), the request's metadata (tracing off: its ``traceparent``, if any), or None.
 #: Each RPC runs in its own task, so a value set in a handler stays with that request.
 CURRENT: ContextVar[Any] = ContextVar("pronto_trace", default=None)
 
@@ -97,17 +97,21 @@ def install_log_filter(logger: str = "server.errors") -> None:
 
 
 def note_traceparent(context: Any) -> None:
-    """Tracing off: keep the caller's ``traceparent`` for capture (unparsed; None if absent)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "traceparent":
-            CURRENT.set(value)
-            return
-    CURRENT.set(None)
+    """Tracing off: keep the request metadata for capture, by reference; the capture writer
+    looks for ``traceparent`` in it for the predictions it keeps (:func:`trace_ids`)."""
+    CURRENT.set(context.invocation_metadata())
 
 
 def trace_ids(value: Any) -> tuple[str, str, str] | None:
     """``(trace_id, span_id, traceparent)`` of a :data:`CURRENT` value, or None when it is
     absent or not a valid W3C trace context (then nothing is recorded)."""
+    if hasattr(value, "trace_id"):  # an OpenTelemetry SpanContext (itself a tuple)
+        if not value.is_valid:
+            return None
+        trace_id, span_id = f"{value.trace_id:032x}", f"{value.span_id:016x}"
+        return trace_id, span_id, f"00-{trace_id}-{span_id}-{int(value.trace_flags):02x}"
+    if isinstance(value, tuple | list):  # request metadata: (key, value) pairs
+        value = next((v for k, v in value if k == "traceparent"), None)
     if value is None:
         return None
     if isinstance(value, str | bytes):
@@ -123,10 +127,7 @@ def trace_ids(value: Any) -> tuple[str, str, str] | None:
         ):
             return None
         return m[2], m[3], f"00-{m[2]}-{m[3]}-{m[4]}"
-    if not value.is_valid:  # an OpenTelemetry SpanContext
-        return None
-    trace_id, span_id = f"{value.trace_id:032x}", f"{value.span_id:016x}"
-    return trace_id, span_id, f"00-{trace_id}-{span_id}-{int(value.trace_flags):02x}"
+    return None
 
 
 def log_trace(context: Any) -> str:
@@ -140,10 +141,7 @@ def log_trace(context: Any) -> str:
         ids = trace_ids(trace.get_current_span().get_span_context())
     else:
         metadata = getattr(context, "invocation_metadata", None)
-        for key, value in (metadata() or ()) if metadata is not None else ():
-            if key == "traceparent":
-                ids = trace_ids(value)
-                break
+        ids = trace_ids(tuple(metadata() or ())) if metadata is not None else None
     return f" [trace_id={ids[0]}]" if ids else ""
 
 

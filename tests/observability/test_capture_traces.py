@@ -45,6 +45,10 @@ TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
         (f"00-{TRACE_ID}-{'0' * 16}-01", None),
         (f"ff-{TRACE_ID}-{CALLER_SPAN}-01", None),
         (f"00-{TRACE_ID}-{CALLER_SPAN}-01-extra", None),
+        # request metadata, as the servicer keeps it
+        ((("x-api-key", "k"), ("traceparent", TRACEPARENT)), (TRACE_ID, CALLER_SPAN, TRACEPARENT)),
+        ((("x-api-key", "k"),), None),
+        ((), None),
     ],
 )
 def test_trace_ids_from_a_header(value: Any, expected: Any) -> None:
