@@ -7,7 +7,7 @@ Alertmanager posts its webhook body (``{"version": "4", "groupKey": ..., "status
 "alertname": ..., ...}}`` and ``Authorization: Bearer <token>``; the training workflow
 listens for that event type.
 
-- Resolved alerts dispatch nothing.
+- Resolved alerts dispatch nothing; nor do alerts without a ``model`` label.
 - One dispatch per (group key, model, version) within the cool-down: the several alerts of
   one model (one per metric) start one training, and a flapping alert, which Alertmanager
   re-notifies, starts no second one until the cool-down has passed.
@@ -15,7 +15,7 @@ listens for that event type.
   retries the notification; dispatches that did succeed are not repeated by the retry.
 
 ``GET /healthz`` answers 200; ``GET /metrics`` exposes
-``pronto_alert_relay_dispatches_total{outcome="sent|failed|deduplicated"}`` and
+``pronto_alert_relay_dispatches_total{outcome="sent|failed|deduplicated|skipped"}`` and
 ``pronto_alert_relay_notifications_total{status="firing|resolved|invalid"}``.
 """
 
@@ -120,7 +120,7 @@ class _Metrics:
             ["status"],
             registry=self.registry,
         )
-        for outcome in ("sent", "failed", "deduplicated"):
+        for outcome in ("sent", "failed", "deduplicated", "skipped"):
             self.dispatches.labels(outcome)
         for status in ("firing", "resolved", "invalid"):
             self.notifications.labels(status)
@@ -189,7 +189,12 @@ class AlertRelay:
         todo: dict[tuple[str, str, str], Mapping[str, Any]] = {}
         for alert in firing:
             labels = alert.get("labels") or {}
-            key = (group, str(labels.get("model", "")), str(labels.get("version", "")))
+            if not labels.get("model"):  # nothing to retrain: a route sent the wrong alert
+                self.metrics.dispatches.labels("skipped").inc()
+                log.warning("alert relay: %s has no model label, not dispatched",
+                            labels.get("alertname"))  # fmt: skip
+                continue
+            key = (group, str(labels["model"]), str(labels.get("version", "")))
             todo.setdefault(key, alert)
         sent = failed = 0
         for key, alert in todo.items():

@@ -108,6 +108,16 @@ def test_resolved_alerts_dispatch_nothing() -> None:
     assert posts.calls == []
 
 
+def test_alerts_without_a_model_dispatch_nothing() -> None:
+    """An alert about no model (a routing mistake) must not start a default training."""
+    relay, posts, _ = _relay()
+    alert = _alert()
+    del alert["labels"]["model"]
+    assert relay.handle(_notification(alert)) == (0, 0)
+    assert posts.calls == []
+    assert relay.metrics.dispatches.labels("skipped")._value.get() == 1
+
+
 def test_one_dispatch_per_model_version_and_cool_down() -> None:
     """Four metrics of one model are one training; another model is another."""
     relay, posts, clock = _relay()
