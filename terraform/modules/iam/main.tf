@@ -84,7 +84,7 @@ resource "google_service_account" "runtime" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-runtime"
   display_name = "Pronto server runtime"
-  description  = "Impersonated by the pronto Kubernetes service account; reads the model bucket and nothing else."
+  description  = "Impersonated by the pronto Kubernetes service account; reads the model bucket and adds capture files under one prefix."
 }
 
 resource "google_service_account_iam_member" "runtime_workload_identity" {
@@ -97,6 +97,21 @@ resource "google_storage_bucket_iam_member" "runtime_model_read" {
   bucket = var.model_bucket_name
   role   = "roles/storage.objectViewer"
   member = google_service_account.runtime.member
+}
+
+# Captured payloads (chart server.capture.upload): the pods create objects under one prefix
+# of the model bucket and nowhere else; objectCreator cannot overwrite or delete.
+resource "google_storage_bucket_iam_member" "runtime_capture_write" {
+  count  = var.capture_prefix == "" ? 0 : 1
+  bucket = var.model_bucket_name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.runtime.member
+
+  condition {
+    title       = "pronto-captures-only"
+    description = "Capture files under ${var.capture_prefix}/ only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${var.model_bucket_name}/objects/${var.capture_prefix}/\")"
+  }
 }
 
 # --- GitHub Actions through Workload Identity Federation. -------------------

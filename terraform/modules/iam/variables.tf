@@ -51,6 +51,17 @@ variable "model_bucket_name" {
   description = "Model registry bucket: the runtime, deploys and pull-request checks read it; training on main writes it."
 }
 
+variable "capture_prefix" {
+  type        = string
+  description = "Prefix of the model bucket where the pods may create capture files (chart server.capture.uploadPrefix); empty grants nothing."
+  default     = "captures"
+
+  validation {
+    condition     = can(regex("^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$", var.capture_prefix))
+    error_message = "capture_prefix is a bucket path without leading or trailing slash, or empty."
+  }
+}
+
 variable "dvc_bucket_name" {
   type        = string
   description = "DVC remote bucket: training on main writes it, pull-request checks read it."

@@ -307,6 +307,15 @@ run "iam_is_least_privilege" {
 
   assert {
     condition = (
+      google_storage_bucket_iam_member.runtime_capture_write[0].role == "roles/storage.objectCreator" &&
+      google_storage_bucket_iam_member.runtime_capture_write[0].bucket == "pronto-test-123-models" &&
+      google_storage_bucket_iam_member.runtime_capture_write[0].condition[0].expression == "resource.name.startsWith(\"projects/_/buckets/pronto-test-123-models/objects/captures/\")"
+    )
+    error_message = "The runtime service account may only add capture files, under captures/."
+  }
+
+  assert {
+    condition = (
       google_artifact_registry_repository_iam_member.deploy_push.role == "roles/artifactregistry.writer" &&
       google_storage_bucket_iam_member.deploy_model_read.role == "roles/storage.objectViewer" &&
       google_storage_bucket_iam_member.deploy_model_read.bucket == "pronto-test-123-models"
