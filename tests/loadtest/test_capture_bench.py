@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from loadtest.monitor.capture_bench import ARMS, TARGET_PERCENT, arms_table, share_table
 from loadtest.monitor.path_cost import best_times, per_request_us
@@ -71,3 +74,28 @@ def test_bench_runs_capture_with_every_scenario() -> None:
         capture_output=True, text=True, check=True, cwd=ROOT,
     ).stdout  # fmt: skip
     assert "--duration" in out and "--rounds" in out
+
+
+def test_pronto_bench_capture_uses_the_bench_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`pronto bench capture` hands its repository, data, workers and results folder on."""
+    from loadtest import bench
+    from loadtest.cli import BenchSettings
+    from loadtest.monitor import capture_bench
+
+    seen: dict[str, Any] = {}
+
+    def fake(args: Any, command: str) -> bool:
+        seen.update(vars(args), command=command)
+        return True
+
+    monkeypatch.setattr(capture_bench, "run_capture_bench", fake)
+    settings = BenchSettings(
+        model_repository=tmp_path / "models", results_dir=tmp_path / "results", workers=3
+    )
+    assert bench.run_bench("capture", settings, "pronto bench capture")
+    assert seen["model_repository"] == tmp_path / "models"
+    assert seen["out"] == tmp_path / "results" / "capture"
+    assert seen["workers"] == 3 and seen["rps"] == 1200
+    assert seen["command"] == "pronto bench capture"
