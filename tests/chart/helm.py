@@ -75,6 +75,7 @@ SCENARIOS = (
     Scenario("jwt", "jwt-values.yaml"),
     Scenario("custom-metrics", "custom-metrics-values.yaml", ("custom.metrics.k8s.io/v1beta2",)),
     Scenario("rollout", "rollout-values.yaml"),
+    Scenario("multi-model", "multi-model-values.yaml"),
 )
 
 
