@@ -152,3 +152,25 @@ server's default, which serves what was fetched).
 {{- end -}}
 {{- toJson $out -}}
 {{- end }}
+
+{{/* Name of the OpenTelemetry Collector's objects. */}}
+{{- define "pronto.collectorName" -}}
+{{- printf "%s-otel-collector" (include "pronto.fullname" . | trunc 48 | trimSuffix "-") -}}
+{{- end }}
+
+{{/* host:port that Envoy and the server export spans to; empty when tracing is off. */}}
+{{- define "pronto.tracingEndpoint" -}}
+{{- $t := .Values.tracing | default dict -}}
+{{- if $t.enabled -}}
+{{- if $t.collector.enabled -}}
+{{- printf "%s.%s.svc:%d" (include "pronto.collectorName" .) .Release.Namespace (int $t.collector.port) -}}
+{{- else -}}
+{{- $t.endpoint -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{- define "pronto.collectorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pronto.name" . }}-otel-collector
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
