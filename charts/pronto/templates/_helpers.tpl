@@ -174,3 +174,11 @@ server's default, which serves what was fetched).
 app.kubernetes.io/name: {{ include "pronto.name" . }}-otel-collector
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{/*
+The pods of this release, for label feedback: a headless Service's name resolves to the
+address of every ready pod.
+*/}}
+{{- define "pronto.feedbackPeers" -}}
+{{- printf "%s-peers.%s.svc.cluster.local:%v" (include "pronto.fullname" .) .Release.Namespace .Values.server.port -}}
+{{- end -}}
