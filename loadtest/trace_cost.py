@@ -21,6 +21,7 @@ stdout (Markdown) and, with ``--out``, as JSON with the machine's description.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -97,9 +98,23 @@ def _receiver() -> Iterator[tuple[int, _SpanCounter]]:
         server.stop(None)
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 @contextmanager
-def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[str]:
-    """One single-worker server; returns its worker's address (h2load talks to it)."""
+def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[tuple[str, int]]:
+    """One single-worker server: its worker's address (h2load talks to it) and the
+    supervisor's pid."""
     port, worker = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRONTO_", "OTEL_"))}
     if otlp_port is not None:
@@ -116,7 +131,7 @@ def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[str
     try:
         address = f"127.0.0.1:{worker}"
         wait_for_grpc_health(address, timeout=120, proc=proc)
-        yield address
+        yield address, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -125,16 +140,19 @@ def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[str
 def measure(
     repository: Path, model: str, seconds: float, rounds: int, request: dict[str, Any]
 ) -> dict[str, Any]:
-    """Requests per second of each variant, per round."""
+    """Requests per second and server CPU microseconds per request of each variant, per
+    round. CPU time is the server's process tree (supervisor, template, worker) over the
+    measured window, which h2load runs without a warm-up for this reason."""
     with tempfile.TemporaryDirectory(prefix="trace-cost-") as tmp:
         body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
         results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        cpu_us: dict[str, list[float]] = {name: [] for name in VARIANTS}
         with (
             _receiver() as (otlp_port, counter),
             _server(repository, model, None) as off,
             _server(repository, model, otlp_port) as on,
         ):
-            for address in (off, on):
+            for address, _ in (off, on):
                 check_request(address, body)
                 run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
             names = list(VARIANTS)
@@ -142,34 +160,49 @@ def measure(
                 # alternate the order, so no variant always runs first or last
                 for name in names if round_ % 2 == 0 else names[::-1]:
                     traced, traceparent = VARIANTS[name]
+                    address, pid = on if traced else off
                     run = H2loadRun(
-                        address=on if traced else off,
+                        address=address,
                         body=body,
                         duration_s=seconds,
-                        warmup_s=0.5,
+                        warmup_s=0,
                         clients=2,
                         streams=8,
                         headers={"traceparent": traceparent} if traceparent else {},
                     )
+                    before = _tree_cpu(pid)
                     result = run_h2load(run)
-                    if result.errors:
+                    used = _tree_cpu(pid) - before
+                    if result.errors or not result.count:
                         raise RuntimeError(f"{name}: {result.errors} failed requests")
                     results[name].append(result.rps)
+                    cpu_us[name].append(1e6 * used / result.count)
             spans = counter.spans
-    return {"rps": results, "spans_exported": spans}
+    return {"rps": results, "cpu_us_per_request": cpu_us, "spans_exported": spans}
 
 
-def table(rps: dict[str, list[float]]) -> str:
-    """Markdown: each variant's rounds, and the median over rounds of its ratio to ``off``
-    in the same round (rounds drift together on a shared machine; ratios drift less)."""
+def _median_ratio(values: list[float], base: list[float]) -> float:
+    return statistics.median(v / b for v, b in zip(values, base, strict=True))
+
+
+def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
+    """Markdown: per variant, requests/s and server CPU per request in each round, and the
+    median over rounds of the ratio to ``off`` in the same round (rounds drift together on
+    a shared machine; ratios drift less). CPU per request is the steadier of the two there:
+    it does not count time the server spent waiting for a core."""
     lines = [
-        "| variant | requests/s per round | median ratio to off (per round) |",
-        "| --- | --- | --- |",
+        "| variant | requests/s per round | ratio to off | server CPU µs/request per round "
+        "| ratio to off |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, values in rps.items():
-        ratio = statistics.median(v / o for v, o in zip(values, rps["off"], strict=True))
-        rounds = ", ".join(f"{v:.0f}" for v in values)
-        lines.append(f"| {name} | {rounds} | {ratio:.2f} |")
+        cpu = cpu_us[name]
+        lines.append(
+            f"| {name} | {', '.join(f'{v:.0f}' for v in values)} "
+            f"| {_median_ratio(values, rps['off']):.2f} "
+            f"| {', '.join(f'{v:.0f}' for v in cpu)} "
+            f"| {_median_ratio(cpu, cpu_us['off']):.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -191,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(args.request.read_text())[0]
     request["model_name"] = args.model
     found = measure(args.model_repository, args.model, args.seconds, args.rounds, request)
-    print(table(found["rps"]))
+    print(table(found["rps"], found["cpu_us_per_request"]))
     print(f"\nspans exported by the tracing-on server: {found['spans_exported']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -222,7 +222,7 @@ class InferenceCore:
     async def _run(
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
-        if tracing.ENABLED:
+        if tracing.ENABLED and tracing.recording():
             return await tracing.traced_run(self, handle, feeds, outputs, rows)
         batcher = handle.batcher
         if batcher is not None:

@@ -34,6 +34,7 @@ def test_every_variant_runs_and_tracing_on_exports(tmp_path: Path) -> None:
     found = measure(build_repository(tmp_path / "models"), MODEL, 0.3, 1, request)
     assert set(found["rps"]) == set(VARIANTS)
     assert all(len(v) == 1 and v[0] > 0 for v in found["rps"].values())
+    assert all(len(v) == 1 and v[0] > 0 for v in found["cpu_us_per_request"].values())
     assert found["spans_exported"] > 0
-    text = table(found["rps"])
+    text = table(found["rps"], found["cpu_us_per_request"])
     assert text.count("\n") == len(VARIANTS) + 1 and "| off | " in text

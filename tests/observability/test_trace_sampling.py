@@ -56,3 +56,17 @@ def test_ratio_zero_keeps_only_traces_the_caller_sampled(
         services = {s[0] for s in sink.spans}
     assert {"pronto-gateway", "pronto-server"} <= services
     assert traces == {TRACE_ID}
+
+
+def test_unsampled_requests_take_the_untraced_path() -> None:
+    """The servicer and the core create child spans only under a sampled (recording)
+    server span; a dropped request runs the plain path."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from server import tracing
+
+    assert not tracing.recording()  # outside any request
+    for sampler, expected in ((ALWAYS_ON, True), (ALWAYS_OFF, False)):
+        with TracerProvider(sampler=sampler).get_tracer("t").start_as_current_span("request"):
+            assert tracing.recording() is expected
