@@ -80,6 +80,9 @@ def test_each_listed_model_can_carry_its_own_rollout() -> None:
     assert args[:3] == ["rollout", "start", "flight-delay-lite"]
     assert {"--candidate=4", "--stable=3", "--weight=5"} <= set(args)
     assert "--auto" not in args
+    # promote, abort and the analysis write that model's rollout.json
+    mounts = {m["name"]: m for m in container(spec, "server")["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is False
     # the model under rollout takes its versions from rollout.json, not from a policy
     policies = json.loads(env_of(spec, "server")["PRONTO_MODEL_VERSION_POLICIES"])
     assert policies == {"flight-delay": "latest:2"}
