@@ -90,11 +90,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @tracing.traced("ModelInfer")
     @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
-        if tracing.ENABLED:
-            return await tracing.traced_infer(self, request)
+        if tracing.ENABLED and tracing.recording():
+            return await tracing.traced_infer(self, request, _queued_at(context))
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
-        if self.core.sink is not None:  # captured payloads carry the caller's trace
-            tracing.note_traceparent(context)
+        if self.core.sink is not None and not tracing.ENABLED:
+            tracing.note_traceparent(context)  # captured payloads carry the caller's trace
         return encode_infer_response(await self.core.infer(req, _queued_at(context)))
 
 

@@ -7,14 +7,16 @@ module-level boolean per request and import nothing from OpenTelemetry.
 
 On, each ``ModelInfer`` / ``Predict`` call gets a server span that continues the caller's
 W3C ``traceparent`` (Envoy sends one), with children ``decode``, ``queue`` (waiting for the
-model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``. The exporter
-is created lazily in each worker process, after the fork. Errors logged while a request is
-traced, or that carries a ``traceparent`` header, carry its trace id (:func:`log_trace`).
+model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``; a request the
+sampler drops keeps only the (non-recording) server span. The exporter is created lazily in
+each worker process, after the fork. Errors logged while a request is traced, or that
+carries a ``traceparent`` header, carry its trace id (:func:`log_trace`).
 
 Captured payloads carry the request's trace (:data:`CURRENT`): with tracing on, the worker's
-server span; off, the caller's ``traceparent`` header, when there is one. Only a reference is
-kept per request (the span context, or the request metadata); the writer thread turns it into
-ids (:func:`trace_ids`) for the predictions it captures.
+server span (sampled or not: its trace id is the caller's); off, the caller's ``traceparent``
+header, when there is one. Only a reference is kept per request (the span context, or the
+request metadata); the writer thread turns it into ids (:func:`trace_ids`) for the
+predictions it captures.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "install_log_filter",
     "log_trace",
     "note_traceparent",
+    "recording",
     "trace_ids",
     "traced",
     "traced_infer",
@@ -145,6 +148,14 @@ def log_trace(context: Any) -> str:
     return f" [trace_id={ids[0]}]" if ids else ""
 
 
+def recording() -> bool:
+    """Whether the current request's span is sampled. An unsampled request (most of them
+    at a low sampling ratio) skips the child spans and takes the untraced path."""
+    from opentelemetry import trace
+
+    return bool(trace.get_current_span().is_recording())
+
+
 def _parent(context: Any) -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -176,14 +187,14 @@ def traced(name: str) -> Callable[[F], F]:
     return decorate
 
 
-async def traced_infer(servicer: Any, request: Any) -> Any:
+async def traced_infer(servicer: Any, request: Any, queued_at: float = 0.0) -> Any:
     """The body of ``ModelInfer`` with ``decode`` and ``encode`` spans."""
     from server.oip_codec import decode_infer_request, encode_infer_response
 
     tracer = _tracer()
     with tracer.start_as_current_span("decode"):
         req = decode_infer_request(request, servicer.max_elements, servicer.core.max_batch_size)
-    response = await servicer.core.infer(req)
+    response = await servicer.core.infer(req, queued_at)
     with tracer.start_as_current_span("encode"):
         return encode_infer_response(response)
 
