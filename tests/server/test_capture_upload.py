@@ -188,16 +188,19 @@ def test_server_uploads_rotated_capture_files(model_repo: Path, tmp_path: Path, 
         "--capture-upload-url", f"gs://{BUCKET}/captures",
     )  # fmt: skip
     try:
+        # keep predicting until a rotation (a write after the first file passed 1 KiB) has
+        # closed a file and the uploader has copied it, while the server runs
+        deadline = time.monotonic() + 30
         with grpc.insecure_channel(server.address) as channel:
             stub = ppb_grpc.PredictionServiceStub(channel)
-            for i in range(40):
+            i = 0
+            while not gcs.objects():
+                assert time.monotonic() < deadline, "nothing uploaded while serving"
                 request = ppb.PredictRequest(name="flights", id=f"u-{i}")
                 request.instances.add().update(INSTANCE)
                 stub.Predict(request, timeout=10)
-        deadline = time.monotonic() + 30
-        while not gcs.objects():  # the first rotation uploads a file
-            assert time.monotonic() < deadline, "nothing uploaded"
-            time.sleep(0.1)
+                i += 1
+                time.sleep(0.05)
     finally:
         stop_process(server.proc)
     # after a graceful stop every file is uploaded, byte for byte
