@@ -302,6 +302,88 @@ class _Bench:
         )
 
 
+def shadow_path_cost(
+    root: Path, model: str, candidate: int, sizes: list[int], samples: int = 4000
+) -> dict[int, float]:
+    """CPU microseconds per single-row sample of the worker's shadow path, in process.
+
+    For each drain size ``k``: ``k`` Predict requests' worth of samples are recorded, one
+    drain scores them, and the counters are flushed to Prometheus (multiprocess mode, as in
+    a worker) every 200 drains. Stable's own run is not counted, nor the event loop's idle
+    turns. Best of five repetitions: unlike throughput, this hardly depends on how busy
+    the machine is.
+    """
+    import asyncio
+    import os
+    import shutil
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client already imported: multiprocess mode cannot apply")
+    work = Path(tempfile.mkdtemp(prefix="rollout-cost-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(work / "metrics")
+    (work / "metrics").mkdir()
+    from server.features import columns_from_instances
+    from server.model import load_model
+    from server.monitoring.rollout_metrics import RolloutMetrics
+    from server.repository import Registry
+    from server.rollout import RolloutRouter
+
+    try:
+        repo = work / "models"
+        stable_version = max(
+            (int(p.name) for p in (root / model).iterdir() if p.name.isdigit()),
+            key=lambda v: (v != candidate, v),
+        )
+        for version in (stable_version, candidate):
+            shutil.copytree(root / model / str(version), repo / model / str(version))
+        registry = Registry()
+        registry.replace(
+            load_model(model, v, repo / model / str(v)) for v in (stable_version, candidate)
+        )
+        start(repo, model, candidate, Mode.SHADOW, stable=stable_version)
+        router = RolloutRouter(repo, registry, RolloutMetrics())
+        router.refresh([model])
+        stable = registry.get(model)
+        instances = _first_request("predict", model)["instances"]
+        outputs = [n for n in (stable.label_output, stable.proba_output) if n]
+
+        async def turns(n: int) -> float:
+            began = time.process_time()
+            for _ in range(n):
+                await asyncio.sleep(0)
+            return time.process_time() - began
+
+        async def run(k: int, drains: int) -> float:
+            # each sample: its own feeds and stable outputs, as requests would hold them
+            held: list[tuple[Any, ...]] = []
+            for _ in range(k):
+                columns = columns_from_instances(stable.features, instances)
+                held.append((columns, *stable.run(columns, outputs)))
+            router.shadow_delay = 0.0  # the drain size is k, not what a timer collects
+            began = time.process_time()
+            for i in range(drains):
+                for feeds, label, proba in held:
+                    router.record("id", stable, feeds, label, proba, 1)
+                await asyncio.sleep(0)  # the drain's turn
+                if i % 200 == 199:
+                    router.flush()
+            router.flush()
+            return time.process_time() - began - await turns(drains)
+
+        async def measure() -> dict[int, float]:
+            await run(1, 200)  # warm up
+            out = {}
+            for k in sizes:
+                drains = max(50, samples // k)
+                best = min([await run(k, drains) for _ in range(5)])
+                out[k] = round(1e6 * best / (drains * k), 2)
+            return out
+
+        return asyncio.run(measure())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def summarize(rounds: list[Round]) -> dict[str, Any]:
     """Means and ratios against ``none`` per variant (ratios also per round, then median)."""
     by: dict[str, list[Round]] = {}
@@ -401,7 +483,20 @@ def main(argv: list[str] | None = None) -> int:
         "collapsed stacks of the worker into DIR and its busiest frames",
     )
     parser.add_argument("--profile-frames", type=int, default=20)
+    parser.add_argument(
+        "--in-process",
+        metavar="SIZES",
+        help="instead of a load run: CPU per sample of the shadow path in process, for "
+        "these samples-per-drain (comma-separated, e.g. 1,4,16,64)",
+    )
     args = parser.parse_args(argv)
+    if args.in_process:
+        sizes = [int(k) for k in args.in_process.split(",")]
+        costs = shadow_path_cost(args.model_repository, args.model, args.candidate, sizes)
+        print("| samples per drain | shadow path CPU µs per sample |\n| ---: | ---: |")
+        for k, us in costs.items():
+            print(f"| {k} | {us:.1f} |")
+        return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if "none" not in variants or set(variants) - set(VARIANTS):
         parser.error(f"--variants: a subset of {','.join(VARIANTS)} that includes none")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import logging
@@ -165,6 +166,22 @@ class _Stats:
         self.score_diff: defaultdict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
         self.dropped: defaultdict[tuple[str, str], int] = defaultdict(int)
 
+    def add(self, other: _Stats) -> None:
+        """Fold in counters gathered elsewhere (a shadow run on the helper thread)."""
+        for mine, theirs in (
+            (self.requests, other.requests),
+            (self.errors, other.errors),
+            (self.compared, other.compared),
+            (self.agreed, other.agreed),
+            (self.dropped, other.dropped),
+        ):
+            for key, n in theirs.items():
+                mine[key] += n  # type: ignore[index]
+        for key, runs in other.latency.items():
+            self.latency[key].extend(runs)
+        for pair, diffs in other.score_diff.items():
+            self.score_diff[pair].extend(diffs)
+
 
 class RolloutRouter:
     """One worker's view of the rollouts of the models it serves."""
@@ -301,9 +318,11 @@ class RolloutRouter:
         self._stats.latency[key].append((time.perf_counter() - start, 1))
         return result
 
-    def _record_error(self, key: tuple[str, str, str], exc: Exception, count: int = 1) -> None:
+    def _record_error(
+        self, key: tuple[str, str, str], exc: Exception, count: int = 1, stats: _Stats | None = None
+    ) -> None:
         reason = exc.reason if isinstance(exc, ProntoError) else type(exc).__name__
-        self._stats.errors[(*key, reason)] += count
+        (stats or self._stats).errors[(*key, reason)] += count
         log.debug("candidate %s version %s failed: %s", key[0], key[1], exc)
 
     # -- shadow (a PredictionSink) -------------------------------------------------
@@ -356,15 +375,21 @@ class RolloutRouter:
         loop = asyncio.get_running_loop()
         for batch in pending.values():
             if sum(batch.sizes) >= self.offload_rows:
-                loop.run_in_executor(self._pool, self._shadow, batch)
+                # counters of its own, folded in on the event loop: a flush never sees a
+                # half-written one, and none is written after the flush that took it
+                stats = _Stats()
+                done = loop.run_in_executor(self._pool, self._shadow, batch, stats)
+                done.add_done_callback(functools.partial(self._fold, stats))
             else:
-                self._shadow(batch)
+                self._shadow(batch, self._stats)
 
-    def _shadow(self, batch: _Pending) -> None:
+    def _fold(self, stats: _Stats, _: object) -> None:
+        self._stats.add(stats)
+
+    def _shadow(self, batch: _Pending, stats: _Stats) -> None:
         """One candidate run for every sample of ``batch``; compare with stable's answers."""
         candidate = batch.candidate
         key = (candidate.name, candidate.version_str, Mode.SHADOW.value)
-        stats = self._stats
         count = len(batch.feeds)
         stats.requests[key] += count
         names = [n for n in (candidate.label_output, candidate.proba_output) if n]
@@ -380,7 +405,7 @@ class RolloutRouter:
                 feeds = {n: np.concatenate([f[n] for f in batch.feeds]) for n in candidate.inputs}
             results = candidate.run(feeds, names)
         except Exception as exc:
-            self._record_error(key, exc, count)
+            self._record_error(key, exc, count, stats)
             return
         stats.latency[key].append((time.perf_counter() - start, count))
         pair = (candidate.name, candidate.version_str)

@@ -240,10 +240,13 @@ def test_shadow_compares_labels_and_scores(repo: Path) -> None:
     assert len(diffs) == 60 and diffs.max() > 0  # versions 1 and 2 differ (C=0.05 vs 1.0)
 
 
-def test_shadow_agreement_matches_row_by_row_comparison(repo: Path) -> None:
-    """Batched scoring gives what scoring each request alone gives; requests that left an
-    output out are not compared on it."""
+@pytest.mark.parametrize("offload", [False, True], ids=["inline", "helper-thread"])
+def test_shadow_agreement_matches_row_by_row_comparison(repo: Path, offload: bool) -> None:
+    """Batched scoring gives what scoring each request alone gives, on the event loop or
+    on the helper thread; requests that left an output out are not compared on it."""
     registry, router, core = _shadow_core(repo)
+    if offload:
+        router.offload_rows = 1
     stable, candidate = registry.find("flights", 1), registry.find("flights", 2)
     assert stable is not None and candidate is not None
     from server.oip_codec import decode_infer_request
@@ -257,8 +260,13 @@ def test_shadow_agreement_matches_row_by_row_comparison(repo: Path) -> None:
         for req in requests:
             await core.infer(decode_infer_request(req, 10**6, 10**6))
         await _drained(router)
+        # a run on the helper thread is folded into the counters when it completes
+        deadline = time.monotonic() + 30
+        while not router._stats.requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
 
     asyncio.run(go())
+    assert router._stats.requests[("flights", "2", "shadow")] == len(requests)
     agreed = 0
     diffs = []
     for req in requests:
