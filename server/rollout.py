@@ -62,6 +62,8 @@ SHADOW_DELAY = 0.02
 #: as for dozens (one candidate run, caches cold after the requests in between), so under
 #: load most of it is shared; 64 single-row samples hold the event loop well under 1 ms.
 SHADOW_BATCH = 64
+#: drains on the helper thread at once (one running, one waiting); more are dropped
+SHADOW_OFFLOADED = 2
 
 
 def bucket_of(salt: bytes, prediction_id: str) -> int:
@@ -199,6 +201,8 @@ class RolloutRouter:
         self._pending: dict[int, _Pending] = {}
         self._queued = 0
         self._drain_handle: asyncio.Handle | None = None
+        #: drains handed to the helper thread and not finished yet
+        self._offloaded = 0
         self.shadow_delay = SHADOW_DELAY
         self.shadow_batch = SHADOW_BATCH
         self._random = random.random
@@ -374,16 +378,22 @@ class RolloutRouter:
         self._queued = 0
         loop = asyncio.get_running_loop()
         for batch in pending.values():
-            if sum(batch.sizes) >= self.offload_rows:
+            if sum(batch.sizes) < self.offload_rows:
+                self._shadow(batch, self._stats)
+            elif self._offloaded >= SHADOW_OFFLOADED:
+                # the helper thread is behind (a slow candidate): drop, never pile up
+                key = (batch.candidate.name, batch.candidate.version_str)
+                self._stats.dropped[key] += len(batch.feeds)
+            else:
                 # counters of its own, folded in on the event loop: a flush never sees a
                 # half-written one, and none is written after the flush that took it
+                self._offloaded += 1
                 stats = _Stats()
                 done = loop.run_in_executor(self._pool, self._shadow, batch, stats)
                 done.add_done_callback(functools.partial(self._fold, stats))
-            else:
-                self._shadow(batch, self._stats)
 
     def _fold(self, stats: _Stats, _: object) -> None:
+        self._offloaded -= 1
         self._stats.add(stats)
 
     def _shadow(self, batch: _Pending, stats: _Stats) -> None:

@@ -16,7 +16,14 @@ from server.core import InferenceCore
 from server.errors import InvalidInput
 from server.model import load_model
 from server.repository import Registry
-from server.rollout import BUCKETS, SHADOW_QUEUE, RolloutRouter, bucket_of, observe_many
+from server.rollout import (
+    BUCKETS,
+    SHADOW_OFFLOADED,
+    SHADOW_QUEUE,
+    RolloutRouter,
+    bucket_of,
+    observe_many,
+)
 from server.rollout_analysis import Analyst, Totals, judge, p99_bound
 from server.rollout_state import (
     Lease,
@@ -306,6 +313,44 @@ def test_shadow_batch_drains_without_waiting_and_queue_is_bounded(repo: Path) ->
 
     asyncio.run(go())
     assert router._stats.dropped[("flights", "2")] == 5
+
+
+def test_shadow_drains_behind_on_the_helper_thread_are_dropped(repo: Path) -> None:
+    """A candidate slower than the traffic never piles drains up behind the helper thread."""
+    registry, router, _ = _shadow_core(repo)
+    router.offload_rows = 1
+    candidate = registry.find("flights", 2)
+    assert candidate is not None
+    release = threading.Event()
+    counting = _CountingSession(candidate.session)
+    run = counting.run
+
+    def slow(outputs: list[str], feeds: dict[str, np.ndarray]) -> object:
+        release.wait(30)
+        return run(outputs, feeds)
+
+    counting.run = slow  # type: ignore[method-assign]
+    candidate.session = counting  # type: ignore[assignment]
+    stable = registry.get("flights")
+    feeds = stable.sample_feeds(1)
+    label, proba = stable.run(feeds, ["label", "probabilities"])
+
+    async def go() -> None:
+        for drain in range(SHADOW_OFFLOADED + 2):
+            for _ in range(drain + 1):
+                router.record("id", stable, feeds, label, proba, 1)
+            await _drained(router)
+        release.set()
+        deadline = time.monotonic() + 30
+        while router._offloaded and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
+    asyncio.run(go())
+    # drains of 1 and 2 samples ran; those of 3 and 4 found the helper thread behind
+    assert counting.runs == [1, 2]
+    assert router._stats.requests[("flights", "2", "shadow")] == 3
+    assert router._stats.dropped[("flights", "2")] == 3 + 4
+    router.close()
 
 
 def test_observe_many_writes_what_observe_writes() -> None:
