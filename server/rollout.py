@@ -6,9 +6,11 @@ each reload pass when the file changed) and answers two questions on the hot pat
 - *canary*: does this unversioned request go to the candidate? A hash of the prediction id
   decides, so one id always gets the same version (and an id in the candidate at 5% stays
   there at 25%). A failed candidate answer is retried on stable: the caller never sees it.
-- *shadow*: the stable answer goes back to the caller first; a callback scheduled after it
-  runs the candidate on the same inputs and compares labels and scores. The work waits in
-  a bounded queue (beyond it, samples are dropped and counted, never the request).
+- *shadow*: the stable answer goes back to the caller first; its inputs and outputs wait
+  (by reference, nothing is copied) for a drain that runs a few milliseconds later, or as
+  soon as enough samples wait, and scores everything queued since the last drain in one
+  candidate run, compared with stable's answers array-wise. The queue is bounded (beyond
+  it, samples are dropped and counted, never the request).
 
 Requests that name a version are never rerouted. Without a rollout the per-request cost
 is one dictionary lookup.
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
+import itertools
 import logging
 import random
 import time
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
     from server.settings import ServeSettings
     from server.status import Recorder
 
-__all__ = ["BUCKETS", "RolloutRouter", "Route", "bucket_of", "combine_sinks"]
+__all__ = ["BUCKETS", "RolloutRouter", "Route", "bucket_of", "combine_sinks", "observe_many"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,14 @@ T = TypeVar("T")
 BUCKETS = 10_000
 #: shadow samples waiting for the candidate, per worker; more are dropped
 SHADOW_QUEUE = 256
+#: a shadow drain runs this long after the first sample it will score...
+SHADOW_DELAY = 0.02
+#: ...or at once when this many samples wait. A drain costs about as much for one sample
+#: as for dozens (one candidate run, caches cold after the requests in between), so under
+#: load most of it is shared; 64 single-row samples hold the event loop well under 1 ms.
+SHADOW_BATCH = 64
+#: drains on the helper thread at once (one running, one waiting); more are dropped
+SHADOW_OFFLOADED = 2
 
 
 def bucket_of(salt: bytes, prediction_id: str) -> int:
@@ -89,12 +101,56 @@ class Route:
         )
 
 
-#: (route, candidate, feeds, stable labels, stable probabilities, rows)
-_Sample = tuple["Route", "ModelHandle", dict[str, np.ndarray], Any, Any, int]
+class _Pending:
+    """Shadow samples of one candidate waiting for the next drain (references only)."""
+
+    __slots__ = ("candidate", "feeds", "labels", "proba", "sizes")
+
+    def __init__(self, candidate: ModelHandle) -> None:
+        self.candidate = candidate
+        self.feeds: list[Mapping[str, np.ndarray]] = []
+        self.labels: list[Any] = []
+        self.proba: list[Any] = []
+        self.sizes: list[int] = []
 
 
-def _stack(parts: list[np.ndarray]) -> np.ndarray:
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _stack(parts: list[Any]) -> np.ndarray:
+    return np.asarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
+
+
+def _answered(parts: list[Any], sizes: list[int]) -> tuple[list[Any], np.ndarray | None]:
+    """Stable's outputs that are present, and which rows of the drain they cover.
+
+    A request may leave an output out (OIP ``outputs``); its rows are not compared.
+    The row index is None when every sample has the output.
+    """
+    have = [i for i, part in enumerate(parts) if part is not None]
+    if len(have) == len(parts):
+        return parts, None
+    starts = list(itertools.accumulate(sizes, initial=0))
+    rows = [np.arange(starts[i], starts[i + 1]) for i in have]
+    return [parts[i] for i in have], (np.concatenate(rows) if rows else np.empty(0, np.intp))
+
+
+def observe_many(child: Any, values: np.ndarray, weights: np.ndarray | None = None) -> None:
+    """``child.observe(v)`` for every value (``weights[i]`` times each), in one pass.
+
+    prometheus-client has no call that observes a batch; per value, each ``observe`` costs
+    an mmap write per bucket and sum in multiprocess mode. The bucket counts are computed
+    here with numpy and added to the histogram's own counters: the same series as
+    ``observe`` writes (``tests/server/test_rollout_state.py`` holds them equal).
+    """
+    if not len(values):
+        return
+    bounds = child._upper_bounds
+    # first bound >= value, as observe does; NaN (never <= a bound) counts as +Inf
+    index = np.minimum(np.searchsorted(bounds, values, side="left"), len(bounds) - 1)
+    counts = np.bincount(index, weights=weights, minlength=len(bounds))
+    for i, n in enumerate(counts.tolist()):
+        if n:
+            child._buckets[i].inc(n)
+    total = values if weights is None else values * weights
+    child._sum.inc(float(np.nansum(total)))
 
 
 class _Stats:
@@ -103,11 +159,30 @@ class _Stats:
     def __init__(self) -> None:
         self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.errors: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
-        self.latency: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
+        #: (seconds, how many requests it stands for): one per canary request, one per
+        #: shadow drain (the run is the latency of each of its samples)
+        self.latency: defaultdict[tuple[str, str, str], list[tuple[float, int]]] = defaultdict(list)
         self.compared: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.agreed: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self.score_diff: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        #: per drain, the largest per-class probability difference of each compared row
+        self.score_diff: defaultdict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
         self.dropped: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    def add(self, other: _Stats) -> None:
+        """Fold in counters gathered elsewhere (a shadow run on the helper thread)."""
+        for mine, theirs in (
+            (self.requests, other.requests),
+            (self.errors, other.errors),
+            (self.compared, other.compared),
+            (self.agreed, other.agreed),
+            (self.dropped, other.dropped),
+        ):
+            for key, n in theirs.items():
+                mine[key] += n  # type: ignore[index]
+        for key, runs in other.latency.items():
+            self.latency[key].extend(runs)
+        for pair, diffs in other.score_diff.items():
+            self.score_diff[pair].extend(diffs)
 
 
 class RolloutRouter:
@@ -122,8 +197,14 @@ class RolloutRouter:
         self._stamps: dict[str, tuple[int, int, int]] = {}
         self._states: dict[str, RolloutState] = {}
         self._stats = _Stats()
-        self._queue: list[_Sample] = []
-        self._scheduled = False
+        #: id(candidate handle) -> its samples waiting for the next drain
+        self._pending: dict[int, _Pending] = {}
+        self._queued = 0
+        self._drain_handle: asyncio.Handle | None = None
+        #: drains handed to the helper thread and not finished yet
+        self._offloaded = 0
+        self.shadow_delay = SHADOW_DELAY
+        self.shadow_batch = SHADOW_BATCH
         self._random = random.random
         # shadow runs of big batches leave the event loop, one at a time
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shadow")
@@ -238,12 +319,14 @@ class RolloutRouter:
             result = await call(stable, *args)
             self._record_error(key, exc)
             return result
-        self._stats.latency[key].append(time.perf_counter() - start)
+        self._stats.latency[key].append((time.perf_counter() - start, 1))
         return result
 
-    def _record_error(self, key: tuple[str, str, str], exc: Exception, count: int = 1) -> None:
+    def _record_error(
+        self, key: tuple[str, str, str], exc: Exception, count: int = 1, stats: _Stats | None = None
+    ) -> None:
         reason = exc.reason if isinstance(exc, ProntoError) else type(exc).__name__
-        self._stats.errors[(*key, reason)] += count
+        (stats or self._stats).errors[(*key, reason)] += count
         log.debug("candidate %s version %s failed: %s", key[0], key[1], exc)
 
     # -- shadow (a PredictionSink) -------------------------------------------------
@@ -264,72 +347,102 @@ class RolloutRouter:
         candidate = self.registry.find(handle.name, route.candidate or 0)
         if candidate is None:
             return
-        if len(self._queue) >= SHADOW_QUEUE:
+        if self._queued >= SHADOW_QUEUE:
             self._stats.dropped[(handle.name, candidate.version_str)] += 1
             return
-        self._queue.append((route, candidate, dict(feeds), labels, proba, rows))
-        if not self._scheduled:
-            self._scheduled = True
-            # after the current callbacks: the stable answer is on its way first
-            asyncio.get_running_loop().call_soon(self._drain)
+        pending = self._pending.get(id(candidate))
+        if pending is None:
+            pending = self._pending[id(candidate)] = _Pending(candidate)
+        # the request's own arrays: neither it nor the sinks change them after the answer
+        pending.feeds.append(feeds)
+        pending.labels.append(labels)
+        pending.proba.append(proba)
+        pending.sizes.append(rows)
+        self._queued += 1
+        if self._drain_handle is None:
+            # later than the answers on their way, late enough to share the run with others
+            loop = asyncio.get_running_loop()
+            self._drain_handle = loop.call_later(self.shadow_delay, self._drain)
+        elif self._queued == self.shadow_batch:
+            self._drain_handle.cancel()
+            self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
+
+    @property
+    def shadow_pending(self) -> int:
+        """Shadow samples waiting for the next drain."""
+        return self._queued
 
     def _drain(self) -> None:
-        self._scheduled = False
-        queue, self._queue = self._queue, []
-        # the samples queued since the last drain share one candidate run per candidate
-        # (a micro-batch): under load, the per-request cost is a slice of one ORT call
-        groups: dict[int, list[_Sample]] = {}
-        for sample in queue:
-            groups.setdefault(id(sample[1]), []).append(sample)
+        self._drain_handle = None
+        pending, self._pending = self._pending, {}
+        self._queued = 0
         loop = asyncio.get_running_loop()
-        for samples in groups.values():
-            if sum(s[5] for s in samples) >= self.offload_rows:
-                loop.run_in_executor(self._pool, self._shadow, samples)
+        for batch in pending.values():
+            if sum(batch.sizes) < self.offload_rows:
+                self._shadow(batch, self._stats)
+            elif self._offloaded >= SHADOW_OFFLOADED:
+                # the helper thread is behind (a slow candidate): drop, never pile up
+                key = (batch.candidate.name, batch.candidate.version_str)
+                self._stats.dropped[key] += len(batch.feeds)
             else:
-                self._shadow(samples)
+                # counters of its own, folded in on the event loop: a flush never sees a
+                # half-written one, and none is written after the flush that took it
+                self._offloaded += 1
+                stats = _Stats()
+                done = loop.run_in_executor(self._pool, self._shadow, batch, stats)
+                done.add_done_callback(functools.partial(self._fold, stats))
 
-    def _shadow(self, samples: list[_Sample]) -> None:
-        candidate = samples[0][1]
+    def _fold(self, stats: _Stats, _: object) -> None:
+        self._offloaded -= 1
+        self._stats.add(stats)
+
+    def _shadow(self, batch: _Pending, stats: _Stats) -> None:
+        """One candidate run for every sample of ``batch``; compare with stable's answers."""
+        candidate = batch.candidate
         key = (candidate.name, candidate.version_str, Mode.SHADOW.value)
-        stats = self._stats
-        count = len(samples)
+        count = len(batch.feeds)
         stats.requests[key] += count
         names = [n for n in (candidate.label_output, candidate.proba_output) if n]
         start = time.perf_counter()
         try:
-            first = samples[0][2]
+            first = batch.feeds[0]
             missing = [n for n in candidate.inputs if n not in first]
             if missing:
                 raise RolloutError(f"candidate needs inputs {missing}")
             if count == 1:
                 feeds = {n: first[n] for n in candidate.inputs}
             else:
-                feeds = {n: np.concatenate([s[2][n] for s in samples]) for n in candidate.inputs}
+                feeds = {n: np.concatenate([f[n] for f in batch.feeds]) for n in candidate.inputs}
             results = candidate.run(feeds, names)
         except Exception as exc:
-            self._record_error(key, exc, count)
+            self._record_error(key, exc, count, stats)
             return
-        elapsed = time.perf_counter() - start
-        stats.latency[key].extend([elapsed] * count)
+        stats.latency[key].append((time.perf_counter() - start, count))
         pair = (candidate.name, candidate.version_str)
-        rows = sum(s[5] for s in samples)
+        rows = sum(batch.sizes)
         try:
-            if candidate.label_output is not None and all(s[3] is not None for s in samples):
-                mine = np.asarray(results[0]).reshape(rows, -1)[:, 0]
-                theirs = _stack([np.asarray(s[3]).reshape(s[5], -1)[:, 0] for s in samples])
-                if mine.dtype != theirs.dtype:
-                    mine, theirs = mine.astype(str), theirs.astype(str)
-                stats.compared[pair] += rows
-                stats.agreed[pair] += int(np.count_nonzero(mine == theirs))
-            if candidate.proba_output is not None and all(s[4] is not None for s in samples):
-                p_mine = np.asarray(results[-1], dtype=np.float64).reshape(rows, -1)
-                p_theirs = _stack(
-                    [np.asarray(s[4], dtype=np.float64).reshape(s[5], -1) for s in samples]
-                )
-                if p_mine.shape == p_theirs.shape:
-                    # the largest per-class difference of each row
-                    diff = np.abs(p_mine - p_theirs).max(axis=1)
-                    stats.score_diff[pair].extend(diff.tolist())
+            if candidate.label_output is not None:
+                parts, index = _answered(batch.labels, batch.sizes)
+                if parts:
+                    mine = np.asarray(results[0]).reshape(rows, -1)[:, 0]
+                    if index is not None:
+                        mine = mine[index]
+                    theirs = _stack(parts).reshape(len(mine), -1)[:, 0]
+                    if mine.dtype != theirs.dtype:
+                        mine, theirs = mine.astype(str), theirs.astype(str)
+                    stats.compared[pair] += len(mine)
+                    stats.agreed[pair] += int(np.count_nonzero(mine == theirs))
+            if candidate.proba_output is not None:
+                parts, index = _answered(batch.proba, batch.sizes)
+                if parts:
+                    p_mine = np.asarray(results[-1], dtype=np.float64).reshape(rows, -1)
+                    if index is not None:
+                        p_mine = p_mine[index]
+                    p_theirs = _stack(parts).astype(np.float64, copy=False)
+                    p_theirs = p_theirs.reshape(len(p_mine), -1)
+                    if p_mine.shape == p_theirs.shape:
+                        # the largest per-class difference of each row
+                        stats.score_diff[pair].append(np.abs(p_mine - p_theirs).max(axis=1))
         except Exception:  # a comparison bug must never reach a request
             log.exception("shadow comparison failed for %s", candidate.name)
 
@@ -343,18 +456,15 @@ class RolloutRouter:
             m.requests.labels(*key).inc(n)
         for ekey, n in stats.errors.items():
             m.errors.labels(*ekey).inc(n)
-        for key, values in stats.latency.items():
-            child = m.latency.labels(*key)
-            for v in values:
-                child.observe(v)
+        for key, runs in stats.latency.items():
+            seconds, weights = np.array(runs, dtype=np.float64).T
+            observe_many(m.latency.labels(*key), seconds, weights)
         for pair, n in stats.compared.items():
             m.compared.labels(*pair).inc(n)
         for pair, n in stats.agreed.items():
             m.agreed.labels(*pair).inc(n)
-        for pair, values in stats.score_diff.items():
-            child = m.score_difference.labels(*pair)
-            for v in values:
-                child.observe(v)
+        for pair, diffs in stats.score_diff.items():
+            observe_many(m.score_difference.labels(*pair), np.concatenate(diffs))
         for pair, n in stats.dropped.items():
             m.shadow_dropped.labels(*pair).inc(n)
 
@@ -367,6 +477,9 @@ class RolloutRouter:
                 log.exception("rollout metrics flush failed")
 
     def close(self) -> None:
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

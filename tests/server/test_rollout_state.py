@@ -16,7 +16,14 @@ from server.core import InferenceCore
 from server.errors import InvalidInput
 from server.model import load_model
 from server.repository import Registry
-from server.rollout import BUCKETS, RolloutRouter, bucket_of
+from server.rollout import (
+    BUCKETS,
+    SHADOW_OFFLOADED,
+    SHADOW_QUEUE,
+    RolloutRouter,
+    bucket_of,
+    observe_many,
+)
 from server.rollout_analysis import Analyst, Totals, judge, p99_bound
 from server.rollout_state import (
     Lease,
@@ -172,34 +179,211 @@ def test_failed_candidate_answer_is_retried_on_stable(repo: Path) -> None:
     assert asyncio.run(core.infer(pinned)).model_version == "1"
 
 
-def test_shadow_compares_labels_and_scores(repo: Path) -> None:
+def _shadow_core(repo: Path) -> tuple[Registry, RolloutRouter, InferenceCore]:
     registry, router = _router(repo)
     start(repo, "flights", 2, Mode.SHADOW)
     router.refresh(["flights"])
     core = InferenceCore(registry, sink=router)
     core.ready = True
     core.router = router
+    return registry, router, core
+
+
+async def _drained(router: RolloutRouter) -> None:
+    """Until the router's pending shadow samples have been scored (its drain is a timer)."""
+    while router.shadow_pending:
+        await asyncio.sleep(router.shadow_delay / 2)
+
+
+class _CountingSession:
+    """An ONNX Runtime session that records the rows of each run."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self.runs: list[int] = []
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> object:
+        self.runs.append(len(next(iter(feeds.values()))))
+        return self.session.run(outputs, feeds)  # type: ignore[attr-defined]
+
+
+def _counting_runs(registry: Registry, version: int) -> list[int]:
+    """Rows of each run of ``version`` (the candidate), recorded as they happen."""
+    handle = registry.find("flights", version)
+    assert handle is not None
+    counting = _CountingSession(handle.session)
+    handle.session = counting  # type: ignore[assignment]
+    return counting.runs
+
+
+def test_shadow_compares_labels_and_scores(repo: Path) -> None:
+    registry, router, core = _shadow_core(repo)
+    runs = _counting_runs(registry, 2)
+    from server.oip_codec import decode_infer_request
 
     async def go() -> list[str]:
         versions = []
         for i in range(20):
             req = infer_request(rows(3))
-            from server.oip_codec import decode_infer_request
-
             resp = await core.infer(decode_infer_request(req, 10**6, 10**6))
             versions.append(resp.model_version)
             if i % 5 == 0:
                 await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        # nothing is scored inside the requests: the drain comes after the answers
+        assert runs == [] and router.shadow_pending == 20
+        await _drained(router)
         return versions
 
     assert set(asyncio.run(go())) == {"1"}
+    # one candidate run for the 20 requests queued since the last drain
+    assert runs == [60]
     stats = router._stats
     assert stats.requests[("flights", "2", "shadow")] == 20
     assert stats.compared[("flights", "2")] == 60
     assert 0 <= stats.agreed[("flights", "2")] <= 60
-    diffs = np.array(stats.score_diff[("flights", "2")])
+    # the run stands for the latency of each of its 20 samples
+    assert [w for _, w in stats.latency[("flights", "2", "shadow")]] == [20]
+    diffs = np.concatenate(stats.score_diff[("flights", "2")])
     assert len(diffs) == 60 and diffs.max() > 0  # versions 1 and 2 differ (C=0.05 vs 1.0)
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["inline", "helper-thread"])
+def test_shadow_agreement_matches_row_by_row_comparison(repo: Path, offload: bool) -> None:
+    """Batched scoring gives what scoring each request alone gives, on the event loop or
+    on the helper thread; requests that left an output out are not compared on it."""
+    registry, router, core = _shadow_core(repo)
+    if offload:
+        router.offload_rows = 1
+    stable, candidate = registry.find("flights", 1), registry.find("flights", 2)
+    assert stable is not None and candidate is not None
+    from server.oip_codec import decode_infer_request
+
+    requests = [infer_request(rows(n)) for n in (1, 3, 2, 5)]
+    only_label = infer_request(rows(4))
+    only_label.outputs.add(name="label")
+    requests.append(only_label)
+
+    async def go() -> None:
+        for req in requests:
+            await core.infer(decode_infer_request(req, 10**6, 10**6))
+        await _drained(router)
+        # a run on the helper thread is folded into the counters when it completes
+        deadline = time.monotonic() + 30
+        while not router._stats.requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
+    asyncio.run(go())
+    assert router._stats.requests[("flights", "2", "shadow")] == len(requests)
+    agreed = 0
+    diffs = []
+    for req in requests:
+        feeds = core._feeds(stable, decode_infer_request(req, 10**6, 10**6))
+        s_label, s_proba = stable.run(feeds, ["label", "probabilities"])
+        c_label, c_proba = candidate.run(feeds, ["label", "probabilities"])
+        agreed += int(np.count_nonzero(s_label == c_label))
+        if not req.outputs:
+            diffs.append(np.abs(s_proba.astype(float) - c_proba.astype(float)).max(axis=1))
+    stats = router._stats
+    assert stats.compared[("flights", "2")] == 15
+    assert stats.agreed[("flights", "2")] == agreed
+    np.testing.assert_allclose(
+        np.concatenate(stats.score_diff[("flights", "2")]), np.concatenate(diffs), rtol=1e-6
+    )
+
+
+def test_shadow_batch_drains_without_waiting_and_queue_is_bounded(repo: Path) -> None:
+    registry, router, _ = _shadow_core(repo)
+    runs = _counting_runs(registry, 2)
+    router.shadow_delay = 3600.0  # only a full batch can drain
+    router.shadow_batch = 8
+    stable = registry.get("flights")
+    feeds = stable.sample_feeds(1)
+    label, proba = stable.run(feeds, ["label", "probabilities"])
+
+    async def go() -> None:
+        for _ in range(8):
+            router.record("id", stable, feeds, label, proba, 1)
+        await asyncio.sleep(0)
+        assert runs == [8] and router.shadow_pending == 0
+        # a full queue drops samples (counted), never blocks the caller
+        for _ in range(SHADOW_QUEUE + 5):
+            router.record("id", stable, feeds, label, proba, 1)
+        assert router.shadow_pending == SHADOW_QUEUE
+        router.close()  # cancels the pending drain
+
+    asyncio.run(go())
+    assert router._stats.dropped[("flights", "2")] == 5
+
+
+def test_shadow_drains_behind_on_the_helper_thread_are_dropped(repo: Path) -> None:
+    """A candidate slower than the traffic never piles drains up behind the helper thread."""
+    registry, router, _ = _shadow_core(repo)
+    router.offload_rows = 1
+    candidate = registry.find("flights", 2)
+    assert candidate is not None
+    release = threading.Event()
+    counting = _CountingSession(candidate.session)
+    run = counting.run
+
+    def slow(outputs: list[str], feeds: dict[str, np.ndarray]) -> object:
+        release.wait(30)
+        return run(outputs, feeds)
+
+    counting.run = slow  # type: ignore[method-assign]
+    candidate.session = counting  # type: ignore[assignment]
+    stable = registry.get("flights")
+    feeds = stable.sample_feeds(1)
+    label, proba = stable.run(feeds, ["label", "probabilities"])
+
+    async def go() -> None:
+        for drain in range(SHADOW_OFFLOADED + 2):
+            for _ in range(drain + 1):
+                router.record("id", stable, feeds, label, proba, 1)
+            await _drained(router)
+        release.set()
+        deadline = time.monotonic() + 30
+        while router._offloaded and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
+    asyncio.run(go())
+    # drains of 1 and 2 samples ran; those of 3 and 4 found the helper thread behind
+    assert counting.runs == [1, 2]
+    assert router._stats.requests[("flights", "2", "shadow")] == 3
+    assert router._stats.dropped[("flights", "2")] == 3 + 4
+    router.close()
+
+
+def test_observe_many_writes_what_observe_writes() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    registry = CollectorRegistry()
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    one = Histogram("one", "per value", ["k"], buckets=bounds, registry=registry)
+    many = Histogram("many", "batched", ["k"], buckets=bounds, registry=registry)
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.exponential(0.05, 200), bounds, [0.0, 5.0, np.nan]])
+    weights = rng.integers(1, 4, len(values)).astype(float)
+    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
+        for _ in range(int(w)):
+            one.labels("a").observe(v if v == v else float("inf"))  # NaN counts as +Inf
+    observe_many(many.labels("a"), values, weights)
+    observe_many(many.labels("a"), np.empty(0))
+
+    def series(name: str) -> dict[tuple[str, str], float]:
+        return {
+            (s.name.removeprefix(name), s.labels.get("le", "")): s.value
+            for family in registry.collect()
+            if family.name == name
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = series("many"), series("one")
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if key[0] == "_sum":  # +Inf stands in for NaN above: compare the finite part
+            value = float(np.sum(values[~np.isnan(values)] * weights[~np.isnan(values)]))
+        assert got[key] == pytest.approx(value), key
 
 
 def test_judge_thresholds() -> None:
