@@ -315,7 +315,7 @@ class InferenceCore:
             )
         if self.guard is not None:
             self.guard.check(len(instances))  # before the columns are built
-        feeds = columns_from_instances(handle.features, instances)
+        feeds = columns_from_instances(handle.features, instances, handle.packed_features)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)
         )

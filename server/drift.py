@@ -74,7 +74,7 @@ class ModelReference:
         signature, ref = manifest.signature, manifest.reference
         features: dict[str, FeatureBuckets] = {}
         for name, stats in ref.features.items():
-            info = signature.input(name)
+            info = signature.feature(name)
             if stats.kind == "categorical":
                 categories = info.categories if info is not None else ()
                 features[name] = FeatureBuckets.categorical(name, stats.frequencies, categories)
@@ -182,6 +182,8 @@ class DriftMonitor:
         for item in pending:
             groups.setdefault(id(item[0]), (item[0], []))[1].append(item)
         for handle, items in groups.values():
+            if handle.packed:  # count packed columns under their feature names
+                items = [(h, h.feature_columns(f), p, r) for h, f, p, r in items]
             try:
                 ref = self._reference(handle)
             except Exception:

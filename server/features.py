@@ -2,6 +2,11 @@
 
 Instances are any mappings (a ``google.protobuf.Struct`` or a plain dict) from feature
 name to a JSON-like value, so the same code serves gRPC and any later REST path.
+
+A packed model takes several numeric features as the columns of one ``[rows, k]`` input;
+those are gathered row by row into one matrix in a single numpy call, and only a request
+that the fast path cannot take (a string, a null, a value out of range) goes through the
+per-feature path, which names the culprit.
 """
 
 from __future__ import annotations
@@ -54,9 +59,13 @@ def _unknown(features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, A
 
 
 def columns_from_instances(
-    features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]
+    features: Sequence[FeatureSpec],
+    instances: Sequence[Mapping[str, Any]],
+    packed: Mapping[str, Sequence[FeatureSpec]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``{feature: array [rows, 1]}``; raises :class:`InvalidInput` naming the culprit."""
+    """``{feature: array [rows, 1]}``, and ``{input: array [rows, k]}`` for each packed input
+    (``packed``: input -> its features in column order); raises :class:`InvalidInput`
+    naming the culprit."""
     n = len(features)
     for i, inst in enumerate(instances):
         if len(inst) != n:
@@ -67,27 +76,78 @@ def columns_from_instances(
             )
     feeds: dict[str, np.ndarray] = {}
     for f in features:
-        try:
-            column = [inst[f.name] for inst in instances]
-        except (KeyError, ValueError):
-            # the count matched, so a missing name means another one is unknown
-            _unknown(features, instances)
-            raise InvalidInput(f"missing feature '{f.name}'", "missing_feature") from None
-        if f.kind == "categorical" or f.datatype.name == "BYTES":
-            try:
-                values = [_category(v) for v in column]
-            except TypeError as exc:
-                raise InvalidInput(
-                    f"feature '{f.name}' must be a string or number, got {exc}", "value_type"
-                ) from None
-            arr = np.array(values, dtype=object)
-            if f.datatype.name != "BYTES":
-                arr = _numeric(f, values)
-        else:
-            _check_numbers(f, column)
-            arr = _numeric(f, column)
-        feeds[f.name] = arr.reshape(-1, 1)
+        if f.packed_in is not None:
+            continue
+        feeds[f.name] = _array(f, _column(features, instances, f)).reshape(-1, 1)
+    if packed:
+        for name, specs in packed.items():
+            feeds[name] = _matrix(features, instances, specs)
     return feeds
+
+
+def _column(
+    features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]], f: FeatureSpec
+) -> list[Any]:
+    try:
+        return [inst[f.name] for inst in instances]
+    except (KeyError, ValueError):
+        # the count matched, so a missing name means another one is unknown
+        _unknown(features, instances)
+        raise InvalidInput(f"missing feature '{f.name}'", "missing_feature") from None
+
+
+_NUMBER = (float, int)
+
+
+def _matrix(
+    features: Sequence[FeatureSpec],
+    instances: Sequence[Mapping[str, Any]],
+    specs: Sequence[FeatureSpec],
+) -> np.ndarray:
+    """One packed input: ``[rows, len(specs)]`` in the specs' column order."""
+    dtype = specs[0].datatype.dtype
+    names = [f.name for f in specs]
+    try:
+        rows = [[inst[n] for n in names] for inst in instances]
+    except (KeyError, ValueError):
+        rows = None
+    if rows is not None and all(type(v) in _NUMBER for row in rows for v in row):
+        try:
+            arr = np.array(rows, dtype=dtype)
+        except (OverflowError, ValueError):
+            arr = None
+        if arr is not None and (
+            arr.dtype.kind != "f"
+            or (
+                all(map(math.isfinite, arr.ravel().tolist()))
+                if arr.size <= 32
+                else np.isfinite(arr).all()
+            )
+        ):
+            return arr
+    # the slow path: the same checks and messages as features of their own
+    out = np.empty((len(instances), len(specs)), dtype=dtype)
+    for j, f in enumerate(specs):
+        out[:, j] = _array(f, _column(features, instances, f))
+    return out
+
+
+def _array(f: FeatureSpec, column: list[Any]) -> np.ndarray:
+    """One feature's values as a 1-D array of its datatype."""
+    if f.kind == "categorical" or f.datatype.name == "BYTES":
+        try:
+            values = [_category(v) for v in column]
+        except TypeError as exc:
+            raise InvalidInput(
+                f"feature '{f.name}' must be a string or number, got {exc}", "value_type"
+            ) from None
+        arr = np.array(values, dtype=object)
+        if f.datatype.name != "BYTES":
+            arr = _numeric(f, values)
+    else:
+        _check_numbers(f, column)
+        arr = _numeric(f, column)
+    return arr
 
 
 def _check_numbers(f: FeatureSpec, column: list[Any]) -> None:

@@ -6,6 +6,7 @@ timing and counting happen in :func:`server.status.rpc`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeAlias
 
 import grpc
@@ -31,10 +32,16 @@ def _queued_at(context: Context) -> float:
     return queued_at(context.invocation_metadata() or ())
 
 
-def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(
+def _tensor_metadata(
+    spec: TensorSpec, columns: tuple[str, ...] | None = None
+) -> pb.ModelMetadataResponse.TensorMetadata:
+    meta = pb.ModelMetadataResponse.TensorMetadata(
         name=spec.name, datatype=spec.datatype.name, shape=spec.shape
     )
+    if columns is not None:
+        # a packed input: the feature of each column, for clients that build the matrix
+        meta.parameters["columns"].string_param = json.dumps(list(columns))
+    return meta
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -81,7 +88,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=handle.name,
             versions=self.core.registry.versions(handle.name),
             platform=PLATFORM,
-            inputs=[_tensor_metadata(s) for s in handle.inputs.values()],
+            inputs=[_tensor_metadata(s, handle.packed.get(s.name)) for s in handle.inputs.values()],
             outputs=[_tensor_metadata(s) for s in handle.outputs.values()],
         )
         self._metadata[id(handle)] = (handle, reply)
