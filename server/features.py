@@ -162,7 +162,7 @@ def _check_numbers(f: FeatureSpec, column: list[Any]) -> None:
 def _numeric(f: FeatureSpec, column: list[Any]) -> np.ndarray:
     try:
         arr = np.array(column, dtype=f.datatype.dtype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"feature '{f.name}' must be numeric", "value_type") from None
     if arr.dtype.kind == "f" and not (
         # few rows: a Python loop beats numpy's per-call overhead
