@@ -274,6 +274,23 @@ def test_served_packed_model_over_grpc(repo: Path, tmp_path: Path) -> None:
                 "MES", "hour", "high_season"
             ]  # fmt: skip
 
+            # the Python client packs DataFrame columns by the same metadata
+            import pandas as pd
+
+            import pronto
+
+            frame = pd.DataFrame(_rows(load_model("wide", 1, repo / "wide" / "1"), 3))
+            with pronto.Client(server.address) as client:
+                md = client.model_metadata("wide")
+                assert md.inputs[0].columns == tuple(columns)
+                got = client.infer("wide", frame, outputs=["probabilities"])
+                want = client.predict("wide", frame.to_dict("records"))
+            np.testing.assert_allclose(
+                got.as_numpy("probabilities")[:, 1],
+                [p.probabilities["1"] for p in want.predictions],
+                atol=1e-6,
+            )
+
             bad = pb.ModelInferRequest(model_name="wide")
             bad.inputs.add(name=PACKED_INPUT, datatype="FP32", shape=[1, 29])
             bad.raw_input_contents.append(np.zeros(29, "<f4").tobytes())
