@@ -12,8 +12,10 @@ data in ``raw_input_contents`` (the packed columns in the order of the input's
 ``columns`` parameter), the ``probabilities`` output asked by name. h2load sends the
 per-column body, the packed body and the packed body to the floor in alternating rounds,
 so a busy machine hits all three alike; the figures that mean something are the
-per-round ratios. Writes ``summary.json`` and h2load's reports under ``--out`` and prints
-a Markdown table.
+per-round ratios. Then, in this process and without gRPC, the same two bodies go through
+the server's request path (parse, decode, validate, run, encode) and ONNX Runtime alone,
+timed in process CPU time, variants alternating, best of the rounds. Writes
+``summary.json`` and h2load's reports under ``--out`` and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_bodies", "main", "train_models"]
+__all__ = ["build_bodies", "in_process_costs", "main", "train_models"]
 
 CSV_NAME = "breast_cancer.csv"
 MODELS = {"wide-columns": "per-column", "wide-packed": "packed"}
@@ -96,6 +98,47 @@ def build_bodies(address: str, csv: Path, out_dir: Path) -> dict[str, Path]:
     return bodies
 
 
+def in_process_costs(repo: Path, bodies: dict[str, Path], rounds: int = 7) -> dict[str, Any]:
+    """µs of process CPU per single-row request through the server's request path (no
+    gRPC), and per ONNX Runtime run alone, for each model's body."""
+    import asyncio
+    import time
+    import timeit
+
+    from server.core import InferenceCore
+    from server.generated.inference import grpc_service_pb2 as pb
+    from server.model import load_model
+    from server.oip_codec import decode_infer_request, encode_infer_response
+    from server.repository import Registry
+
+    handles = [load_model(name, 1, repo / name / "1") for name in MODELS]
+    registry = Registry()
+    registry.replace(handles)
+    core = InferenceCore(registry)
+    core.ready = True
+    loop = asyncio.new_event_loop()
+    cases: dict[str, Any] = {}
+    for handle in handles:
+        data = bodies[handle.name].read_bytes()[5:]
+
+        def path(data: bytes = data) -> bytes:
+            request = decode_infer_request(pb.ModelInferRequest.FromString(data), 1 << 24, 1 << 20)
+            response = loop.run_until_complete(core.infer(request))
+            return encode_infer_response(response).SerializeToString()  # type: ignore[no-any-return]
+
+        decoded = decode_infer_request(pb.ModelInferRequest.FromString(data), 1 << 24, 1 << 20)
+        feeds = core._feeds(handle, decoded)
+        cases[f"{handle.name} request path"] = path
+        cases[f"{handle.name} ONNX Runtime"] = lambda h=handle, f=feeds: h.run(f, ["probabilities"])
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t = timeit.timeit(fn, number=300, timer=time.process_time) / 300
+            best[name] = min(best[name], t)
+    loop.close()
+    return {name: round(t * 1e6, 1) for name, t in best.items()}
+
+
 def _table(summary: dict[str, Any]) -> str:
     lines = [
         "| round | per-column req/s | packed req/s | floor req/s | packed / per-column "
@@ -114,6 +157,8 @@ def _table(summary: dict[str, Any]) -> str:
         f"| median | | | | {med['packed_vs_columns']:.2f} | {med['packed_vs_floor']:.2f} "
         f"| {med['columns_vs_floor']:.2f} |"
     )
+    lines += ["", "| in process, no gRPC | µs per single-row request |", "| --- | ---: |"]
+    lines += [f"| {name} | {us} |" for name, us in summary["in_process_us"].items()]
     return "\n".join(lines)
 
 
@@ -145,6 +190,7 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
                     result = run_h2load(h2, out_dir, f"{name}-{i}")
                     rps[name].append(result.rps)
                     errors += result.errors
+        in_process = in_process_costs(repo, bodies)
     cols, packed, floor = rps["wide-columns"], rps["wide-packed"], rps["floor"]
     summary = {
         "rounds": rounds,
@@ -152,6 +198,7 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
         "workers": workers,
         "errors": errors,
         "rps": rps,
+        "in_process_us": in_process,
         "median": {
             "packed_vs_columns": statistics.median(
                 p / c for p, c in zip(packed, cols, strict=True)
