@@ -13,6 +13,8 @@ import grpc
 
 from server import tracing
 from server.core import InferenceCore
+from server.errors import InvalidInput
+from server.features import columns_of
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -124,12 +126,13 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
     @tracing.traced("Predict")
     @rpc
     async def Predict(self, request: ppb.PredictRequest, context: Context) -> Any:
+        rows: Any = request.instances
+        if request.HasField("inputs"):
+            if rows:
+                raise InvalidInput("send either instances or inputs, not both", "request")
+            rows = columns_of(request.inputs)
         result = await self.core.predict(
-            request.name,
-            request.version,
-            request.instances,  # type: ignore[arg-type]
-            request.id,
-            _queued_at(context),
+            request.name, request.version, rows, request.id, _queued_at(context)
         )
         classes = result.classes
         return ppb.PredictResponse(

@@ -300,3 +300,17 @@ def test_served_packed_model_over_grpc(repo: Path, tmp_path: Path) -> None:
             assert "expects [-1, 30]" in (err.value.details() or "")
     finally:
         stop_process(server.proc)
+
+
+def test_columnar_predict_fills_the_packed_matrix(core: InferenceCore) -> None:
+    from google.protobuf import struct_pb2
+
+    from server.features import columns_of
+
+    rows = _rows(core.model("wide"), 20)
+    inputs = struct_pb2.Struct()
+    inputs.update({k: [r[k] for r in rows] for k in rows[0]})
+    by_columns = asyncio.run(core.predict("wide", "", columns_of(inputs)))
+    by_rows = asyncio.run(core.predict("wide", "", rows))
+    assert by_columns.labels == by_rows.labels
+    np.testing.assert_array_equal(by_columns.probabilities, by_rows.probabilities)
