@@ -25,7 +25,7 @@ GEN_PY   := server/generated
 GEN_DESC := gateway/generated/pronto.pb
 GATEWAY_PROTOS := proto/inference/grpc_service.proto proto/pronto/v1/prediction.proto proto/pronto/v1/feedback.proto
 # operator-only services: Python stubs, but not in the gateway's descriptor set
-ADMIN_PROTOS   := proto/pronto/v1/rollout.proto
+ADMIN_PROTOS   := proto/pronto/v1/rollout.proto proto/pronto/v1/feedback_peer.proto
 PROTOS   := $(GATEWAY_PROTOS) $(ADMIN_PROTOS)
 
 .PHONY: help setup setup-apt setup-go setup-tools setup-terraform cluster-build cluster-rehearse run train repro test lint proto proto-check go-proto dashboards rehearse bench chaos soak monitor compare-setup clean

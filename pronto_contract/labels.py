@@ -166,42 +166,62 @@ class LabelStore:
         Raises :class:`UnknownPrediction` or :class:`WrongLabels` before writing anything.
         """
         now = time.time() if now is None else now
-        updates: list[tuple[str, float, str, int]] = []
         with self._transaction():
-            for pid, labels in feedback:
-                # by primary key only: with "model = ?" SQLite may pick the time index and
-                # scan every row of the model
-                found = self.db.execute(
-                    "SELECT version, count(*) FROM predictions WHERE id = ? AND +model = ? "
-                    "GROUP BY version",
-                    (pid, model),
-                ).fetchone()
-                if found is None:
-                    raise UnknownPrediction(
-                        f"no prediction '{pid}' of model '{model}' (unknown, or older than "
-                        "the label retention)"
-                    )
-                version, rows = found
-                if len(labels) != rows:
-                    raise WrongLabels(
-                        f"prediction '{pid}' has {rows} row(s), got {len(labels)} label(s)",
-                        "label_count",
-                    )
-                info = self.model_info(model, version)
-                if info is not None and info.classes:
-                    for value in labels:
-                        if value not in info.classes:
-                            raise WrongLabels(
-                                f"label '{value}' of prediction '{pid}' is not a class of "
-                                f"model '{model}' ({', '.join(info.classes)})",
-                                "label_class",
-                            )
-                updates.extend((value, now, pid, i) for i, value in enumerate(labels))
+            updates, missing = self._validate(model, feedback, now)
+            if missing:
+                raise UnknownPrediction(
+                    f"no prediction '{missing[0]}' of model '{model}' (unknown, or older than "
+                    "the label retention)"
+                )
             self.db.executemany(
                 "UPDATE predictions SET label = ?, labeled_at = ? WHERE id = ? AND row = ?",
                 updates,
             )
         return len(updates)
+
+    def check(self, model: str, feedback: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+        """Ids of the predictions of ``model`` this index holds; writes nothing.
+
+        Raises :class:`WrongLabels` when the labels of a held prediction are invalid.
+        """
+        _, missing = self._validate(model, feedback, 0.0)
+        absent = set(missing)
+        return [pid for pid, _ in feedback if pid not in absent]
+
+    def _validate(
+        self, model: str, feedback: Sequence[tuple[str, Sequence[str]]], now: float
+    ) -> tuple[list[tuple[str, float, str, int]], list[str]]:
+        """The row updates for the held predictions, and the ids not held."""
+        updates: list[tuple[str, float, str, int]] = []
+        missing: list[str] = []
+        for pid, labels in feedback:
+            # by primary key only: with "model = ?" SQLite may pick the time index and
+            # scan every row of the model
+            found = self.db.execute(
+                "SELECT version, count(*) FROM predictions WHERE id = ? AND +model = ? "
+                "GROUP BY version",
+                (pid, model),
+            ).fetchone()
+            if found is None:
+                missing.append(pid)
+                continue
+            version, rows = found
+            if len(labels) != rows:
+                raise WrongLabels(
+                    f"prediction '{pid}' has {rows} row(s), got {len(labels)} label(s)",
+                    "label_count",
+                )
+            info = self.model_info(model, version)
+            if info is not None and info.classes:
+                for value in labels:
+                    if value not in info.classes:
+                        raise WrongLabels(
+                            f"label '{value}' of prediction '{pid}' is not a class of "
+                            f"model '{model}' ({', '.join(info.classes)})",
+                            "label_class",
+                        )
+            updates.extend((value, now, pid, i) for i, value in enumerate(labels))
+        return updates, missing
 
     def prune(self, older_than: float) -> int:
         """Forget predictions served before ``older_than`` (epoch seconds)."""

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidInput",
     "ModelNotFound",
     "Overloaded",
+    "PredictionNotFound",
     "ProntoError",
     "ResourceExhausted",
     "ServerNotReady",
@@ -41,6 +42,8 @@ class ErrorKind(enum.Enum):
     #: the caller may not make this call from where it is (e.g. admin calls from off-host)
     FORBIDDEN = "forbidden"
     OVERLOADED = "overloaded"
+    #: a service this call depends on did not answer; the call may succeed if retried
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 
@@ -68,6 +71,13 @@ class InvalidInput(ProntoError):
 class ModelNotFound(ProntoError):
     kind = ErrorKind.NOT_FOUND
     reason = "model_not_found"
+
+
+class PredictionNotFound(ProntoError):
+    """A label names a prediction no index holds (unknown, or past the retention)."""
+
+    kind = ErrorKind.NOT_FOUND
+    reason = "unknown_id"
 
 
 class Overloaded(ProntoError):

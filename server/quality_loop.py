@@ -9,11 +9,13 @@ from __future__ import annotations
 import grpc
 
 from server.capture import CaptureConfig, CaptureSink
-from server.feedback import FeedbackCore, FeedbackServicer
+from server.feedback import FeedbackCore, FeedbackPeerServicer, FeedbackServicer
+from server.feedback_peers import FeedbackPeers
 from server.generated.pronto.v1 import feedback_pb2 as fpb
 from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
+from server.generated.pronto.v1 import feedback_peer_pb2_grpc as peer_grpc
 from server.safe_decode import add_servicer
-from server.settings import ServeSettings
+from server.settings import ServeSettings, parse_peers
 from server.status import Recorder
 
 __all__ = ["FEEDBACK_SERVICE", "WorkerQualityLoop"]
@@ -43,11 +45,19 @@ class WorkerQualityLoop:
             )
             self.sink = CaptureSink(config, capture_metrics)
             self.sink.start()
+        peers = None
+        if directory is not None and settings.feedback_peers:
+            peers = FeedbackPeers(
+                parse_peers(settings.feedback_peers),
+                own={f"{settings.host}:{settings.port}"},
+                metrics=feedback_metrics,
+            )
         self.feedback = FeedbackCore(
             directory,
             settings.capture_flush_interval,
             feedback_metrics,
             settings.capture_sample_rate,
+            peers,
         )
 
     def add_to(self, server: grpc.aio.Server, recorder: Recorder) -> None:
@@ -56,9 +66,14 @@ class WorkerQualityLoop:
             FeedbackServicer(self.feedback, recorder),
             server,
         )
+        add_servicer(
+            peer_grpc.add_FeedbackPeerServiceServicer_to_server,
+            FeedbackPeerServicer(self.feedback, recorder),
+            server,
+        )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """After the server stopped: write what is buffered, release the index."""
         if self.sink is not None:
             self.sink.close()
-        self.feedback.close()
+        await self.feedback.aclose()

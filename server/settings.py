@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pronto_contract.fields import (
@@ -188,6 +188,13 @@ class ServeSettings(BaseSettings):
         description="Seconds a served prediction stays in the index; labels for older ones "
         "answer NOT_FOUND.",
     )
+    feedback_peers: str = Field(
+        "",
+        description="The other pods of this deployment, for label feedback on predictions "
+        "another pod served: comma-separated host:port of their server ports; a name may "
+        "resolve to several addresses (a headless Service). Empty: labels join on this pod "
+        "only.",
+    )
     rollout_analysis_interval: float = Field(
         1.0,
         ge=0,
@@ -210,3 +217,22 @@ class ServeSettings(BaseSettings):
     quality_refresh_seconds: float = Field(
         10.0, ge=0, description="pronto_model_quality: seconds a computed value is reused."
     )
+
+    @field_validator("feedback_peers")
+    @classmethod
+    def _peers_are_host_port(cls, value: str) -> str:
+        parse_peers(value)
+        return value
+
+
+def parse_peers(spec: str) -> list[tuple[str, int]]:
+    """``"a:1, b:2"`` -> ``[("a", 1), ("b", 2)]``; ``[v6]:port`` accepted."""
+    peers: list[tuple[str, int]] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"feedback peer '{item}' is not host:port")
+        peers.append((host.strip("[]"), int(port)))
+    return peers

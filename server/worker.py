@@ -292,7 +292,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     router.close()
     reloader.close()
     core.close()
-    quality.close()
+    await quality.close()
     return 0
 
 

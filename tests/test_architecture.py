@@ -27,6 +27,8 @@ RULES: dict[str, tuple[set[str], set[str]]] = {
     # training must not need the server; its subcommand uses the generic flag helper only
     "trainer": ({"server", "gateway", "loadtest", "pronto_cli"}, {"pronto_cli.flags"}),
     "gateway": ({"server", "trainer", "loadtest", "pronto_cli"}, {"pronto_cli.flags"}),
+    # the load tests and chaos runs are tools of their own: they never need the test suite
+    "loadtest": ({"tests"}, set()),
 }
 #: third-party modules the contract must not import (it is imported before the fork)
 CONTRACT_HEAVY = {"numpy", "onnxruntime", "sklearn", "pandas", "onnx", "grpc"}

@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from loadtest.chaos.stack import prepare_repository
-    from tests.gateway.tokens import Signer
+    from loadtest.tokens import Signer
 
     parser = argparse.ArgumentParser(prog="python -m loadtest.chaos.attacks", description=__doc__)
     parser.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(ATTACKS))

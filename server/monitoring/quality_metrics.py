@@ -68,3 +68,10 @@ class FeedbackMetrics:
             ["reason"],
             registry=None,
         )
+        self.peer_calls = Counter(
+            "pronto_feedback_peer_calls",
+            "Calls to other pods for labels of predictions they served, by outcome "
+            "(ok, unreachable).",
+            ["outcome"],
+            registry=None,
+        )

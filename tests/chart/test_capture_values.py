@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.helm import container, helm_binary, pod_spec, render
+from tests.chart.helm import container, find, find_all, helm_binary, pod_spec, render
 from tests.chart.pod import container_env
 
 pytestmark = pytest.mark.skipif(helm_binary() is None, reason="helm is not installed")
@@ -35,3 +35,32 @@ def test_capture_env_and_volume(claim: str) -> None:
         assert volume["persistentVolumeClaim"] == {"claimName": claim}
     else:
         assert volume["emptyDir"] == {"sizeLimit": "2Gi"}
+
+
+def test_capture_finds_predictions_on_the_other_pods() -> None:
+    sets = ["server.capture.enabled=true", "networkPolicy.enabled=true"]
+    objects = render(sets=[*sets, "networkPolicy.egress.enabled=true"])
+    peers = next(
+        o for o in find_all(objects, "Service") if o["metadata"]["name"].endswith("-peers")
+    )
+    assert peers["spec"]["clusterIP"] == "None"  # one address per ready pod
+    deployment = find(objects, "Deployment")
+    assert peers["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert peers["spec"]["ports"][0]["targetPort"] == "grpc"
+    env = container_env(objects, "server")
+    namespace = peers["metadata"]["namespace"]
+    assert env["PRONTO_FEEDBACK_PEERS"] == (
+        f"{peers['metadata']['name']}.{namespace}.svc.cluster.local:"
+        f"{peers['spec']['ports'][0]['port']}"
+    )
+    # the pods admit each other to the server port, and may call it
+    policy = find(objects, "NetworkPolicy")["spec"]
+    selector = {"podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}
+    assert {"ports": [{"port": "grpc", "protocol": "TCP"}], "from": [selector]} in policy["ingress"]
+    assert any(rule.get("to") == [selector] for rule in policy["egress"])
+    # off: no Service, no env, no extra rule
+    objects = render(sets=[*sets, "server.capture.peers=false"])
+    assert not [o for o in find_all(objects, "Service") if o["metadata"]["name"].endswith("-peers")]
+    assert "PRONTO_FEEDBACK_PEERS" not in container_env(objects, "server")
+    policy = find(objects, "NetworkPolicy")["spec"]
+    assert all("podSelector" not in str(rule.get("from", "")) for rule in policy["ingress"])

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from gateway.launcher import envoy_binary
-from tests.client.certs import write_certificates
+from loadtest.tokens import Signer
 from tests.gateway.harness import Gateway, Server, run_gateway, run_server
 from tests.gateway.modelgen import build_repository
-from tests.gateway.tls import relay_config
-from tests.gateway.tokens import Signer
+from tests.gateway.tls import relay_config, write_certificates
 from tests.support import free_port, stop_process, wait_for_port
 
 ISSUER = "https://issuer.pronto.test"
@@ -76,7 +75,7 @@ class TlsFront:
 def tls_front(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFront]:
     """TLS on a port of its own, relayed to the open gateway (gRPC and REST alike)."""
     folder = tmp_path_factory.mktemp("tls")
-    certs = write_certificates(folder)
+    certs = write_certificates(folder, names=("localhost",), addresses=("127.0.0.1",))
     port = free_port()
     config = folder / "relay.yaml"
     config.write_text(relay_config(gateway.port, port, 1, certs, tls=True))

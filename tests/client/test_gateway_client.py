@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import pronto
+from loadtest.tokens import Signer
 from tests.client.conftest import API_KEY, AUDIENCE, ISSUER, TlsFront
 from tests.client.test_grpc_client import arrays, frame, reference
 from tests.gateway.harness import Gateway
 from tests.gateway.modelgen import MODEL
-from tests.gateway.tokens import Signer
 
 pytestmark = pytest.mark.integration
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from gateway.launcher import envoy_binary
 from gateway.render import PACKAGED_DESCRIPTOR_SET
+from loadtest.tokens import Signer
 from tests.gateway.harness import Server, run_gateway, run_server
 from tests.gateway.modelgen import MODEL, build_repository, instance
 from tests.gateway.tls import SERVER_NAME, relay_config, write_certificates
-from tests.gateway.tokens import Signer
 from tests.support import free_port_block, stop_process, wait_for_port
 
 HERE = Path(__file__).resolve().parent

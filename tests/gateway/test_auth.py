@@ -9,11 +9,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadtest.tokens import Signer
 from server.generated.pronto.v1 import prediction_pb2, prediction_pb2_grpc
 from tests.gateway.harness import Gateway, Server, request, run_gateway
 from tests.gateway.modelgen import MODEL, instance
 from tests.gateway.test_errors import assert_status
-from tests.gateway.tokens import Signer
 
 pytestmark = pytest.mark.integration
 

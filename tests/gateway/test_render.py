@@ -13,9 +13,9 @@ from gateway import reference, render
 from gateway.launcher import validate
 from gateway.schema import body_routes
 from gateway.settings import GatewaySettings
+from loadtest.tokens import Signer
 from tests.gateway.harness import run_gateway
 from tests.gateway.tls import SERVER_NAME, write_certificates
-from tests.gateway.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = [

@@ -7,6 +7,8 @@ tests and the benchmark exercise the gateway's TLS-to-workers option end to end.
 from __future__ import annotations
 
 import datetime
+import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -26,8 +28,11 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def write_certificates(folder: Path) -> dict[str, Path]:
-    """CA certificate plus a server certificate for ``SERVER_NAME``, as PEM files."""
+def write_certificates(
+    folder: Path, names: Sequence[str] = (SERVER_NAME,), addresses: Sequence[str] = ()
+) -> dict[str, Path]:
+    """CA certificate plus a server certificate for DNS ``names`` and IP ``addresses``
+    (PEM files ``ca``, ``cert`` and ``key``)."""
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -43,15 +48,17 @@ def write_certificates(folder: Path) -> dict[str, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(SERVER_NAME))
+        .subject_name(_name(names[0]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     paths = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}

@@ -9,6 +9,8 @@ recording rule computes.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import re
 import signal
 import subprocess
 import sys
@@ -88,9 +90,28 @@ def normal(stack: Stack) -> SimpleNamespace:
         if got and next(iter(got.values())) >= expected:
             break
         time.sleep(0.5)
-    # one more rule evaluation after the last scrape, and rates over at least a few samples
-    time.sleep(5)
+
+    # rates need a few samples after the last request: four more scrapes of every server
+    # target, then a rule evaluation of every group after them
+    def scrapes() -> float:
+        got = api.values('min(count_over_time(up{job="pronto"}[10m]))')
+        return next(iter(got.values()), 0.0)
+
+    target = scrapes() + 4
+    while scrapes() < target:
+        assert time.monotonic() < deadline, "Prometheus stopped scraping the server"
+        time.sleep(0.25)
+    scraped = time.time()
+    while not all(_evaluated_at(g) > scraped for g in api.rule_groups()):
+        assert time.monotonic() < deadline, "the rule groups stopped evaluating"
+        time.sleep(0.25)
     return SimpleNamespace(rows=sent, started=started)
+
+
+def _evaluated_at(group: dict[str, Any]) -> float:
+    """A rule group's last evaluation (RFC 3339 with up to nanoseconds) in epoch seconds."""
+    stamp = re.sub(r"(\.\d{6})\d+", r"\1", group["lastEvaluation"]).replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(stamp).timestamp()
 
 
 def record_names() -> list[str]:

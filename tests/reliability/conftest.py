@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.chaos.stack import Gateway, Instance, port_block, prepare_repository
-from tests.gateway.tokens import Signer
+from loadtest.tokens import Signer
 
 API_KEY = "k-reliability-5e1f0c2d9a"
 ISSUER = "https://issuer.test"

@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loadtest.chaos import attacks
 from loadtest.chaos.attacks import API_KEY, AUDIENCE, ISSUER, REST_PREDICT, AttackStack, rest
+from loadtest.tokens import Signer
 from server.settings import ServeSettings
-from tests.gateway.tokens import Signer
 
 pytestmark = pytest.mark.integration
 

@@ -40,8 +40,10 @@ class Server:
         return f"127.0.0.1:{self.base_port + i}"
 
 
-def start_server(repo: Path, log: Path, workers: int = 2, *extra: str) -> Server:
-    port, metrics_port = free_port(), free_port()
+def start_server(
+    repo: Path, log: Path, workers: int = 2, *extra: str, port: int | None = None
+) -> Server:
+    port, metrics_port = port or free_port(), free_port()
     base = free_port_block(workers)
     metrics_dir = log.parent / f"metrics-{port}"
     cmd = [

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from pronto_contract import Manifest
@@ -22,11 +23,12 @@ from server.feedback import FeedbackCore, FeedbackDisabled, PredictionNotFound
 from server.generated.pronto.v1 import feedback_pb2 as fpb
 from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
+from server.settings import ServeSettings, parse_peers
 from tests.gateway import harness
 from tests.server.conftest import Server, start_server
 from tests.server.modelgen import sample_rows
-from tests.server.oip_requests import predict_request
-from tests.support import stop_process
+from tests.server.oip_requests import predict_request, rows
+from tests.support import free_port, stop_process
 
 MANIFEST = Manifest.parse({"metrics": {"positive_class": "1", "accuracy": 0.8, "f1": 0.5}})
 
@@ -102,6 +104,25 @@ def test_unsampled_predictions_are_acknowledged_not_stored(store_dir: Path) -> N
 def test_feedback_without_capture_dir() -> None:
     with pytest.raises(FeedbackDisabled):
         _feedback(FeedbackCore(None, 0.01), "m", [("a", ["1"])])
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("", []),
+        ("pronto-peers.ns.svc:50051", [("pronto-peers.ns.svc", 50051)]),
+        ("a:1, [::1]:2 ,", [("a", 1), ("::1", 2)]),
+    ],
+)
+def test_peer_list_parses(spec: str, parsed: list[tuple[str, int]]) -> None:
+    assert parse_peers(spec) == parsed
+    assert ServeSettings(feedback_peers=spec).feedback_peers == spec
+
+
+@pytest.mark.parametrize("spec", ["nohost", "a:", ":1", "a:http", "a:70000"])
+def test_bad_peer_list_is_refused_at_startup(spec: str) -> None:
+    with pytest.raises(ValidationError, match="is not host:port"):
+        ServeSettings(feedback_peers=spec)
 
 
 # -- real processes ---------------------------------------------------------------------------
@@ -246,3 +267,125 @@ def test_feedback_rest_through_envoy(loop_server: Server) -> None:
             reply = harness.request(gw, "POST", "/v1/models/flights:feedback", body)
             assert reply.status == status, (body, reply.body)
             assert isinstance(reply.body, dict) and reply.body.get("message"), reply.body
+
+
+# -- labels for predictions another pod served ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pods(
+    model_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server, Path]]:
+    """Two servers, each with its own index, peers of each other (the last test of this
+    file stops the first)."""
+    base = tmp_path_factory.mktemp("peers")
+    ports = [free_port(), free_port()]
+    peers = ",".join(f"localhost:{p}" for p in ports)
+    started: list[Server] = []
+    try:
+        for i in range(2):
+            started.append(
+                start_server(
+                    model_repo,
+                    base / f"serve-{i}.log",
+                    1,
+                    "--capture-dir",
+                    str(base / f"capture-{i}"),
+                    "--capture-sample-rate",
+                    "1",
+                    "--capture-flush-interval",
+                    "0.2",
+                    "--feedback-peers",
+                    peers,
+                    port=ports[i],
+                )
+            )
+        yield started[0], started[1], base
+    finally:
+        for srv in started:
+            stop_process(srv.proc)
+
+
+def _predict_ids(server: Server, n: int) -> list[tuple[str, int]]:
+    with grpc.insecure_channel(server.address) as ch:
+        predict = ppb_grpc.PredictionServiceStub(ch).Predict
+        out = []
+        for i in range(n):
+            reply = predict(predict_request(rows(i % 3 + 1)), timeout=10)
+            out.append((reply.id, len(reply.predictions)))
+        return out
+
+
+def _send(server: Server, entries: list[tuple[str, list[str]]]) -> fpb.FeedbackResponse:
+    with grpc.insecure_channel(server.address) as ch:
+        req = fpb.FeedbackRequest(name="flights")
+        for pid, labels in entries:
+            req.feedback.add(id=pid, labels=labels)
+        return fpb_grpc.FeedbackServiceStub(ch).Feedback(req, timeout=30)
+
+
+@pytest.mark.integration
+def test_labels_reach_the_pod_that_served_the_prediction(
+    pods: tuple[Server, Server, Path],
+) -> None:
+    a, b, base = pods
+    served_a, served_b = _predict_ids(a, 4), _predict_ids(b, 3)
+    # one request mixing predictions of both pods, sent to b
+    entries = [(pid, ["1"] * n) for pid, n in served_a + served_b]
+    reply = _send(b, entries)
+    assert (reply.predictions, reply.labels, reply.unsampled) == (
+        7,
+        sum(n for _, n in served_a + served_b),
+        0,
+    )
+    # each label sits in the index of the pod that served the prediction, nowhere else
+    for folder, served, other in (
+        ("capture-0", served_a, served_b),
+        ("capture-1", served_b, served_a),
+    ):
+        store = LabelStore(base / folder)
+        labels = store.all_labels()
+        store.close()
+        assert {pid for pid, _ in labels} == {pid for pid, _ in served}
+        assert not {pid for pid, _ in labels} & {pid for pid, _ in other}
+        assert set(labels.values()) == {"1"}
+
+
+@pytest.mark.integration
+def test_bad_labels_for_a_peer_prediction_write_nothing(
+    pods: tuple[Server, Server, Path],
+) -> None:
+    a, b, base = pods
+    ((pid_a, n_a),) = _predict_ids(a, 1)
+    ((pid_b, n_b),) = _predict_ids(b, 1)
+    cases = [
+        # wrong label count on the peer's prediction: INVALID_ARGUMENT, b's own not written
+        ([(pid_b, ["0"] * n_b), (pid_a, ["0"] * (n_a + 1))], grpc.StatusCode.INVALID_ARGUMENT),
+        ([(pid_b, ["0"] * n_b), (pid_a, ["maybe"] * n_a)], grpc.StatusCode.INVALID_ARGUMENT),
+        # an id no pod holds
+        ([(pid_b, ["0"] * n_b), ("never-served", ["0"])], grpc.StatusCode.NOT_FOUND),
+    ]
+    for entries, code in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            _send(b, entries)
+        assert err.value.code() == code, err.value.details()
+    for folder in ("capture-0", "capture-1"):
+        store = LabelStore(base / folder)
+        labels = store.all_labels()
+        store.close()
+        assert not {pid for pid, _ in labels} & {pid_a, pid_b}
+
+
+@pytest.mark.integration
+def test_an_unreachable_peer_makes_unknown_ids_retryable(
+    pods: tuple[Server, Server, Path],
+) -> None:
+    a, b, _ = pods
+    ((pid_a, n_a),) = _predict_ids(a, 1)
+    stop_process(a.proc)
+    # a is gone: its ids cannot be found now, but that is no proof that they do not exist:
+    # UNAVAILABLE, so the caller retries
+    with pytest.raises(grpc.RpcError) as err:
+        _send(b, [(pid_a, ["1"] * n_a)])
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert "did not answer" in (err.value.details() or "")

@@ -111,3 +111,11 @@ privileged: false
 capabilities:
   drop: ["ALL"]
 {{- end }}
+
+{{/*
+The pods of this release, for label feedback: a headless Service's name resolves to the
+address of every ready pod.
+*/}}
+{{- define "pronto.feedbackPeers" -}}
+{{- printf "%s-peers.%s.svc.cluster.local:%v" (include "pronto.fullname" .) .Release.Namespace .Values.server.port -}}
+{{- end -}}

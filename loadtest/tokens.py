@@ -1,4 +1,4 @@
-"""RSA keys, a JWKS file and RS256 JWTs for the authentication tests."""
+"""RSA keys, a JWKS file and RS256 JWTs: callers for the authenticated gateway (tests, attacks)."""
 
 from __future__ import annotations
 
