@@ -14,8 +14,11 @@ per-column body, the packed body and the packed body to the floor in alternating
 so a busy machine hits all three alike; the figures that mean something are the
 per-round ratios. Then, in this process and without gRPC, the same two bodies go through
 the server's request path (parse, decode, validate, run, encode) and ONNX Runtime alone,
-timed in process CPU time, variants alternating, best of the rounds. Writes
-``summary.json`` and h2load's reports under ``--out`` and prints Markdown tables.
+timed in process CPU time, variants alternating, best of the rounds. With
+``--profile SECONDS``, py-spy then samples one worker (GIL-holding samples only, as
+``loadtest.profile`` does) while h2load sends the packed body, to show where a packed
+request's time goes. Writes ``summary.json`` and h2load's reports under ``--out`` and
+prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -159,10 +162,51 @@ def _table(summary: dict[str, Any]) -> str:
     )
     lines += ["", "| in process, no gRPC | µs per single-row request |", "| --- | ---: |"]
     lines += [f"| {name} | {us} |" for name, us in summary["in_process_us"].items()]
+    if summary["profile"]:
+        lines += [
+            "",
+            "| frame (packed, one worker) | own % | inclusive % |",
+            "| --- | ---: | ---: |",
+        ]
+        lines += [f"| `{f[:90]}` | {o}% | {i}% |" for f, o, i in summary["profile"]]
     return "\n".join(lines)
 
 
-def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, Any]:
+def _profile(stack: Any, body: Path, seconds: int, out_dir: Path) -> list[list[Any]]:
+    """Top frames of one worker while h2load sends ``body``: [frame, own %, inclusive %]."""
+    import subprocess
+    import threading
+    import time
+
+    import psutil
+
+    from loadtest.h2load import H2loadRun, run_h2load
+    from loadtest.profile import top_frames
+    from server.template import worker_processes
+
+    h2 = H2loadRun(address=stack.grpc, body=body, duration_s=seconds + 4, warmup_s=0.5)
+    load = threading.Thread(target=run_h2load, args=(h2, out_dir, "profile-load"))
+    load.start()
+    # h2load's connections land on workers by the kernel's choice: sample the busiest
+    workers = worker_processes(psutil.Process(stack.server_pids[0]))
+    for w in workers:
+        w.cpu_percent()
+    time.sleep(1.5)
+    worker = max(workers, key=lambda w: w.cpu_percent()).pid
+    collapsed = out_dir / "worker-wide-packed.txt"
+    spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker), "--gil"]
+    spy += ["--duration", str(seconds), "--rate", "500", "--format", "raw"]
+    proc = subprocess.run([*spy, "--output", str(collapsed)], capture_output=True, text=True)
+    load.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {proc.stderr.strip()[-1000:]}")
+    rows, total = top_frames(collapsed)
+    return [[f, round(100 * o / total, 1), round(100 * i / total, 1)] for f, o, i in rows]
+
+
+def run(
+    rounds: int, seconds: float, workers: int, out_dir: Path, profile_s: int = 0
+) -> dict[str, Any]:
     from loadtest.compare.run import _bare
     from loadtest.h2load import H2loadRun, check_request, run_h2load
     from loadtest.stack import local_stack
@@ -190,6 +234,9 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
                     result = run_h2load(h2, out_dir, f"{name}-{i}")
                     rps[name].append(result.rps)
                     errors += result.errors
+            profile = (
+                _profile(stack, bodies["wide-packed"], profile_s, out_dir) if profile_s else []
+            )
         in_process = in_process_costs(repo, bodies)
     cols, packed, floor = rps["wide-columns"], rps["wide-packed"], rps["floor"]
     summary = {
@@ -199,6 +246,7 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
         "errors": errors,
         "rps": rps,
         "in_process_us": in_process,
+        "profile": profile,
         "median": {
             "packed_vs_columns": statistics.median(
                 p / c for p, c in zip(packed, cols, strict=True)
@@ -221,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("loadtest/results/wide"), help="Results folder."
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="SECONDS", help="py-spy a worker this long."
+    )
     args = parser.parse_args(argv)
-    summary = run(args.rounds, args.seconds, args.workers, args.out)
+    summary = run(args.rounds, args.seconds, args.workers, args.out, args.profile)
     print(_table(summary))
     if summary["errors"]:
         print(f"{summary['errors']} h2load errors", file=sys.stderr)

@@ -51,7 +51,7 @@ def handle(manifest: dict[str, Any] = MANIFEST) -> Any:
         version_str="1",
         classes=("0", "1"),
         manifest=Manifest.parse(manifest),
-        packed={},
+        feature_sources={},
     )
 
 
