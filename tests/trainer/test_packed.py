@@ -173,3 +173,16 @@ def test_manifest_rejects_inconsistent_packed_inputs(
 ) -> None:
     with pytest.raises(ManifestError, match=message):
         Manifest.parse(_packed_manifest(**changes))
+
+
+def test_evaluate_and_gate_score_a_packed_model(wide_csv: Path, tmp_path: Path) -> None:
+    from trainer.evaluate import evaluate_model
+    from trainer.gate import _score
+
+    m = _train(wide_csv, tmp_path / "packed", "packed", target="target")
+    metrics = evaluate_model(tmp_path / "packed", wide_csv, tmp_path / "report")
+    assert metrics["roc_auc"] == pytest.approx(m.metrics.roc_auc)
+    split = {"test_size": m.params["test_size"], "seed": m.params["seed"]}
+    assert _score(tmp_path / "packed", wide_csv, split)["roc_auc"] == pytest.approx(
+        m.metrics.roc_auc
+    )
