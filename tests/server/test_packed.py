@@ -314,3 +314,25 @@ def test_columnar_predict_fills_the_packed_matrix(core: InferenceCore) -> None:
     by_rows = asyncio.run(core.predict("wide", "", rows))
     assert by_columns.labels == by_rows.labels
     np.testing.assert_array_equal(by_columns.probabilities, by_rows.probabilities)
+
+
+def test_capture_records_packed_features_by_name(
+    handles: dict[str, ModelHandle], tmp_path: Path
+) -> None:
+    from pronto_contract.labels import LabelStore
+    from server.capture import CaptureConfig, CaptureSink
+
+    LabelStore(tmp_path).create()
+    sink = CaptureSink(CaptureConfig(tmp_path, sample_rate=1.0))
+    registry = Registry()
+    registry.replace([handles["flights-packed"]])
+    c = InferenceCore(registry, sink=sink)
+    c.ready = True
+    row = {"OPERA": "Sky Airline", "TIPOVUELO": "N", "SIGLADES": "Iquique", "DIANOM": "Lunes",
+           "period_of_day": "night", "MES": 3.0, "hour": 22.0, "high_season": 0.0}  # fmt: skip
+    asyncio.run(c.predict("flights-packed", "", [row, {**row, "hour": 7.0}], "cap-1"))
+    sink.close()
+    files = sorted(tmp_path.glob("*/*/capture-*.jsonl"))
+    events = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    request = next(e for e in events if e["id"] == "cap-1" and "instances" in e["data"])
+    assert request["data"]["instances"] == [row, {**row, "hour": 7.0}]
