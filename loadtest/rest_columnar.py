@@ -7,7 +7,8 @@ Trains the flight-delay model on a generated data set into a temporary repositor
 ``loadtest/data/rest_predict_b256.jsonl`` through wrk, once as they are (``instances``)
 and once turned into the columnar form (``inputs``: feature -> 256 values), in
 alternating rounds, so a busy machine hits both alike. Then, in this process, it times
-the server's decode of one body in each form (protobuf Struct in, model inputs out),
+the server's decode of one body in each form (protobuf Struct in, model inputs out) and
+the ``pronto`` client's building of the request from a DataFrame in each form,
 variants alternating, best of the rounds, in process CPU time. Writes ``summary.json``
 and wrk's reports under ``--out`` and prints Markdown tables.
 """
@@ -50,7 +51,8 @@ def _train(root: Path) -> Path:
 
 def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str, float]:
     """µs of process CPU to turn one 256-row body into the model's inputs, per form, from
-    the protobuf message Envoy hands the server."""
+    the protobuf message Envoy hands the server; and for the ``pronto`` client to build the
+    request from a DataFrame in each form."""
     import time
     import timeit
 
@@ -64,9 +66,25 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
     rows = json_format.ParseDict(body, ppb.PredictRequest(name=MODEL))
     cols = json_format.ParseDict(columnar_body(body), ppb.PredictRequest(name=MODEL))
     features, packed = handle.features, handle.packed_features
+    import pandas as pd
+
+    from pronto._codec import build_predict_request
+
+    frame = pd.DataFrame(body["instances"])
     cases = {
-        "instances": lambda: columns_from_instances(features, rows.instances, packed),  # type: ignore[arg-type]
-        "inputs": lambda: columns_from_inputs(features, columns_of(cols.inputs), packed),
+        "server decode: instances": lambda: columns_from_instances(
+            features,
+            rows.instances,  # type: ignore[arg-type]
+            packed,
+        ),
+        "server decode: inputs": lambda: columns_from_inputs(
+            features, columns_of(cols.inputs), packed
+        ),
+        # what the client did with a DataFrame before it used the columnar form
+        "client build from a DataFrame: instances": lambda: build_predict_request(
+            MODEL, frame.to_dict("records")
+        ),
+        "client build from a DataFrame: inputs": lambda: build_predict_request(MODEL, frame),
     }
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(rounds):
@@ -128,7 +146,7 @@ def _table(summary: dict[str, Any]) -> str:
     for i, (a, b) in enumerate(zip(rows_s["instances"], rows_s["inputs"], strict=True)):
         lines.append(f"| {i + 1} | {a:,} | {b:,} | {b / a if a else 0:.2f} |")
     lines.append(f"| median | | | {summary['inputs_vs_instances_median']:.2f} |")
-    lines += ["", "| decode one 256-row body, in process | µs |", "| --- | ---: |"]
+    lines += ["", "| one 256-row body, in process | µs |", "| --- | ---: |"]
     lines += [f"| {name} | {us} |" for name, us in summary["decode_us"].items()]
     return "\n".join(lines)
 
