@@ -296,6 +296,7 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "services": services,
         "json_guard": guard.render(schema=lua_schema(source, services)),
         "otlp": _host_port(settings.otlp_endpoint) if settings.otlp_endpoint else None,
+        "trace_sampling_per_million": round(settings.trace_sampling * 1_000_000),
     }
 
 

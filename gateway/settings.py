@@ -172,6 +172,13 @@ class GatewaySettings(BaseSettings):
         description="host:port of an OTLP/gRPC collector: Envoy starts or continues a W3C "
         "trace (traceparent) per request and exports its spans there; empty = no tracing.",
     )
+    trace_sampling: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of requests without a sampled traceparent for which Envoy starts a "
+        "sampled trace (0-1; with otlp_endpoint). A caller's sampling decision is followed.",
+    )
     envoy_concurrency: int = Field(
         default=0, ge=0, description="Envoy worker threads (0 = one per usable CPU)."
     )

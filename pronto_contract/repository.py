@@ -167,7 +167,8 @@ def publish_dir(source: Path, root: Path, name: str) -> tuple[int, Path]:
 class VersionPolicy:
     """Which versions of a model to serve (Triton's ``version_policy``).
 
-    ``latest`` (newest), ``latest:N`` (the N newest) or ``pinned:1,3`` (exactly these).
+    ``latest`` (newest), ``latest:N`` (the N newest), ``pinned:1,3`` (exactly these) or
+    ``all`` (every version; ``latest`` 0 without pins).
     """
 
     latest: int = 1
@@ -177,6 +178,8 @@ class VersionPolicy:
     def parse(cls, text: str) -> VersionPolicy:
         kind, _, arg = text.strip().partition(":")
         try:
+            if kind == "all" and not arg:
+                return cls(latest=0)
             if kind == "latest":
                 n = int(arg) if arg else 1
                 if n >= 1:
@@ -187,18 +190,20 @@ class VersionPolicy:
                     return cls(latest=0, pinned=pinned)
         except ValueError:
             pass
-        raise ValueError(f"bad version policy {text!r}: use latest, latest:N or pinned:V1,V2")
+        raise ValueError(f"bad version policy {text!r}: use latest, latest:N, pinned:V1,V2 or all")
 
     def select(self, versions: Iterable[int]) -> list[int]:
         """The versions to serve out of ``versions``, newest first."""
         ordered = sorted(set(versions), reverse=True)
         if self.pinned:
             return [v for v in ordered if v in self.pinned]
-        return ordered[: self.latest]
+        return ordered[: self.latest or None]
 
     def __str__(self) -> str:
         if self.pinned:
             return "pinned:" + ",".join(str(v) for v in sorted(self.pinned))
+        if not self.latest:
+            return "all"
         return "latest" if self.latest == 1 else f"latest:{self.latest}"
 
 

@@ -123,6 +123,8 @@ class InferenceCore:
         self.guard = guard
         self.ready = False
         self.draining = False
+        #: models that must all be loaded for the server to report ready (strict readiness)
+        self.required_models: frozenset[str] = frozenset()
         #: canary routing of unversioned requests (set by the worker; see server.rollout)
         self.router: RolloutRouter | None = None
         #: refuses inference while requests queue too long (disabled until the worker sets it)
@@ -133,10 +135,12 @@ class InferenceCore:
         return True
 
     def server_ready(self) -> bool:
-        return self.ready and not self.draining
+        return (
+            self.ready and not self.draining and self.required_models <= set(self.registry.names())
+        )
 
     def model_ready(self, name: str, version: str = "") -> bool:
-        if not self.server_ready():
+        if not self.ready or self.draining:
             return False
         try:
             self.registry.get(name, version)
@@ -218,7 +222,7 @@ class InferenceCore:
     async def _run(
         self, handle: ModelHandle, feeds: dict[str, np.ndarray], outputs: list[str], rows: int
     ) -> list[np.ndarray]:
-        if tracing.ENABLED:
+        if tracing.ENABLED and tracing.recording():
             return await tracing.traced_run(self, handle, feeds, outputs, rows)
         batcher = handle.batcher
         if batcher is not None:

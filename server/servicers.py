@@ -99,8 +99,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @tracing.traced("ModelInfer")
     @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
-        if tracing.ENABLED:
-            return await tracing.traced_infer(self, request)
+        if tracing.ENABLED and tracing.recording():
+            return await tracing.traced_infer(self, request, _queued_at(context))
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
         return encode_infer_response(await self.core.infer(req, _queued_at(context)))
 

@@ -39,12 +39,18 @@ class ServeSettings(BaseSettings):
     )
     version_policy: str | None = Field(
         None,
-        description="Versions to serve per model: latest, latest:N or pinned:V1,V2 "
+        description="Versions to serve per model: latest, latest:N, pinned:V1,V2 or all "
         "(default: latest:<model-versions>).",
     )
     model_version_policies: dict[str, str] = Field(
         default_factory=dict,
         description='Per-model version policies as JSON, e.g. {"flights": "pinned:1,3"}.',
+    )
+    strict_readiness: bool = Field(
+        False,
+        description="Report the server ready (grpc.health.v1 overall service and OIP "
+        "ServerReady) only while every model named in --models serves at least one version, "
+        "as Triton's --strict-readiness; per-model health and ModelReady are unaffected.",
     )
     model_poll_interval: float = Field(
         5.0,

@@ -7,8 +7,9 @@ module-level boolean per request and import nothing from OpenTelemetry.
 
 On, each ``ModelInfer`` / ``Predict`` call gets a server span that continues the caller's
 W3C ``traceparent`` (Envoy sends one), with children ``decode``, ``queue`` (waiting for the
-model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``. The exporter
-is created lazily in each worker process, after the fork. Errors logged while a request is
+model: helper thread or micro-batch), ``run`` (ONNX Runtime) and ``encode``; a request the
+sampler drops keeps only the (non-recording) server span. The exporter is created lazily in
+each worker process, after the fork. Errors logged while a request is
 traced carry its trace id.
 """
 
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
     from server.core import InferenceCore
     from server.model import ModelHandle
 
-__all__ = ["ENABLED", "TraceIdFilter", "install_log_filter", "traced", "traced_infer", "traced_run"]
+__all__ = [
+    "ENABLED",
+    "TraceIdFilter",
+    "install_log_filter",
+    "recording",
+    "traced",
+    "traced_infer",
+    "traced_run",
+]
 
 ENABLED = bool(
     os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -72,6 +81,14 @@ def install_log_filter(logger: str = "server.errors") -> None:
         target.addFilter(TraceIdFilter())
 
 
+def recording() -> bool:
+    """Whether the current request's span is sampled. An unsampled request (most of them
+    at a low sampling ratio) skips the child spans and takes the untraced path."""
+    from opentelemetry import trace
+
+    return bool(trace.get_current_span().is_recording())
+
+
 def _parent(context: Any) -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -102,14 +119,14 @@ def traced(name: str) -> Callable[[F], F]:
     return decorate
 
 
-async def traced_infer(servicer: Any, request: Any) -> Any:
+async def traced_infer(servicer: Any, request: Any, queued_at: float = 0.0) -> Any:
     """The body of ``ModelInfer`` with ``decode`` and ``encode`` spans."""
     from server.oip_codec import decode_infer_request, encode_infer_response
 
     tracer = _tracer()
     with tracer.start_as_current_span("decode"):
         req = decode_infer_request(request, servicer.max_elements, servicer.core.max_batch_size)
-    response = await servicer.core.infer(req)
+    response = await servicer.core.infer(req, queued_at)
     with tracer.start_as_current_span("encode"):
         return encode_infer_response(response)
 

@@ -162,6 +162,8 @@ def _reloader(
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         for name in removed:
             await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if core.required_models:
+            await health.set("", _overall(core))
 
     return Reloader(
         registry,
@@ -175,6 +177,14 @@ def _reloader(
         on_installed=installed,
         pinned=router.refresh,
     )
+
+
+def _overall(core: InferenceCore) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    """The overall service's status: with strict readiness, SERVING only while every
+    required model is loaded."""
+    if core.server_ready():
+        return health_pb2.HealthCheckResponse.SERVING
+    return health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _grpc_server(
@@ -244,6 +254,8 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     )
     core.queue_guard = QueueDelayGuard(settings.max_queue_delay_ms / 1000)
     core.router = router
+    if settings.strict_readiness and settings.models:
+        core.required_models = frozenset(settings.models)
     try:
         reloader = _reloader(settings, registry, core, health, metrics, drift, preloaded, router)
     except ValueError as exc:  # a malformed version policy
@@ -258,8 +270,9 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
         return EXIT_FATAL
     # Ready before the ports open: the first health check already sees SERVING.
     core.ready = True
-    for service in ("", *SERVICES, *registry.names()):
+    for service in (*SERVICES, *registry.names()):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", _overall(core))
     await server.start()
     if metrics is not None:
         metrics.workers_ready.set(1)

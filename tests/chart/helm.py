@@ -75,6 +75,8 @@ SCENARIOS = (
     Scenario("jwt", "jwt-values.yaml"),
     Scenario("custom-metrics", "custom-metrics-values.yaml", ("custom.metrics.k8s.io/v1beta2",)),
     Scenario("rollout", "rollout-values.yaml"),
+    Scenario("multi-model", "multi-model-values.yaml"),
+    Scenario("tracing", "tracing-values.yaml"),
 )
 
 
@@ -136,7 +138,13 @@ def find_all(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def find(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    matches = find_all(objects, kind)
+    """The release's one object of ``kind``; the optional tracing collector's objects
+    (component otel-collector) are left out: look them up by name."""
+    matches = [
+        o
+        for o in find_all(objects, kind)
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "otel-collector"
+    ]
     assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
     return matches[0]
 

@@ -8,9 +8,11 @@ hooks, signals) is played by the test.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import launcher
+from pronto_cli.procs import wait_until
 from tests import support
 from tests.chart.helm import REPO, container, find, needs_helm, pod_spec, render
 from tests.chart.pod import POD_ENVOY_DIR, PodFiles, container_env
@@ -48,10 +53,21 @@ def _request(
 
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    repository = modelgen.build_repository(tmp_path / "models")
+    with run_pod(tmp_path, repository, (f"model.name={modelgen.MODEL}",)) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def run_pod(
+    tmp_path: Path, repository: Path, model_sets: tuple[str, ...]
+) -> Iterator[dict[str, Any]]:
+    """The pod's processes for the chart rendered with ``model_sets`` (plus local ports),
+    serving ``repository`` as the model-fetch init container would have left it."""
     server_port, metrics, envoy_port, admin, stats = support.free_ports(5)
     worker_base = support.free_port_block(2)
     sets = (
-        f"model.name={modelgen.MODEL}",
+        *model_sets,
         f"server.port={server_port}",
         f"server.workerBasePort={worker_base}",
         f"server.metricsPort={metrics}",
@@ -68,7 +84,6 @@ def pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
     objects = render(sets=sets)
     spec = pod_spec(objects)
     files = PodFiles(tmp_path, objects)
-    repository = modelgen.build_repository(tmp_path / "models")
     base_env = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
     base_env["HOME"] = str(tmp_path)
 
@@ -181,3 +196,76 @@ def test_rendered_deployment_is_what_this_test_ran() -> None:
     assert container(spec, "server")["args"] == ["serve"]
     assert container(spec, "envoy-config")["args"][:2] == ["gateway", "--render"]
     assert container(spec, "envoy")["args"][1] == f"{POD_ENVOY_DIR}/envoy.yaml"
+
+
+def _second_model(repository: Path, name: str) -> None:
+    """A copy of the test model under another name (the manifest names it too)."""
+    shutil.copytree(repository / modelgen.MODEL, repository / name)
+    manifest = repository / name / "1" / "model.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "name": name}))
+
+
+def test_two_model_pod_is_ready_only_while_both_are_loaded(tmp_path: Path) -> None:
+    """models: [two entries] → both served through Envoy, each probed on its own there,
+    and the pod's readiness (kubelet's gRPC probe on the server; OIP ServerReady) fails while
+    one of them is missing, although the other still answers."""
+    other = f"{modelgen.MODEL}-b"
+    repository = modelgen.build_repository(tmp_path / "models")
+    _second_model(repository, other)
+    sets = (
+        f"models[0].name={modelgen.MODEL}",
+        "models[0].versionPolicy=latest",
+        f"models[1].name={other}",
+        "models[1].versionPolicy=pinned:1",
+        "server.extraEnv.PRONTO_MODEL_POLL_INTERVAL=0.2",
+    )
+    with run_pod(tmp_path, repository, sets) as pod:
+        ports = pod["ports"]
+        key = {"x-api-key": PodFiles.API_KEY}
+        kubelet = f"127.0.0.1:{ports['server']}"
+        support.wait_for_grpc_health(kubelet, timeout=90, proc=pod["server"])
+        ready_path = container(pod["spec"], "envoy")["readinessProbe"]["httpGet"]["path"]
+        support.wait_for_http(ports["envoy"], ready_path)
+        body = {"instances": [modelgen.instance(0)]}
+        for name in (modelgen.MODEL, other):
+            status, _, payload = _request(
+                ports["envoy"], "GET", f"/v2/models/{name}/ready", None, key
+            )
+            assert status == 200 and json.loads(payload)["ready"] is True, payload
+            status, _, payload = _request(
+                ports["envoy"], "POST", f"/v1/models/{name}:predict", body, key
+            )
+            assert status == 200, payload
+
+        def overall() -> int:
+            with grpc.insecure_channel(kubelet) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=2
+                )
+            return int(reply.status)
+
+        parked = tmp_path / "parked"
+        shutil.move(repository / other, parked)
+        wait_until(
+            lambda: overall() == health_pb2.HealthCheckResponse.NOT_SERVING,
+            timeout=15,
+            what="kubelet's probe to fail without the second model",
+        )
+        # OIP ServerReady through Envoy says the same (proto3 JSON leaves out a false field)
+        status, _, payload = _request(ports["envoy"], "GET", ready_path)
+        assert status == 200 and json.loads(payload).get("ready", False) is False, payload
+        status, _, payload = _request(ports["envoy"], "GET", f"/v2/models/{other}/ready", None, key)
+        assert status != 200 or json.loads(payload).get("ready") is not True
+        status, _, _ = _request(
+            ports["envoy"], "POST", f"/v1/models/{modelgen.MODEL}:predict", body, key
+        )
+        assert status == 200  # the loaded model keeps answering
+
+        shutil.move(parked, repository / other)
+        wait_until(
+            lambda: overall() == health_pb2.HealthCheckResponse.SERVING,
+            timeout=15,
+            what="kubelet's probe to pass again",
+        )
+        status, _, payload = _request(ports["envoy"], "GET", ready_path)
+        assert status == 200 and json.loads(payload)["ready"] is True, payload

@@ -226,11 +226,9 @@ def test_model_fetched_from_gcs_with_workload_identity() -> None:
     fetch = container(spec, "model-fetch")
     env = {e["name"]: e.get("value") for e in fetch["env"]}
     assert env["MODEL_REGISTRY"].startswith("gs://")
-    assert (env["MODEL_NAME"], env["MODEL_VERSION"]) == ("flight-delay", "1")
-    assert (
-        'gcloud storage cp --recursive "$MODEL_REGISTRY/$MODEL_NAME/$MODEL_VERSION"'
-        in (fetch["args"][0])
-    )
+    # the single-model values become a one-model list pinned to model.version
+    assert env["MODELS"] == "flight-delay pinned:1"
+    assert 'gcloud storage cp --recursive "$MODEL_REGISTRY/$1/$2"' in fetch["args"][0]
     sa = find(objects, "ServiceAccount")
     assert sa["metadata"]["name"] == spec["serviceAccountName"] == "pronto"
     assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
@@ -409,7 +407,7 @@ def test_rollout_values_fetch_both_versions_and_write_the_state() -> None:
     names = [c["name"] for c in spec["initContainers"]]
     assert names == ["model-fetch", "rollout-state", "envoy-config", "envoy"]
     fetch_env = {e["name"]: e.get("value") for e in container(spec, "model-fetch")["env"]}
-    assert (fetch_env["MODEL_VERSION"], fetch_env["MODEL_CANDIDATE"]) == ("1", "2")
+    assert fetch_env["MODELS"] == "flight-delay pinned:1 2"
     args = container(spec, "rollout-state")["args"]
     assert args[:3] == ["rollout", "start", "flight-delay"]
     assert {"--candidate=2", "--stable=1", "--mode=canary", "--auto"} <= set(args)

@@ -69,6 +69,7 @@ def test_helm_test_passes_against_an_authenticated_release(keyed: Gateway, keys_
     code, out = _run(_test_pod(), keyed, {"PRONTO_TEST_API_KEYS_FILE": keys_file})
     assert code == 0, out
     assert "ok   grpc health through Envoy: SERVING" in out
+    assert f"ok   model {MODEL} ready through Envoy" in out
     assert "ok   prediction through Envoy (api-key)" in out
     assert "ok   unauthenticated call refused: HTTP 401" in out
 
@@ -86,10 +87,22 @@ def test_helm_test_fails_with_a_wrong_key(keyed: Gateway, tmp_path: Path) -> Non
     wrong = tmp_path / "api-keys"
     wrong.write_text("helm-test:k-not-valid\n")
     code, out = _run(_test_pod(), keyed, {"PRONTO_TEST_API_KEYS_FILE": wrong})
-    assert code == 1 and "FAIL prediction through Envoy (api-key): HTTP 401" in out, out
+    assert code == 1 and f"FAIL model {MODEL} ready through Envoy: HTTP 401" in out, out
 
 
 def test_helm_test_without_auth_skips_only_the_refusal(gateway: Gateway) -> None:
     code, out = _run(_test_pod("gateway.auth.mode=none"), gateway, {})
     assert code == 0, out
     assert "skip unauthenticated call: gateway.auth.mode is none" in out
+
+
+def test_helm_test_checks_every_listed_model(keyed: Gateway, keys_file: Path) -> None:
+    """With a `models` list, each model must be ready through Envoy; one the release does
+    not serve fails the test (the prediction goes to the first listed model)."""
+    pod = _test_pod(
+        f"models[0].name={MODEL}", "models[0].versionPolicy=latest", "models[1].name=absent"
+    )
+    code, out = _run(pod, keyed, {"PRONTO_TEST_API_KEYS_FILE": keys_file})
+    assert code == 1, out
+    assert f"ok   model {MODEL} ready through Envoy" in out
+    assert "FAIL model absent ready through Envoy" in out

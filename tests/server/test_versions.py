@@ -35,6 +35,7 @@ def copy_repo(model_repo: Path, tmp_path: Path) -> Path:
         ("latest:5", [1, 2], [2, 1]),
         ("pinned:1,3", [1, 2, 3, 4], [3, 1]),
         ("pinned:7", [1, 2], []),
+        ("all", [1, 3, 2], [3, 2, 1]),
     ],
 )
 def test_policy_selects(text: str, versions: list[int], selected: list[int]) -> None:
@@ -43,7 +44,9 @@ def test_policy_selects(text: str, versions: list[int], selected: list[int]) -> 
     assert VersionPolicy.parse(str(policy)) == policy
 
 
-@pytest.mark.parametrize("text", ["", "newest", "latest:0", "latest:x", "pinned:", "pinned:a"])
+@pytest.mark.parametrize(
+    "text", ["", "newest", "latest:0", "latest:x", "pinned:", "pinned:a", "all:2"]
+)
 def test_policy_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="version policy"):
         VersionPolicy.parse(text)
@@ -117,5 +120,44 @@ def test_removed_model_turns_not_serving(model_repo: Path, tmp_path: Path) -> No
 
         wait_until(not_serving)
         assert all_workers_serve(srv, "2")
+    finally:
+        stop_process(srv.proc)
+
+
+@pytest.mark.integration
+def test_strict_readiness_needs_every_named_model(model_repo: Path, tmp_path: Path) -> None:
+    """With --strict-readiness the overall health and ServerReady follow the least ready
+    named model (a pod probe then covers every model); per-model readiness stays per model."""
+    repo = copy_repo(model_repo, tmp_path)
+    srv = start_server(
+        repo,
+        tmp_path / "serve.log",
+        1,
+        "--model-poll-interval", "0.2",
+        "--models", "flights", "echo",
+        "--strict-readiness",
+    )  # fmt: skip
+    saved = tmp_path / "echo-saved"
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            oip = pb_grpc.GRPCInferenceServiceStub(channel)
+
+            def overall() -> int:
+                return int(health.Check(health_pb2.HealthCheckRequest()).status)
+
+            assert overall() == health_pb2.HealthCheckResponse.SERVING
+            assert oip.ServerReady(pb.ServerReadyRequest()).ready
+            shutil.move(repo / "echo", saved)
+            wait_until(lambda: overall() == health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert not oip.ServerReady(pb.ServerReadyRequest()).ready
+            assert oip.ModelReady(pb.ModelReadyRequest(name="flights")).ready
+            assert not oip.ModelReady(pb.ModelReadyRequest(name="echo")).ready
+            status = health.Check(health_pb2.HealthCheckRequest(service="flights")).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            assert served_version(srv.address) == "2"  # the loaded model still answers
+            shutil.move(saved, repo / "echo")
+            wait_until(lambda: overall() == health_pb2.HealthCheckResponse.SERVING)
+            assert oip.ServerReady(pb.ServerReadyRequest()).ready
     finally:
         stop_process(srv.proc)

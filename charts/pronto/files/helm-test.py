@@ -1,8 +1,9 @@
 """`helm test` for a Pronto release: run inside the cluster by templates/tests/.
 
 1. gRPC health through Envoy (grpc.health.v1, no credentials: health is public);
-2. one prediction through Envoy (REST, named features) with the release's authentication;
-3. the same prediction without credentials must be refused with 401.
+2. every model of the release ready through Envoy (REST ModelReady, authenticated);
+3. one prediction through Envoy (REST, named features) with the release's authentication;
+4. the same prediction without credentials must be refused with 401.
 Exit status 0 only when every check passes; each check prints one line.
 """
 
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ADDRESS = os.environ["PRONTO_TEST_ADDRESS"]
 MODEL = os.environ["PRONTO_TEST_MODEL"]
+MODELS = json.loads(os.environ.get("PRONTO_TEST_MODELS") or json.dumps([MODEL]))
 AUTH_MODE = os.environ["PRONTO_TEST_AUTH_MODE"]
 INSTANCE = json.loads(os.environ["PRONTO_TEST_INSTANCE"])
 
@@ -32,6 +34,15 @@ def credentials() -> dict[str, str]:
         with open(os.environ["PRONTO_TEST_JWT_FILE"], encoding="utf-8") as f:
             return {"authorization": "Bearer " + f.read().strip()}
     return {}
+
+
+def model_ready(name: str, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://{ADDRESS}/v2/models/{name}/ready", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def predict(headers: dict[str, str]) -> tuple[int, str]:
@@ -58,6 +69,13 @@ def main() -> int:
         print(f"FAIL grpc health through Envoy: {reply.status}")
         return 1
     print("ok   grpc health through Envoy: SERVING")
+
+    for name in MODELS:
+        status, text = model_ready(name, credentials())
+        if status != 200 or json.loads(text).get("ready") is not True:
+            print(f"FAIL model {name} ready through Envoy: HTTP {status} {text[:300]}")
+            return 1
+        print(f"ok   model {name} ready through Envoy")
 
     status, text = predict(credentials())
     predictions = json.loads(text).get("predictions") if status == 200 else None

@@ -113,6 +113,69 @@ capabilities:
 {{- end }}
 
 {{/*
+The models this release serves, as JSON: a list of {name, policy, serverPolicy, stable,
+candidate, rollout}. `models` when set; otherwise the single model.name / model.version
+(with model.rollout), as in earlier releases of the chart. `policy` decides what the
+model-fetch init container copies; `serverPolicy` is passed to `pronto serve` (empty: the
+server's default, which serves what was fetched).
+*/}}
+{{- define "pronto.models" -}}
+{{- $out := list -}}
+{{- $m := .Values.model -}}
+{{- if .Values.models -}}
+{{- if (($m.rollout | default dict).candidate | default "" | toString) -}}
+{{- fail "model.rollout applies to the single model.name form; with `models`, give each entry its own rollout" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $e := .Values.models -}}
+{{- if hasKey $seen $e.name -}}
+{{- fail (printf "models: %s is listed twice" $e.name) -}}
+{{- end -}}
+{{- $_ := set $seen $e.name true -}}
+{{- $policy := $e.versionPolicy | default "latest" | toString -}}
+{{- $rollout := $e.rollout | default dict -}}
+{{- $candidate := $rollout.candidate | default "" | toString -}}
+{{- $stable := "" -}}
+{{- if $candidate -}}
+{{- $pins := splitList "," (trimPrefix "pinned:" $policy) -}}
+{{- if or (not (hasPrefix "pinned:" $policy)) (ne (len $pins) 1) -}}
+{{- fail (printf "models[%d] (%s): a rollout needs versionPolicy pinned:<stable version>" $i $e.name) -}}
+{{- end -}}
+{{- $stable = first $pins -}}
+{{- end -}}
+{{- $out = append $out (dict "name" $e.name "policy" $policy "serverPolicy" (ternary "" $policy (ne $candidate "")) "stable" $stable "candidate" $candidate "rollout" $rollout) -}}
+{{- end -}}
+{{- else -}}
+{{- $rollout := $m.rollout | default dict -}}
+{{- $version := toString $m.version -}}
+{{- $out = append $out (dict "name" $m.name "policy" (printf "pinned:%s" $version) "serverPolicy" "" "stable" $version "candidate" ($rollout.candidate | default "" | toString) "rollout" $rollout) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end }}
+
+{{/* Name of the OpenTelemetry Collector's objects. */}}
+{{- define "pronto.collectorName" -}}
+{{- printf "%s-otel-collector" (include "pronto.fullname" . | trunc 48 | trimSuffix "-") -}}
+{{- end }}
+
+{{/* host:port that Envoy and the server export spans to; empty when tracing is off. */}}
+{{- define "pronto.tracingEndpoint" -}}
+{{- $t := .Values.tracing | default dict -}}
+{{- if $t.enabled -}}
+{{- if $t.collector.enabled -}}
+{{- printf "%s.%s.svc:%d" (include "pronto.collectorName" .) .Release.Namespace (int $t.collector.port) -}}
+{{- else -}}
+{{- $t.endpoint -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{- define "pronto.collectorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pronto.name" . }}-otel-collector
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
 The pods of this release, for label feedback: a headless Service's name resolves to the
 address of every ready pod.
 */}}
