@@ -38,10 +38,17 @@ def _b64(value: Any) -> str:
 
 def _oip_request(model: str, inputs: list[InputSpec], rows: list[dict[str, Any]]) -> dict[str, Any]:
     tensors = []
+    contents: dict[str, list[Any]]
     for spec in inputs:
         name, dtype = spec.name, spec.datatype
-        values = [row[name] for row in rows]  # rows are already keyed by input name
-        contents: dict[str, list[Any]]
+        if spec.columns is not None:  # a packed input: the features' values row by row
+            values = [row[c] for row in rows for c in spec.columns]
+            key = "fp32_contents" if dtype == "FP32" else "fp64_contents"
+            shape = [len(rows), len(spec.columns)]
+            contents = {key: [float(v) for v in values]}
+            tensors.append({"name": name, "datatype": dtype, "shape": shape, "contents": contents})
+            continue
+        values = [row[name] for row in rows]  # rows are already keyed by feature name
         if dtype == "BYTES":
             contents = {
                 "bytes_contents": [base64.b64encode(str(v).encode()).decode() for v in values]
@@ -63,6 +70,18 @@ def _oip_request(model: str, inputs: list[InputSpec], rows: list[dict[str, Any]]
     return {"model_name": model, "inputs": tensors, "outputs": [{"name": "probabilities"}]}
 
 
+def _features(manifest: Manifest) -> list[InputSpec]:
+    """The named features: each input, or the columns of a packed input."""
+    signature = manifest.signature
+    out: list[InputSpec] = []
+    for spec in signature.inputs:
+        if spec.columns is None:
+            out.append(spec)
+        else:
+            out += [signature.feature(c) or InputSpec(name=c) for c in spec.columns]
+    return out
+
+
 def _clean(row: dict[str, Any], inputs: list[InputSpec]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in inputs:
@@ -81,7 +100,7 @@ def build_payloads(
     """``count`` requests of ``batch`` rows each, per protocol."""
     model = manifest.name
     inputs = manifest.signature.inputs
-    clean = [_clean(r, inputs) for r in rows]
+    clean = [_clean(r, _features(manifest)) for r in rows]
     oip, predict, rest_predict, rest_oip = [], [], [], []
     for chunk in _chunks(clean, batch, count):
         req = _oip_request(model, inputs, chunk)

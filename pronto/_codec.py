@@ -7,6 +7,7 @@ those with one ``np.frombuffer`` per input, the cheapest form it accepts.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class TensorMetadata:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    #: an input that packs several named features: their names, in column order
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,22 +100,35 @@ class ModelMetadata:
 
 def parse_metadata(msg: oip.ModelMetadataResponse) -> ModelMetadata:
     def tensors(items: Iterable[Any]) -> tuple[TensorMetadata, ...]:
-        return tuple(TensorMetadata(t.name, t.datatype, tuple(t.shape)) for t in items)
+        return tuple(TensorMetadata(t.name, t.datatype, tuple(t.shape), _columns(t)) for t in items)
 
     return ModelMetadata(
         msg.name, tuple(msg.versions), msg.platform, tensors(msg.inputs), tensors(msg.outputs)
     )
 
 
+def _columns(t: Any) -> tuple[str, ...] | None:
+    if "columns" not in t.parameters:
+        return None
+    return tuple(json.loads(t.parameters["columns"].string_param))
+
+
 def _frame_inputs(frame: pd.DataFrame, metadata: ModelMetadata | None) -> dict[str, np.ndarray]:
-    """One ``[rows, 1]`` tensor per model input, typed as the model declares it."""
+    """One ``[rows, 1]`` tensor per model input, typed as the model declares it; an input
+    that packs several features gets those columns as one ``[rows, k]`` matrix."""
     if metadata is None:
         return {str(c): frame[c].to_numpy().reshape(-1, 1) for c in frame.columns}
-    missing = [t.name for t in metadata.inputs if t.name not in frame.columns]
+    missing = [
+        c for t in metadata.inputs for c in (t.columns or (t.name,)) if c not in frame.columns
+    ]
     if missing:
         raise ValueError(f"the DataFrame lacks model input column(s) {missing}")
     inputs = {}
     for t in metadata.inputs:
+        if t.columns is not None:
+            dtype = _DATATYPES[t.datatype][0] if t.datatype in _DATATYPES else None
+            inputs[t.name] = np.ascontiguousarray(frame[list(t.columns)].to_numpy(dtype=dtype))
+            continue
         column = frame[t.name].to_numpy()
         dtype = _DATATYPES[t.datatype][0] if t.datatype in _DATATYPES else None
         if t.datatype == "BYTES":
@@ -252,6 +268,13 @@ def build_predict_request(
     request = pv1.PredictRequest(name=model, version=version)
     if request_id and _PREDICT_HAS_ID:
         request.id = request_id  # type: ignore[attr-defined]
+    if _is_frame(instances) and len(instances):
+        # A DataFrame travels in columnar form: about half the bytes of one object per row,
+        # built in about half the time, and decoded a column at a time by the server.
+        request.inputs.update(
+            {str(c): [_native(v) for v in instances[c].tolist()] for c in instances.columns}
+        )
+        return request
     for row in instances_of(instances):
         request.instances.add().update(row)
     return request

@@ -5,7 +5,11 @@ monitor compares live traffic with its reference statistics and micro-batching r
 ``batching`` entry. The file stays JSON; code reads it through :class:`Manifest` only.
 
 Versioning: ``schema_version`` is written by the trainer. A file without it predates the
-field and has the same shape as version 1, so it loads as version 1. A file from a newer
+field and has the same shape as version 1, so it loads as version 1. Version 2 adds packed
+inputs: an input whose ``columns`` lists the named features it carries, one per column of
+an ``[N, k]`` tensor, with those features described under ``signature.features``. The
+trainer writes the oldest version that describes a model (1 unless it has a packed input),
+so servers that read only version 1 keep loading per-column models. A file from a newer
 trainer (a higher major ``schema_version``) or one that does not match the schema fails
 with a :class:`ManifestError` naming the file and the first problems, never with a
 ``KeyError`` deep in the server.
@@ -36,8 +40,8 @@ __all__ = [
     "write_manifest",
 ]
 
-#: the schema this code writes and the newest it reads
-SCHEMA_VERSION = 1
+#: the newest schema this code writes and reads
+SCHEMA_VERSION = 2
 
 
 class ManifestError(ValueError):
@@ -57,7 +61,8 @@ def _strings(value: Any) -> Any:
 
 
 class InputSpec(_Part):
-    """One model input (an ONNX graph input, and a named feature of the Predict API)."""
+    """One model input (an ONNX graph input, and a named feature of the Predict API), or,
+    under :attr:`Signature.features`, a named feature carried by a packed input."""
 
     name: str
     datatype: str = "FP32"
@@ -68,6 +73,8 @@ class InputSpec(_Part):
     range: list[float] | None = None
     #: the CSV column the feature comes from
     column: str | None = None
+    #: a packed input (schema 2): the named features it carries, in column order
+    columns: list[str] | None = None
 
     _categories = field_validator("categories", mode="before")(_strings)
 
@@ -81,6 +88,8 @@ class OutputSpec(_Part):
 class Signature(_Part):
     inputs: list[InputSpec] = Field(default_factory=list)
     outputs: list[OutputSpec] = Field(default_factory=list)
+    #: named features that are not inputs themselves: the columns of packed inputs (schema 2)
+    features: list[InputSpec] = Field(default_factory=list)
     classes: list[str] | None = None
     positive_class: str | None = None
 
@@ -96,6 +105,21 @@ class Signature(_Part):
             if spec.name == name:
                 return spec
         return None
+
+    def feature(self, name: str) -> InputSpec | None:
+        """A named feature: an input of that name, or a column of a packed input."""
+        spec = self.input(name)
+        if spec is not None and spec.columns is None:
+            return spec
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        return None
+
+    @property
+    def packed(self) -> dict[str, list[str]]:
+        """Packed input name -> the features it carries, in column order."""
+        return {s.name: s.columns for s in self.inputs if s.columns is not None}
 
 
 class ConfusionMatrix(_Part):
@@ -173,7 +197,7 @@ class Manifest(_Part):
     """The content of ``model.json``. Every field has a default, so a hand-written file
     with just a signature (or an empty one) loads."""
 
-    schema_version: int = Field(SCHEMA_VERSION, ge=1)
+    schema_version: int = Field(1, ge=1)
     name: str = ""
     version: int = 0
     created_at: str | None = None
@@ -205,13 +229,42 @@ class Manifest(_Part):
                 f"reads ({SCHEMA_VERSION}); upgrade pronto to serve this model"
             )
         try:
-            return cls.model_validate(data)
+            manifest = cls.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
                 for e in exc.errors()[:5]
             )
             raise ManifestError(f"{source}: invalid model.json: {problems}") from None
+        manifest._check_packed(source)
+        return manifest
+
+    def _check_packed(self, source: str) -> None:
+        packed = self.signature.packed
+        if not packed:
+            return
+        if self.schema_version < 2:
+            # a version-1 reader would take the packed input for one feature
+            raise ManifestError(
+                f"{source}: input {next(iter(packed))!r} lists columns, which needs "
+                f"schema_version 2 (the file says {self.schema_version})"
+            )
+        described = {s.name for s in self.signature.features}
+        for name, columns in packed.items():
+            spec = self.signature.input(name)
+            width = spec.shape[-1] if spec is not None and spec.shape else -1
+            if not columns or width != len(columns) or len(set(columns)) != len(columns):
+                raise ManifestError(
+                    f"{source}: packed input {name!r} has shape {spec.shape if spec else []} "
+                    f"and {len(columns)} column(s); it needs one distinct column per element "
+                    "of its last dimension"
+                )
+            missing = [c for c in columns if c not in described]
+            if missing:
+                raise ManifestError(
+                    f"{source}: packed input {name!r}: column(s) {', '.join(missing)} not "
+                    "described under signature.features"
+                )
 
     def to_json(self) -> str:
         """The JSON text of ``model.json``: the fields that were given (read from a file,

@@ -229,7 +229,18 @@ class CaptureSink:
                 (pid, i, name, version, ts, predicted[i], scores[i]) for i in range(rows)
             )
         lines.setdefault((name, version), []).extend(
-            self._events(ts, pid, name, version, feeds, predicted, p, state, rows, trace)
+            self._events(
+                ts,
+                pid,
+                name,
+                version,
+                handle.feature_columns(feeds),
+                predicted,
+                p,
+                state,
+                rows,
+                trace,
+            )
         )
 
     def _events(

@@ -17,7 +17,7 @@ import numpy as np
 from server import tracing
 from server.datatypes import Datatype
 from server.errors import InvalidInput, ModelNotFound, Overloaded, ServerNotReady
-from server.features import columns_from_instances
+from server.features import Columns, columns_from_inputs, columns_from_instances
 from server.guard import AdmissionGuard
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle, close_ort_executor, ort_executor
@@ -285,11 +285,12 @@ class InferenceCore:
         self,
         name: str,
         version: str,
-        instances: Sequence[Mapping[str, Any]],
+        instances: Sequence[Mapping[str, Any]] | Columns,
         id: str = "",
         queued_at: float = 0.0,
     ) -> Prediction:
-        """Named-feature prediction: label and class probabilities per instance."""
+        """Named-feature prediction: label and class probabilities per instance; the rows
+        come as instances or in columnar form (:class:`~server.features.Columns`)."""
         self._check_ready()
         handle = self.registry.get(name, version)
         if self.queue_guard.refuse(queued_at):
@@ -305,7 +306,10 @@ class InferenceCore:
         return await self._predict(handle, instances, prediction_id)
 
     async def _predict(
-        self, handle: ModelHandle, instances: Sequence[Mapping[str, Any]], prediction_id: str
+        self,
+        handle: ModelHandle,
+        instances: Sequence[Mapping[str, Any]] | Columns,
+        prediction_id: str,
     ) -> Prediction:
         name = handle.name
         if handle.proba_output is None or handle.label_output is None:
@@ -319,7 +323,10 @@ class InferenceCore:
             )
         if self.guard is not None:
             self.guard.check(len(instances))  # before the columns are built
-        feeds = columns_from_instances(handle.features, instances)
+        if isinstance(instances, Columns):
+            feeds = columns_from_inputs(handle.features, instances, handle.packed_features)
+        else:
+            feeds = columns_from_instances(handle.features, instances, handle.packed_features)
         label, proba = await self.run(
             handle, feeds, [handle.label_output, handle.proba_output], len(instances)
         )

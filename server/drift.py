@@ -74,7 +74,7 @@ class ModelReference:
         signature, ref = manifest.signature, manifest.reference
         features: dict[str, FeatureBuckets] = {}
         for name, stats in ref.features.items():
-            info = signature.input(name)
+            info = signature.feature(name)
             if stats.kind == "categorical":
                 categories = info.categories if info is not None else ()
                 features[name] = FeatureBuckets.categorical(name, stats.frequencies, categories)
@@ -182,29 +182,47 @@ class DriftMonitor:
         for item in pending:
             groups.setdefault(id(item[0]), (item[0], []))[1].append(item)
         for handle, items in groups.values():
+            sources = handle.feature_sources
             try:
                 ref = self._reference(handle)
             except Exception:
                 log.exception("drift: cannot read reference statistics of %s", handle.name)
                 continue
             try:
-                self._add(ref, items)
+                self._add(ref, items, sources)
             except Exception:
                 # validation should make this unreachable; if not, lose only the odd requests
                 for item in items:
                     try:
-                        self._add(ref, [item])
+                        self._add(ref, [item], sources)
                     except Exception as exc:
                         log.warning("drift: request to %s skipped: %r", handle.name, exc)
 
     @staticmethod
-    def _add(ref: ModelReference, items: list[Any]) -> None:
+    def _add(ref: ModelReference, items: list[Any], sources: Mapping[str, tuple[str, int]]) -> None:
         # Most requests carry one row: reading the scalar out of each [1, 1] array is
         # several times cheaper than concatenating thousands of tiny arrays.
         ones = [f for _, f, _, rows in items if rows == 1]
         many = [f for _, f, _, rows in items if rows != 1]
         columns: dict[str, np.ndarray | list[Any]] = {}
+        # packed inputs (``sources``: feature -> (input, column)): one [rows, k] matrix per
+        # input for all the requests, then a column per feature
+        matrices: dict[str, np.ndarray | None] = {}
+        for source, index in sources.values():
+            if index >= 0 and source not in matrices:
+                try:
+                    matrices[source] = np.concatenate([f[source] for _, f, _, _ in items])
+                except KeyError:
+                    matrices[source] = None
         for name, fb in ref.features.items():
+            source, index = sources.get(name, (name, -1))
+            if index >= 0:
+                matrix = matrices.get(source)
+                if matrix is not None:
+                    column = matrix[:, index]
+                    categorical = fb.kind == "categorical"
+                    columns[name] = column.tolist() if categorical else column.astype(np.float64)
+                continue
             get = itemgetter(name)
             try:
                 scalars = list(map(np.ndarray.item, map(get, ones)))

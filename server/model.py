@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from pronto_contract import MANIFEST_FILE, MODEL_FILE, Manifest, read_manifest
+from pronto_contract import MANIFEST_FILE, MODEL_FILE, Manifest, ManifestError, read_manifest
 from server.datatypes import DATATYPES, ONNX_TO_DATATYPE, Datatype
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLATFORM",
+    "FeatureColumns",
     "FeatureSpec",
     "ModelHandle",
     "TensorSpec",
@@ -80,12 +82,42 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """A named feature of the Predict API; it feeds the input of the same name."""
+    """A named feature of the Predict API; it feeds the input of the same name, or column
+    ``index`` of the packed input ``packed_in``."""
 
     name: str
     kind: str  # "categorical" | "numeric"
     categories: tuple[str, ...] = ()
     datatype: Datatype = DATATYPES["FP32"]
+    packed_in: str | None = None
+    index: int = 0
+
+
+class FeatureColumns(Mapping[str, np.ndarray]):
+    """A packed model's inputs seen as one ``[N, 1]`` column per named feature.
+
+    Drift and payload capture read features by name; this view slices the packed inputs
+    (no copy) only when they read, off the request path.
+    """
+
+    __slots__ = ("_feeds", "_where")
+
+    def __init__(
+        self, feeds: Mapping[str, np.ndarray], where: Mapping[str, tuple[str, int]]
+    ) -> None:
+        self._feeds = feeds
+        self._where = where  # feature -> (input, column); -1 = the input of the same name
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        source, index = self._where[name]
+        array = self._feeds[source]
+        return array if index < 0 else array[:, index : index + 1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, (source, _) in self._where.items() if source in self._feeds)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass(slots=True)
@@ -106,6 +138,18 @@ class ModelHandle:
     load_seconds: float = 0.0
     #: set by the worker when micro-batching is on for this version (see server.batching)
     batcher: Batcher | None = None
+    #: packed input -> the features it carries, in column order (empty: one input per feature)
+    packed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: packed models: feature -> (input, column; -1 for an input of the feature's own name)
+    feature_sources: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: packed input -> the specs of its features, in column order
+    packed_features: dict[str, tuple[FeatureSpec, ...]] = field(default_factory=dict)
+
+    def feature_columns(self, feeds: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The request's inputs keyed by feature name (``feeds`` itself unless packed)."""
+        if not self.packed:
+            return feeds
+        return FeatureColumns(feeds, self.feature_sources)
 
     @property
     def version_str(self) -> str:
@@ -157,9 +201,32 @@ def _pick_output(outputs: dict[str, TensorSpec], preferred: str, rank: int) -> s
     return None
 
 
-def _features(inputs: dict[str, TensorSpec], manifest: Manifest) -> tuple[FeatureSpec, ...]:
+def _packed(inputs: dict[str, TensorSpec], manifest: Manifest) -> dict[str, tuple[str, ...]]:
+    packed: dict[str, tuple[str, ...]] = {}
+    for name, columns in manifest.signature.packed.items():
+        spec = inputs.get(name)
+        if spec is None:
+            continue  # the graph decides what is served; a stale manifest must not
+        if spec.rank != 2 or spec.shape[1] != len(columns) or not spec.datatype.itemsize:
+            raise ManifestError(
+                f"model.json: packed input {name!r} lists {len(columns)} columns, the model's "
+                f"input has shape {list(spec.shape)} of {spec.datatype.name}"
+            )
+        packed[name] = tuple(columns)
+    return packed
+
+
+def _features(
+    inputs: dict[str, TensorSpec], manifest: Manifest, packed: dict[str, tuple[str, ...]]
+) -> tuple[FeatureSpec, ...]:
     features = []
     for spec in inputs.values():
+        columns = packed.get(spec.name)
+        if columns is not None:
+            # a packed input is numeric (checked by _packed): so is each of its columns
+            for index, column in enumerate(columns):
+                features.append(FeatureSpec(column, "numeric", (), spec.datatype, spec.name, index))
+            continue
         info = manifest.signature.input(spec.name)
         kind = info.kind if info is not None else None
         if kind is None:
@@ -190,6 +257,7 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
     inputs = _tensor_specs(session.get_inputs())
     outputs = _tensor_specs(session.get_outputs())
     classes_raw = manifest.signature.classes
+    packed = _packed(inputs, manifest)
     handle = ModelHandle(
         name=name,
         version=version,
@@ -197,12 +265,20 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
         session=session,
         inputs=inputs,
         outputs=outputs,
-        features=_features(inputs, manifest),
+        features=_features(inputs, manifest, packed),
         classes=tuple(classes_raw) if classes_raw else None,
         label_output=_pick_output(outputs, "label", 1) or _pick_output(outputs, "label", 2),
         proba_output=_pick_output(outputs, "probabilities", 2),
         manifest=manifest,
+        packed=packed,
     )
+    if packed:
+        handle.packed_features = {
+            name: tuple(f for f in handle.features if f.packed_in == name) for name in packed
+        }
+        handle.feature_sources = {
+            f.name: (f.packed_in, f.index) if f.packed_in else (f.name, -1) for f in handle.features
+        }
     # Warm-up: the first run allocates and plans; do it before reporting ready.
     results = handle.run(handle.sample_feeds(), handle.output_names)
     if handle.classes is not None and handle.proba_output is not None:

@@ -6,12 +6,15 @@ timing and counting happen in :func:`server.status.rpc`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeAlias
 
 import grpc
 
 from server import tracing
 from server.core import InferenceCore
+from server.errors import InvalidInput
+from server.features import columns_of
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -31,10 +34,16 @@ def _queued_at(context: Context) -> float:
     return queued_at(context.invocation_metadata() or ())
 
 
-def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(
+def _tensor_metadata(
+    spec: TensorSpec, columns: tuple[str, ...] | None = None
+) -> pb.ModelMetadataResponse.TensorMetadata:
+    meta = pb.ModelMetadataResponse.TensorMetadata(
         name=spec.name, datatype=spec.datatype.name, shape=spec.shape
     )
+    if columns is not None:
+        # a packed input: the feature of each column, for clients that build the matrix
+        meta.parameters["columns"].string_param = json.dumps(list(columns))
+    return meta
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -81,7 +90,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=handle.name,
             versions=self.core.registry.versions(handle.name),
             platform=PLATFORM,
-            inputs=[_tensor_metadata(s) for s in handle.inputs.values()],
+            inputs=[_tensor_metadata(s, handle.packed.get(s.name)) for s in handle.inputs.values()],
             outputs=[_tensor_metadata(s) for s in handle.outputs.values()],
         )
         self._metadata[id(handle)] = (handle, reply)
@@ -121,12 +130,13 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
     async def Predict(self, request: ppb.PredictRequest, context: Context) -> Any:
         if self.core.sink is not None and not tracing.ENABLED:
             tracing.note_traceparent(context)  # captured payloads carry the caller's trace
+        rows: Any = request.instances
+        if request.HasField("inputs"):
+            if rows:
+                raise InvalidInput("send either instances or inputs, not both", "request")
+            rows = columns_of(request.inputs)
         result = await self.core.predict(
-            request.name,
-            request.version,
-            request.instances,  # type: ignore[arg-type]
-            request.id,
-            _queued_at(context),
+            request.name, request.version, rows, request.id, _queued_at(context)
         )
         classes = result.classes
         return ppb.PredictResponse(

@@ -36,7 +36,11 @@ def evaluate_model(model_dir: Path, data: Path, out: Path) -> dict[str, Any]:
         raise DataError(f"{data} is not the file {typed.name} was trained on (sha256 differs)")
     split = Split(dataset, params["test_size"], params["seed"])
     labels, probabilities = run_onnx(
-        (model_dir / MODEL_FILE).read_bytes(), split.X_test, dataset.categorical, dataset.numeric
+        (model_dir / MODEL_FILE).read_bytes(),
+        split.X_test,
+        dataset.categorical,
+        dataset.numeric,
+        next(iter(typed.signature.packed), None),
     )
     classes = typed.signature.classes or []
     manifest["metrics"] = compute_metrics(split.y_test.to_numpy(), probabilities, labels, classes)

@@ -98,7 +98,11 @@ def _score(model_dir: Path, data: Path, split_params: dict[str, Any]) -> dict[st
         dataset = load_dataset(data, params["target"], params["categorical"], params["numeric"])
     split = Split(dataset, split_params["test_size"], split_params["seed"])
     labels, probabilities = run_onnx(
-        (model_dir / MODEL_FILE).read_bytes(), split.X_test, dataset.categorical, dataset.numeric
+        (model_dir / MODEL_FILE).read_bytes(),
+        split.X_test,
+        dataset.categorical,
+        dataset.numeric,
+        next(iter(manifest.signature.packed), None),
     )
     classes = manifest.signature.classes or []
     return compute_metrics(split.y_test.to_numpy(), probabilities, labels, classes)

@@ -54,8 +54,13 @@ def signature(
     categories: dict[str, list[str]],
     classes: np.ndarray,
     source: dict[str, str],
+    packed: str | None = None,
 ) -> dict[str, Any]:
-    """Inputs (name = ONNX input, ``column`` = the CSV column it comes from), outputs, classes."""
+    """Inputs (name = ONNX input, ``column`` = the CSV column it comes from), outputs, classes.
+
+    ``packed``: the numeric features are the columns of that one ``[-1, k]`` input; the
+    input lists them in order under ``columns`` and each is described under ``features``.
+    """
     inputs: list[dict[str, Any]] = []
     for column in categorical:
         inputs.append(
@@ -68,9 +73,10 @@ def signature(
                 "column": source[column],
             }
         )
+    numeric_specs: list[dict[str, Any]] = []
     for column in numeric:
         values = X_train[column].dropna()
-        inputs.append(
+        numeric_specs.append(
             {
                 "name": column,
                 "datatype": "FP32",
@@ -80,6 +86,18 @@ def signature(
                 "column": source[column],
             }
         )
+    if packed is not None and numeric:
+        inputs.append(
+            {
+                "name": packed,
+                "datatype": "FP32",
+                "shape": [-1, len(numeric)],
+                "kind": "numeric",
+                "columns": list(numeric),
+            }
+        )
+    else:
+        inputs += numeric_specs
     names = [str(c) for c in classes]
     sig: dict[str, Any] = {
         "inputs": inputs,
@@ -89,6 +107,8 @@ def signature(
         ],
         "classes": names,
     }
+    if packed is not None and numeric:
+        sig["features"] = numeric_specs
     pos = positive_index(names)
     if pos is not None:
         sig["positive_class"] = names[pos]

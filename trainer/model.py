@@ -54,18 +54,34 @@ def estimator_params(settings: TrainSettings) -> dict[str, Any]:
 
 
 def build_pipeline(
-    categorical: list[str], numeric: list[str], estimator: str, params: dict[str, Any]
+    categorical: list[str],
+    numeric: list[str],
+    estimator: str,
+    params: dict[str, Any],
+    packed: bool = False,
 ) -> Pipeline:
-    transformers: list[tuple[str, Any, list[str]]] = []
+    """The pipeline to fit on a frame whose columns are ``categorical + numeric``, in order.
+
+    ``packed``: the numeric columns are selected by position instead of by name. skl2onnx
+    resolves a name only against a graph input of that name, but a position against the
+    inputs laid end to end, so positions let the exported graph take every numeric column
+    from one ``[N, k]`` input (see :func:`trainer.onnx_export.export_onnx`).
+    """
+    cat_columns: list[Any] = list(categorical)
+    num_columns: list[Any] = list(numeric)
+    if packed:
+        cat_columns = list(range(len(categorical)))
+        num_columns = list(range(len(categorical), len(categorical) + len(numeric)))
+    transformers: list[tuple[str, Any, list[Any]]] = []
     if categorical:
         # min_frequency would fold rare values into one column, which skl2onnx cannot express.
         onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-        transformers.append(("categorical", onehot, categorical))
+        transformers.append(("categorical", onehot, cat_columns))
     if numeric:
         scale = Pipeline(
             [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
         )
-        transformers.append(("numeric", scale, numeric))
+        transformers.append(("numeric", scale, num_columns))
     classifier: Any
     if estimator == "hist_gradient_boosting":
         classifier = HistGradientBoostingClassifier(**params)

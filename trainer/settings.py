@@ -10,13 +10,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pronto_contract.fields import ModelRepository
 
-__all__ = ["DEFAULT_DATA", "DEFAULT_MODEL_NAME", "Estimator", "TrainSettings"]
+__all__ = ["DEFAULT_DATA", "DEFAULT_MODEL_NAME", "Estimator", "NumericInput", "TrainSettings"]
 
 DEFAULT_MODEL_NAME = "flight-delay"
 #: where the generated flights data set is written (and tracked by DVC)
 DEFAULT_DATA = Path("data/flights.csv")
 
 Estimator = Literal["logistic_regression", "hist_gradient_boosting"]
+NumericInput = Literal["per-column", "packed"]
 
 
 class TrainSettings(BaseSettings):
@@ -44,6 +45,14 @@ class TrainSettings(BaseSettings):
         default=None,
         description="Numeric feature columns (median-imputed and standardised). Env value is a "
         "JSON list.",
+    )
+    numeric_input: NumericInput = Field(
+        default="per-column",
+        description="How the ONNX model takes numeric features: per-column (one [N, 1] FP32 "
+        "input per column, named like the column) or packed (all numeric columns as one "
+        "[N, k] FP32 input named numeric_features, column order in model.json and in the "
+        "input's ModelMetadata parameters). Packed is much cheaper to call for models with "
+        "many numeric columns; categorical columns stay one string input each.",
     )
     name: str = Field(default=DEFAULT_MODEL_NAME, description="Model name in the repository.")
     model_repository: ModelRepository = Path("models")

@@ -23,11 +23,18 @@ from pronto_contract import (
     staging,
 )
 from trainer.data import Dataset, load_dataset, sha256_file
+from trainer.errors import DataError
 from trainer.flights import write_flights_csv
 from trainer.manifest import code_version, reference_statistics, signature, utc_now
 from trainer.metrics import compute_metrics, positive_index
 from trainer.model import Split, build_pipeline, estimator_params
-from trainer.onnx_export import check_parity, export_onnx, require_parity, run_onnx
+from trainer.onnx_export import (
+    PACKED_INPUT,
+    check_parity,
+    export_onnx,
+    require_parity,
+    run_onnx,
+)
 from trainer.report import write_report
 from trainer.settings import DEFAULT_DATA, TrainSettings
 
@@ -63,7 +70,20 @@ def _params(settings: TrainSettings, data: Dataset) -> dict[str, Any]:
         "test_size": settings.test_size,
         "seed": settings.seed,
         "parity_tolerance": settings.parity_tolerance,
+        "numeric_input": settings.numeric_input,
     }
+
+
+def _packed_name(settings: TrainSettings, data: Dataset) -> str | None:
+    """The packed numeric input's name, or None for one input per column."""
+    if settings.numeric_input != "packed" or not data.numeric:
+        return None
+    if PACKED_INPUT in data.categorical:
+        raise DataError(
+            f"a categorical feature is named {PACKED_INPUT!r}, the name of the packed numeric "
+            "input; rename the column or use --numeric-input per-column"
+        )
+    return PACKED_INPUT
 
 
 def _build(
@@ -73,13 +93,18 @@ def _build(
     data = load_dataset(path, settings.target, settings.categorical, settings.numeric)
     split = Split(data, settings.test_size, settings.seed)
     params = _params(settings, data)
+    packed = _packed_name(settings, data)
     pipeline = build_pipeline(
-        data.categorical, data.numeric, settings.estimator, params["estimator_params"]
+        data.categorical,
+        data.numeric,
+        settings.estimator,
+        params["estimator_params"],
+        packed is not None,
     )
     fit_started = time.perf_counter()
     pipeline.fit(split.X_train, split.y_train)
     fit_seconds = time.perf_counter() - fit_started
-    onnx_bytes = export_onnx(pipeline, data.categorical, data.numeric)
+    onnx_bytes = export_onnx(pipeline, data.categorical, data.numeric, packed)
     parity = check_parity(
         pipeline,
         onnx_bytes,
@@ -87,13 +112,16 @@ def _build(
         data.categorical,
         data.numeric,
         settings.parity_tolerance,
+        packed,
     )
     require_parity(parity)
     log(f"parity passed: max |Δp| = {parity.max_abs_diff:.2e} on {parity.rows} test rows")
 
     classes = pipeline.classes_
     names = [str(c) for c in classes]
-    labels, probabilities = run_onnx(onnx_bytes, split.X_test, data.categorical, data.numeric)
+    labels, probabilities = run_onnx(
+        onnx_bytes, split.X_test, data.categorical, data.numeric, packed
+    )
     metrics = compute_metrics(split.y_test.to_numpy(), probabilities, labels, names)
     pos = positive_index(names)
     scores = probabilities[:, pos] if pos is not None else probabilities.max(axis=1)
@@ -107,7 +135,9 @@ def _build(
         else {}
     )
     manifest = {
-        "schema_version": SCHEMA_VERSION,
+        # the oldest schema that describes the model, so older servers keep loading
+        # per-column models; a packed input needs version 2
+        "schema_version": SCHEMA_VERSION if packed is not None else 1,
         "name": settings.name,
         "version": version,
         "created_at": utc_now(),
@@ -118,7 +148,13 @@ def _build(
         "metrics": metrics,
         "parity": parity.as_dict(),
         "signature": signature(
-            split.X_train, data.categorical, data.numeric, categories, classes, data.source
+            split.X_train,
+            data.categorical,
+            data.numeric,
+            categories,
+            classes,
+            data.source,
+            packed,
         ),
         "reference": reference_statistics(
             split.X_train,

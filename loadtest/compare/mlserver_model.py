@@ -33,7 +33,11 @@ def _refit(manifest: Manifest) -> Any:
         data = load_dataset(path, params["target"], params["categorical"], params["numeric"])
     split = Split(data, params["test_size"], params["seed"])
     pipeline = build_pipeline(
-        data.categorical, data.numeric, params["estimator"], params["estimator_params"]
+        data.categorical,
+        data.numeric,
+        params["estimator"],
+        params["estimator_params"],
+        bool(manifest.signature.packed),
     )
     pipeline.fit(split.X_train, split.y_train)
     return pipeline, split.X_test.head(500), data
@@ -50,7 +54,9 @@ def write_mlserver_repository(
 
     pipeline, sample, data = _refit(manifest)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_proba = session.run(None, onnx_feeds(sample, data.categorical, data.numeric))[1]
+    packed = next(iter(manifest.signature.packed), None)
+    feeds = onnx_feeds(sample, data.categorical, data.numeric, packed)
+    onnx_proba = session.run(None, feeds)[1]
     drift = float(np.abs(onnx_proba - pipeline.predict_proba(sample)).max())
     if drift > 1e-4:
         raise RuntimeError(f"refitted pipeline differs from the served ONNX model ({drift:.2e})")

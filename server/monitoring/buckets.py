@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,50 @@ class FeatureBuckets:
         )
 
     def count(self, values: np.ndarray | list[Any]) -> np.ndarray:
-        """Values per bucket (a 1-D array or a list of Python scalars)."""
+        """Values per bucket (a 1-D array or a list of Python scalars).
+
+        The same counts as :meth:`count_plain`, cheaper for large batches: categories map to
+        bucket indices with one ``dict.get`` per value and ``np.bincount`` (no per-value
+        count objects), numbers are sorted once and cut at the edges.
+        """
+        n = len(self.labels)
+        if self.kind == "categorical":
+            listed = values if isinstance(values, list) else values.tolist()
+            unseen = n - 1
+            try:
+                idx = np.fromiter(map(self.index.get, listed, repeat(unseen)), np.intp, len(listed))
+            except TypeError:  # an unhashable value: the plain rule fails the same way
+                return self.count_plain(listed)
+            out = np.bincount(idx, minlength=n)
+            # Values that are not str (bytes, numbers) all landed in the unseen bucket; give
+            # them the plain rule, grouped as Counter groups them (7 and 7.0 are one key).
+            others = [listed[i] for i in np.flatnonzero(idx == unseen).tolist()]
+            others = [v for v in others if not isinstance(v, str)]
+            for value, k in Counter(others).items():
+                out[unseen] -= k
+                out[self.index.get(_text(value), unseen)] += k
+            return out
+        if self.low > self.high:
+            return self.count_plain(values)
+        xs = np.sort(np.asarray(values, dtype=np.float64), axis=None)
+        valid = len(xs)
+        if valid and np.isnan(xs[-1]):  # NaNs sort last
+            valid = int(np.searchsorted(np.isnan(xs), True))
+        finite = xs[:valid]
+        below = int(np.searchsorted(finite, self.low, side="left"))
+        upto = int(np.searchsorted(finite, self.high, side="right"))
+        inner = self.inner if self.inner is not None else np.empty(0)
+        cuts = np.clip(np.searchsorted(finite, inner, side="left"), below, upto)
+        out = np.empty(n, dtype=np.int64)
+        out[0] = below
+        out[1 : n - 1] = np.diff(np.concatenate(([below], cuts, [upto])))
+        out[n - 1] = valid - upto
+        # the plain rule puts a NaN past every inner edge: the last inner bucket
+        out[n - 2] += len(xs) - valid
+        return out
+
+    def count_plain(self, values: np.ndarray | list[Any]) -> np.ndarray:
+        """Values per bucket, value by value: the reference :meth:`count` must equal."""
         n = len(self.labels)
         if self.kind == "categorical":
             # Counter counts in C; only the few distinct values go through the dict

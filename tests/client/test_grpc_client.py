@@ -160,3 +160,17 @@ def test_async_client_under_concurrency(server: Server, repository: Path) -> Non
             assert result.labels == [str(want["label"][i])]
         else:
             assert result.as_numpy("label").tolist() == [want["label"][i]]
+
+
+def test_dataframes_travel_in_columnar_form(client: pronto.Client) -> None:
+    from pronto._codec import build_predict_request
+
+    data = frame()
+    request = build_predict_request(MODEL, data)
+    assert not request.instances and set(request.inputs.keys()) == set(data.columns)
+    by_columns = client.predict(MODEL, data)
+    by_rows = client.predict(MODEL, data.to_dict("records"))
+    assert by_columns.labels == by_rows.labels
+    assert [p.probabilities for p in by_columns.predictions] == [
+        p.probabilities for p in by_rows.predictions
+    ]

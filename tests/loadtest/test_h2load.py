@@ -164,3 +164,30 @@ def test_decode_cost_table_covers_every_case() -> None:
     assert len(rows) == 10
     assert any("request path" in r for r in rows) and any("plain parser" in r for r in rows)
     assert all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
+
+
+def test_wide_bodies_follow_the_metadata_column_order() -> None:
+    """The wide-model benchmark builds what a tritonclient user builds from ModelMetadata:
+    the packed matrix in the order of the input's ``columns`` parameter."""
+    import json
+
+    import numpy as np
+
+    from loadtest.wide import _request_from_metadata
+    from server.generated.inference import grpc_service_pb2 as pb
+
+    row = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    packed = pb.ModelMetadataResponse(name="p")
+    packed.inputs.add(name="numeric_features", datatype="FP32", shape=[-1, 3])
+    packed.inputs[0].parameters["columns"].string_param = json.dumps(["c", "a", "d"])
+    req = _request_from_metadata(packed, row)
+    assert [list(i.shape) for i in req.inputs] == [[1, 3]]
+    assert np.frombuffer(req.raw_input_contents[0], "<f4").tolist() == [3.0, 1.0, 4.0]
+
+    columns = pb.ModelMetadataResponse(name="c")
+    for name in ("b", "a"):
+        columns.inputs.add(name=name, datatype="FP32", shape=[-1, 1])
+    req = _request_from_metadata(columns, row)
+    assert [i.name for i in req.inputs] == ["b", "a"] and len(req.raw_input_contents) == 2
+    assert np.frombuffer(req.raw_input_contents[1], "<f4").tolist() == [1.0]
+    assert [o.name for o in req.outputs] == ["probabilities"]

@@ -47,7 +47,11 @@ MANIFEST: dict[str, Any] = {
 
 def handle(manifest: dict[str, Any] = MANIFEST) -> Any:
     return SimpleNamespace(
-        name="m", version_str="1", classes=("0", "1"), manifest=Manifest.parse(manifest)
+        name="m",
+        version_str="1",
+        classes=("0", "1"),
+        manifest=Manifest.parse(manifest),
+        feature_sources={},
     )
 
 

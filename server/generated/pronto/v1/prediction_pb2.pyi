@@ -32,6 +32,7 @@ class PredictRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name."""
     version: _builtins.str
@@ -43,7 +44,16 @@ class PredictRequest(_message.Message):
     @_builtins.property
     def instances(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
         """Rows to score, each an object mapping feature name to value. Strings
-        feed categorical features, numbers feed numeric ones.
+        feed categorical features, numbers feed numeric ones. Empty when the rows
+        come in columnar form (inputs).
+        """
+
+    @_builtins.property
+    def inputs(self) -> _struct_pb2.Struct:
+        """The same rows in columnar form (TensorFlow Serving's "inputs"): each
+        feature name maps to a list holding one value per row, every list of the
+        same length. Cheaper to decode than instances for many rows. Send either
+        instances or inputs, not both.
         """
 
     def __init__(
@@ -53,10 +63,11 @@ class PredictRequest(_message.Message):
         version: _builtins.str = ...,
         instances: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         id: _builtins.str = ...,
+        inputs: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "instances", b"instances", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "inputs", b"inputs", "instances", b"instances", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,175 @@
+"""REST Predict with 256-row bodies: ``instances`` (rows) against ``inputs`` (columns).
+
+    python -m loadtest.rest_columnar [--rounds 3] [--seconds 3] [--workers 2]
+
+Trains the flight-delay model on a generated data set into a temporary repository, starts
+``pronto serve`` with Envoy in front, and sends the 32 distinct 256-row Predict bodies of
+``loadtest/data/rest_predict_b256.jsonl`` through wrk, once as they are (``instances``)
+and once turned into the columnar form (``inputs``: feature -> 256 values), in
+alternating rounds, so a busy machine hits both alike. Then, in this process, it times
+the server's decode of one body in each form (protobuf Struct in, model inputs out) and
+the ``pronto`` client's building of the request from a DataFrame in each form,
+variants alternating, best of the rounds, in process CPU time. Writes ``summary.json``
+and wrk's reports under ``--out`` and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["columnar_body", "decode_costs", "main"]
+
+ROWS = 256
+MODEL = "flight-delay"
+DATA = Path(__file__).resolve().parent / "data" / "rest_predict_b256.jsonl"
+
+
+def columnar_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The same rows as ``{"inputs": {feature: [values]}}``."""
+    rows = body["instances"]
+    out = {k: v for k, v in body.items() if k != "instances"}
+    out["inputs"] = {k: [r[k] for r in rows] for k in rows[0]}
+    return out
+
+
+def _train(root: Path) -> Path:
+    from trainer.flights import write_flights_csv
+    from trainer.settings import TrainSettings
+    from trainer.train import train
+
+    csv = write_flights_csv(root / "flights.csv", rows=20_000, seed=2017)
+    repo = root / "models"
+    train(TrainSettings(data=csv, name=MODEL, model_repository=repo), log=lambda _: None)
+    return repo
+
+
+def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str, float]:
+    """µs of process CPU to turn one 256-row body into the model's inputs, per form, from
+    the protobuf message Envoy hands the server; and for the ``pronto`` client to build the
+    request from a DataFrame in each form."""
+    import time
+    import timeit
+
+    from google.protobuf import json_format
+
+    from server.features import columns_from_inputs, columns_from_instances, columns_of
+    from server.generated.pronto.v1 import prediction_pb2 as ppb
+    from server.model import load_model
+
+    handle = load_model(MODEL, 1, repo / MODEL / "1")
+    rows = json_format.ParseDict(body, ppb.PredictRequest(name=MODEL))
+    cols = json_format.ParseDict(columnar_body(body), ppb.PredictRequest(name=MODEL))
+    features, packed = handle.features, handle.packed_features
+    import pandas as pd
+
+    from pronto._codec import build_predict_request
+
+    frame = pd.DataFrame(body["instances"])
+    cases = {
+        "server decode: instances": lambda: columns_from_instances(
+            features,
+            rows.instances,  # type: ignore[arg-type]
+            packed,
+        ),
+        "server decode: inputs": lambda: columns_from_inputs(
+            features, columns_of(cols.inputs), packed
+        ),
+        # what the client did with a DataFrame before it used the columnar form
+        "client build from a DataFrame: instances": lambda: build_predict_request(
+            MODEL, frame.to_dict("records")
+        ),
+        "client build from a DataFrame: inputs": lambda: build_predict_request(MODEL, frame),
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t = timeit.timeit(fn, number=50, timer=time.process_time) / 50
+            best[name] = min(best[name], t)
+    return {name: round(t * 1e6, 1) for name, t in best.items()}
+
+
+def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, Any]:
+    from loadtest.stack import local_stack
+    from loadtest.wrk import WrkRun, run_wrk
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bodies = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    files = {"instances": out_dir / "instances.jsonl", "inputs": out_dir / "inputs.jsonl"}
+    files["instances"].write_text("".join(json.dumps(b) + "\n" for b in bodies))
+    files["inputs"].write_text("".join(json.dumps(columnar_body(b)) + "\n" for b in bodies))
+    path = f"/v1/models/{MODEL}:predict"
+    rps: dict[str, list[float]] = {name: [] for name in files}
+    errors = 0
+    with tempfile.TemporaryDirectory(prefix="pronto-columnar-") as tmp:
+        repo = _train(Path(tmp))
+        with local_stack(repo, workers, True, out_dir / "logs") as stack:
+            for i in range(rounds):
+                for name, bodies_file in files.items():
+                    wrk = WrkRun(
+                        url=f"http://{stack.envoy}",
+                        path=path,
+                        bodies_file=bodies_file,
+                        duration_s=seconds,
+                        connections=8,
+                        threads=1,
+                    )
+                    result = run_wrk(wrk, out_dir, f"{name}-{i}")
+                    rps[name].append(result.rps)
+                    errors += result.errors
+        costs = decode_costs(repo, bodies[0])
+    ratios = [c / r for c, r in zip(rps["inputs"], rps["instances"], strict=True) if r]
+    summary = {
+        "rounds": rounds,
+        "seconds": seconds,
+        "workers": workers,
+        "errors": errors,
+        "rows_per_s": {k: [round(v * ROWS) for v in vs] for k, vs in rps.items()},
+        "inputs_vs_instances_median": round(statistics.median(ratios), 3) if ratios else 0.0,
+        "decode_us": costs,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _table(summary: dict[str, Any]) -> str:
+    rows_s = summary["rows_per_s"]
+    lines = [
+        "| round | instances rows/s | inputs rows/s | inputs / instances |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for i, (a, b) in enumerate(zip(rows_s["instances"], rows_s["inputs"], strict=True)):
+        lines.append(f"| {i + 1} | {a:,} | {b:,} | {b / a if a else 0:.2f} |")
+    lines.append(f"| median | | | {summary['inputs_vs_instances_median']:.2f} |")
+    lines += ["", "| one 256-row body, in process | µs |", "| --- | ---: |"]
+    lines += [f"| {name} | {us} |" for name, us in summary["decode_us"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.rest_columnar",
+        description=__doc__.split("\n\n")[2] if __doc__ else "",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds.")
+    parser.add_argument("--seconds", type=float, default=3.0, help="wrk seconds per run.")
+    parser.add_argument("--workers", type=int, default=2, help="Server processes.")
+    parser.add_argument(
+        "--out", type=Path, default=Path("loadtest/results/rest_columnar"), help="Results folder."
+    )
+    args = parser.parse_args(argv)
+    summary = run(args.rounds, args.seconds, args.workers, args.out)
+    print(_table(summary))
+    if summary["errors"]:
+        print(f"{summary['errors']} wrk errors", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
