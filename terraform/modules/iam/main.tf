@@ -1,5 +1,5 @@
 locals {
-  # Every project-level grant this module makes. Anything else is scoped to a
+  # Every project-level grant to the nodes. Other grants are scoped to a
   # single bucket, repository or service account.
   project_roles = {
     nodes = "roles/container.defaultNodeServiceAccount"
@@ -112,6 +112,15 @@ resource "google_storage_bucket_iam_member" "runtime_capture_write" {
     description = "Capture files under ${var.capture_prefix}/ only."
     expression  = "resource.name.startsWith(\"projects/_/buckets/${var.model_bucket_name}/objects/${var.capture_prefix}/\")"
   }
+}
+
+# Traces (chart tracing.collector): the collector runs as the release's service account and
+# writes spans to Cloud Trace, a project-level API with no narrower resource to grant on.
+resource "google_project_iam_member" "runtime_trace_write" {
+  count   = var.cloud_trace ? 1 : 0
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = google_service_account.runtime.member
 }
 
 # --- GitHub Actions through Workload Identity Federation. -------------------

@@ -124,3 +124,9 @@ variable "workload_identity_pool_id" {
     error_message = "workload_identity_pool_id must be 4-32 lowercase letters, digits or hyphens and must not start with gcp-."
   }
 }
+
+variable "cloud_trace" {
+  type        = bool
+  description = "Let the runtime service account write spans to Cloud Trace (the chart's OpenTelemetry collector, tracing.collector.enabled)."
+  default     = true
+}

@@ -316,6 +316,14 @@ run "iam_is_least_privilege" {
 
   assert {
     condition = (
+      google_project_iam_member.runtime_trace_write[0].role == "roles/cloudtrace.agent" &&
+      google_project_iam_member.runtime_trace_write[0].member == google_service_account.runtime.member
+    )
+    error_message = "The runtime service account writes spans to Cloud Trace (the chart's collector runs as it)."
+  }
+
+  assert {
+    condition = (
       google_artifact_registry_repository_iam_member.deploy_push.role == "roles/artifactregistry.writer" &&
       google_storage_bucket_iam_member.deploy_model_read.role == "roles/storage.objectViewer" &&
       google_storage_bucket_iam_member.deploy_model_read.bucket == "pronto-test-123-models"
