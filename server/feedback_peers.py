@@ -69,6 +69,8 @@ class FeedbackPeers:
         self.resolve_every = resolve_every
         self.metrics = metrics
         self._addresses: list[str] = []
+        #: peer names that did not resolve last time: they may hold what is not found
+        self._unresolved = 0
         self._resolved_at = -float("inf")
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -79,17 +81,19 @@ class FeedbackPeers:
             return self._addresses
         loop = asyncio.get_running_loop()
         found: list[str] = []
+        unresolved = 0
         for host, port in self.peers:
             try:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as exc:
                 log.warning("feedback peer %s: cannot resolve (%s)", host, exc)
+                unresolved += 1
                 continue
             for info in infos:
                 address = _address(str(info[4][0]), port)
                 if address not in found and address not in self.own:
                     found.append(address)
-        self._addresses, self._resolved_at = found, now
+        self._addresses, self._unresolved, self._resolved_at = found, unresolved, now
         for gone in set(self._channels) - set(found):
             await self._channels.pop(gone).close()
         return found
@@ -115,8 +119,14 @@ class FeedbackPeers:
             return_exceptions=True,
         )
         owner: dict[str, str] = {}
-        silent: list[str] = []
+        silent = ["(unresolved)"] * self._unresolved
         for address, reply in zip(addresses, replies, strict=True):
+            if (
+                isinstance(reply, grpc.aio.AioRpcError)
+                and reply.code() is grpc.StatusCode.FAILED_PRECONDITION
+            ):
+                self._count("ok")  # a pod without a capture directory holds nothing
+                continue
             if isinstance(reply, BaseException):
                 log.warning("feedback peer %s did not answer: %s", address, reply)
                 self._count("unreachable")

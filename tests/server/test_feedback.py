@@ -20,6 +20,7 @@ from pronto_contract import Manifest
 from pronto_contract.labels import LabelStore, is_sampled
 from server.errors import InvalidInput, ProntoError
 from server.feedback import FeedbackCore, FeedbackDisabled, PredictionNotFound
+from server.feedback_peers import FeedbackPeers, PeersUnavailable
 from server.generated.pronto.v1 import feedback_pb2 as fpb
 from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
@@ -123,6 +124,22 @@ def test_peer_list_parses(spec: str, parsed: list[tuple[str, int]]) -> None:
 def test_bad_peer_list_is_refused_at_startup(spec: str) -> None:
     with pytest.raises(ValidationError, match="is not host:port"):
         ServeSettings(feedback_peers=spec)
+
+
+def test_a_peer_name_that_does_not_resolve_makes_unknown_ids_retryable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_dns(*args: object, **kwargs: object) -> list[object]:
+        raise OSError("Name or service not known")
+
+    async def run() -> None:
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_dns)
+        peers = FeedbackPeers([("pronto-peers.ns.svc", 50051)])
+        assert await peers.addresses() == []
+        with pytest.raises(PeersUnavailable, match="did not answer"):
+            await peers.locate("m", [("a", ["1"])])
+
+    asyncio.run(run())
 
 
 # -- real processes ---------------------------------------------------------------------------
