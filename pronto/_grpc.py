@@ -250,7 +250,8 @@ class Client(_Base):
         retry: bool = True,
     ) -> PredictResult:
         """Named-feature ``Predict``: ``instances`` is a DataFrame, one mapping of feature
-        name to value, or a sequence of them."""
+        name to value, a sequence of them, or a mapping of feature name to a list of
+        values (the columnar form, like a DataFrame)."""
         request = _codec.build_predict_request(
             model, instances, version=version, request_id=request_id
         )

@@ -1,8 +1,10 @@
 """`pronto predict`: Send a prediction request to a running server.
 
-Instances come as JSON on the command line or stdin: one object, a list of objects, or
-``{"instances": [...]}``. The reply is printed as JSON. The call goes through the ``pronto``
-client package (gRPC, or REST through Envoy with ``--rest``).
+Instances come as JSON on the command line or stdin: one object, a list of objects,
+``{"instances": [...]}``, or the columnar form ``{"inputs": {"feature": [values], ...}}``
+(one list per feature, sent as Predict's ``inputs``). The reply is printed as JSON. The
+call goes through the ``pronto`` client package (gRPC, or REST through Envoy with
+``--rest``).
 """
 
 from __future__ import annotations
@@ -77,15 +79,27 @@ def register(subparsers: Any) -> None:
         "predict",
         help="Send a prediction request to a running server.",
         description="Send a prediction request to a running server. Instances are JSON: "
-        'an object, a list of objects or {"instances": [...]}, from INSTANCES or stdin.',
+        'an object, a list of objects, {"instances": [...]} or the columnar form '
+        '{"inputs": {"feature": [values], ...}}, from INSTANCES or stdin.',
     )
     add_settings_arguments(parser, PredictSettings)
     parser.add_argument("instances", nargs="?", help="JSON instances (default: read stdin)")
     parser.set_defaults(handler=_run)
 
 
-def _parse_instances(text: str) -> list[dict[str, Any]]:
+def _parse_instances(text: str) -> list[dict[str, Any]] | dict[str, list[Any]]:
     data = json.loads(text)
+    if isinstance(data, dict) and "inputs" in data:
+        if len(data) != 1:
+            raise ValueError('"inputs" cannot be combined with other fields')
+        columns = data["inputs"]
+        if not isinstance(columns, dict) or not columns:
+            raise ValueError('"inputs" must map each feature to a list of values')
+        if not all(isinstance(v, list) for v in columns.values()):
+            raise ValueError('"inputs" must map each feature to a list of values')
+        if len({len(v) for v in columns.values()}) != 1:
+            raise ValueError('every feature of "inputs" needs the same number of values')
+        return columns
     if isinstance(data, dict) and "instances" in data:
         data = data["instances"]
     if isinstance(data, dict):
@@ -95,7 +109,9 @@ def _parse_instances(text: str) -> list[dict[str, Any]]:
     return data
 
 
-def predict(settings: PredictSettings, instances: list[dict[str, Any]]) -> dict[str, Any]:
+def predict(
+    settings: PredictSettings, instances: list[dict[str, Any]] | dict[str, list[Any]]
+) -> dict[str, Any]:
     """One Predict call; returns ``{"model_name", "model_version", "predictions"[, "id"]}``."""
     import pronto
 

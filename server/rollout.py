@@ -104,14 +104,40 @@ class Route:
 class _Pending:
     """Shadow samples of one candidate waiting for the next drain (references only)."""
 
-    __slots__ = ("candidate", "feeds", "labels", "proba", "sizes")
+    __slots__ = ("candidate", "feeds", "labels", "proba", "sizes", "translate")
 
-    def __init__(self, candidate: ModelHandle) -> None:
+    def __init__(self, candidate: ModelHandle, stable: ModelHandle) -> None:
         self.candidate = candidate
+        #: stable and candidate lay their numeric features out differently (one packed
+        #: ``[N, k]`` input, or one input per feature): feeds are kept by feature name
+        #: and rebuilt in the candidate's layout when it runs
+        self.translate = candidate.packed != stable.packed
         self.feeds: list[Mapping[str, np.ndarray]] = []
         self.labels: list[Any] = []
         self.proba: list[Any] = []
         self.sizes: list[int] = []
+
+
+def _in_layout_of(
+    candidate: ModelHandle, columns: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """A sample's features (one ``[N, 1]`` column each) as ``candidate``'s inputs: packed
+    inputs stacked in their column order, the others by name, each in the input's dtype."""
+    feeds: dict[str, np.ndarray] = {}
+    for name, spec in candidate.inputs.items():
+        packed = candidate.packed.get(name)
+        if packed:
+            missing = [c for c in packed if c not in columns]
+            if missing:
+                raise RolloutError(f"candidate needs features {missing}")
+            array = np.hstack([columns[c] for c in packed])
+        elif name in columns:
+            array = columns[name]
+        else:
+            continue  # reported as a missing input by the caller
+        dtype = spec.datatype.dtype
+        feeds[name] = array if array.dtype == dtype else array.astype(dtype)
+    return feeds
 
 
 def _stack(parts: list[Any]) -> np.ndarray:
@@ -352,9 +378,9 @@ class RolloutRouter:
             return
         pending = self._pending.get(id(candidate))
         if pending is None:
-            pending = self._pending[id(candidate)] = _Pending(candidate)
+            pending = self._pending[id(candidate)] = _Pending(candidate, handle)
         # the request's own arrays: neither it nor the sinks change them after the answer
-        pending.feeds.append(feeds)
+        pending.feeds.append(handle.feature_columns(feeds) if pending.translate else feeds)
         pending.labels.append(labels)
         pending.proba.append(proba)
         pending.sizes.append(rows)
@@ -405,14 +431,17 @@ class RolloutRouter:
         names = [n for n in (candidate.label_output, candidate.proba_output) if n]
         start = time.perf_counter()
         try:
-            first = batch.feeds[0]
+            samples = batch.feeds
+            if batch.translate:
+                samples = [_in_layout_of(candidate, f) for f in samples]
+            first = samples[0]
             missing = [n for n in candidate.inputs if n not in first]
             if missing:
                 raise RolloutError(f"candidate needs inputs {missing}")
             if count == 1:
                 feeds = {n: first[n] for n in candidate.inputs}
             else:
-                feeds = {n: np.concatenate([f[n] for f in batch.feeds]) for n in candidate.inputs}
+                feeds = {n: np.concatenate([f[n] for f in samples]) for n in candidate.inputs}
             results = candidate.run(feeds, names)
         except Exception as exc:
             self._record_error(key, exc, count, stats)

@@ -143,6 +143,16 @@ def test_predict_cli_flags(secured: Gateway, tls_front: TlsFront, signer: Signer
     token = signer.token(ISSUER, AUDIENCE)
     over_grpc = cli("--address", secured.address, "--jwt", token, row)
     assert over_grpc.returncode == 0, over_grpc.stderr
+    rows = [ROW, {**ROW, "hour": 3.0}]
+    columns = {"inputs": {k: [r[k] for r in rows] for k in ROW}}
+    for flags in (["--rest", "--api-key", API_KEY], ["--jwt", token]):
+        by_rows = cli("--address", secured.address, *flags, json.dumps({"instances": rows}))
+        by_columns = cli("--address", secured.address, *flags, json.dumps(columns))
+        assert by_rows.returncode == 0 and by_columns.returncode == 0, by_columns.stderr
+        want = json.loads(by_rows.stdout)["predictions"]
+        assert len(want) == 2 and json.loads(by_columns.stdout)["predictions"] == want
+    ragged = cli("--address", secured.address, '{"inputs": {"carrier": ["a"], "hour": []}}')
+    assert ragged.returncode == 2 and "same number of values" in ragged.stderr
     refused = cli("--address", secured.address, row)
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
     for flags in (["--ca-file", str(tls_front.ca)], ["--rest", "--ca-file", str(tls_front.ca)]):

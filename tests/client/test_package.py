@@ -87,6 +87,20 @@ def test_unsupported_inputs_are_refused_before_sending() -> None:
         _codec.build_infer_request("m", {})
     with pytest.raises(TypeError, match="mappings"):
         _codec.build_predict_request("m", [1, 2])
+    with pytest.raises(TypeError, match="list of values"):
+        _codec.build_predict_request("m", {"a": [1, 2], "b": 3})
+    with pytest.raises(ValueError, match="one length"):
+        _codec.build_predict_request("m", {"a": [1, 2], "b": [3]})
+
+
+def test_a_mapping_of_lists_is_the_columnar_form() -> None:
+    columns = {"carrier": ["x", "y"], "hour": np.array([1.0, 2.5])}
+    request = _codec.build_predict_request("m", columns)
+    assert not request.instances
+    assert list(request.inputs["carrier"]) == ["x", "y"]
+    assert list(request.inputs["hour"]) == [1.0, 2.5]
+    row = _codec.build_predict_request("m", {"carrier": "x", "hour": 1.0})
+    assert len(row.instances) == 1 and not row.inputs
 
 
 def test_backoff_grows_and_is_capped() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import ModelHandle, load_model
 from server.repository import Registry
+from server.rollout import RolloutRouter
+from server.rollout_state import Mode
+from server.rollout_state import start as start_rollout
 from tests.server.conftest import start_server
 from tests.support import stop_process
 from trainer.onnx_export import PACKED_INPUT
@@ -336,3 +340,36 @@ def test_capture_records_packed_features_by_name(
     events = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     request = next(e for e in events if e["id"] == "cap-1" and "instances" in e["data"])
     assert request["data"]["instances"] == [row, {**row, "hour": 7.0}]
+
+
+@pytest.mark.parametrize(("stable", "candidate"), [("wide-plain", "wide"), ("wide", "wide-plain")])
+def test_shadow_compares_a_candidate_that_packs_its_inputs_differently(
+    repo: Path, tmp_path: Path, stable: str, candidate: str
+) -> None:
+    """The same estimator exported both ways: the candidate gets the stable's features in
+    its own layout, so it agrees on every row and nothing counts as a candidate error."""
+    root = tmp_path / "mixed"
+    for version, source in ((1, stable), (2, candidate)):
+        shutil.copytree(repo / source / "1", root / "wide" / str(version))
+    registry = Registry()
+    registry.replace(load_model("wide", v, root / "wide" / str(v)) for v in (1, 2))
+    router = RolloutRouter(root, registry)
+    start_rollout(root, "wide", 2, Mode.SHADOW)
+    router.refresh(["wide"])
+    core = InferenceCore(registry, sink=router)
+    core.ready = True
+    core.router = router
+    rows = _rows(registry.get("wide"), 20)
+
+    async def main() -> None:
+        for i in range(0, 20, 5):
+            assert (await core.predict("wide", "", rows[i : i + 5])).model_version == "1"
+        while router.shadow_pending:
+            await asyncio.sleep(router.shadow_delay / 2)
+
+    asyncio.run(main())
+    stats = router._stats
+    assert not stats.errors
+    assert stats.requests[("wide", "2", "shadow")] == 4
+    assert stats.compared[("wide", "2")] == stats.agreed[("wide", "2")] == 20
+    assert np.concatenate(stats.score_diff[("wide", "2")]).max() < 1e-5
