@@ -1,0 +1,192 @@
+"""Single-row throughput of several git revisions of the server, side by side.
+
+    python -m loadtest.revisions --model-repository models --rev 97f7cca~1 --rev . \\
+        --seconds 2 --rounds 6
+
+Each revision is checked out (``git worktree add --detach``) into a temporary folder
+and served from there by this interpreter (its packages come first on ``PYTHONPATH``;
+third-party packages are this environment's, so the revisions compared must share their
+pins). ``.`` is the working tree as it is. Every server runs one worker; h2load sends the
+same single-row ``ModelInfer`` bytes (tritonclient's raw form) to each, in rounds whose
+order alternates, and each round reads the server's CPU time (supervisor, template and
+worker) over the measured window. The table gives requests per second and server CPU
+microseconds per request per round, and the median over rounds of the ratio to the first
+revision in the same round: on a shared machine rounds drift together, ratios less, and
+CPU per request least (it does not count time spent waiting for a core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from loadtest.h2load import (
+    H2loadRun,
+    check_request,
+    raw_request_from_json,
+    run_h2load,
+    write_request,
+)
+from loadtest.runner import DATA_DIR, machine_description
+from loadtest.trace_cost import _median_ratio, _tree_cpu
+from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
+
+__all__ = ["main", "measure"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _entry_point(tree: Path) -> list[str]:
+    """The command line of the revision's own ``pronto`` script, run by this interpreter."""
+    scripts = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"]
+    module, func = scripts["pronto"].split(":")
+    code = f"import sys; from {module} import {func} as main; sys.exit(main())"
+    return [sys.executable, "-c", code]
+
+
+@contextmanager
+def checkout(rev: str) -> Iterator[tuple[str, Path]]:
+    """``(commit, tree)``: the revision in a temporary worktree; ``.`` is this tree."""
+    if rev == ".":
+        head = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        yield f"working tree at {head}" if head else "working tree", ROOT
+        return
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix=f"rev-{commit}-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(tree), commit],
+            cwd=ROOT,
+            check=True,
+        )
+        try:
+            yield commit, tree
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False
+            )
+
+
+@contextmanager
+def serve(tree: Path, repository: Path, model: str) -> Iterator[tuple[str, int]]:
+    """One single-worker server of the revision in ``tree``: its worker's address and the
+    supervisor's pid."""
+    port, worker = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRONTO_", "OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [
+        *_entry_point(tree), "serve", "--model-repository", str(repository.resolve()),
+        "--models", model, "--workers", "1", "--port", str(port),
+        "--worker-base-port", str(worker), "--metrics-port", "0", "--log-level", "WARNING",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tree, env=env)
+    try:
+        address = f"127.0.0.1:{worker}"
+        wait_for_grpc_health(address, timeout=120, proc=proc)
+        yield address, proc.pid
+    finally:
+        stop_process(proc)
+
+
+def measure(
+    revs: list[str], repository: Path, model: str, seconds: float, rounds: int, request: Any
+) -> dict[str, Any]:
+    """Per revision (named by commit), requests/s and server CPU µs/request per round."""
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
+        servers: dict[str, tuple[str, int]] = {}
+        for rev in revs:
+            commit, tree = stack.enter_context(checkout(rev))
+            if commit in servers:
+                raise ValueError(f"{rev} is {commit} again: give each revision once")
+            servers[commit] = stack.enter_context(serve(tree, repository, model))
+        for address, _ in servers.values():
+            check_request(address, body)
+            run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
+        rps: dict[str, list[float]] = {name: [] for name in servers}
+        cpu_us: dict[str, list[float]] = {name: [] for name in servers}
+        names = list(servers)
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                address, pid = servers[name]
+                run = H2loadRun(
+                    address=address, body=body, duration_s=seconds, warmup_s=0, clients=2, streams=8
+                )
+                before = _tree_cpu(pid)
+                result = run_h2load(run)
+                used = _tree_cpu(pid) - before
+                if result.errors or not result.count:
+                    raise RuntimeError(f"{name}: {result.errors} failed requests")
+                rps[name].append(result.rps)
+                cpu_us[name].append(1e6 * used / result.count)
+    return {"rps": rps, "cpu_us_per_request": cpu_us}
+
+
+def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
+    """Markdown, one line per revision; ratios against the first revision."""
+    base = next(iter(rps))
+    lines = [
+        "| revision | requests/s per round | ratio | server CPU µs/request per round | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, values in rps.items():
+        cpu = cpu_us[name]
+        lines.append(
+            f"| {name} | {', '.join(f'{v:.0f}' for v in values)} "
+            f"| {_median_ratio(values, rps[base]):.2f} "
+            f"| {', '.join(f'{v:.0f}' for v in cpu)} "
+            f"| {_median_ratio(cpu, cpu_us[base]):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rev",
+        action="append",
+        required=True,
+        help="a git revision to serve (repeat; the first is the baseline; '.' = this tree)",
+    )
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--model", default="flight-delay")
+    parser.add_argument(
+        "--request",
+        type=Path,
+        default=DATA_DIR / "oip.json",
+        help="ghz-style JSON requests; the first is sent (default: the load data's first "
+        "single-row flight-delay request)",
+    )
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if len(args.rev) < 2:
+        parser.error("give at least two --rev")
+    request = json.loads(args.request.read_text())[0]
+    request["model_name"] = args.model
+    found = measure(args.rev, args.model_repository, args.model, args.seconds, args.rounds, request)
+    print(table(found["rps"], found["cpu_us_per_request"]))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        summary = {**found, "seconds": args.seconds, "machine": machine_description()}
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

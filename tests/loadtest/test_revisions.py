@@ -1,0 +1,44 @@
+"""`python -m loadtest.revisions`: two revisions served side by side, each from its own
+checkout, measured in the same rounds."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from loadtest.revisions import checkout, measure, table
+from tests.gateway.modelgen import MODEL, build_repository
+
+REQUEST = {
+    "model_name": MODEL,
+    "inputs": [
+        {
+            "name": "carrier",
+            "datatype": "BYTES",
+            "shape": [1, 1],
+            "contents": {"bytes_contents": [base64.b64encode(b"Copa Air").decode()]},
+        },
+        {"name": "hour", "datatype": "FP32", "shape": [1, 1], "contents": {"fp32_contents": [8]}},
+    ],
+}
+
+
+@pytest.mark.integration
+def test_a_committed_revision_and_the_working_tree_are_measured_side_by_side(
+    tmp_path: Path,
+) -> None:
+    with checkout("HEAD") as (commit, tree):
+        assert (tree / "server").is_dir() and tree != Path.cwd()
+        checked_out = tree
+    assert not checked_out.exists()  # the temporary worktree is removed
+    found = measure(["HEAD", "."], build_repository(tmp_path / "models"), MODEL, 0.3, 2, REQUEST)
+    names = list(found["rps"])
+    assert names[0] == commit and names[1].startswith(f"working tree at {commit}")  # or -dirty
+    assert len(names) == 2
+    for name, values in found["rps"].items():
+        assert len(values) == 2 and all(v > 0 for v in values), name
+        assert all(c > 0 for c in found["cpu_us_per_request"][name]), name
+    lines = table(found["rps"], found["cpu_us_per_request"]).splitlines()
+    assert len(lines) == 4 and lines[2].startswith(f"| {commit} |") and "| 1.00 |" in lines[2]
