@@ -363,9 +363,9 @@ def label_injection(stack: AttackStack, names: int, long_name_bytes: int) -> dic
 
 
 #: a well-formed REST ``ModelInfer`` body (the model it names is in the path)
+_REST_TENSOR = {"name": "x", "datatype": "FP32", "shape": [1, 1]}
 REST_INFER_BODY = json.dumps(
-    {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1],
-                 "contents": {"fp32_contents": [1.0]}}]}  # fmt: skip
+    {"inputs": [{**_REST_TENSOR, "contents": {"fp32_contents": [1.0]}}]}
 ).encode()
 
 

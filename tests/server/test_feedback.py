@@ -51,7 +51,7 @@ def store_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _feedback(core: FeedbackCore, name: str, entries: list) -> int:
+def _feedback(core: FeedbackCore, name: str, entries: list) -> tuple[int, int, int]:
     return asyncio.run(core.feedback(name, entries))
 
 
