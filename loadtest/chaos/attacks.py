@@ -562,7 +562,7 @@ async def _settled_rss(stack: AttackStack, timeout: float = 6.0) -> float:
         if start > 0:  # the reads span a whole window
             span = [r for _, r in reads[start - 1 :]]
             if span[-1] >= max(span) - 2**20:
-                return round(min(span) / 2**20, 1)
+                return round(span[-1] / 2**20, 1)
     return round(reads[-1][1] / 2**20, 1)
 
 
