@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -31,6 +31,7 @@ from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
 from server.generated.pronto.v1 import feedback_peer_pb2 as peer_pb
 from server.generated.pronto.v1 import feedback_peer_pb2_grpc as peer_grpc
 from server.ids import MAX_ID_LENGTH
+from server.metrics import MAX_LABEL_CHARS
 from server.status import Recorder, rpc
 
 __all__ = [
@@ -63,6 +64,7 @@ class FeedbackCore:
         metrics: Any = None,
         sample_rate: float = 1.0,
         peers: FeedbackPeers | None = None,
+        model_label: Callable[[str], str] | None = None,
     ) -> None:
         self.directory = directory
         #: predictions outside the capture sample are not in the index
@@ -71,6 +73,9 @@ class FeedbackCore:
         self.settle_seconds = flush_interval * 1.5 + 0.05
         self.metrics = metrics
         self.peers = peers
+        #: the metric label of a caller-sent model name: names come from callers (and an
+        #: unsampled id is acknowledged without a lookup), so only bounded values are recorded
+        self.model_label = model_label or (lambda name: name[:MAX_LABEL_CHARS])
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="labels")
         self._store: LabelStore | None = None
 
@@ -156,9 +161,10 @@ class FeedbackCore:
             raise
         unsampled = len(entries) - len(sampled)
         if self.metrics is not None:
-            self.metrics.labels.labels(name).inc(rows)
+            label = self.model_label(name)
+            self.metrics.labels.labels(label).inc(rows)
             if unsampled:
-                self.metrics.unsampled.labels(name).inc(unsampled)
+                self.metrics.unsampled.labels(label).inc(unsampled)
         return len(sampled), rows, unsampled
 
     async def aclose(self) -> None:

@@ -216,6 +216,10 @@ class RequestRecorder:
             return model, OTHER
         return model, version
 
+    def model_label(self, model: str) -> str:
+        """The bounded label value of a caller-sent model name (see :meth:`labels`)."""
+        return self.labels(model, "")[0]
+
     def flush(self) -> None:
         """Move the accumulated totals into the Prometheus objects."""
         m = self.metrics

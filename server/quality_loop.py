@@ -6,6 +6,8 @@ Kept apart from :mod:`server.worker` so that the worker only creates one
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from server.capture import CaptureConfig, CaptureSink
@@ -26,7 +28,12 @@ FEEDBACK_SERVICE = fpb.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 class WorkerQualityLoop:
     """One worker's capture sink (None without a capture directory) and feedback core."""
 
-    def __init__(self, settings: ServeSettings, export_metrics: bool) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        export_metrics: bool,
+        model_label: Callable[[str], str] | None = None,
+    ) -> None:
         capture_metrics = feedback_metrics = None
         if export_metrics:
             from server.monitoring.quality_metrics import CaptureMetrics, FeedbackMetrics
@@ -59,6 +66,7 @@ class WorkerQualityLoop:
             feedback_metrics,
             settings.capture_sample_rate,
             peers,
+            model_label,
         )
 
     def add_to(self, server: grpc.aio.Server, recorder: Recorder) -> None:

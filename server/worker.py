@@ -240,7 +240,7 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     recorder = RequestRecorder(metrics, registry)
     drift = DriftMonitor(enabled=settings.drift and metrics is not None)
     health = GatewayAwareHealth()
-    quality = WorkerQualityLoop(settings, metrics is not None)
+    quality = WorkerQualityLoop(settings, metrics is not None, recorder.model_label)
     router = RolloutRouter.for_worker(settings, registry, metrics is not None)
     guard = admission_guard(settings)
     core = InferenceCore(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support import free_port, free_port_block, wait_for_grpc_health, wait_for_http
@@ -59,6 +60,9 @@ def test_up_trains_serves_and_stops(tmp_path: Path) -> None:
             str(admin),
             "--stats-port",
             str(stats),
+            # Envoy on every interface: nothing else may follow it there
+            "--listen-address",
+            "0.0.0.0",
         ],
         cwd=tmp_path,
         env=env,
@@ -76,7 +80,30 @@ def test_up_trains_serves_and_stops(tmp_path: Path) -> None:
         predictions = body["predictions"]
         assert isinstance(predictions, list) and len(predictions) == 2
         assert abs(sum(predictions[0]["probabilities"].values()) - 1) < 1e-5
+        listening = _listening(proc.pid)
+        # Envoy's listeners (API and /stats/prometheus) follow --listen-address; the
+        # unauthenticated server ports (shared, workers, metrics) and Envoy's admin stay on
+        # loopback
+        exposed = {port for ip, port in listening if ip != "127.0.0.1"}
+        assert exposed == {rest_port, stats}, listening
+        ports = {port for _, port in listening}
+        assert {grpc_port, base, base + 1, metrics, admin} <= ports, listening
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
     assert code == 0
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of ``pid`` and its descendants."""
+    root = psutil.Process(pid)
+    found = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        for conn in conns:
+            if conn.status == psutil.CONN_LISTEN:
+                found.add((conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port))
+    return found

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import json
 import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -30,7 +32,9 @@ from grpc_health.v1 import health_pb2
 
 from loadtest.chaos.stack import Gateway, Instance, port_block
 from pronto_cli.procs import free_port
+from pronto_contract.labels import is_sampled
 from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.pronto.v1 import feedback_pb2 as fpb
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "AttackStack",
     "big_batches",
     "compression_bomb",
+    "feedback_injection",
     "health_flood",
     "label_injection",
     "slow_headers",
@@ -52,6 +57,7 @@ ISSUER = "https://issuer.test"
 AUDIENCE = "pronto"
 PREDICT = "/pronto.v1.PredictionService/Predict"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+FEEDBACK = "/pronto.v1.FeedbackService/Feedback"
 CHECK = "/grpc.health.v1.Health/Check"
 WATCH = "/grpc.health.v1.Health/Watch"
 REST_PREDICT = f"/v1/models/{MODEL}:predict"
@@ -307,9 +313,12 @@ def compression_bomb(stack: AttackStack, inflated_mb: int, count: int) -> dict[s
 
 
 def label_injection(stack: AttackStack, names: int, long_name_bytes: int) -> dict[str, Any]:
-    """Requests naming made-up models (decodable or not), and one very long name."""
-
+    """Requests naming made-up models, over gRPC (decodable or not) and REST (predict and
+    infer), and one very long name."""
+    assert stack.gateway is not None
+    port = stack.gateway.listen
     size_before = len(stack.metrics())
+    other_before = _other_requests(stack.metrics())
 
     async def run() -> Counter[str]:
         codes: Counter[str] = Counter()
@@ -328,21 +337,53 @@ def label_injection(stack: AttackStack, names: int, long_name_bytes: int) -> dic
         return codes
 
     codes = asyncio.run(run())
-    # the workers flush counters to /metrics on a timer: wait until this traffic shows
-    _wait_for(lambda: 'code="NOT_FOUND"' in stack.metrics() and _has_other(stack.metrics()))
+    key = {"x-api-key": API_KEY}
+    rest_codes: Counter[int] = Counter()
+    for i in range(names):
+        name = f"made-up-rest-{i}"
+        rest_codes[rest(port, f"POST /v1/models/{name}:predict", rest_predict_body(1), key)[0]] += 1
+        rest_codes[rest(port, f"POST /v2/models/{name}/infer", REST_INFER_BODY, key)[0]] += 1
+    # every request above but the last gRPC one is counted under the one bounded label;
+    # the workers flush counters to /metrics on a timer: wait until all of them show
+    sent = 4 * names + 1
+    _wait_for(lambda: _other_requests(stack.metrics()) - other_before >= sent)
     text = stack.metrics()
     series = sum(1 for line in text.splitlines() if line.startswith("pronto_"))
     return {
         "codes": dict(codes),
+        "rest_codes": dict(rest_codes),
+        "other_requests": _other_requests(text) - other_before,
         "metrics_bytes_before": size_before,
         "metrics_bytes_after": len(text),
         "pronto_series": series,
-        "made_up_names_in_metrics": sum(f'"made-up-{i}"' in text for i in range(names)),
+        "made_up_names_in_metrics": sum(
+            f'"made-up-{i}"' in text or f'"made-up-rest-{i}"' in text for i in range(names)
+        ),
     }
 
 
-def _has_other(text: str) -> bool:
-    return 'model="_other"' in text
+#: a well-formed REST ``ModelInfer`` body (the model it names is in the path)
+_REST_TENSOR = {"name": "x", "datatype": "FP32", "shape": [1, 1]}
+REST_INFER_BODY = json.dumps(
+    {"inputs": [{**_REST_TENSOR, "contents": {"fp32_contents": [1.0]}}]}
+).encode()
+
+
+def _samples(text: str, family: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (dict(s.labels), s.value)
+        for f in text_string_to_metric_families(text)
+        if f.name == family
+        for s in f.samples
+        if s.name == f"{family}_total"
+    ]
+
+
+def _other_requests(text: str) -> float:
+    """Requests counted under the bounded label of unknown models."""
+    return sum(v for labels, v in _samples(text, "pronto_requests") if labels["model"] == "_other")
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -441,13 +482,36 @@ def slow_headers(stack: AttackStack, connections: int, timeout: float) -> dict[s
     }
 
 
-def big_batches(stack: AttackStack, rows: list[int]) -> dict[str, Any]:
-    """One batch of each size in turn on the same connection; worker RSS after each."""
+def infer_request(rows: int) -> pb.ModelInferRequest:
+    """A ModelInfer request of ``rows`` rows with every tensor in ``raw_input_contents``:
+    about 70 bytes a row, so that 200,000 rows fit under the 16 MiB message cap (the same
+    rows as a ``Predict`` message of structs would not)."""
+    first = json.loads((DATA / "oip.json").read_text())[0]
+    template = json_format.ParseDict(first, pb.ModelInferRequest())
+    request = pb.ModelInferRequest(model_name=template.model_name)
+    request.outputs.extend(template.outputs)
+    for t in template.inputs:
+        request.inputs.add(name=t.name, datatype=t.datatype, shape=[rows, 1])
+        if t.datatype == "BYTES":
+            (item,) = t.contents.bytes_contents
+            one = struct.pack("<I", len(item)) + item
+        else:
+            (value,) = t.contents.fp32_contents
+            one = struct.pack("<f", value)
+        request.raw_input_contents.append(one * rows)
+    return request
+
+
+def big_batches(
+    stack: AttackStack, rows: list[int], concurrent: list[int] | None = None
+) -> dict[str, Any]:
+    """One ModelInfer batch of each of ``rows`` in turn on the same connection, then the
+    ``concurrent`` batches all at once; worker RSS after each step."""
     results: dict[str, Any] = {"rss_start_mb": round(stack.worker_rss() / 2**20, 1)}
 
     async def one(channel: grpc.aio.Channel, n: int) -> str:
-        body = predict_request(n).SerializeToString()
-        return await _unary(channel, PREDICT, body, KEY, timeout=60)
+        body = infer_request(n).SerializeToString()
+        return await _unary(channel, INFER, body, KEY, timeout=60)
 
     async def run() -> None:
         async with _channel(stack.address) as channel:
@@ -455,24 +519,105 @@ def big_batches(stack: AttackStack, rows: list[int]) -> dict[str, Any]:
                 code = await one(channel, n)
                 settled = await _settled_rss(stack)
                 results[f"batch{i}"] = {"rows": n, "code": code, "rss_mb": settled}
+        if concurrent:
+            # one connection each, so that Envoy may spread them over the workers
+            channels = [_channel(stack.address) for _ in concurrent]
+            try:
+                pairs = zip(channels, concurrent, strict=True)
+                codes = await asyncio.gather(*(one(c, n) for c, n in pairs))
+            finally:
+                for c in channels:
+                    await c.close()
+            results["concurrent"] = {
+                "rows": concurrent,
+                "codes": list(codes),
+                "rss_mb": await _settled_rss(stack),
+            }
 
     asyncio.run(run())
     results["legit"] = dict(asyncio.run(_legitimate(stack.address, 20)))
     return results
 
 
-async def _settled_rss(stack: AttackStack, timeout: float = 5.0) -> float:
-    """Worker RSS in MB once it has stopped falling for a second (workers hand freed
-    memory back within about a second of a reply), or after ``timeout``."""
+#: how often a worker hands freed memory back (``AdmissionGuard.run_trimmer`` in the worker)
+TRIM_INTERVAL = 1.0
+
+
+async def _settled_rss(stack: AttackStack, timeout: float = 6.0) -> float:
+    """Worker RSS in MB once it has stopped falling, or after ``timeout``.
+
+    A worker returns freed memory 50 ms after a large reply and on its trimmer's tick
+    (every :data:`TRIM_INTERVAL`); neither is visible from outside but as RSS falling. So
+    RSS is read every 0.1 s and counts as settled once it has not fallen by more than
+    1 MiB over a window longer than one trimmer period: a trim still to come would have
+    come within it."""
+    window = TRIM_INTERVAL + 0.2
     deadline = time.monotonic() + timeout
-    last = stack.worker_rss()
+    reads: list[tuple[float, int]] = [(time.monotonic(), stack.worker_rss())]
     while time.monotonic() < deadline:
-        await asyncio.sleep(1.2)
-        now = stack.worker_rss()
-        if now >= last - 2**20:
-            return round(min(now, last) / 2**20, 1)
-        last = now
-    return round(last / 2**20, 1)
+        await asyncio.sleep(0.1)
+        now = time.monotonic()
+        reads.append((now, stack.worker_rss()))
+        start = next(i for i, (t, _) in enumerate(reads) if t >= now - window)
+        if start > 0:  # the reads span a whole window
+            span = [r for _, r in reads[start - 1 :]]
+            if span[-1] >= max(span) - 2**20:
+                return round(span[-1] / 2**20, 1)
+    return round(reads[-1][1] / 2**20, 1)
+
+
+def feedback_injection(stack: AttackStack, names: int, long_name_bytes: int) -> dict[str, Any]:
+    """Label feedback for made-up models over gRPC and REST, each naming an id outside the
+    capture sample (acknowledged without an index lookup), and one very long name. The
+    stack must run with a capture directory and a sample rate below 1."""
+    assert stack.gateway is not None
+    rate = float(stack.server_extra["capture_sample_rate"])
+    port = stack.gateway.listen
+    gen = (pid for pid in (f"fb-{i}" for i in itertools.count()) if not is_sampled(pid, rate))
+    unsampled = [next(gen) for _ in range(2 * names + 1)]
+    size_before = len(stack.metrics())
+    other_before = _other_unsampled(stack.metrics())
+
+    def request(name: str, pid: str) -> bytes:
+        return fpb.FeedbackRequest(
+            name=name, feedback=[fpb.LabeledPrediction(id=pid, labels=["1"])]
+        ).SerializeToString()
+
+    async def run() -> Counter[str]:
+        codes: Counter[str] = Counter()
+        async with _channel(stack.address) as channel:
+            for i in range(names):
+                body = request(f"made-up-fb-{i}", unsampled[i])
+                codes[await _unary(channel, FEEDBACK, body, KEY)] += 1
+            body = request("x" * long_name_bytes, unsampled[-1])
+            codes[await _unary(channel, FEEDBACK, body, KEY)] += 1
+        return codes
+
+    codes = asyncio.run(run())
+    key = {"x-api-key": API_KEY}
+    rest_codes: Counter[int] = Counter()
+    for i in range(names):
+        body = json.dumps({"feedback": [{"id": unsampled[names + i], "labels": ["1"]}]})
+        target = f"POST /v1/models/made-up-fbr-{i}:feedback"
+        rest_codes[rest(port, target, body.encode(), key)[0]] += 1
+    sent = 2 * names + 1
+    _wait_for(lambda: _other_unsampled(stack.metrics()) - other_before >= sent)
+    text = stack.metrics()
+    return {
+        "codes": dict(codes),
+        "rest_codes": dict(rest_codes),
+        "other_unsampled": _other_unsampled(text) - other_before,
+        "metrics_bytes_before": size_before,
+        "metrics_bytes_after": len(text),
+        "made_up_names_in_metrics": sum(
+            f'"made-up-fb-{i}"' in text or f'"made-up-fbr-{i}"' in text for i in range(names)
+        ),
+    }
+
+
+def _other_unsampled(text: str) -> float:
+    samples = _samples(text, "pronto_feedback_unsampled")
+    return sum(v for labels, v in samples if labels["model"] == "_other")
 
 
 #: the sizes ``make chaos`` uses (the tests use smaller ones)
@@ -480,15 +625,31 @@ HEAVY: dict[str, dict[str, Any]] = {
     "health_flood": {"streams": 3000, "checks": 3000, "legit": 500},
     "compression_bomb": {"inflated_mb": 256, "count": 2},
     "label_injection": {"names": 1000, "long_name_bytes": 1_000_000},
+    "feedback_injection": {"names": 1000, "long_name_bytes": 1_000_000},
     "unauthenticated_bodies": {"callers": 8, "rows": 25_000, "rounds": 8},
     "slow_headers": {"connections": 1000, "timeout": 20.0},
-    "big_batches": {"rows": [80_000, 170_000] + [80_000] * 6},
+    # 170,000 rows pass the default bound of 100,000 rows in flight; two 60,000-row
+    # batches at once pass it where Envoy sends both to one worker
+    "big_batches": {"rows": [80_000, 170_000] + [80_000] * 6, "concurrent": [60_000, 60_000]},
 }
+
+#: ``--small``: a quick run of every attack (with :data:`SMALL_ROWS_IN_FLIGHT`)
+SMALL: dict[str, dict[str, Any]] = {
+    "health_flood": {"streams": 200, "checks": 200, "legit": 50},
+    "compression_bomb": {"inflated_mb": 32, "count": 2},
+    "label_injection": {"names": 50, "long_name_bytes": 100_000},
+    "feedback_injection": {"names": 50, "long_name_bytes": 100_000},
+    "unauthenticated_bodies": {"callers": 2, "rows": 5_000, "rounds": 2},
+    "slow_headers": {"connections": 50, "timeout": 15.0},
+    "big_batches": {"rows": [10_000, 25_000, 10_000], "concurrent": [12_000, 12_000]},
+}
+SMALL_ROWS_IN_FLIGHT = 20_000
 
 ATTACKS: dict[str, Callable[..., dict[str, Any]]] = {
     "health_flood": health_flood,
     "compression_bomb": compression_bomb,
     "label_injection": label_injection,
+    "feedback_injection": feedback_injection,
     "unauthenticated_bodies": unauthenticated_bodies,
     "slow_headers": slow_headers,
     "big_batches": big_batches,
@@ -505,18 +666,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(ATTACKS))
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "attacks")
     parser.add_argument("--model-repository", type=Path, default=None)
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help=f"small sizes and a bound of {SMALL_ROWS_IN_FLIGHT} rows in flight: a quick check",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     repository = args.model_repository or prepare_repository(args.out / "train")
-    # the default header timeout (10 s) on the slow-header connections, defaults elsewhere
-    stack = AttackStack(repository.resolve(), args.out.resolve() / "stack")
+    out = args.out.resolve()
+    # capture on (for the feedback attack) at a low sample rate; the default header
+    # timeout (10 s) on the slow-header connections, defaults elsewhere
+    extra: dict[str, Any] = {"capture_dir": out / "capture", "capture_sample_rate": 0.01}
+    if args.small:
+        extra["max_rows_in_flight"] = SMALL_ROWS_IN_FLIGHT
+    sizes = SMALL if args.small else HEAVY
+    stack = AttackStack(repository.resolve(), out / "stack", server_extra=extra)
     results: dict[str, Any] = {}
     try:
-        stack.start(Signer().write_jwks(args.out.resolve() / "jwks.json"))
+        stack.start(Signer().write_jwks(out / "jwks.json"))
         for name in args.attacks:
             print(f"attack: {name} ...", flush=True)
             started = time.monotonic()
-            results[name] = ATTACKS[name](stack, **HEAVY[name])
+            results[name] = ATTACKS[name](stack, **sizes[name])
             results[name]["wall_s"] = round(time.monotonic() - started, 1)
             print(json.dumps(results[name]), flush=True)
     finally:

@@ -3,10 +3,13 @@ Kubernetes 1.30+ schemas; the rendered objects carry the promised runtime behavi
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.chart.helm import (
     CHART,
@@ -422,3 +425,82 @@ def test_rollout_values_fetch_both_versions_and_write_the_state() -> None:
         "--set", "model.rollout.candidate=2",
     )  # fmt: skip
     assert proc.returncode != 0 and "model.source=gcs" in proc.stderr
+
+
+def _server_env(objects: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in container(pod_spec(objects), "server")["env"] if e["name"] == name]
+
+
+@pytest.mark.parametrize(
+    ("sets", "guard"),
+    [
+        # defaults: 2 CPUs (2 workers), 2Gi: (2048 - 256) / 2 * 3/4
+        ((), "672"),
+        (("server.resources.limits.cpu=1500m",), "672"),
+        (("server.resources.limits.cpu=4", "server.resources.limits.memory=4Gi"), "720"),
+        (("server.workers=1", "server.resources.limits.memory=1500M"), "880"),
+        (("server.memoryGuardMb=300",), "300"),
+        (("server.memoryGuardMb=0",), "0"),
+    ],
+)
+def test_memory_guard_fits_the_workers_in_the_memory_limit(
+    sets: tuple[str, ...], guard: str
+) -> None:
+    (var,) = _server_env(render(sets=sets), "PRONTO_MEMORY_LIMIT_MB")
+    assert var == {"name": "PRONTO_MEMORY_LIMIT_MB", "value": guard}
+
+
+def test_memory_guard_times_workers_stays_under_the_limit() -> None:
+    for cpu, memory in [("1", 1024), ("2", 2048), ("3", 2048), ("8", 8192)]:
+        sets = (f"server.resources.limits.cpu={cpu}", f"server.resources.limits.memory={memory}Mi")
+        (var,) = _server_env(render(sets=sets), "PRONTO_MEMORY_LIMIT_MB")
+        assert int(var["value"]) * int(cpu) <= (memory - 256) * 3 // 4, (cpu, memory, var)
+
+
+def test_memory_guard_set_in_extra_env_is_not_overridden() -> None:
+    objects = render(sets=("server.extraEnv.PRONTO_MEMORY_LIMIT_MB=500",))
+    assert _server_env(objects, "PRONTO_MEMORY_LIMIT_MB") == [
+        {"name": "PRONTO_MEMORY_LIMIT_MB", "value": "500"}
+    ]
+
+
+def test_memory_guard_refuses_a_limit_too_small_for_the_workers() -> None:
+    proc = run_helm(
+        "template", "pronto", str(CHART), "--set", "server.resources.limits.memory=512Mi",
+        "--set", "server.resources.limits.cpu=4",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "leaves under 128 MiB a worker" in proc.stderr
+
+
+def _notes(tmp_path: Path, *sets: str) -> str:
+    """The install notes as ``helm install`` prints them. ``helm template`` does not render
+    NOTES.txt and ``helm install --dry-run`` wants a cluster, so a copy of the chart turns
+    the notes into a named template and a ConfigMap that carries its text."""
+    chart = tmp_path / "pronto"
+    shutil.copytree(CHART, chart)
+    notes = chart / "templates" / "NOTES.txt"
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "notes-under-test" -}}' + notes.read_text() + "{{- end }}"
+    )
+    notes.unlink()
+    (chart / "templates" / "notes-under-test.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ include "notes-under-test" . | quote }}}\n'
+    )
+    args = ["template", "pronto", str(chart), "--namespace", "pronto"]
+    args += ["--show-only", "templates/notes-under-test.yaml"]
+    for s in sets:
+        args += ["--set", s]
+    proc = run_helm(*args)
+    assert proc.returncode == 0, proc.stderr
+    return str(yaml.safe_load(proc.stdout)["data"]["notes"])
+
+
+def test_install_notes_warn_when_the_shared_grpc_port_is_published(tmp_path: Path) -> None:
+    plain = _notes(tmp_path / "a")
+    assert "kubectl -n pronto rollout status" in plain  # the notes did render
+    assert "exposeGrpcDirect" not in plain
+    notes = _notes(tmp_path / "b", "service.exposeGrpcDirect=true")
+    assert "WARNING: service.exposeGrpcDirect=true" in notes
+    assert "no authentication" in notes

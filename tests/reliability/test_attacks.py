@@ -5,17 +5,20 @@ each reproduces a denial-of-service or exposure path and asserts the service sta
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from loadtest.chaos import attacks
 from loadtest.chaos.attacks import API_KEY, AUDIENCE, ISSUER, REST_PREDICT, AttackStack, rest
+from loadtest.chaos.stack import Gateway
 from loadtest.tokens import Signer
 from server.settings import ServeSettings
 
@@ -84,15 +87,22 @@ def test_gzip_rest_body_is_not_inflated(stack: AttackStack) -> None:
     import gzip
 
     assert stack.gateway is not None
-    body = gzip.compress(attacks.rest_predict_body(1))
-    headers = {"x-api-key": API_KEY, "content-encoding": "gzip"}
-    status, reply = rest(stack.gateway.listen, f"POST {REST_PREDICT}", body, headers)
+    plain = attacks.rest_predict_body(1)
+    key = {"x-api-key": API_KEY}
+    # the same body uncompressed is served: the 400 below is the encoding's
+    assert rest(stack.gateway.listen, f"POST {REST_PREDICT}", plain, key)[0] == 200
+    gz = {**key, "content-encoding": "gzip"}
+    status, reply = rest(stack.gateway.listen, f"POST {REST_PREDICT}", gzip.compress(plain), gz)
     assert status == 400, reply
 
 
 def test_made_up_model_names_do_not_grow_metrics(stack: AttackStack) -> None:
     result = attacks.label_injection(stack, names=200, long_name_bytes=1_000_000)
     assert set(result["codes"]) == {"INVALID_ARGUMENT", "NOT_FOUND", "OK"}, result
+    # REST: /v1/models/<made-up>:predict and /v2/models/<made-up>/infer
+    assert result["rest_codes"] == {404: 400}, result
+    # every made-up request was counted, under the one bounded label
+    assert result["other_requests"] == 4 * 200 + 1, result
     assert result["made_up_names_in_metrics"] == 0
     assert "x" * 100 not in stack.metrics()
     # 201 made-up names and a 1 MB one add a handful of series, not thousands of them
@@ -137,15 +147,20 @@ def test_slow_headers_are_cut_off(stack: AttackStack) -> None:
 
 def test_rows_in_flight_are_bounded_and_memory_returned(stack: AttackStack) -> None:
     sizes = [30_000, ROWS_IN_FLIGHT + 5_000] + [30_000] * 5
-    result = attacks.big_batches(stack, sizes)
+    big = len(attacks.infer_request(ROWS_IN_FLIGHT + 5_000).SerializeToString())
+    assert big < 4 * 2**20  # under every message cap: the row bound refuses it
+    result = attacks.big_batches(stack, sizes, concurrent=[25_000, 25_000])
     codes = [result[f"batch{i}"]["code"] for i in range(len(sizes))]
     assert codes == ["OK", "RESOURCE_EXHAUSTED"] + ["OK"] * 5, result
+    # two at once: both served on two workers, the second refused where both reach one
+    assert sorted(result["concurrent"]["codes"]) in (["OK", "OK"], ["OK", "RESOURCE_EXHAUSTED"])
     _all_ok(result["legit"], 20)
     # memory stays bounded: two workers, each holding at most one large batch's worth, and
     # once each has run one, more batches do not pile memory up
     rss = [result[f"batch{i}"]["rss_mb"] for i in range(len(sizes))]
     assert max(rss) < result["rss_start_mb"] + 250, result
     assert rss[-1] < max(rss[:4]) + 60, result
+    assert result["concurrent"]["rss_mb"] < result["rss_start_mb"] + 250, result
 
 
 def test_rest_body_just_under_the_cap_is_served(stack: AttackStack) -> None:
@@ -173,6 +188,15 @@ def test_jwt_without_expiry_is_refused(stack: AttackStack, signer: Signer) -> No
     assert (
         rest(port, f"POST {REST_PREDICT}", body, {"authorization": f"Bearer {forever}"})[0] == 401
     )
+
+    async def grpc_call(token: str) -> str:
+        request = attacks.predict_request(1).SerializeToString()
+        async with grpc.aio.insecure_channel(stack.address) as channel:
+            metadata = (("authorization", f"Bearer {token}"),)
+            return await attacks._unary(channel, attacks.PREDICT, request, metadata)
+
+    assert asyncio.run(grpc_call(good)) == "OK"
+    assert asyncio.run(grpc_call(forever)) == "UNAUTHENTICATED"
 
 
 def _b64decode(part: str) -> bytes:
@@ -253,3 +277,124 @@ def test_server_ports_bind_loopback_by_default(stack: AttackStack) -> None:
             if conn.status == psutil.CONN_LISTEN:
                 listening.add(conn.laddr.ip.removeprefix("::ffff:"))  # gRPC binds dual-stack
     assert listening == {"127.0.0.1"}, listening
+
+
+#: a memory guard below any worker's resident memory: every large request meets it
+GUARD_MB = 16
+
+
+@pytest.fixture(scope="module")
+def capturing(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory, signer: Signer
+) -> Iterator[AttackStack]:
+    """One worker with capture on (half the predictions sampled, the rest not) and a memory
+    guard it is always over."""
+    folder = tmp_path_factory.mktemp("feedback-attack")
+    extra = {
+        "capture_dir": folder / "capture",
+        "capture_sample_rate": 0.5,
+        "memory_limit_mb": GUARD_MB,
+    }
+    s = AttackStack(repository, folder, workers=1, server_extra=extra)
+    try:
+        s.start(signer.write_jwks(folder / "jwks.json"))
+        yield s
+    finally:
+        s.stop()
+
+
+def test_feedback_for_made_up_models_does_not_grow_metrics(capturing: AttackStack) -> None:
+    result = attacks.feedback_injection(capturing, names=200, long_name_bytes=1_000_000)
+    # ids outside the sample are acknowledged whatever the name, as before
+    assert result["codes"] == {"OK": 201}, result
+    assert result["rest_codes"] == {200: 200}, result
+    assert result["other_unsampled"] == 401, result
+    assert result["made_up_names_in_metrics"] == 0
+    assert "x" * 100 not in capturing.metrics()
+    assert result["metrics_bytes_after"] - result["metrics_bytes_before"] < 16_000, result
+
+
+def test_memory_guard_refuses_large_batches_and_serves_small_ones(capturing: AttackStack) -> None:
+    large = ServeSettings().offload_rows  # the guard applies from this many rows up
+    assert capturing.worker_rss() > GUARD_MB * 2**20
+    assert capturing.gateway is not None
+    key = {"x-api-key": API_KEY}
+
+    async def run() -> list[str]:
+        async with attacks._channel(capturing.address) as channel:
+            codes = []
+            for rows in (large, 1, large - 1, 10 * large, 1):
+                body = attacks.infer_request(rows).SerializeToString()
+                codes.append(await attacks._unary(channel, attacks.INFER, body, attacks.KEY))
+            return codes
+
+    assert asyncio.run(run()) == ["RESOURCE_EXHAUSTED", "OK", "OK", "RESOURCE_EXHAUSTED", "OK"]
+    port = capturing.gateway.listen
+    status, reply = rest(port, f"POST {REST_PREDICT}", attacks.rest_predict_body(large), key)
+    assert status == 429, reply
+    assert b"short of memory" in reply
+    assert rest(port, f"POST {REST_PREDICT}", attacks.rest_predict_body(3), key)[0] == 200
+
+
+class _RecordingHealth(health.HealthServicer):
+    def __init__(self, seen: list[dict[str, str]]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if request.service == "recorded":  # Envoy's own checks are not recorded
+            self.seen.append(dict(context.invocation_metadata()))
+            request = health_pb2.HealthCheckRequest()
+        return super().Check(request, context)
+
+
+def test_client_sent_identity_never_reaches_the_worker_over_grpc(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """Envoy in front of a stand-in worker that records the metadata it receives."""
+    seen: list[dict[str, str]] = []
+
+    def predict(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(dict(context.invocation_metadata()))
+        return b""
+
+    upstream = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+    health_pb2_grpc.add_HealthServicer_to_server(_RecordingHealth(seen), upstream)
+    upstream.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "pronto.v1.PredictionService",
+                {"Predict": grpc.unary_unary_rpc_method_handler(predict)},
+            )
+        ]
+    )
+    port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    keys = tmp_path / "api-keys"
+    keys.write_text(f"tester:{API_KEY}\n")
+    jwks = signer.write_jwks(tmp_path / "jwks.json")
+    flags = ["--api-keys-file", str(keys), "--jwt-jwks-file", str(jwks)]
+    flags += ["--jwt-issuer", ISSUER, "--jwt-audiences", AUDIENCE, "--require-auth"]
+    gateway = Gateway(port, 1, tmp_path / "envoy.log", flags=flags)
+    forged = (("x-pronto-client", "admin"),)
+    token = signer.token(ISSUER, AUDIENCE, sub="svc-billing")
+    bearer = (("authorization", f"Bearer {token}"), *forged)
+    body = attacks.predict_request(1).SerializeToString()
+    check = health_pb2.HealthCheckRequest(service="recorded").SerializeToString()
+    try:
+        gateway.start()
+
+        async def run() -> list[str]:
+            async with grpc.aio.insecure_channel(gateway.address) as channel:
+                return [
+                    await attacks._unary(channel, attacks.PREDICT, body, bearer),
+                    await attacks._unary(channel, attacks.PREDICT, body, (*attacks.KEY, *forged)),
+                    await attacks._unary(channel, attacks.CHECK, check, forged),
+                ]
+
+        assert asyncio.run(run()) == ["OK"] * 3
+    finally:
+        gateway.stop()
+        upstream.stop(0)
+    # JWT: the verified subject; API key: the key's client; public path: nobody
+    assert [m.get("x-pronto-client") for m in seen] == ["svc-billing", "tester", None], seen

@@ -51,7 +51,7 @@ def store_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _feedback(core: FeedbackCore, name: str, entries: list) -> int:
+def _feedback(core: FeedbackCore, name: str, entries: list) -> tuple[int, int, int]:
     return asyncio.run(core.feedback(name, entries))
 
 
@@ -100,6 +100,46 @@ def test_unsampled_predictions_are_acknowledged_not_stored(store_dir: Path) -> N
     with pytest.raises(PredictionNotFound):  # sampled, so it should be in the index
         _feedback(core, "m", [(inside, ["1"])])
     core.close()
+
+
+class _Counters:
+    """Stand-in for the feedback metric families: label values seen, per family."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {"labels": [], "unsampled": [], "rejected": []}
+        for family in self.seen:
+            setattr(self, family, self._family(family))
+
+    def _family(self, family: str) -> object:
+        seen = self.seen[family]
+
+        class Family:
+            def labels(self, value: str) -> object:
+                seen.append(value)
+                return type("Child", (), {"inc": lambda self, n=1: None})()
+
+        return Family()
+
+
+def test_metric_labels_of_feedback_are_bounded(store_dir: Path) -> None:
+    rate = 0.5
+    outside = [f"x{i}" for i in range(100) if not is_sampled(f"x{i}", rate)][:3]
+    metrics = _Counters()
+    core = FeedbackCore(
+        store_dir, 0.01, metrics, rate, model_label=lambda n: n if n == "m" else "_other"
+    )
+    # an unsampled id is acknowledged without a lookup, whatever model it names
+    assert _feedback(core, "made-up", [(outside[0], ["1"])]) == (0, 0, 1)
+    assert _feedback(core, "m" * 10_000, [(outside[1], ["1"])]) == (0, 0, 1)
+    assert _feedback(core, "m", [(outside[2], ["1"])]) == (0, 0, 1)
+    core.close()
+    assert metrics.seen["unsampled"] == ["_other", "_other", "m"]
+    assert set(metrics.seen["labels"]) == {"_other", "m"}
+    # without a registry to consult, values are cut short
+    plain = FeedbackCore(store_dir, 0.01, metrics, rate)
+    _feedback(plain, "y" * 10_000, [(outside[0], ["1"])])
+    plain.close()
+    assert metrics.seen["unsampled"][-1] == "y" * 64
 
 
 def test_feedback_without_capture_dir() -> None:

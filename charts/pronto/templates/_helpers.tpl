@@ -99,6 +99,49 @@ resolves it from the server container's CPU limit, rounded up to a whole CPU.
 {{- end }}
 {{- end }}
 
+{{/*
+The per-worker memory guard of `pronto serve` (PRONTO_MEMORY_LIMIT_MB), in MiB: server.memoryGuardMb
+when set; otherwise derived from the server container's memory limit: 256 MiB are left to the
+supervisor and the warm template, and each worker's guard is three quarters of its share of
+the rest, so that a large batch admitted just under the guard still fits. Empty (the server's
+default) without a memory limit, or when server.extraEnv sets it.
+*/}}
+{{- define "pronto.memoryGuardMb" -}}
+{{- $s := .Values.server -}}
+{{- if hasKey $s.extraEnv "PRONTO_MEMORY_LIMIT_MB" }}
+{{- else if not (kindIs "invalid" $s.memoryGuardMb) }}{{ $s.memoryGuardMb | int }}
+{{- else if (($s.resources).limits).memory }}
+{{- $mib := include "pronto.mebibytes" $s.resources.limits.memory | int -}}
+{{- $workers := int $s.workers -}}
+{{- if le $workers 0 }}{{ $workers = include "pronto.cpuCeiling" (required "server.resources.limits.cpu is required when server.workers is 0" $s.resources.limits.cpu) | int }}{{ end -}}
+{{- $share := div (sub $mib 256) (max $workers 1) -}}
+{{- if lt $share 128 }}{{ fail (printf "server.resources.limits.memory %v leaves under 128 MiB a worker for %d workers" $s.resources.limits.memory $workers) }}{{ end -}}
+{{- div (mul $share 3) 4 -}}
+{{- end -}}
+{{- end }}
+
+{{/* A Kubernetes memory quantity (512Mi, 2Gi, 2G, bytes) in MiB, rounded down. */}}
+{{- define "pronto.mebibytes" -}}
+{{- if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) }}{{ div (int64 .) 1048576 }}
+{{- else -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" . -}}
+{{- $unit := trimPrefix $number . -}}
+{{- $mib := dict "" 0.00000095367431640625 "Ki" 0.0009765625 "Mi" 1.0 "Gi" 1024.0 "Ti" 1048576.0 "k" 0.00095367431640625 "M" 0.95367431640625 "G" 953.67431640625 "T" 953674.31640625 -}}
+{{- if or (not $number) (not (hasKey $mib $unit)) }}{{ fail (printf "cannot read the memory quantity %q" .) }}{{ end -}}
+{{- mulf (float64 $number) (get $mib $unit) | floor | int -}}
+{{- end -}}
+{{- end }}
+
+{{/* A Kubernetes CPU quantity (2, "1500m", 0.5) rounded up to whole CPUs, at least 1, as the
+Downward API's limits.cpu with divisor 1 gives it to PRONTO_WORKERS. */}}
+{{- define "pronto.cpuCeiling" -}}
+{{- $q := toString . -}}
+{{- $cpus := 0 -}}
+{{- if hasSuffix "m" $q }}{{ $cpus = div (add (trimSuffix "m" $q | int) 999) 1000 }}
+{{- else }}{{ $cpus = ceil (float64 $q) | int }}{{ end -}}
+{{- max $cpus 1 -}}
+{{- end }}
+
 {{- define "pronto.authSecretName" -}}
 {{- if eq .Values.gateway.auth.mode "api-key" }}{{ .Values.gateway.auth.apiKey.existingSecret }}{{ else if eq .Values.gateway.auth.mode "jwt" }}{{ .Values.gateway.auth.jwt.existingSecret }}{{ end -}}
 {{- end }}
