@@ -28,8 +28,9 @@ from loadtest.ghz import GhzRun, run_ghz
 from loadtest.procstats import ProcessSampler
 from loadtest.report import RESULTS_DIR, update_benchmarks_doc, write_summary
 from loadtest.runner import DATA_DIR, machine_description
-from pronto_cli.procs import PRONTO, free_port, wait_for_grpc_health
-from pronto_contract import MODEL_FILE
+from pronto_cli.procs import PRONTO, free_port, port_block, stop_process, wait_for_grpc_health
+from pronto_contract import MODEL_FILE, list_versions, version_dir
+from pronto_contract.fields import usable_cpus
 
 __all__ = ["main"]
 
@@ -43,8 +44,9 @@ MLP_WIDTH, MLP_LAYERS = 256, 8
 SETTINGS = [("off", 0, 0), ("on, 0 µs", 64, 0), ("on, 500 µs", 64, 500)]
 
 
-def _latest(model_dir: Path) -> Path:
-    return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+def _latest(root: Path, name: str) -> Path:
+    versions = list_versions(root, [name])[name]
+    return versions[max(versions)]
 
 
 def _build_mlp(folder: Path) -> None:
@@ -92,9 +94,13 @@ def _repository(out: Path, models: Path, hgb: Path | None) -> Path:
              "--name", HGB, "--model-repository", str(hgb)],
             check=True, cwd=ROOT,
         )  # fmt: skip
-    for name, source in ((LR, models / LR), (HGB, hgb / HGB)):
-        shutil.copytree(_latest(source), repo / name / "1", ignore=shutil.ignore_patterns("plots"))
-    _build_mlp(repo / MLP / "1")
+    for name, source in ((LR, models), (HGB, hgb)):
+        shutil.copytree(
+            _latest(source, name),
+            version_dir(repo, name, 1),
+            ignore=shutil.ignore_patterns("plots"),
+        )
+    _build_mlp(version_dir(repo, MLP, 1))
     return repo
 
 
@@ -129,22 +135,23 @@ def _data_file(out: Path, model: str) -> Path:
 
 @contextmanager
 def _server(repo: Path, workers: int, size: int, delay: int, log: Path) -> Iterator[Any]:
-    port = free_port()
+    workers = workers or usable_cpus()
+    port, base = free_port(), port_block(workers)
     cmd = [
         *PRONTO, "serve", "--model-repository", str(repo),
         "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
-        "--worker-base-port", "0", "--metrics-port", "0", "--model-poll-interval", "0",
+        "--worker-base-port", str(base), "--metrics-port", "0", "--model-poll-interval", "0",
         "--batching-max-batch-size", str(size), "--batching-max-queue-delay-us", str(delay),
     ]  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_grpc_health(f"127.0.0.1:{port}", timeout=90, proc=proc)
-        time.sleep(0.5)  # every worker up, not just the first
+        # every worker serving on its private port, not just the first on the shared one
+        for i in range(workers):
+            wait_for_grpc_health(f"127.0.0.1:{base + i}", timeout=90, proc=proc)
         yield proc, f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_process(proc)
 
 
 def _table(runs: list[dict[str, Any]], concurrency: list[int]) -> str:
@@ -182,7 +189,7 @@ def _ort_costs(repo: Path) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     for model in MODELS:
-        handle = load_model(model, 1, repo / model / "1")
+        handle = load_model(model, 1, version_dir(repo, model, 1))
         cells = []
         for rows in (1, 16, 64):
             feeds, outputs = handle.sample_feeds(rows), handle.output_names
@@ -220,7 +227,7 @@ def _core_costs(repo: Path, concurrency: list[int]) -> str:
     ]
     for model in MODELS:
         for label, size, delay in SETTINGS:
-            handle = load_model(model, 1, repo / model / "1")
+            handle = load_model(model, 1, version_dir(repo, model, 1))
             if size:
                 handle.batcher = Batcher(handle, BatchingConfig(size, delay), 256)
             registry = Registry()

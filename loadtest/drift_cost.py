@@ -21,6 +21,8 @@ import timeit
 from pathlib import Path
 from typing import Any
 
+from pronto_contract import version_dir
+
 __all__ = ["main", "measure"]
 
 DATA = Path(__file__).resolve().parent / "data" / "rest_predict_b256.jsonl"
@@ -33,7 +35,7 @@ def measure(repo: Path, rounds: int = 7) -> dict[str, float]:
     from server.model import load_model
     from server.monitoring.buckets import FeatureBuckets
 
-    handle = load_model("flight-delay", 1, repo / "flight-delay" / "1")
+    handle = load_model("flight-delay", 1, version_dir(repo, "flight-delay", 1))
     bodies = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     feeds = [columns_from_instances(handle.features, b["instances"]) for b in bodies]
     outputs = [handle.label_output or "", handle.proba_output or ""]

@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pronto_contract import version_dir
+
 __all__ = ["columnar_body", "decode_costs", "main"]
 
 ROWS = 256
@@ -62,7 +64,7 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
     from server.generated.pronto.v1 import prediction_pb2 as ppb
     from server.model import load_model
 
-    handle = load_model(MODEL, 1, repo / MODEL / "1")
+    handle = load_model(MODEL, 1, version_dir(repo, MODEL, 1))
     rows = json_format.ParseDict(body, ppb.PredictRequest(name=MODEL))
     cols = json_format.ParseDict(columnar_body(body), ppb.PredictRequest(name=MODEL))
     features, packed = handle.features, handle.packed_features

@@ -41,6 +41,8 @@ from loadtest.ghz import LoadResult, find_tool
 from loadtest.h2load import H2loadRun, grpc_frame, raw_request_from_json, run_h2load
 from loadtest.profile import top_frames
 from loadtest.runner import DATA_DIR, machine_description
+from pronto_cli.procs import PRONTO, free_port, stop_process, wait_until
+from pronto_contract import list_versions, version_dir
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.rollout_state import Mode, start, state_path
 from server.template import worker_processes
@@ -73,14 +75,6 @@ class Round:
     #: shadow samples the candidate scored / dropped during the round (from /metrics)
     shadow_scored: int = 0
     shadow_dropped: int = 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _first_request(payload: str, model: str) -> dict[str, Any]:
@@ -131,7 +125,7 @@ class _Bench:
         self.args = args
         self.root: Path = args.model_repository
         self.model: str = args.model
-        self.port, self.metrics_port = _free_port(), _free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.path, self.call = _METHODS[args.payload]
@@ -144,27 +138,26 @@ class _Bench:
     def serving(self) -> Iterator[_Bench]:
         state_path(self.root, self.model).unlink(missing_ok=True)
         cmd = [
-            sys.executable, "-m", "pronto_cli", "serve", "--model-repository", str(self.root),
+            *PRONTO, "serve", "--model-repository", str(self.root),
             "--models", self.model, "--workers", "1", "--host", "127.0.0.1",
             "--port", str(self.port), "--worker-base-port", "0",
             "--metrics-port", str(self.metrics_port), "--metrics-flush-interval", "0.2",
             "--model-poll-interval", "0.2", "--log-level", "WARNING", *self.args.server_arg,
         ]  # fmt: skip
         server = subprocess.Popen(cmd, cwd=ROOT)
+
+        def answered() -> bool:
+            try:
+                reply = _send(self.address, self.path, self.message)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise  # the request itself is refused: no load run would count it
+                return False
+            self.default = _version_of(self.args.payload, reply)
+            return True
+
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    self.default = _version_of(
-                        self.args.payload, _send(self.address, self.path, self.message)
-                    )
-                    break
-                except grpc.RpcError as exc:
-                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE,):
-                        raise  # the request itself is refused: no load run would count it
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise
-                    time.sleep(0.2)
+            wait_until(answered, f"{self.model} on {self.address}", 60, [server], interval=0.2)
             workers = worker_processes(psutil.Process(server.pid))
             if len(workers) != 1:
                 raise RuntimeError(f"expected one worker, found {len(workers)}")
@@ -172,8 +165,7 @@ class _Bench:
             yield self
         finally:
             state_path(self.root, self.model).unlink(missing_ok=True)
-            server.terminate()
-            server.wait(timeout=30)
+            stop_process(server)
 
     # -- rollout states ---------------------------------------------------------------
     def _versions(self, want: set[str], timeout: float = 30) -> None:
@@ -342,14 +334,13 @@ def shadow_path_cost(
     try:
         repo = work / "models"
         stable_version = max(
-            (int(p.name) for p in (root / model).iterdir() if p.name.isdigit()),
-            key=lambda v: (v != candidate, v),
+            list_versions(root, [model]).get(model, {}), key=lambda v: (v != candidate, v)
         )
         for version in (stable_version, candidate):
-            shutil.copytree(root / model / str(version), repo / model / str(version))
+            shutil.copytree(version_dir(root, model, version), version_dir(repo, model, version))
         registry = Registry()
         registry.replace(
-            load_model(model, v, repo / model / str(v)) for v in (stable_version, candidate)
+            load_model(model, v, version_dir(repo, model, v)) for v in (stable_version, candidate)
         )
         start(repo, model, candidate, Mode.SHADOW, stable=stable_version)
         router = RolloutRouter(repo, registry, RolloutMetrics())

@@ -45,7 +45,7 @@ from loadtest.h2load import (
     write_request,
 )
 from loadtest.runner import DATA_DIR, machine_description
-from pronto_cli.procs import PRONTO, free_port, wait_for_grpc_health
+from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_grpc_health
 
 __all__ = ["VARIANTS", "main"]
 
@@ -133,8 +133,7 @@ def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[tup
         wait_for_grpc_health(address, timeout=120, proc=proc)
         yield address, proc.pid
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc)
 
 
 def measure(

@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pronto_contract import version_dir
+
 __all__ = ["build_bodies", "in_process_costs", "main", "train_models"]
 
 CSV_NAME = "breast_cancer.csv"
@@ -114,7 +116,7 @@ def in_process_costs(repo: Path, bodies: dict[str, Path], rounds: int = 7) -> di
     from server.oip_codec import decode_infer_request, encode_infer_response
     from server.repository import Registry
 
-    handles = [load_model(name, 1, repo / name / "1") for name in MODELS]
+    handles = [load_model(name, 1, version_dir(repo, name, 1)) for name in MODELS]
     registry = Registry()
     registry.replace(handles)
     core = InferenceCore(registry)

@@ -19,7 +19,6 @@ is one dictionary lookup.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import hashlib
 import itertools
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from server.errors import ProntoError
+from server.model import ort_executor
 from server.repository import Registry
 from server.rollout_state import STATE_FILENAME, Mode, RolloutError, RolloutState
 
@@ -232,8 +232,8 @@ class RolloutRouter:
         self.shadow_delay = SHADOW_DELAY
         self.shadow_batch = SHADOW_BATCH
         self._random = random.random
-        # shadow runs of big batches leave the event loop, one at a time
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        # shadow runs of big batches leave the event loop on the worker's one ONNX Runtime
+        # thread (server.model.ort_executor), queued with offloaded requests
         self.offload_rows = 256
         self.admin_loopback_only = True
 
@@ -415,7 +415,7 @@ class RolloutRouter:
                 # half-written one, and none is written after the flush that took it
                 self._offloaded += 1
                 stats = _Stats()
-                done = loop.run_in_executor(self._pool, self._shadow, batch, stats)
+                done = loop.run_in_executor(ort_executor(), self._shadow, batch, stats)
                 done.add_done_callback(functools.partial(self._fold, stats))
 
     def _fold(self, stats: _Stats, _: object) -> None:
@@ -509,7 +509,7 @@ class RolloutRouter:
         if self._drain_handle is not None:
             self._drain_handle.cancel()
             self._drain_handle = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # the ONNX Runtime thread is the worker's, closed with its inference core
 
 
 class _Sinks:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pronto_contract import list_versions
+
 __all__ = [
     "DEFAULT_STEPS",
     "STATE_FILENAME",
@@ -229,13 +231,6 @@ def update_state(
         return after
 
 
-def _versions_on_disk(root: Path, model: str) -> list[int]:
-    folder = root / model
-    return sorted(
-        int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / "model.onnx").is_file()
-    )
-
-
 def start(
     root: Path,
     model: str,
@@ -265,7 +260,8 @@ def start(
         if base is None and state is not None:
             base = state.stable
         if base is None:
-            older = [v for v in _versions_on_disk(root, model) if v != candidate]
+            on_disk = sorted(list_versions(root, [model]).get(model, {}))
+            older = [v for v in on_disk if v != candidate]
             older = [v for v in older if v < candidate] or older
             if not older:
                 raise RolloutError(

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -229,12 +230,22 @@ def _grpc_server(
     return server
 
 
-async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | None) -> int:
-    # Handlers first: a signal during model loading then leads to a clean, empty drain.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+@dataclass(slots=True)
+class _Parts:
+    """What one worker serves with, built before any model loads."""
+
+    metrics: ServerMetrics | None
+    registry: Registry
+    recorder: RequestRecorder
+    drift: DriftMonitor
+    health: GatewayAwareHealth
+    quality: WorkerQualityLoop
+    router: RolloutRouter
+    guard: AdmissionGuard
+    core: InferenceCore
+
+
+def _parts(settings: ServeSettings) -> _Parts:
     metrics = ServerMetrics() if ENV in os.environ else None
     registry = Registry()
     recorder = RequestRecorder(metrics, registry)
@@ -256,33 +267,61 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
     core.router = router
     if settings.strict_readiness and settings.models:
         core.required_models = frozenset(settings.models)
+    return _Parts(metrics, registry, recorder, drift, health, quality, router, guard, core)
+
+
+async def _open(server: grpc.aio.Server, parts: _Parts, index: int) -> None:
+    """Ready before the ports open: the first health check already sees SERVING."""
+    core, health = parts.core, parts.health
+    core.ready = True
+    for service in (*SERVICES, *parts.registry.names()):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", _overall(core))
+    await server.start()
+    if parts.metrics is not None:
+        parts.metrics.workers_ready.set(1)
+    names = ", ".join(parts.registry.names())
+    log.info("worker %d (pid %d) serving %s", index, os.getpid(), names)
+
+
+def _background(settings: ServeSettings, parts: _Parts) -> list[asyncio.Task[None]]:
+    """The worker's timers: metric flushes, queue-delay sampling, memory trimming."""
+    interval = settings.metrics_flush_interval
+    return [
+        asyncio.create_task(parts.recorder.run_flusher(interval)),
+        asyncio.create_task(parts.drift.run_flusher(interval)),
+        asyncio.create_task(parts.router.run_flusher(interval)),
+        asyncio.create_task(parts.core.queue_guard.run()),
+        asyncio.create_task(parts.guard.run_trimmer(1.0)),
+    ]
+
+
+async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | None) -> int:
+    # Handlers first: a signal during model loading then leads to a clean, empty drain.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    p = _parts(settings)
     try:
-        reloader = _reloader(settings, registry, core, health, metrics, drift, preloaded, router)
+        reloader = _reloader(
+            settings, p.registry, p.core, p.health, p.metrics, p.drift, preloaded, p.router
+        )
     except ValueError as exc:  # a malformed version policy
         log.error("worker %d: %s", index, exc)
         return EXIT_FATAL
     reloader.load_initial()
-    if not registry.names():
+    if not p.registry.names():
         log.error("worker %d: no model could be loaded from %s", index, settings.model_repository)
         return EXIT_FATAL
-    server = _grpc_server(settings, index, core, recorder, health, quality, router, reloader)
+    server = _grpc_server(
+        settings, index, p.core, p.recorder, p.health, p.quality, p.router, reloader
+    )
     if server is None:
         return EXIT_FATAL
-    # Ready before the ports open: the first health check already sees SERVING.
-    core.ready = True
-    for service in (*SERVICES, *registry.names()):
-        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    await health.set("", _overall(core))
-    await server.start()
-    if metrics is not None:
-        metrics.workers_ready.set(1)
-    log.info("worker %d (pid %d) serving %s", index, os.getpid(), ", ".join(registry.names()))
+    await _open(server, p, index)
 
-    flusher = asyncio.create_task(recorder.run_flusher(settings.metrics_flush_interval))
-    drift_flusher = asyncio.create_task(drift.run_flusher(settings.metrics_flush_interval))
-    rollout_flusher = asyncio.create_task(router.run_flusher(settings.metrics_flush_interval))
-    queue_guard = asyncio.create_task(core.queue_guard.run())
-    trimmer = asyncio.create_task(guard.run_trimmer(1.0))
+    tasks = _background(settings, p)
     loop.add_signal_handler(signal.SIGHUP, reloader.trigger)
     poller = None
     if settings.model_poll_interval:
@@ -292,21 +331,29 @@ async def _serve(settings: ServeSettings, index: int, preloaded: Preloaded | Non
         poller.cancel()
     loop.remove_signal_handler(signal.SIGHUP)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the default action would kill the drain
-
-    await _drain(settings, index, server, core, health, metrics)
-    flusher.cancel()
-    drift_flusher.cancel()
-    rollout_flusher.cancel()
-    queue_guard.cancel()
-    trimmer.cancel()
-    recorder.flush()
-    drift.flush()
-    router.flush()
-    router.close()
-    reloader.close()
-    core.close()
-    await quality.close()
+    await _shutdown(settings, index, server, p, reloader, tasks)
     return 0
+
+
+async def _shutdown(
+    settings: ServeSettings,
+    index: int,
+    server: grpc.aio.Server,
+    parts: _Parts,
+    reloader: Reloader,
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """Drain, stop the timers, write the last metrics, and close what the worker opened."""
+    await _drain(settings, index, server, parts.core, parts.health, parts.metrics)
+    for task in tasks:
+        task.cancel()
+    parts.recorder.flush()
+    parts.drift.flush()
+    parts.router.flush()
+    parts.router.close()
+    reloader.close()
+    parts.core.close()
+    await parts.quality.close()
 
 
 async def _drain(

@@ -6,6 +6,7 @@ it on a deliberately broken input and show that it fails.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import subprocess
@@ -14,6 +15,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from pronto_cli.main import COMMANDS, build_parser
+from pronto_cli.procs import free_port
+from pronto_contract import MANIFEST_FILE, MODEL_FILE, version_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +34,15 @@ RULES: dict[str, tuple[set[str], set[str]]] = {
     "gateway": ({"server", "trainer", "loadtest", "pronto_cli"}, {"pronto_cli.flags"}),
     # the load tests and chaos runs are tools of their own: they never need the test suite
     "loadtest": ({"tests"}, set()),
+    # the client installs with the `client` extra (no pydantic, no ONNX Runtime): of the
+    # project it takes only the generated messages, which it shares with the server
+    "pronto": (
+        {"server", "trainer", "gateway", "loadtest", "pronto_cli", "pronto_contract"},
+        {"server.generated"},
+    ),
 }
+#: packages whose Python code must reach the model repository through pronto_contract
+LAYOUT_USERS = ("server", "trainer", "gateway", "loadtest", "pronto", "pronto_cli")
 #: third-party modules the contract must not import (it is imported before the fork)
 CONTRACT_HEAVY = {"numpy", "onnxruntime", "sklearn", "pandas", "onnx", "grpc"}
 #: modules the supervisor must not have loaded when it forks workers
@@ -73,6 +86,33 @@ def boundary_violations(root: Path) -> list[str]:
     return sorted(set(violations))
 
 
+def layout_violations(root: Path) -> list[str]:
+    """``file:line what`` for code outside ``pronto_contract`` that spells the repository
+    layout out itself: a string that is a model file name (``"model.onnx"``,
+    ``"model.json"``, or a path ending in one), or a version test on a folder name
+    (``path.name.isdigit()``). Docstrings and messages that mention a file are fine."""
+    files = {MODEL_FILE, MANIFEST_FILE}
+    violations = []
+    for package in LAYOUT_USERS:
+        for path in sorted((root / package).rglob("*.py")):
+            if "generated" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if node.value in files or node.value.endswith(tuple("/" + f for f in files)):
+                        violations.append(f"{where} names {node.value!r}")
+                elif (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "isdigit"
+                    and isinstance(node.func.value, ast.Attribute)
+                    and node.func.value.attr == "name"
+                ):
+                    violations.append(f"{where} tests a folder name for a version")
+    return sorted(violations)
+
+
 def heavy_modules_after(code: str) -> list[str]:
     """The :data:`FORK_HEAVY` modules loaded after running ``code`` in a fresh interpreter."""
     probe = code + textwrap.dedent(
@@ -98,6 +138,14 @@ def test_import_boundaries() -> None:
     assert boundary_violations(ROOT) == []
 
 
+def test_only_the_contract_spells_out_the_repository_layout() -> None:
+    """Protects the one model contract: code that finds versions or model files goes
+    through ``pronto_contract`` (``list_versions``, ``version_dir``, ``MODEL_FILE``...).
+    The tests build repositories by hand on purpose and are not scanned; the chart's
+    fetch script is shell and names the two files itself."""
+    assert layout_violations(ROOT) == []
+
+
 def test_supervisor_forks_without_numpy_or_onnxruntime() -> None:
     """Protects the fork rule: numpy/OpenBLAS and ONNX Runtime start native threads on
     import, and a process that forks with live threads hands its children locks that
@@ -111,6 +159,76 @@ def test_supervisor_forks_without_numpy_or_onnxruntime() -> None:
         """
     )
     assert heavy_modules_after(code) == []
+
+
+#: run in a fresh interpreter: ``pronto serve`` through the real CLI entry point, with
+#: ``os.fork`` replaced by a stub that reports the heavy modules loaded at the first fork
+#: and ends the process there (nothing is forked, no port is opened)
+_FORK_PROBE = """
+import json, os, sys
+
+def fork():
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+    print("FIRST FORK " + json.dumps(heavy), flush=True)
+    os._exit(0)
+
+os.fork = fork
+{prelude}
+from pronto_cli.main import main
+sys.exit(main({argv!r}))
+"""
+
+
+def heavy_modules_at_first_fork(tmp_path: Path, prelude: str = "") -> list[str]:
+    """The :data:`FORK_HEAVY` modules that ``pronto serve`` has loaded when it first forks.
+
+    The repository holds one version whose ``model.onnx`` is empty: the supervisor only
+    checks that a version exists, and loading it is the template's and the workers' job,
+    after the fork. Fails when the command exits without ever forking.
+    """
+    repo = tmp_path / "models"
+    folder = version_dir(repo, "m", 1)
+    folder.mkdir(parents=True)
+    (folder / MODEL_FILE).write_bytes(b"")
+    argv = [
+        "serve", "--model-repository", str(repo), "--workers", "2", "--host", "127.0.0.1",
+        "--port", str(free_port()), "--worker-base-port", "0", "--metrics-port", str(free_port()),
+        "--metrics-dir", str(tmp_path / "metrics"), "--capture-dir", str(tmp_path / "capture"),
+    ]  # fmt: skip
+    code = _FORK_PROBE.format(heavy=FORK_HEAVY, prelude=textwrap.dedent(prelude), argv=argv)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    marks = [line for line in proc.stdout.splitlines() if line.startswith("FIRST FORK ")]
+    assert marks, f"pronto serve never forked (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+    loaded: list[str] = json.loads(marks[0].removeprefix("FIRST FORK "))
+    return loaded
+
+
+@pytest.mark.integration
+def test_pronto_serve_forks_without_numpy_or_onnxruntime(tmp_path: Path) -> None:
+    """Protects the fork rule end to end: ``pronto serve`` itself (argument parsing,
+    settings, version selection, metrics and capture set-up) has loaded neither numpy
+    nor ONNX Runtime when it forks its first child, the warm template. The import-only
+    check above cannot see a heavy import on a code path that runs before the fork."""
+    assert heavy_modules_at_first_fork(tmp_path) == []
+
+
+@pytest.mark.integration
+def test_fork_probe_catches_a_heavy_import_before_the_fork(tmp_path: Path) -> None:
+    """The probe on a supervisor broken on purpose: a step that runs before the fork
+    (building the supervisor's metric collectors) imports numpy."""
+    broken = """
+        import server.supervisor as supervisor
+        collectors = supervisor.supervisor_collectors
+
+        def heavy_collectors(*args, **kwargs):
+            import numpy
+            return collectors(*args, **kwargs)
+
+        supervisor.supervisor_collectors = heavy_collectors
+        """
+    assert "numpy" in heavy_modules_at_first_fork(tmp_path, broken)
 
 
 def test_cli_imports_only_the_command_it_runs() -> None:
@@ -151,6 +269,8 @@ def test_boundary_check_catches_violations(tmp_path: Path) -> None:
         "pronto_contract/manifest.py": "import numpy as np\n",
         "gateway/render.py": "from server.settings import usable_cpus\n",
         "server/ok.py": "from pronto_contract import Manifest\nfrom . import errors\n",
+        "pronto/_grpc.py": "from server.generated.inference import grpc_service_pb2\n"
+        "from server.errors import ModelNotFound\n",
     }
     for name, text in files.items():
         path = tmp_path / name
@@ -158,11 +278,33 @@ def test_boundary_check_catches_violations(tmp_path: Path) -> None:
         path.write_text(text)
     assert boundary_violations(tmp_path) == [
         "gateway/render.py:1 imports server.settings",
+        "pronto/_grpc.py:2 imports server.errors",
         "pronto_contract/manifest.py:1 imports numpy",
         "server/cli.py:1 imports pronto_cli",
         "server/worker.py:2 imports trainer.train",
         "trainer/cli.py:2 imports pronto_cli",
         "trainer/train.py:1 imports server.model",
+    ]
+
+
+def test_layout_check_catches_a_hand_written_layout(tmp_path: Path) -> None:
+    """The layout check on a synthetic tree that finds versions the old way."""
+    files = {
+        "server/rollout_state.py": "def on_disk(folder):\n"
+        "    return [int(p.name) for p in folder.iterdir()\n"
+        "            if p.name.isdigit() and (p / 'model.onnx').is_file()]\n",
+        "loadtest/path_cost.py": 'MANIFEST = root / "m" / "1/model.json"\n',
+        "server/model.py": '"""Load ``model.onnx``."""\nMSG = f"model.json: bad {x}"\n',
+        "pronto_contract/repository.py": 'MODEL_FILE = "model.onnx"\n',
+    }
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert layout_violations(tmp_path) == [
+        "loadtest/path_cost.py:1 names '1/model.json'",
+        "server/rollout_state.py:3 names 'model.onnx'",
+        "server/rollout_state.py:3 tests a folder name for a version",
     ]
 
 
@@ -173,10 +315,11 @@ def test_fork_rule_check_catches_a_heavy_import() -> None:
     assert "onnxruntime" in heavy_modules_after("import server.model\n")
 
 
-@pytest.mark.parametrize("command", ["serve", "gateway", "train", "up", "bench", "predict"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_never_shows_an_undefined_default(command: str) -> None:
     """Fields with a default factory (e.g. ``--model-version-policies``) show a real
-    default, not pydantic's ``PydanticUndefined`` sentinel."""
+    default, not pydantic's ``PydanticUndefined`` sentinel; every command of
+    :data:`pronto_cli.main.COMMANDS`, and the subcommands of those that have some."""
     proc = subprocess.run(
         [sys.executable, "-m", "pronto_cli", command, "--help"],
         cwd=ROOT,
@@ -184,16 +327,25 @@ def test_help_never_shows_an_undefined_default(command: str) -> None:
         text=True,
         check=True,
     )
+    assert proc.stdout.startswith(f"usage: pronto {command}")
     assert "PydanticUndefined" not in proc.stdout
+    nested = _subparsers(_subparsers(build_parser(command))[command])
+    for name, parser in nested.items():
+        assert "PydanticUndefined" not in parser.format_help(), f"{command} {name}"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return {
+        name: sub
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, sub in action.choices.items()
+    }
 
 
 def test_lazy_help_matches_each_command() -> None:
     """``pronto --help`` lists commands from a table without importing them; each
     command's own registration must say the same thing."""
-    import argparse
-
-    from pronto_cli.main import COMMANDS, build_parser
-
     for name, command in COMMANDS.items():
         parser = build_parser(name)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -24,6 +24,7 @@ from loadtest.chaos.reload import (
 from loadtest.chaos.slowmodel import SLOW_MODEL, build_slow_model, slow_request
 from loadtest.chaos.stack import Gateway, Instance, port_block
 from loadtest.ghz import GhzRun, LoadResult, run_ghz
+from pronto_contract import version_dir
 
 __all__ = ["ChaosConfig", "FaultResult", "hot_reload", "rolling_restart", "slow"]
 
@@ -237,7 +238,7 @@ def slow(cfg: ChaosConfig) -> FaultResult:
     repo = cfg.out / "logs" / "slow-repo"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(cfg.repository, repo)
-    per_run = build_slow_model(repo / SLOW_MODEL / "1", cfg.slow_delay_s)
+    per_run = build_slow_model(version_dir(repo, SLOW_MODEL, 1), cfg.slow_delay_s)
     data = slow_request(cfg.out / "logs" / "slow-request.json")
     duration = min(cfg.duration_s, 15.0)
     with _stack(cfg, "slow", repository=repo) as (servers, gateway):

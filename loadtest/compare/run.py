@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ from loadtest.procstats import ProcessSampler
 from loadtest.report import update_benchmarks_doc, write_summary
 from loadtest.runner import machine_description
 from loadtest.stack import local_stack
-from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
+from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health, wait_until
 from pronto_contract import MODEL_FILE, Manifest, latest_manifest, version_dir
 from pronto_contract.fields import usable_cpus
 
@@ -64,17 +63,17 @@ def _wait_model_ready(
     from server.generated.inference import grpc_service_pb2 as pb
     from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
-    deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            with contextlib.suppress(grpc.RpcError):
-                if stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=1).ready:
-                    return
-            time.sleep(0.5)
-    raise TimeoutError(f"{model} not ready on {address}")
+
+        def ready() -> bool:
+            try:
+                reply = stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=1)
+            except grpc.RpcError:
+                return False
+            return bool(reply.ready)
+
+        wait_until(ready, f"{model} on {address}", timeout, [proc], interval=0.5)
 
 
 @contextlib.contextmanager

@@ -28,13 +28,12 @@ class Served:
 
 def latest_handle(model_repository: Path, name: str) -> Any:
     """The newest version of model ``name``, loaded as the server loads it."""
+    from pronto_contract import list_versions
     from server.model import load_model
 
-    versions = sorted(
-        (int(p.name), p) for p in (model_repository / name).iterdir() if p.name.isdigit()
-    )
-    version, path = versions[-1]
-    return load_model(name, version, path)
+    versions = list_versions(model_repository, [name])[name]
+    version = max(versions)
+    return load_model(name, version, versions[version])
 
 
 def served_requests(

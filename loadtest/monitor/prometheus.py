@@ -8,18 +8,18 @@ which Prometheus reads as YAML.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pronto_cli.procs import stop_process, wait_for_http
 
 __all__ = [
     "DASHBOARDS_DIR",
@@ -169,30 +169,18 @@ class LocalPrometheus:
 
     def _wait_ready(self, timeout: float, log: Path) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited with {self.proc.returncode}:\n{log.read_text()}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp,
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"prometheus not ready after {timeout}s:\n{log.read_text()}")
+        try:
+            wait_for_http(self.port, "/-/ready", timeout, self.proc, self.host)
+        except RuntimeError as exc:  # it exited
+            raise RuntimeError(f"prometheus: {exc}:\n{log.read_text()}") from None
+        except TimeoutError as exc:
+            text = log.read_text()  # before stop() removes a temporary workdir
+            self.stop()
+            raise TimeoutError(f"prometheus: {exc}:\n{text}") from None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

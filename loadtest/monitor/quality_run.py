@@ -46,7 +46,7 @@ def run(
 ) -> dict[str, Any]:
     import grpc
 
-    from pronto_cli.procs import free_port, port_block, wait_for_grpc_health
+    from pronto_cli.procs import PRONTO, free_port, port_block, stop_process, wait_for_grpc_health
     from pronto_contract import latest_manifest
     from server.generated.pronto.v1 import feedback_pb2 as fpb
     from server.generated.pronto.v1 import feedback_pb2_grpc as fpb_grpc
@@ -60,8 +60,7 @@ def run(
     subprocess.run([*py, "trainer", "generate", "--out", str(data), "--rows", "20000"], check=True)
     subprocess.run(
         [
-            *py,
-            "pronto_cli",
+            *PRONTO,
             "train",
             "--data",
             str(data),
@@ -76,7 +75,7 @@ def run(
     metrics_ref = latest_manifest(repo, MODEL).metrics.model_dump()
     port, metrics, base = free_port(), free_port(), port_block(2)
     cmd = [
-        *py, "pronto_cli", "serve", "--model-repository", str(repo), "--workers", "2",
+        *PRONTO, "serve", "--model-repository", str(repo), "--workers", "2",
         "--host", "127.0.0.1", "--port", str(port), "--worker-base-port", str(base),
         "--metrics-port", str(metrics), "--capture-dir", str(workdir / "capture"),
         "--capture-sample-rate", "1",
@@ -118,8 +117,7 @@ def run(
                     {"rows": (step + 1) * batch, **{f"{s}/{m}": v for (s, m), v in quality.items()}}
                 )
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_process(server)
     reference = {m: metrics_ref.get(m) for m in METRICS}
     return {
         "points": points,

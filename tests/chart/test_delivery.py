@@ -380,6 +380,61 @@ def test_docker_build_installs_dependencies_before_copying_code() -> None:
         assert project > first_code, stage
 
 
+def _dockerfile_stages() -> dict[str, list[str]]:
+    """``{stage: [instruction, ...]}`` of the Dockerfile, one line per instruction."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split(" AS ", 1)[1].strip(), [])
+        elif line and not line.startswith(("#", " ")):
+            current.append(line)
+    return stages
+
+
+def serving_image_problems(stages: dict[str, list[str]]) -> list[str]:
+    """What puts more than serving into the serving image: the stages it is built from
+    (``runtime`` and ``build-serve``) copy the trainer or the load tests, install another
+    extra than ``serve``, or take files from another stage."""
+    problems = []
+    sources = {"pronto_contract", "pronto_cli", "server", "gateway"}
+    for line in stages["build-serve"]:
+        if line.startswith("COPY "):
+            what = line.split()[1]
+            if what not in sources | {"pyproject.toml", ".ci/constraints.txt"}:
+                problems.append(f"build-serve copies {what}")
+        extras = re.findall(r'\["optional-dependencies"\]\["([a-z-]+)"\]', line)
+        problems += [f"build-serve installs the {e} extra" for e in extras if e != "serve"]
+        if "--no-deps" in line and re.search(r"install [^&]*\.\[", line):
+            problems.append("build-serve installs the project with extras")
+    if not any('["optional-dependencies"]["serve"]' in ln for ln in stages["build-serve"]):
+        problems.append("build-serve does not install the serve extra")
+    copies = [ln for ln in stages["runtime"] if ln.startswith(("COPY", "ADD"))]
+    if copies != ["COPY --from=build-serve /opt/venv /opt/venv"]:
+        problems.append(f"runtime copies {copies}")
+    return problems
+
+
+def test_serving_image_carries_only_the_runtime() -> None:
+    """The serving image holds the contract, the CLI, the server and the gateway with the
+    ``serve`` extra: no trainer, no load tests, no scikit-learn or DVC."""
+    stages = _dockerfile_stages()
+    assert serving_image_problems(stages) == []
+    assert stages["serve"] == [] and stages["serve-baked"][0].startswith("COPY models/")
+    # the check itself catches a stage that copies the trainer and installs its extra
+    broken = dict(stages)
+    broken["build-serve"] = [
+        *stages["build-serve"],
+        "COPY trainer trainer",
+        'RUN python -c \'print(p["optional-dependencies"]["train"])\'',
+    ]
+    assert serving_image_problems(broken) == [
+        "build-serve copies trainer",
+        "build-serve installs the train extra",
+    ]
+
+
 def test_every_alert_severity_is_routed() -> None:
     """SLO alerts that reach no receiver are alerts nobody sees."""
     config = yaml.safe_load((CHART / "alerting" / "alertmanager.yaml").read_text("utf-8"))

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pronto_cli.procs import free_port as _free_port
 
 __all__ = [
     "ADMIN_TOKEN",
@@ -148,12 +149,6 @@ def binaries(log: bool = True) -> Path:
                 flush=True,
             )
     return target / "bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _kubeconfig(server: str, ca: Path, token: str) -> str:

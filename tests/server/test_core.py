@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -233,18 +234,39 @@ class _Servicer:
         assert request.model_name == "other", "internal detail"
 
 
-def test_errors_map_to_status_without_internals() -> None:
+def _logged_errors(caplog: pytest.LogCaptureFixture) -> list[tuple[str, type | None, str]]:
+    """(message, exception type, traceback text) of each ERROR record of the mapping."""
+    logged = []
+    for r in caplog.records:
+        if r.name == "server.status" and r.levelno >= logging.ERROR:
+            kind = r.exc_info[0] if r.exc_info else None
+            trace = logging.Formatter().formatException(r.exc_info) if r.exc_info else ""
+            logged.append((r.getMessage(), kind, trace))
+    caplog.clear()
+    return logged
+
+
+def test_errors_map_to_status_without_internals(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="server.status")
     servicer, ctx = _Servicer(), _Context()
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(servicer.Boom(pb.ModelInferRequest(model_name="m"), ctx))
     assert ctx.aborted == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    # the caller gets the generic message; the log gets the method and the traceback
+    [(message, kind, trace)] = _logged_errors(caplog)
+    assert message.startswith("unexpected error in Boom") and kind is KeyError
+    assert "Traceback" in trace and "secret internals" in trace
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(servicer.Bad(pb.ModelInferRequest(model_name="m"), ctx))
     assert ctx.aborted == (grpc.StatusCode.INVALID_ARGUMENT, "bad thing")
+    assert _logged_errors(caplog) == []  # a refused request is no error of the server
     # a failed assertion is a bug like any other: INTERNAL, never UNKNOWN with its text
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(servicer.Assert(pb.ModelInferRequest(model_name="m"), ctx))
     assert ctx.aborted == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    [(message, kind, trace)] = _logged_errors(caplog)
+    assert message.startswith("unexpected error in Assert") and kind is AssertionError
+    assert "internal detail" in trace
     rec = servicer.recorder
     assert rec.in_flight == 0
     assert rec._counts[("m", "", "Boom", "INTERNAL")] == 1
