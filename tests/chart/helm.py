@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.tools import needs_tool
 
 __all__ = [
     "CHART",
@@ -87,8 +88,8 @@ def helm_binary() -> str | None:
     return shutil.which("helm")
 
 
-needs_helm = pytest.mark.skipif(
-    helm_binary() is None, reason="helm is not installed (make setup puts it in .tools/bin)"
+needs_helm = needs_tool(
+    helm_binary() is not None, "helm is not installed (make setup puts it in .tools/bin)"
 )
 
 

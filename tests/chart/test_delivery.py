@@ -28,6 +28,7 @@ from tests.chart.helm import (
     render_scenario,
     run_helm,
 )
+from tests.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -409,7 +410,7 @@ def test_alertmanager_config_is_valid_and_routes_pages() -> None:
 
     amtool = shutil.which("amtool")
     if amtool is None:
-        pytest.skip("amtool is not installed (Debian prometheus-alertmanager, make setup-apt)")
+        missing_tool("amtool is not installed (Debian prometheus-alertmanager, make setup-apt)")
     config = str(CHART / "alerting" / "alertmanager.yaml")
     check = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
