@@ -282,19 +282,132 @@ def test_helm_test_pod_is_restricted(scenario: Any) -> None:
         assert set(volume) <= {"name", "emptyDir", "secret", "configMap", "projected"}
 
 
-@needs_helm
-def test_network_policy_admits_the_helm_test_pod() -> None:
-    jwt = next(s for s in SCENARIOS if s.name == "jwt")
-    objects = render_scenario(jwt)
-    policy = find(objects, "NetworkPolicy")
-    peers = policy["spec"]["ingress"][0]["from"]
-    test_pod = next(o for o in find_all(objects, "Pod"))
-    labels = test_pod["metadata"]["labels"]
-    assert any(
-        p.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
-        and "podSelector" in p
-        for p in peers
+def _helm_test_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pods = [
+        o
+        for o in find_all(objects, "Pod")
+        if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
+    assert len(pods) == 1
+    return pods[0]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (a Service's plain map, or matchLabels/matchExpressions)
+    selects a pod with these labels."""
+    if {"matchLabels", "matchExpressions"} & set(selector) or not selector:
+        match = selector.get("matchLabels") or {}
+        expressions = selector.get("matchExpressions") or []
+    else:
+        match, expressions = selector, []
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for e in expressions:
+        key, values = e["key"], e.get("values") or []
+        ok = {
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def _port_matches(rule_ports: list[dict[str, Any]] | None, name: str, number: int) -> bool:
+    if not rule_ports:  # no ports: every port
+        return True
+    return any(
+        p.get("protocol", "TCP") == "TCP" and p.get("port") in (None, name, number)
+        for p in rule_ports
     )
+
+
+def _peer_admits(peer: dict[str, Any], labels: dict[str, str], namespace: str) -> bool:
+    if "ipBlock" in peer:  # a pod's address is not known ahead
+        return False
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+    if "namespaceSelector" in peer and not _selects(peer["namespaceSelector"], ns_labels):
+        return False
+    # A podSelector alone means pods of the policy's own namespace.
+    return "podSelector" not in peer or _selects(peer["podSelector"], labels)
+
+
+# The value sets whose authentication the test pod exercises: API key (defaults), JWT, none.
+HELM_TEST_SCENARIOS = [s for s in SCENARIOS if s.name in ("defaults", "jwt", "auth-off")]
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", HELM_TEST_SCENARIOS, ids=lambda s: s.name)
+def test_helm_test_pod_reaches_envoy_through_the_network_policy(scenario: Any) -> None:
+    """In a real cluster the test pod must not fall under the release's selectors (the
+    NetworkPolicy's egress rules would drop its call to Envoy; the Service, PDB and HPA would
+    count it as a server pod), and the server's policy must admit it on Envoy's port."""
+    objects = render_scenario(scenario)
+    pod = _helm_test_pod(objects)
+    labels, namespace = pod["metadata"]["labels"], pod["metadata"]["namespace"]
+    deployment = find(objects, "Deployment")
+    for obj in objects:
+        if obj is pod:
+            continue
+        spec = obj.get("spec") or {}
+        for key in ("selector", "podSelector"):
+            if isinstance(spec.get(key), dict):
+                assert not _selects(spec[key], labels), (
+                    f"{obj['kind']}/{obj['metadata']['name']} .spec.{key} selects the test pod"
+                )
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert not _selects(deployment["spec"]["selector"], labels)
+
+    # Where the pod calls: <service>.<namespace>.svc:<port> -> targetPort -> Envoy's port.
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    host, _, port = env["PRONTO_TEST_ADDRESS"].rpartition(":")
+    service_name, service_ns = host.split(".")[:2]
+    assert service_ns == namespace
+    service = next(o for o in find_all(objects, "Service") if o["metadata"]["name"] == service_name)
+    target = next(p for p in service["spec"]["ports"] if p["port"] == int(port))["targetPort"]
+    template = deployment["spec"]["template"]
+    assert _selects(service["spec"]["selector"], template["metadata"]["labels"])
+    envoy = container(template["spec"], "envoy")
+    port_name, port_number = next(
+        (p["name"], p["containerPort"])
+        for p in envoy["ports"]
+        if target in (p["name"], p["containerPort"])
+    )
+
+    policies = [
+        o
+        for o in find_all(objects, "NetworkPolicy")
+        if _selects(o["spec"]["podSelector"], template["metadata"]["labels"])
+    ]
+    assert len(policies) == 1, "the server pods are under one NetworkPolicy"
+    spec = policies[0]["spec"]
+    assert "Ingress" in spec["policyTypes"]
+    admitting = [
+        rule
+        for rule in spec.get("ingress") or []
+        if _port_matches(rule.get("ports"), port_name, port_number)
+        and (not rule.get("from") or any(_peer_admits(p, labels, namespace) for p in rule["from"]))
+    ]
+    assert admitting, f"no ingress rule admits the helm test pod on {port_name}/{port_number}"
+
+
+def test_label_selector_matching() -> None:
+    """The selector logic the test above relies on."""
+    pod = {"app": "a", "tier": "x"}
+    assert _selects({"app": "a"}, pod) and not _selects({"app": "b"}, pod)
+    assert _selects({"matchLabels": {}}, pod) and _selects({}, pod)
+    assert not _selects({"matchLabels": {"app": "a", "other": "y"}}, pod)
+    assert _selects({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}]}, pod)
+    assert not _selects({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, pod)
+    assert _peer_admits({"podSelector": {"matchLabels": {"app": "a"}}}, pod, "ns")
+    clients = {"matchLabels": {"kubernetes.io/metadata.name": "clients"}}
+    assert not _peer_admits({"namespaceSelector": clients}, pod, "ns")
+    assert _peer_admits({"namespaceSelector": clients}, pod, "clients")
+    assert _port_matches([{"port": "http", "protocol": "TCP"}], "http", 8080)
+    assert not _port_matches([{"port": 9090}], "http", 8080)
 
 
 @needs_helm
