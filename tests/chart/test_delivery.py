@@ -582,3 +582,73 @@ def test_deployer_role_covers_what_helm_upgrade_and_helm_test_touch() -> None:
         if verbs - _allowed(rules, group, resource)
     }
     assert not missing, f"the deploy Role lacks: {missing}"
+
+
+# What each kubectl command of deploy.yml (its run: steps and the scripts they call) needs in
+# the release namespace. A command missing here fails the test below: add what it needs.
+KUBECTL_NEEDS: dict[str, dict[tuple[str, str], set[str]]] = {
+    "exec": {("", "pods"): {"get"}, ("", "pods/exec"): {"create"}},
+    "get pods": {("", "pods"): {"get", "list"}},
+    "port-forward": {
+        ("", "services"): {"get"},
+        ("", "pods"): {"get", "list"},
+        ("", "pods/portforward"): {"create"},
+    },
+    "rollout status": {
+        ("apps", "deployments"): {"get", "list", "watch"},
+        ("apps", "replicasets"): {"get", "list", "watch"},
+    },
+}
+_KUBECTL_VALUE_FLAGS = {"-n", "--namespace", "-l", "--selector", "-c", "--container", "-o",
+                        "--output", "--timeout", "--field-selector"}  # fmt: skip
+
+
+def _kubectl_commands() -> dict[str, str]:
+    """kubectl subcommands deploy.yml runs, each with where it was found."""
+    sources: list[tuple[str, str]] = []
+    for name, job in _workflow("deploy.yml")["jobs"].items():
+        for step in job.get("steps", []):
+            run = str(step.get("run", ""))
+            sources.append((f"deploy.yml job {name}", run))
+            for script in re.findall(r"\.github/scripts/[\w.-]+", run):
+                sources.append((script, (ROOT / script).read_text(encoding="utf-8")))
+    found: dict[str, str] = {}
+    for where, text in sources:
+        lines = text.replace("\\\n", " ").splitlines()
+        code = "\n".join(ln for ln in lines if not ln.lstrip().startswith("#"))
+        for match in re.finditer(r"\bkubectl\b([^\n;|&)]*)", code):
+            words, skip = [], False
+            for word in match[1].split():
+                if skip:
+                    skip = False
+                elif word == "--":
+                    break
+                elif word in _KUBECTL_VALUE_FLAGS:
+                    skip = True
+                elif not word.startswith("-"):
+                    words.append(word)
+            assert words, f"{where}: kubectl without a subcommand: {match[0]}"
+            command = " ".join(words[:2]) if words[0] in ("get", "rollout") else words[0]
+            found.setdefault(command, where)
+    return found
+
+
+def test_deployer_role_covers_the_kubectl_commands_of_the_deploy_workflow() -> None:
+    """`kubectl exec` refused by RBAC left the model canary polling until its timeout."""
+    manifest = CHART / "rbac" / "deployer-role.yaml"
+    objects = [o for o in yaml.safe_load_all(manifest.read_text(encoding="utf-8")) if o]
+    rules = next(o for o in objects if o["kind"] == "Role")["rules"]
+    commands = _kubectl_commands()
+    # The workflow's own commands, including the canary script's exec.
+    assert {"exec", "rollout status", "port-forward"} <= set(commands), commands
+    unknown = {c: where for c, where in commands.items() if c not in KUBECTL_NEEDS}
+    assert not unknown, f"say in KUBECTL_NEEDS what these need: {unknown}"
+    missing = {
+        f"kubectl {command} ({commands[command]}): {group or 'core'}/{resource}": sorted(
+            verbs - _allowed(rules, group, resource)
+        )
+        for command in commands
+        for (group, resource), verbs in KUBECTL_NEEDS[command].items()
+        if verbs - _allowed(rules, group, resource)
+    }
+    assert not missing, f"the deploy Role lacks: {missing}"
