@@ -235,6 +235,38 @@ def test_each_pipeline_authenticates_as_its_own_environment() -> None:
     assert "--create-namespace" not in helm["run"]
 
 
+def _pipeline_events(pipeline: str) -> set[str]:
+    """The GitHub events terraform/modules/iam lets a pipeline's identity be used from."""
+    iam = (ROOT / "terraform" / "modules" / "iam" / "main.tf").read_text(encoding="utf-8")
+    body = re.search(
+        rf'^ +{re.escape(pipeline)} = join\(" && ", \[\n(.*?)^ +\]\)', iam, re.S | re.M
+    )
+    assert body, f"no condition for pipeline {pipeline} in terraform/modules/iam/main.tf"
+    clause = re.search(r"assertion\.event_name (?:==|in) (\[[^\]]*\]|'[^']*')", body[1])
+    assert clause, f"the {pipeline} condition does not pin the event"
+    return set(re.findall(r"'([^']+)'", clause[1]))
+
+
+def test_every_event_that_starts_training_gets_its_identity() -> None:
+    """An alert's repository_dispatch was refused at the token exchange: the train condition
+    admitted push and workflow_dispatch only. Every event of train.yml's `on:` must map to
+    the pipeline whose environment the job picks for it."""
+    train = _workflow("train.yml")
+    events = set(train["on"])
+    writing, checking = _pipeline_events("train"), _pipeline_events("train-check")
+    assert events - {"pull_request"} <= writing, (
+        f"train.yml starts on {sorted(events - writing - {'pull_request'})}, which the train "
+        "identity refuses"
+    )
+    assert "pull_request" in events and checking == {"pull_request"}
+    # A pull request runs its own code: never with the identity that writes.
+    assert "pull_request" not in writing
+    # repository_dispatch and workflow_dispatch run on the default branch, the one the train
+    # condition pins.
+    iam = (ROOT / "terraform" / "modules" / "iam" / "main.tf").read_text(encoding="utf-8")
+    assert "train.yml@refs/heads/main'" in iam
+
+
 def test_deployer_rbac_is_namespaced() -> None:
     manifest = CHART / "rbac" / "deployer-role.yaml"
     objects = [o for o in yaml.safe_load_all(manifest.read_text(encoding="utf-8")) if o]
