@@ -140,11 +140,13 @@ def find_all(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def find(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     """The release's one object of ``kind``; the optional tracing collector's objects
-    (component otel-collector) are left out: look them up by name."""
+    (component otel-collector) and the `helm test` hooks are left out: look them up by name
+    or by their hook annotation."""
     matches = [
         o
         for o in find_all(objects, kind)
         if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "otel-collector"
+        and o["metadata"].get("annotations", {}).get("helm.sh/hook") != "test"
     ]
     assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
     return matches[0]

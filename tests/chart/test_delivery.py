@@ -347,12 +347,30 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def _port_matches(rule_ports: list[dict[str, Any]] | None, name: str, number: int) -> bool:
+def _port_matches(
+    rule_ports: list[dict[str, Any]] | None, name: str, number: int, protocol: str = "TCP"
+) -> bool:
     if not rule_ports:  # no ports: every port
         return True
     return any(
-        p.get("protocol", "TCP") == "TCP" and p.get("port") in (None, name, number)
+        p.get("protocol", "TCP") == protocol and p.get("port") in (None, name, number)
         for p in rule_ports
+    )
+
+
+def _admits(
+    rules: list[dict[str, Any]], peers_key: str, labels: dict[str, str], namespace: str,
+    port: tuple[str, int], protocol: str = "TCP",
+) -> bool:  # fmt: skip
+    """Whether one NetworkPolicy rule (ingress `from` / egress `to`) admits traffic with a
+    pod of these labels on this (named, numbered) port."""
+    return any(
+        _port_matches(rule.get("ports"), *port, protocol=protocol)
+        and (
+            not rule.get(peers_key)
+            or any(_peer_admits(p, labels, namespace) for p in rule[peers_key])
+        )
+        for rule in rules
     )
 
 
@@ -374,16 +392,21 @@ HELM_TEST_SCENARIOS = [s for s in SCENARIOS if s.name in ("defaults", "jwt", "au
 @pytest.mark.parametrize("scenario", HELM_TEST_SCENARIOS, ids=lambda s: s.name)
 def test_helm_test_pod_reaches_envoy_through_the_network_policy(scenario: Any) -> None:
     """In a real cluster the test pod must not fall under the release's selectors (the
-    NetworkPolicy's egress rules would drop its call to Envoy; the Service, PDB and HPA would
-    count it as a server pod), and the server's policy must admit it on Envoy's port."""
+    server's NetworkPolicy's egress rules dropped its call to Envoy; the Service, PDB and HPA
+    would count it as a server pod). The policies that do select it must let it call Envoy,
+    and the server's policy must admit it on Envoy's port."""
     objects = render_scenario(scenario)
     pod = _helm_test_pod(objects)
     labels, namespace = pod["metadata"]["labels"], pod["metadata"]["namespace"]
     deployment = find(objects, "Deployment")
+    own_policies = []
     for obj in objects:
         if obj is pod:
             continue
         spec = obj.get("spec") or {}
+        if obj["kind"] == "NetworkPolicy" and _selects(spec["podSelector"], labels):
+            own_policies.append(obj)
+            continue
         for key in ("selector", "podSelector"):
             if isinstance(spec.get(key), dict):
                 assert not _selects(spec[key], labels), (
@@ -409,21 +432,31 @@ def test_helm_test_pod_reaches_envoy_through_the_network_policy(scenario: Any) -
         if target in (p["name"], p["containerPort"])
     )
 
+    server_labels = template["metadata"]["labels"]
     policies = [
         o
         for o in find_all(objects, "NetworkPolicy")
-        if _selects(o["spec"]["podSelector"], template["metadata"]["labels"])
+        if _selects(o["spec"]["podSelector"], server_labels)
     ]
     assert len(policies) == 1, "the server pods are under one NetworkPolicy"
     spec = policies[0]["spec"]
     assert "Ingress" in spec["policyTypes"]
-    admitting = [
-        rule
-        for rule in spec.get("ingress") or []
-        if _port_matches(rule.get("ports"), port_name, port_number)
-        and (not rule.get("from") or any(_peer_admits(p, labels, namespace) for p in rule["from"]))
-    ]
-    assert admitting, f"no ingress rule admits the helm test pod on {port_name}/{port_number}"
+    assert _admits(
+        spec.get("ingress") or [], "from", labels, namespace, (port_name, port_number)
+    ), f"no ingress rule of the server's policy admits the helm test pod on {port_name}"
+
+    # Policies add up: where any selects the pod for egress, one of them must allow DNS and
+    # Envoy's port on the server pods.
+    assert own_policies, "the test pod has a NetworkPolicy of its own (checkov CKV2_K8S_6)"
+    for policy in own_policies:
+        assert policy["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    egress = [r for p in own_policies if "Egress" in p["spec"]["policyTypes"]
+              for r in p["spec"].get("egress") or []]  # fmt: skip
+    assert egress, "the test pod's egress is limited"
+    assert _admits(egress, "to", server_labels, namespace, (port_name, port_number)), (
+        f"the test pod's own policy drops its call to Envoy ({port_name})"
+    )
+    assert _admits(egress, "to", {}, "kube-system", ("dns", 53), protocol="UDP")
 
 
 def test_label_selector_matching() -> None:

@@ -25,7 +25,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 Labels of the `helm test` pod: outside pronto.selectorLabels on purpose, so that no selector of
 the release (Deployment, PDB, HPA target, Services, PodMonitoring, the server's NetworkPolicy
-with its egress rules) picks the test pod up; the server's NetworkPolicy admits it by these.
+with its egress rules) picks the test pod up. The server's NetworkPolicy admits it by these,
+and its own policy (templates/tests/networkpolicy.yaml) selects it by these.
 */}}
 {{- define "pronto.helmTestLabels" -}}
 app.kubernetes.io/name: {{ printf "%s-helm-test" (include "pronto.name" .) | trunc 63 | trimSuffix "-" }}
