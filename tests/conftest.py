@@ -5,6 +5,9 @@ is: a test without the mark that leaves a child process running when its body en
 server, Envoy, Prometheus, started by the test or one of its fixtures) fails, naming them.
 One-shot tools that have exited by then (helm, promtool, envoy --mode validate) are not
 counted.
+
+Also: a test marked ``needs_tool`` whose tool is missing is skipped, or failed under
+``PRONTO_REQUIRE_TOOLS=1`` (tests/tools.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Generator
 
 import psutil
 import pytest
+
+from tests.tools import missing_tool
 
 _BEFORE = pytest.StashKey[set[int]]()
 
@@ -28,8 +33,19 @@ def _alive_children() -> dict[int, str]:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_tool(found, reason): needs an external tool; skipped without it, "
+        "failed under PRONTO_REQUIRE_TOOLS=1 (tests/tools.py)",
+    )
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    for mark in item.iter_markers("needs_tool"):
+        if not mark.kwargs["found"]:
+            missing_tool(mark.kwargs["reason"])
     item.stash[_BEFORE] = set(_alive_children())
     return (yield)
 

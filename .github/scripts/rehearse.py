@@ -10,18 +10,30 @@ Only what cannot exist here is stood in for, each stand-in said as it happens:
 - Artifact Registry: a folder of tag -> digest records with immutable tags (a `docker buildx
   imagetools` stand-in); the image itself cannot be built without a Docker daemon;
 - the cluster: `helm upgrade` becomes `helm template` with the step's own flags, validated
-  against the Kubernetes 1.30 schemas; `kubectl` answers without a cluster;
-- GitHub: actions (`uses:`) are stand-ins (checkout, setup-python, auth, ...); `cml` writes the
+  against the Kubernetes 1.30 schemas, and is recorded as a release revision that `helm
+  history` lists and `helm rollback` returns to; `helm test` cannot run without the release's
+  pods (the stand-in passes it, or fails it where a scenario says so); `kubectl` answers
+  without a cluster;
+- Workload Identity Federation: the `auth` action's stand-in admits the job's token only when
+  the conditions of terraform/modules/iam do (pipeline by GitHub environment, workflow_ref,
+  event, deploy refs);
+- GitHub: actions (`uses:`) are stand-ins (checkout, setup-python, ...); `cml` writes the
   pull-request comment to a file, after checking its flags; `npm install --global` is not run.
 
+Jobs not rehearsed (deploy.yml's `ci` and `model-canary`) are listed with the reason.
 Scenarios, each with the outcome it must have:
   1. train.yml, push to main: the first candidate passes the gate and is published (v1).
   2. train.yml, pull request: the gate compares with v1, the report goes to the "pull
      request", nothing is published.
-  3. train.yml, push to main with a starved model: the gate fails, nothing is published.
-  4. deploy.yml, push to api: image "pushed" once, chart rendered and validated with v1.
-  5. deploy.yml, the same commit again: the image is found, not pushed again.
-  6. deploy.yml, a v* tag on that commit, twice: the release tag is added once.
+  3. train.yml, repository_dispatch from an alert: the identity is admitted, the alert's
+     model is checked, the retrained model is published (v2).
+  4. train.yml, push to main with a starved model: the gate fails, nothing is published.
+  5. deploy.yml, push to api: image "pushed" once, chart rendered and validated with v2.
+  6. deploy.yml, the same commit again: the image is found, not pushed again.
+  7. deploy.yml, a v* tag on that commit, twice: the release tag is added once.
+  8. deploy.yml dispatched on api for v1, `helm test` failing: the gate's rollback steps
+     (`helm history`, `helm rollback`) run and the release is back at the revision before.
+  9. deploy.yml dispatched on main: the token exchange refuses it; nothing changes.
 
 The data set is cut to a few thousand rows (params.yaml in the scratch copy) to keep the
 rehearsal to a few minutes; everything else is the repository's own.
@@ -34,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -52,10 +65,26 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 REPOSITORY = "example-org/pronto"
 ROWS = 4000
 
+# Jobs rehearsed here; every other job of a rehearsed workflow must say why it is not.
+REHEARSED_JOBS = {("train.yml", "train"), ("deploy.yml", "deploy")}
+JOBS_NOT_RUN = {
+    ("deploy.yml", "ci"): "the whole of ci.yml (make test, lint, image build), which runs on "
+    "every pull request and pushes to main; not repeated here",
+    ("deploy.yml", "model-canary"): "needs the release's running pods: "
+    ".github/scripts/wait-rollout.sh reads each pod's rollout analysis with `kubectl exec`; "
+    "tests/test_wait_rollout.py runs that script against a kubectl stand-in, and "
+    "tests/chart/test_delivery.py checks that the deploy Role allows what it runs",
+}
+
+# Steps whose run: goes to a stand-in that cannot do the real thing (said in the report).
+STAND_IN_STEPS = {
+    ("deploy.yml", "helm test"): "needs the release's pods; the helm stand-in passes it, or "
+    "fails it where a scenario says so; tests/gateway/test_helm_test_pod.py runs the same pod "
+    "script against a local server and Envoy",
+}
+
 # Steps that cannot run here, by workflow and step name, and why.
 CANNOT_RUN = {
-    ("deploy.yml", "helm test"): "needs the release's pods; tests/gateway/test_helm_test_pod.py "
-    "runs the same pod script against a local server and Envoy",
     ("deploy.yml", "Install the client side (pronto, ghz, wrk)"): "`make setup` on a fresh "
     "runner; here the checkout's own environment is already set up",
     ("deploy.yml", "Open a tunnel to the service"): "needs the deployed Service (port-forward)",
@@ -259,34 +288,85 @@ print(f"[stand-in kubectl] no cluster here: kubectl {' '.join(sys.argv[1:])}")
 """
 
 SHIM_HELM = r'''
-import subprocess, sys
+import json, subprocess, sys, time
 from pathlib import Path
 HELM, PY = __HELM__, __PY__
-args = sys.argv[1:]
-if args[:1] != ["upgrade"]:
-    sys.exit(f"helm stand-in: only `helm upgrade` is stood in for (as helm template): {args}")
-if "--create-namespace" in args: sys.exit("helm upgrade: the deploy identity cannot create namespaces")
-if "--namespace" not in args: sys.exit("helm upgrade: no --namespace")
-drop = {"upgrade", "--install", "--atomic", "--wait"}
-out, skip = [], False
-for a in args:
-    if skip: skip = False; continue
-    if a == "--timeout": skip = True; continue
-    if a not in drop: out.append(a)
-cmd = [HELM, "template", *out, "--kube-version", "1.30.0"]
-print("[stand-in helm] " + " ".join(cmd), file=sys.stderr)
-proc = subprocess.run(cmd, capture_output=True, text=True)
-if proc.returncode: sys.stderr.write(proc.stderr); sys.exit(proc.returncode)
-rendered = Path(__SCRATCH__) / "out" / "rendered.yaml"
-rendered.parent.mkdir(parents=True, exist_ok=True); rendered.write_text(proc.stdout)
-check = subprocess.run([PY, "-c", """
+SCRATCH = Path(__SCRATCH__)
+def say(msg): print(f"[stand-in helm] {msg}", file=sys.stderr)
+# -n/--namespace may come before or after the subcommand, as helm allows.
+argv, args, ns, i = sys.argv[1:], [], None, 0
+while i < len(argv):
+    if argv[i] in ("-n", "--namespace"): ns = argv[i + 1]; i += 2; continue
+    if argv[i].startswith("--namespace="): ns = argv[i].split("=", 1)[1]; i += 1; continue
+    args.append(argv[i]); i += 1
+verb = args[0] if args else ""
+if verb not in ("upgrade", "test", "history", "rollback"):
+    sys.exit(f"helm stand-in: `helm {verb}` is not stood in for")
+if ns is None: sys.exit(f"helm {verb}: no --namespace")
+VALUE_FLAGS = {"--timeout", "--max", "-o", "--output", "--set", "--set-string", "-f", "--values", "--version"}
+positional, j = [], 1
+while j < len(args):
+    if args[j] in VALUE_FLAGS: j += 2; continue
+    if not args[j].startswith("-"): positional.append(args[j])
+    j += 1
+release = positional[0]
+# A release's history: one record per revision, like the Secrets helm keeps.
+store = SCRATCH / "releases" / f"{ns}.{release}.json"
+history = json.loads(store.read_text()) if store.is_file() else []
+def save(): store.parent.mkdir(parents=True, exist_ok=True); store.write_text(json.dumps(history, indent=1))
+def render(template_args):
+    cmd = [HELM, "template", *template_args, "--namespace", ns, "--kube-version", "1.30.0"]
+    say(" ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode: sys.stderr.write(proc.stderr); sys.exit(proc.returncode)
+    rendered = SCRATCH / "out" / "rendered.yaml"
+    rendered.parent.mkdir(parents=True, exist_ok=True); rendered.write_text(proc.stdout)
+    check = subprocess.run([PY, "-c", """
 import sys, yaml, kubernetes_validate
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 for d in docs:
     kubernetes_validate.validate(d, "1.30.0", strict=True)
 print(f"[stand-in helm] {len(docs)} objects valid for Kubernetes 1.30 (strict schemas)")
 """, str(rendered)])
-sys.exit(check.returncode)
+    if check.returncode: sys.exit(check.returncode)
+def record(template_args, description):
+    for h in history: h["status"] = "superseded"
+    history.append({"revision": len(history) + 1, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "status": "deployed", "chart": "pronto", "description": description,
+                    "template_args": template_args})
+    save()
+if not history and verb != "upgrade":
+    print("Error: release: not found", file=sys.stderr); sys.exit(1)
+if verb == "upgrade":
+    if "--create-namespace" in args: sys.exit("helm upgrade: the deploy identity cannot create namespaces")
+    if not history and "--install" not in args: print(f'Error: UPGRADE FAILED: "{release}" has no deployed releases', file=sys.stderr); sys.exit(1)
+    drop = {"upgrade", "--install", "--atomic", "--wait"}
+    out, skip = [], False
+    for a in args:
+        if skip: skip = False; continue
+        if a == "--timeout": skip = True; continue
+        if a not in drop: out.append(a)
+    render(out)
+    record(out, "Upgrade complete" if history else "Install complete")
+    say(f"release {release} revision {len(history)} recorded (no cluster: nothing applied)")
+elif verb == "test":
+    if (SCRATCH / "helm-test-fails").exists():
+        say("the scenario makes the test pod fail")
+        print(f"Error: 1 error occurred:\n\t* pod {release}-pronto-test failed", file=sys.stderr); sys.exit(1)
+    say("not run here: helm test needs the release's pods (tests/gateway/test_helm_test_pod.py runs its script)")
+elif verb == "history":
+    limit = int(args[args.index("--max") + 1]) if "--max" in args else 256
+    shown = [{k: v for k, v in h.items() if k != "template_args"} for h in history[-limit:]]
+    if "-o" in args and args[args.index("-o") + 1] == "json": print(json.dumps(shown))
+    else:
+        print("REVISION\tUPDATED\tSTATUS\tCHART\tDESCRIPTION")
+        for h in shown: print(f"{h['revision']}\t{h['updated']}\t{h['status']}\t{h['chart']}\t{h['description']}")
+elif verb == "rollback":
+    target = int(positional[1]) if len(positional) > 1 else len(history) - 1
+    if target < 1 or target > len(history): print(f"Error: release has no {target} version", file=sys.stderr); sys.exit(1)
+    render(history[target - 1]["template_args"])
+    record(history[target - 1]["template_args"], f"Rollback to {target}")
+    print("Rollback was a success! Happy Helming!")
 '''
 
 
@@ -314,6 +394,48 @@ def write_shims(scratch: Path, bin_dir: Path) -> None:
     (bin_dir / "python3").symlink_to(base)
 
 
+IAM = ROOT / "terraform" / "modules" / "iam"
+
+
+def wif_refusal(workflow: str, event: str, ref: str, environment: str | None) -> str | None:
+    """Why the Workload Identity Federation token exchange would refuse this job (None: it
+    is admitted), from terraform/modules/iam: the pipeline the job's GitHub environment
+    belongs to, then that pipeline's workflow_ref, event and ref conditions."""
+    variables = (IAM / "variables.tf").read_text()
+    conditions = (IAM / "main.tf").read_text()
+
+    def default(name: str) -> str:
+        m = re.search(rf'variable "{name}" \{{.*?^  default\s+=\s+(.*?)$', variables, re.S | re.M)
+        if not m:
+            raise SystemExit(f"rehearse: no default for {name} in {IAM / 'variables.tf'}")
+        return m[1].strip()
+
+    environments = {
+        "deploy": default("github_deploy_environment").strip('"'),
+        "train": default("github_train_environment").strip('"'),
+        "train-check": default("github_train_check_environment").strip('"'),
+    }
+    pipeline = next((p for p, e in environments.items() if e == environment), None)
+    if pipeline is None:
+        return f"no pipeline uses the GitHub environment {environment!r}"
+    body = re.search(rf'^ +{re.escape(pipeline)} = join\(" && ", \[\n(.*?)^ +\]\)',
+                     conditions, re.S | re.M)  # fmt: skip
+    if not body:
+        raise SystemExit(f"rehearse: no condition for pipeline {pipeline} in {IAM / 'main.tf'}")
+    where = f"{workflow}@{ref}"
+    for m in re.finditer(r"assertion\.workflow_ref(?P<op> == |\.startsWith\()'\$\{local\.workflows\}/(?P<v>[^']*)'", body[1]):  # fmt: skip
+        if not (where == m["v"] if m["op"] == " == " else where.startswith(m["v"])):
+            return f"pipeline {pipeline} admits workflow_ref .../{m['v']}, not .../{where}"
+    events = re.search(r"assertion\.event_name (?:==|in) (\[[^\]]*\]|'[^']*')", body[1])
+    if events and event not in re.findall(r"'([^']+)'", events[1]):
+        return f"pipeline {pipeline} admits events {events[1]}, not {event}"
+    if "deploy_ref_condition" in body[1]:
+        refs = re.findall(r'"([^"]+)"', default("github_deploy_refs"))
+        if not any(ref == r or (r.endswith("*") and ref.startswith(r[:-1])) for r in refs):
+            return f"pipeline {pipeline} admits refs {refs} (github_deploy_refs), not {ref}"
+    return None
+
+
 def uses_stand_in(action: str, step: dict[str, Any], state: Job, expr: Expr) -> tuple[bool, str]:
     """What an action does here: (ok, what happened)."""
     name = action.split("@", 1)[0]
@@ -337,6 +459,11 @@ def uses_stand_in(action: str, step: dict[str, Any], state: Job, expr: Expr) -> 
         if not dns:
             return False, "without use_dns_based_endpoint the runner cannot reach the control plane"
         return True, "no cluster here (DNS endpoint requested)"
+    if name == "google-github-actions/auth":
+        refused = wif_refusal(state.workflow, state.event, state.ref, state.environment)
+        if refused:
+            return False, f"the token exchange refuses this job: {refused}"
+        return True, f"token admitted by the Workload Identity condition ({state.environment})"
     if name == "azure/setup-helm":
         return True, "helm from .tools/bin (helm upgrade is stood in for by helm template)"
     if name == "actions/upload-artifact":
@@ -359,6 +486,9 @@ class Job:
     outcomes: dict[str, str] = field(default_factory=dict)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     failed_step: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)  # github.event
+    environment: str | None = None
 
 
 def _read_kv(path: Path) -> dict[str, str]:
@@ -390,7 +520,7 @@ def run_job(state: Job, bin_dir: Path, sha: str) -> Job:
     github = {
         "event_name": state.event, "ref": state.ref, "sha": sha, "ref_type": ref_type,
         "ref_name": ref_name, "repository": REPOSITORY, "server_url": "https://github.com",
-        "run_id": "1", "workflow": doc["name"],
+        "run_id": "1", "workflow": doc["name"], "event": state.payload,
     }  # fmt: skip
     gcs = state.scratch / "gcs"
     context: dict[str, Any] = {
@@ -408,7 +538,7 @@ def run_job(state: Job, bin_dir: Path, sha: str) -> Job:
             "GKE_LOCATION": "europe-west1-b",
         },
         "secrets": {"GITHUB_TOKEN": "stand-in", "PRONTO_API_KEY": "stand-in"},
-        "inputs": {},
+        "inputs": dict(state.inputs),
         "steps": {},
         "env": {},
     }
@@ -440,8 +570,8 @@ def run_job(state: Job, bin_dir: Path, sha: str) -> Job:
         context["env"][key] = substitute(value, Expr(context, status))
     environment = job.get("environment")
     if environment:
-        resolved = substitute(environment, Expr(context, status))
-        state.log.append(("environment", "info", resolved))
+        state.environment = substitute(environment, Expr(context, status))
+        state.log.append(("environment", "info", state.environment))
     summary = state.scratch / "out" / f"summary-{state.workflow}-{state.event}.md"
     summary.parent.mkdir(parents=True, exist_ok=True)
     for index, step in enumerate(job["steps"]):
@@ -505,7 +635,11 @@ def run_job(state: Job, bin_dir: Path, sha: str) -> Job:
         outcome = "success" if proc.returncode == 0 else "failure"
         context["steps"][sid] = {"outcome": outcome, "conclusion": outcome, "outputs": outputs}
         state.outcomes[sid] = outcome
-        state.log.append((label, "ran" if outcome == "success" else "FAILED", took))
+        stand_in = STAND_IN_STEPS.get((state.workflow, label))
+        if stand_in:
+            took = f"{took}; {stand_in}"
+        ok_word = "stand-in" if stand_in else "ran"
+        state.log.append((label, ok_word if outcome == "success" else "FAILED", took))
         if outcome == "failure":
             status, state.failed_step = "failure", sid
     return state
@@ -559,6 +693,22 @@ def report(state: Job) -> None:
         print(f"   {what:9} {label}" + (f"  ({note})" if note else ""))
 
 
+def jobs_not_run(workflow: str) -> list[tuple[str, str]]:
+    """The jobs of a workflow the rehearsal does not run, each with why; a job that is
+    neither rehearsed nor explained stops the rehearsal."""
+    doc = yaml.safe_load((WORKFLOWS / workflow).read_text())
+    found = []
+    for job in doc["jobs"]:
+        if (workflow, job) in REHEARSED_JOBS:
+            continue
+        reason = JOBS_NOT_RUN.get((workflow, job))
+        if reason is None:
+            raise SystemExit(f"rehearse: {workflow} job {job!r} is neither rehearsed nor said "
+                             "why not (JOBS_NOT_RUN)")  # fmt: skip
+        found.append((job, reason))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -571,7 +721,13 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             failures.append(what)
 
+    def logged(state: Job, step: str) -> str:
+        return next((what for label, what, _ in state.log if label == step), "absent")
+
     try:
+        for workflow in ("train.yml", "deploy.yml"):
+            for job, reason in jobs_not_run(workflow):
+                print(f"== {workflow} job `{job}`: not run here: {reason}")
         bin_dir = scratch / "bin"
         write_shims(scratch, bin_dir)
         work, sha = prepare(scratch)
@@ -599,22 +755,30 @@ def main(argv: list[str] | None = None) -> int:
                "the pull request gets the report against production version 1")  # fmt: skip
         expect(not (registry / "2").exists(), "a pull request publishes nothing")
 
-        # 3. a worse model merged to main: the gate stops it.
+        # 3. an alert asks for retraining (repository_dispatch from `pronto alert-relay`).
+        alert = {"client_payload": {"model": "flight-delay", "version": "1",
+                                    "alertname": "ProntoModelQualityDrop"}}  # fmt: skip
+        s3 = run_job(Job("train.yml", "train", "repository_dispatch", "refs/heads/main", scratch,
+                         work, payload=alert), bin_dir, sha)  # fmt: skip
+        report(s3)
+        expect(s3.failed_step is None, "retraining after an alert succeeds (identity admitted)")
+        expect(logged(s3, "Check the model an alert asked to retrain") == "ran",
+               "the alert's model is checked against the one this pipeline trains")  # fmt: skip
+        expect(latest.read_text().strip() == "2" and (registry / "2").is_dir(),
+               "the retrained model, as good as production, is published as version 2")  # fmt: skip
+
+        # 4. a worse model merged to main: the gate stops it.
         params = (work / "params.yaml").read_text()
         (work / "params.yaml").write_text(re.sub(r"lr_c: [0-9.e-]+", "lr_c: 0.00001", params))
         worse = commit(work, "rehearsal: a starved model")
-        s3 = run_job(Job("train.yml", "train", "push", "refs/heads/main", scratch, work), bin_dir,
+        s4 = run_job(Job("train.yml", "train", "push", "refs/heads/main", scratch, work), bin_dir,
                      worse)  # fmt: skip
-        report(s3)
-        expect(s3.failed_step == "gate", "the gate fails a worse candidate")
-        expect(latest.read_text().strip() == "1" and not (registry / "2").exists(),
-               "nothing published; LATEST stays 1")  # fmt: skip
+        report(s4)
+        expect(s4.failed_step == "gate", "the gate fails a worse candidate")
+        expect(latest.read_text().strip() == "2" and not (registry / "3").exists(),
+               "nothing published; LATEST stays 2")  # fmt: skip
 
-        # 4. deploy from api; 5. the same commit again.
-        print(
-            "\n== deploy.yml job `ci`: the whole of ci.yml (make test, lint, image build);"
-            " not repeated here"
-        )
+        # 5. deploy from api; 6. the same commit again.
         for attempt in (1, 2):
             s = run_job(Job("deploy.yml", "deploy", "push", "refs/heads/api", scratch, work),
                         bin_dir, worse)  # fmt: skip
@@ -624,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
             pushed = build[1] == "stand-in"
             expect(pushed == (attempt == 1),
                    "image pushed on the first attempt only (immutable tags)")  # fmt: skip
-        # 6. a release tag on the same commit, twice: the tag is added once, never moved.
+        # 7. a release tag on the same commit, twice: the tag is added once, never moved.
         release = scratch / "registry" / "europe-west1-docker.pkg.dev_example_pronto_pronto:v0.1.0"
         for attempt in (1, 2):
             s = run_job(
@@ -637,8 +801,37 @@ def main(argv: list[str] | None = None) -> int:
         expect(release.is_file(), "the release tag points at the commit's image")
         rendered = scratch / "out" / "rendered.yaml"
         text = rendered.read_text() if rendered.is_file() else ""
-        expect('pronto.dev/model: "flight-delay/1"' in text,
+        expect('pronto.dev/model: "flight-delay/2"' in text,
                "the chart was rendered for the published model version (LATEST)")  # fmt: skip
+
+        # 8. a manual deploy of version 1 whose `helm test` fails: the gate's rollback steps
+        # run and the release goes back to the revision before.
+        history_file = scratch / "releases" / "pronto.pronto.json"
+        revisions = len(json.loads(history_file.read_text())) if history_file.is_file() else 0
+        (scratch / "helm-test-fails").touch()
+        s8 = run_job(Job("deploy.yml", "deploy", "workflow_dispatch", "refs/heads/api", scratch,
+                         work, inputs={"model_version": "1"}), bin_dir, worse)  # fmt: skip
+        (scratch / "helm-test-fails").unlink()
+        report(s8)
+        history = json.loads(history_file.read_text()) if history_file.is_file() else []
+        expect(logged(s8, "helm test") == "FAILED", "helm test fails (the stand-in is told to)")
+        expect(logged(s8, "Roll back when the gate fails") == "ran",
+               "the rollback step runs: helm history, helm rollback")  # fmt: skip
+        expect(len(history) == revisions + 2
+               and history[-1]["description"] == f"Rollback to {revisions}"
+               and history[-1]["template_args"] == history[-3]["template_args"],
+               f"the release is rolled back to revision {revisions}")  # fmt: skip
+        text = rendered.read_text() if rendered.is_file() else ""
+        expect('pronto.dev/model: "flight-delay/2"' in text,
+               "after the rollback the release serves version 2 again")  # fmt: skip
+
+        # 9. a deploy dispatched on main: the token exchange refuses it before anything runs.
+        s9 = run_job(Job("deploy.yml", "deploy", "workflow_dispatch", "refs/heads/main", scratch,
+                         work), bin_dir, worse)  # fmt: skip
+        report(s9)
+        expect(s9.failed_step == "auth", "a deploy from main gets no credentials")
+        after = json.loads(history_file.read_text()) if history_file.is_file() else []
+        expect(len(after) == len(history), "and changes nothing")
     finally:
         if args.keep:
             print(f"\nscratch folder kept: {scratch}")

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.tools import needs_tool
 
 __all__ = [
     "CHART",
@@ -87,8 +88,8 @@ def helm_binary() -> str | None:
     return shutil.which("helm")
 
 
-needs_helm = pytest.mark.skipif(
-    helm_binary() is None, reason="helm is not installed (make setup puts it in .tools/bin)"
+needs_helm = needs_tool(
+    helm_binary() is not None, "helm is not installed (make setup puts it in .tools/bin)"
 )
 
 
@@ -139,11 +140,13 @@ def find_all(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def find(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     """The release's one object of ``kind``; the optional tracing collector's objects
-    (component otel-collector) are left out: look them up by name."""
+    (component otel-collector) and the `helm test` hooks are left out: look them up by name
+    or by their hook annotation."""
     matches = [
         o
         for o in find_all(objects, kind)
         if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "otel-collector"
+        and o["metadata"].get("annotations", {}).get("helm.sh/hook") != "test"
     ]
     assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
     return matches[0]

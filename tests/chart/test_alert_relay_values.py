@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from server.monitoring.alert_relay import AlertRelaySettings
-from tests.chart.helm import CHART, find_all, helm_binary, pod_spec, render, run_helm
+from tests.chart.helm import CHART, find_all, needs_helm, pod_spec, render, run_helm
 
-pytestmark = pytest.mark.skipif(helm_binary() is None, reason="helm is not installed")
+pytestmark = needs_helm
 
 VALUES = ("alert-relay-values.yaml",)
 NAME = "pronto-alert-relay"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.helm import container, find, find_all, helm_binary, pod_spec, render
+from tests.chart.helm import container, find, find_all, needs_helm, pod_spec, render
 from tests.chart.pod import container_env
 
-pytestmark = pytest.mark.skipif(helm_binary() is None, reason="helm is not installed")
+pytestmark = needs_helm
 
 
 def test_capture_off_by_default() -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.chart.helm import CHART, REPO
+from tests.tools import needs_tool
 
 RULES = sorted((CHART / "files" / "rules").glob("*.yaml"))
 DASHBOARDS = sorted((CHART / "files" / "dashboards").glob("*.json"))
@@ -41,7 +42,10 @@ def test_rule_file_shape(path: Path) -> None:
             assert rule["expr"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+@needs_tool(
+    shutil.which("promtool") is not None,
+    "promtool is not installed (Debian prometheus, make setup-apt)",
+)
 @pytest.mark.parametrize("path", RULES, ids=lambda p: p.name)
 def test_rule_file_passes_promtool(path: Path) -> None:
     proc = subprocess.run(

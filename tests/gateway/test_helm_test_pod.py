@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from loadtest.tokens import Signer
 from tests.chart.helm import find_all, needs_helm, render
 from tests.gateway.harness import Gateway, Server, run_gateway
 from tests.gateway.modelgen import MODEL, instance
@@ -106,3 +107,62 @@ def test_helm_test_checks_every_listed_model(keyed: Gateway, keys_file: Path) ->
     assert code == 1, out
     assert f"ok   model {MODEL} ready through Envoy" in out
     assert "FAIL model absent ready through Envoy" in out
+
+
+ISSUER = "https://issuer.pronto.test"
+AUDIENCE = "pronto"
+JWT_VALUES = ("gateway.auth.mode=jwt", f"gateway.auth.jwt.issuer={ISSUER}",
+              f"gateway.auth.jwt.audiences={{{AUDIENCE}}}")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return Signer()
+
+
+@pytest.fixture(scope="module")
+def jwt_gateway(
+    server: Server, signer: Signer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """Envoy as the chart runs it with gateway.auth.mode=jwt: JWTs only, auth required."""
+    jwks = signer.write_jwks(tmp_path_factory.mktemp("jwks") / "jwks.json")
+    flags = ["--jwt-jwks-file", str(jwks), "--jwt-issuer", ISSUER, "--jwt-audiences", AUDIENCE,
+             "--require-auth"]  # fmt: skip
+    with run_gateway(server, *flags) as running:
+        yield running
+
+
+def _token_file(tmp_path: Path, token: str) -> Path:
+    path = tmp_path / "token"
+    path.write_text(token + "\n")  # a Secret made with --from-file often ends in a newline
+    return path
+
+
+def test_helm_test_passes_against_a_jwt_release(
+    jwt_gateway: Gateway, signer: Signer, tmp_path: Path
+) -> None:
+    pod = _test_pod(*JWT_VALUES)
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["PRONTO_TEST_AUTH_MODE"] == "jwt"
+    # The script reads the token where the chart mounts the token Secret.
+    mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert str(Path(env["PRONTO_TEST_JWT_FILE"]).parent) in mounts
+    token = _token_file(tmp_path, signer.token(ISSUER, AUDIENCE))
+    code, out = _run(pod, jwt_gateway, {"PRONTO_TEST_JWT_FILE": token})
+    assert code == 0, out
+    assert "ok   grpc health through Envoy: SERVING" in out
+    assert f"ok   model {MODEL} ready through Envoy" in out
+    assert "ok   prediction through Envoy (jwt)" in out
+    assert "ok   unauthenticated call refused: HTTP 401" in out
+
+
+def test_helm_test_fails_with_a_token_envoy_does_not_accept(
+    jwt_gateway: Gateway, signer: Signer, tmp_path: Path
+) -> None:
+    pod = _test_pod(*JWT_VALUES)
+    wrong_audience = _token_file(tmp_path, signer.token(ISSUER, "someone-else"))
+    code, out = _run(pod, jwt_gateway, {"PRONTO_TEST_JWT_FILE": wrong_audience})
+    assert code == 1 and f"FAIL model {MODEL} ready through Envoy: HTTP 403" in out, out
+    expired = _token_file(tmp_path, signer.token(ISSUER, AUDIENCE, lifetime=-600))
+    code, out = _run(pod, jwt_gateway, {"PRONTO_TEST_JWT_FILE": expired})
+    assert code == 1 and f"FAIL model {MODEL} ready through Envoy: HTTP 401" in out, out

@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.tools import needs_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((ROOT / "charts" / "pronto" / "files" / "rules").glob("*.yaml"))
 TESTS = sorted((Path(__file__).parent / "rules").glob("*_test.yaml"))
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+needs_promtool = needs_tool(
+    PROMTOOL is not None, "promtool is not installed (Debian prometheus, make setup-apt)"
+)
 
 
 def rules() -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 from tests.reliability.client import send
 from tests.reliability.conftest import API_KEY, SecuredStack
 from tests.reliability.corpus import CASES, REST_PREDICT, Case, good_rest_predict
+from tests.tools import needs_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,9 +58,7 @@ def test_no_secret_or_token_is_logged(secured: SecuredStack) -> None:
             assert secret not in text, f"{what} appears in {name}"
 
 
-@pytest.mark.skipif(
-    not (ROOT / ".tools" / "bin" / "helm").is_file(), reason="helm not installed (make setup)"
-)
+@needs_tool((ROOT / ".tools" / "bin" / "helm").is_file(), "helm is not installed (make setup)")
 def test_chart_requires_auth_by_default() -> None:
     from tests.chart.helm import find_all, render
 
@@ -70,9 +69,7 @@ def test_chart_requires_auth_by_default() -> None:
     assert config.get("PRONTO_API_KEYS_FILE") or config.get("PRONTO_JWT_JWKS_FILE")
 
 
-@pytest.mark.skipif(
-    not (ROOT / ".tools" / "bin" / "helm").is_file(), reason="helm not installed (make setup)"
-)
+@needs_tool((ROOT / ".tools" / "bin" / "helm").is_file(), "helm is not installed (make setup)")
 def test_chart_binds_no_server_port_on_every_interface() -> None:
     from tests.chart.helm import container, pod_spec, render
     from tests.chart.pod import container_env

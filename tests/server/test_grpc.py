@@ -22,6 +22,7 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from tests.server.conftest import ROOT, Server
 from tests.server.oip_requests import infer_request, predict_request, rows
+from tests.tools import needs_tool
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +151,7 @@ def test_reflection_resolves_methods(channel: grpc.Channel) -> None:
     assert missing.WhichOneof("message_response") == "error_response"
 
 
-@pytest.mark.skipif(not GHZ.exists(), reason="ghz is not installed")
+@needs_tool(GHZ.exists(), "ghz is not installed (make setup-go)")
 def test_ghz_through_reflection(server: Server, tmp_path: Path) -> None:
     data = tmp_path / "request.json"
     data.write_text(json_format.MessageToJson(infer_request(rows(1))))

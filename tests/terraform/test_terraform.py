@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import missing_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
 ENV_DEV = TERRAFORM / "envs" / "dev"
@@ -34,7 +36,7 @@ def _terraform() -> str:
     local = TOOLS / "terraform" / "bin" / "terraform"
     found = str(local) if local.exists() else shutil.which("terraform")
     if found is None:
-        pytest.skip(f"no terraform binary: run {SETUP} tools")
+        missing_tool(f"no terraform binary: run {SETUP} tools")
     return found
 
 
@@ -42,7 +44,7 @@ def _checkov() -> str:
     local = TOOLS / "checkov-venv" / "bin" / "checkov"
     found = str(local) if local.exists() else shutil.which("checkov")
     if found is None:
-        pytest.skip(f"no checkov: run {SETUP} tools")
+        missing_tool(f"no checkov: run {SETUP} tools")
     return found
 
 
@@ -151,7 +153,7 @@ def test_outputs_documented() -> None:
 @pytest.fixture
 def initialised_env(tf_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     if not _provider_built():
-        pytest.skip(f"hashicorp/google is not in the offline mirror: run {SETUP} provider")
+        missing_tool(f"hashicorp/google is not in the offline mirror: run {SETUP} provider")
     # Keep provider copies and module links out of the source tree.
     tf_env["TF_DATA_DIR"] = str(tmp_path / "data")
     _run([_terraform(), "init", "-backend=false", "-input=false", "-no-color"], ENV_DEV, tf_env)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import needs_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 DVC = Path(sys.executable).with_name("dvc")
 OUTPUTS = [
@@ -30,7 +32,7 @@ OUTPUTS = [
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed next to this Python"),
+    needs_tool(DVC.exists(), "dvc is not installed next to this Python (make setup)"),
 ]
 
 

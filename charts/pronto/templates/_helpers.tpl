@@ -22,6 +22,18 @@ app.kubernetes.io/name: {{ include "pronto.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+Labels of the `helm test` pod: outside pronto.selectorLabels on purpose, so that no selector of
+the release (Deployment, PDB, HPA target, Services, PodMonitoring, the server's NetworkPolicy
+with its egress rules) picks the test pod up. The server's NetworkPolicy admits it by these,
+and its own policy (templates/tests/networkpolicy.yaml) selects it by these.
+*/}}
+{{- define "pronto.helmTestLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-helm-test" (include "pronto.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+{{- end }}
+
 {{- define "pronto.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "pronto.selectorLabels" . }}

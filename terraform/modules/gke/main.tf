@@ -5,8 +5,8 @@ locals {
 resource "google_container_cluster" "this" {
   #checkov:skip=CKV_GCP_12:NetworkPolicy is enforced by Dataplane V2 (datapath_provider = ADVANCED_DATAPATH); the network_policy block configures the Calico add-on, which cannot be combined with it.
   #checkov:skip=CKV_GCP_21:False positive: resource_labels is set from var.labels (plus the provider's default_labels), which checkov cannot evaluate across the module boundary.
-  #checkov:skip=CKV_GCP_65:Google Groups for RBAC needs a Google Workspace domain the project may not have; access is granted with IAM roles instead (the CI identity holds container.developer only).
-  #checkov:skip=CKV_GCP_66:Binary Authorization needs attestors and a signing step the delivery pipeline does not have yet; the server image comes from the project's own repository, which only the CI identity can push to, and the chart can pin every image by digest.
+  #checkov:skip=CKV_GCP_65:Google Groups for RBAC needs a Google Workspace domain the project may not have; access is granted per identity instead: no identity holds container.developer; the deploy service account gets only container.clusters.get and container.clusters.connect from IAM and works through a Kubernetes Role in the release namespace (charts/pronto/rbac/deployer-role.yaml).
+  #checkov:skip=CKV_GCP_66:Binary Authorization needs attestors and a signing step the delivery pipeline does not have yet; the server image comes from the project's own repository with immutable tags, which only the deploy identity (deploy.yml from api or a v* tag) can push to, and deploy.yml pins the image by digest.
   project  = var.project_id
   name     = var.name
   location = var.location

@@ -29,7 +29,7 @@ locals {
     ])
     train = join(" && ", [
       "assertion.workflow_ref == '${local.workflows}/train.yml@refs/heads/main'",
-      "assertion.event_name in ['push', 'workflow_dispatch']",
+      "assertion.event_name in ['push', 'workflow_dispatch', 'repository_dispatch']",
       "'environment' in assertion && assertion.environment == '${var.github_train_environment}'",
     ])
     train-check = join(" && ", [

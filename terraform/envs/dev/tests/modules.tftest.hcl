@@ -353,10 +353,10 @@ run "iam_is_least_privilege" {
   assert {
     condition = (
       output.pipeline_conditions.deploy == "assertion.workflow_ref.startsWith('example-org/pronto/.github/workflows/deploy.yml@') && 'environment' in assertion && assertion.environment == 'production' && (assertion.ref in ['refs/heads/api'] || assertion.ref.startsWith('refs/tags/v'))" &&
-      output.pipeline_conditions.train == "assertion.workflow_ref == 'example-org/pronto/.github/workflows/train.yml@refs/heads/main' && assertion.event_name in ['push', 'workflow_dispatch'] && 'environment' in assertion && assertion.environment == 'training'" &&
+      output.pipeline_conditions.train == "assertion.workflow_ref == 'example-org/pronto/.github/workflows/train.yml@refs/heads/main' && assertion.event_name in ['push', 'workflow_dispatch', 'repository_dispatch'] && 'environment' in assertion && assertion.environment == 'training'" &&
       output.pipeline_conditions["train-check"] == "assertion.workflow_ref.startsWith('example-org/pronto/.github/workflows/train.yml@refs/pull/') && assertion.event_name == 'pull_request' && 'environment' in assertion && assertion.environment == 'training-check'"
     )
-    error_message = "Deploy: deploy.yml in the production environment from api or a v* tag. Train: train.yml on main (merge or manual run). Train check: train.yml on a pull request."
+    error_message = "Deploy: deploy.yml in the production environment from api or a v* tag. Train: train.yml on main (merge, manual run or an alert's repository_dispatch). Train check: train.yml on a pull request."
   }
 
   assert {
