@@ -14,7 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
-__all__ = ["UNPUBLISHED", "crd_files", "needed_api_versions"]
+__all__ = ["ADAPTER_APIS", "UNPUBLISHED", "crd_files", "needed_api_versions"]
 
 CRD_MODULE = Path(__file__).resolve().parent / "go" / "crds"
 _PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
@@ -57,10 +57,13 @@ UNPUBLISHED: dict[str, str] = {
         "GKE installs networking.gke.io/v1 GCPBackendPolicy itself; its CRD is not published "
         "as a Go module or package"
     ),
-    "custom.metrics.k8s.io/v1beta2": (
-        "served by a custom-metrics adapter (an aggregated API server such as the Stackdriver "
-        "adapter), not by a CRD"
-    ),
+}
+
+# API versions a value set is rendered with whose objects the API server takes without them:
+# the HPA's `Pods` metric is plain autoscaling/v2, and the adapter (an aggregated API server
+# such as the Stackdriver adapter) only answers the HPA controller's metric queries.
+ADAPTER_APIS: dict[str, str] = {
+    "custom.metrics.k8s.io/v1beta2": "served by a custom-metrics adapter, not by a CRD",
 }
 
 _API_VERSION = re.compile(r"--api-versions\s+(\S+)")

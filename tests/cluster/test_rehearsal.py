@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -25,7 +26,13 @@ import yaml
 from tests.chart.helm import CHART, helm_binary
 from tests.cluster.conftest import Cluster
 from tests.cluster.controlplane import KUBERNETES_VERSION
-from tests.cluster.crds import SOURCES, UNPUBLISHED, crd_files, needed_api_versions
+from tests.cluster.crds import (
+    ADAPTER_APIS,
+    SOURCES,
+    UNPUBLISHED,
+    crd_files,
+    needed_api_versions,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,7 +42,13 @@ pytestmark = [
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
+    # `enforce` judges Pods only; `warn` also judges the pod templates of workloads
+    # (Deployments, Jobs) when they are written, and the API server's warning reaches helm's
+    # and kubectl's stderr.
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "latest",
 }
+PSA_WARNING = "would violate PodSecurity"
 VALUE_SETS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 DEPLOYER_ROLE = CHART / "rbac" / "deployer-role.yaml"
 RELEASE = "pronto"
@@ -101,6 +114,73 @@ def helm_objects(
     return docs(manifest), docs(hooks)
 
 
+def helm_test_enabled(values_file: Path) -> bool:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["helmTest"]["enabled"]
+    override = (yaml.safe_load(values_file.read_text()) or {}).get("helmTest", {})
+    return bool(override.get("enabled", defaults))
+
+
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def render(
+    cluster: Cluster, namespace: str, values_file: Path, api_versions: list[str]
+) -> list[dict[str, Any]]:
+    """``helm template`` for ``namespace`` as the rehearsal's server would see it."""
+    return docs(
+        cluster.helm(
+            "template",
+            RELEASE,
+            str(CHART),
+            "-n",
+            namespace,
+            "-f",
+            str(values_file),
+            "--kube-version",
+            KUBERNETES_VERSION,
+            *(a for v in api_versions for a in ("--api-versions", v)),
+        ).stdout
+    )
+
+
+def deploy(
+    cluster: Cluster, namespace: str, values_file: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Install a value set; return its objects, its hooks and the client's stderr.
+
+    A value set that needs an adapter's API (``ADAPTER_APIS``) cannot go through ``helm
+    install``: helm takes the server's APIs from discovery and has no ``--api-versions`` for
+    it, and no adapter runs here. Its objects are rendered with ``--api-versions`` and
+    created with ``kubectl create``, so the API server still admits, defaults and stores
+    every one of them (its hooks are judged by ``assert_pods_admitted``)."""
+    needed = needed_api_versions(values_file)
+    if not any(a in ADAPTER_APIS for a in needed):
+        proc = cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file))
+        manifest, hooks = helm_objects(cluster, namespace)
+        return manifest, hooks, proc.stderr
+    rendered = render(
+        cluster, namespace, values_file, [a for a in needed if a in SOURCES or a in ADAPTER_APIS]
+    )
+    manifest = [o for o in rendered if not is_hook(o)]
+    proc = subprocess.run(
+        [
+            str(cluster.plane.bin / "kubectl"),
+            "--kubeconfig",
+            str(cluster.plane.kubeconfig),
+            "create",
+            "-f",
+            "-",
+        ],
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifest}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return manifest, [o for o in rendered if is_hook(o)], proc.stderr
+
+
 def assert_pods_admitted(
     cluster: Cluster, namespace: str, specs: list[tuple[str, dict[str, Any]]]
 ) -> None:
@@ -136,13 +216,17 @@ def assert_pods_admitted(
     assert not refused, "Pod Security refused:\n" + "\n".join(refused)
 
 
+def selector(workload: dict[str, Any]) -> str:
+    """A workload's label selector, as ``kubectl -l`` takes it."""
+    terms = workload["spec"]["selector"]
+    assert set(terms) == {"matchLabels"}, f"unexpected selector {terms}"
+    return ",".join(f"{k}={v}" for k, v in terms["matchLabels"].items())
+
+
 def deployment_rs(
     cluster: Cluster, namespace: str, deployment: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    selector = ",".join(
-        f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items()
-    )
-    return cluster.items("replicasets", namespace, selector)
+    return cluster.items("replicasets", namespace, selector(deployment))
 
 
 def settled(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
@@ -206,12 +290,13 @@ def test_kube_version_constraint(cluster: Cluster) -> None:
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_value_set_installs_under_restricted_pod_security(cluster: Cluster, values: str) -> None:
     """Every chart-testing value set installs in a namespace enforcing Pod Security
-    `restricted`: each object is accepted and read back, the Deployment's pods are admitted
+    `restricted`: each object is accepted and read back, every Deployment's pods are admitted
     and created, and every pod spec helm rendered (hooks, tests, init containers) passes."""
     values_file = CHART / "ci" / values
     needed = needed_api_versions(values_file)
-    unobtainable = ensure_crds(cluster, needed)
-    if unobtainable and len(unobtainable) == len(needed):
+    crd_backed = [a for a in needed if a not in ADAPTER_APIS]
+    unobtainable = ensure_crds(cluster, crd_backed)
+    if unobtainable and len(unobtainable) == len(crd_backed):
         pytest.skip(
             f"{values}: no published CRD for "
             + "; ".join(f"{a} ({UNPUBLISHED.get(a, 'unknown source')})" for a in unobtainable)
@@ -224,27 +309,16 @@ def test_value_set_installs_under_restricted_pod_security(cluster: Cluster, valu
             stacklevel=1,
         )
     namespace = cluster.namespace("values", RESTRICTED)
-    rendered = docs(
-        cluster.helm(
-            "template",
-            RELEASE,
-            str(CHART),
-            "-n",
-            namespace,
-            "-f",
-            str(values_file),
-            "--kube-version",
-            KUBERNETES_VERSION,
-            *(a for v in needed if v in SOURCES for a in ("--api-versions", v)),
-        ).stdout
+    rendered = render(
+        cluster, namespace, values_file, [v for v in needed if v in SOURCES or v in ADAPTER_APIS]
     )
     for other in {o["metadata"].get("namespace") for o in rendered} - {None, namespace}:
         cluster.kubectl("create", "namespace", other, check=False)
 
-    proc = cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file))
-    assert "would violate PodSecurity" not in proc.stderr, proc.stderr
+    manifest, hooks, stderr = deploy(cluster, namespace, values_file)
+    # The namespace warns on pod templates that `restricted` would refuse.
+    assert PSA_WARNING not in stderr, stderr
 
-    manifest, hooks = helm_objects(cluster, namespace)
     kinds = {o["kind"] for o in manifest}
     for api_version in needed:
         if api_version in SOURCES:
@@ -257,30 +331,45 @@ def test_value_set_installs_under_restricted_pod_security(cluster: Cluster, valu
         live = cluster.get(resource, obj["metadata"]["name"], ns)
         assert live["metadata"]["uid"]
 
-    deployment = next(o for o in manifest if o["kind"] == "Deployment")
-    name = deployment["metadata"]["name"]
+    deployments = [o for o in manifest if o["kind"] == "Deployment"]
+    assert deployments
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        labels = selector(deployment)
 
-    def pods_created() -> list[dict[str, Any]] | None:
-        d = settled(cluster, namespace, name)
-        if not d or not d["spec"].get("replicas"):
-            return None
-        pods = cluster.items("pods", namespace, "app.kubernetes.io/component=inference")
-        return pods if len(pods) >= d["spec"]["replicas"] else None
+        def pods_created(name: str = name, labels: str = labels) -> list[dict[str, Any]] | None:
+            d = settled(cluster, namespace, name)
+            if not d or not d["spec"].get("replicas"):
+                return None
+            pods = cluster.items("pods", namespace, labels)
+            return pods if len(pods) >= d["spec"]["replicas"] else None
 
-    pods = wait_for(f"{name}'s pods to be created", pods_created)
-    for rs in deployment_rs(cluster, namespace, deployment):
-        failures = [
-            c for c in rs.get("status", {}).get("conditions", []) if c["type"] == "ReplicaFailure"
-        ]
-        assert not failures, failures
-    assert all(p["status"]["phase"] == "Pending" for p in pods)
+        pods = wait_for(f"{name}'s pods to be created", pods_created)
+        sets = deployment_rs(cluster, namespace, deployment)
+        assert sets, f"{name} has no ReplicaSet"
+        for rs in sets:
+            failures = [
+                c
+                for c in rs.get("status", {}).get("conditions", [])
+                if c["type"] == "ReplicaFailure"
+            ]
+            assert not failures, (name, failures)
+        owners = {ref["name"] for p in pods for ref in p["metadata"].get("ownerReferences", [])}
+        assert owners <= {rs["metadata"]["name"] for rs in sets}, (name, owners)
+        assert all(p["status"]["phase"] == "Pending" for p in pods)
 
     specs = pod_specs(manifest) + pod_specs(hooks)
     assert specs
+    if helm_test_enabled(values_file):
+        assert any(
+            "test" in o["metadata"]["annotations"]["helm.sh/hook"].split(",")
+            for o in hooks
+            if o["kind"] == "Pod"
+        ), f"{values}: no helm test Pod among the hooks"
     assert_pods_admitted(cluster, namespace, specs)
 
 
-def test_pod_security_refuses_a_privileged_pod(cluster: Cluster) -> None:
+def test_pod_security_refuses_a_privileged_pod(cluster: Cluster, tmp_path: Path) -> None:
     """The control for the test above: the same admission path does refuse."""
     namespace = cluster.namespace("psa", RESTRICTED)
     wait_for("the default ServiceAccount", lambda: cluster.items("serviceaccounts", namespace))
@@ -290,30 +379,44 @@ def test_pod_security_refuses_a_privileged_pod(cluster: Cluster) -> None:
     with pytest.raises(AssertionError, match="violates PodSecurity"):
         assert_pods_admitted(cluster, namespace, [("Pod/plain", bad)])
 
+    # And the warning the install test looks for does reach helm's stderr: a chart whose
+    # Deployment has that pod template installs (enforce judges Pods, not templates), warned.
+    chart = tmp_path / "plain"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: plain\nversion: 0.1.0\n")
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "plain"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "plain"}},
+            "template": {"metadata": {"labels": {"app": "plain"}}, "spec": bad},
+        },
+    }
+    (chart / "templates" / "deployment.yaml").write_text(json.dumps(deployment))
+    proc = cluster.helm("install", "plain", str(chart), "-n", namespace)
+    assert PSA_WARNING in proc.stderr, proc.stderr
 
-def _spec_versions(
-    cluster: Cluster, namespace: str, objects: list[dict[str, Any]]
-) -> dict[str, str]:
-    """Per object, what changes only when its spec does: ``metadata.generation`` where the
-    server keeps one (controllers' status writes leave it alone), else a digest of the object
-    without its status and write bookkeeping (the HPA controller rewrites an HPA's status,
-    and so its resourceVersion, on every sync)."""
-    versions = {}
+
+# Written by the server or its controllers, never by the chart: left out of the digests.
+_BOOKKEEPING = {"resourceVersion", "managedFields", "generation", "uid", "creationTimestamp"}
+
+
+def _digests(cluster: Cluster, namespace: str, objects: list[dict[str, Any]]) -> dict[str, str]:
+    """Per object, a digest of everything but its status and the server's write bookkeeping
+    (controllers rewrite status, and with it resourceVersion, on every sync: the HPA's).
+    Labels and annotations stay in: helm marks its objects only with the release's name and
+    namespace, which an upgrade keeps."""
+    digests = {}
     for obj in objects:
         live = cluster.get(
             obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace", namespace)
         )
-        meta = live["metadata"]
-        if meta.get("generation"):
-            versions[f"{obj['kind']}/{meta['name']}"] = str(meta["generation"])
-            continue
         body = {k: v for k, v in live.items() if k != "status"}
-        body["metadata"] = {
-            k: v for k, v in meta.items() if k not in ("resourceVersion", "managedFields")
-        }
+        body["metadata"] = {k: v for k, v in live["metadata"].items() if k not in _BOOKKEEPING}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        versions[f"{obj['kind']}/{meta['name']}"] = digest[:16]
-    return versions
+        digests[f"{obj['kind']}/{obj['metadata']['name']}"] = digest[:16]
+    return digests
 
 
 def _rollout(cluster: Cluster, namespace: str, name: str, after: int) -> dict[str, Any]:
@@ -350,10 +453,13 @@ def test_upgrade_rollout_and_rollback(cluster: Cluster) -> None:
     (rs1,) = wait_for("the first ReplicaSet", lambda: deployment_rs(cluster, namespace, d1))
     template1 = template_without_hash(rs1)
 
-    # Same values again: a new release revision, and no object's spec changes.
-    before = _spec_versions(cluster, namespace, manifest)
+    # Same values again: a new release revision, and no object changes at all.
+    before = _digests(cluster, namespace, manifest)
+    assert len(before) == len(manifest)
     cluster.helm(*chart, "--set", "model.version=1")
-    assert _spec_versions(cluster, namespace, manifest) == before
+    history = json.loads(cluster.helm("history", RELEASE, "-n", namespace, "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [1, 2]
+    assert _digests(cluster, namespace, manifest) == before
     assert [r["metadata"]["name"] for r in deployment_rs(cluster, namespace, d1)] == [
         rs1["metadata"]["name"]
     ]
@@ -402,6 +508,86 @@ def test_upgrade_rollout_and_rollback(cluster: Cluster) -> None:
         if template_without_hash(r) == d4["spec"]["template"]
     ]
     assert current == [rs1["metadata"]["name"]]
+
+
+def test_collector_checksum_follows_its_config(cluster: Cluster) -> None:
+    """With the tracing value set, the collector's `checksum/config` moves when its config's
+    inputs change (`tracing.collector.project`) and only then: a model change and a
+    `tracing.samplingRatio` change (an input of the server and gateway, not of the
+    collector) leave the collector's Deployment untouched."""
+    namespace = cluster.namespace("collector", RESTRICTED)
+    values = ["-f", str(CHART / "ci" / "tracing-values.yaml")]
+    chart = ["upgrade", "--install", RELEASE, str(CHART), "-n", namespace, *values]
+    cluster.helm(*chart, "--set", "model.version=1")
+    manifest, _ = helm_objects(cluster, namespace)
+    by_checksum = {
+        key: o["metadata"]["name"]
+        for o in manifest
+        if o["kind"] == "Deployment"
+        for key in o["spec"]["template"]["metadata"].get("annotations", {})
+        if key.startswith("checksum/")
+    }
+    collector, server = by_checksum["checksum/config"], by_checksum["checksum/gateway"]
+    assert collector != server
+
+    minimum = next(o for o in manifest if o["kind"] == "HorizontalPodAutoscaler")["spec"][
+        "minReplicas"
+    ]
+
+    def scaled() -> dict[str, Any] | None:
+        d = settled(cluster, namespace, server)
+        return d if d and d["spec"].get("replicas") == minimum else None
+
+    def state() -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both Deployments as their controllers last saw them, the server's once the HPA
+        has scaled it (a scale bumps its generation too)."""
+        c = wait_for(collector, lambda: settled(cluster, namespace, collector))
+        return c, wait_for(f"{server} at minReplicas", scaled)
+
+    def config(d: dict[str, Any]) -> str:
+        value: str = d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return value
+
+    def gateway(d: dict[str, Any]) -> str:
+        value: str = d["spec"]["template"]["metadata"]["annotations"]["checksum/gateway"]
+        return value
+
+    c1, s1 = state()
+
+    # A new model: the server rolls, the collector does not.
+    cluster.helm(*chart, "--set", "model.version=2")
+    s2 = _rollout(cluster, namespace, server, s1["metadata"]["generation"])
+    c2, _ = state()
+    assert config(c2) == config(c1)
+    assert c2["metadata"]["generation"] == c1["metadata"]["generation"]
+    assert gateway(s2) == gateway(s1)
+
+    # The sampling ratio: the gateway's config (and checksum) moves, the collector's not.
+    cluster.helm(*chart, "--set", "model.version=2", "--set", "tracing.samplingRatio=0.5")
+    s3 = _rollout(cluster, namespace, server, s2["metadata"]["generation"])
+    c3, _ = state()
+    assert gateway(s3) != gateway(s2)
+    assert config(c3) == config(c1)
+    assert c3["metadata"]["generation"] == c1["metadata"]["generation"]
+
+    # The collector's own input: its checksum moves (a new collector rollout), the server
+    # stays as it was.
+    cluster.helm(
+        *chart,
+        "--set",
+        "model.version=2",
+        "--set",
+        "tracing.samplingRatio=0.5",
+        "--set",
+        "tracing.collector.project=other-project",
+    )
+    c4 = _rollout(cluster, namespace, collector, c3["metadata"]["generation"])
+    _, s4 = state()
+    assert config(c4) != config(c3)
+    assert s4["metadata"]["generation"] == s3["metadata"]["generation"]
+    assert gateway(s4) == gateway(s3)
+    configmap = cluster.get("configmap", collector, namespace)
+    assert 'project: "other-project"' in configmap["data"]["config.yaml"]
 
 
 def _play_kubelet_for_tests(cluster: Cluster, namespace: str, stop: threading.Event) -> None:
@@ -457,10 +643,25 @@ def test_deploy_identity_rbac(cluster: Cluster) -> None:
         out = cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, "--as", user, check=False)
         return out.strip() == "yes"
 
-    # What helm test needs, asserted directly (the chart's test pods may be few).
-    for verb, resource in [("create", "pods"), ("delete", "pods"), ("get", "pods/log")]:
+    # What helm test, the smoke test's port-forward and an operator's exec into a pod need,
+    # asserted directly (the chart's test pods may be few); the same grants stop at the
+    # release namespace.
+    pod_access = [
+        ("create", "pods/exec"),
+        ("get", "pods/exec"),
+        ("create", "pods/portforward"),
+        ("get", "pods/portforward"),
+    ]
+    for verb, resource in [
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("get", "pods/log"),
+        *pod_access,
+    ]:
         assert can(verb, resource, namespace), (verb, resource)
     for verb, resource in [
+        *pod_access,
+        ("get", "pods/log"),
         ("get", "secrets"),
         ("list", "secrets"),
         ("create", "secrets"),
@@ -500,7 +701,9 @@ def test_deploy_identity_rbac(cluster: Cluster) -> None:
 
 
 def _subset(rendered: Any, live: Any, path: str = "") -> list[str]:
-    """Where ``live`` (read back from the server) lacks or changes a field ``rendered`` set."""
+    """Where ``live`` (read back from the server) lacks or changes a field ``rendered`` set.
+    Scalars compare exactly: an IntOrString port or ``maxUnavailable`` that comes back as
+    the other type is a change."""
     if isinstance(rendered, dict):
         if not isinstance(live, dict):
             return [f"{path}: {live!r}"]
@@ -513,38 +716,86 @@ def _subset(rendered: Any, live: Any, path: str = "") -> list[str]:
             for i, (a, b) in enumerate(zip(rendered, live, strict=True))
             for m in _subset(a, b, f"{path}[{i}]")
         ]
-    if rendered != live and str(rendered) != str(live):
+    if type(rendered) is not type(live) or rendered != live:
         return [f"{path}: {live!r} != {rendered!r}"]
     return []
 
 
+def test_subset_compares_scalars_exactly() -> None:
+    assert not _subset({"port": 53, "name": "x"}, {"port": 53, "name": "x", "extra": 1})
+    assert _subset({"port": 53}, {"port": "53"}) == [".port: '53' != 53"]
+    assert _subset({"maxUnavailable": "1"}, {"maxUnavailable": 1})
+    assert _subset({"ports": [{"port": 53}]}, {"ports": []})
+
+
+POLICY_RESOURCES = {
+    "NetworkPolicy": "networkpolicies.networking.k8s.io",
+    "PodDisruptionBudget": "poddisruptionbudgets.policy",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
+}
+
+
 @pytest.mark.parametrize(
-    "values", ["default-values.yaml", "jwt-values.yaml", "auth-off-values.yaml"]
+    ("values", "expected"),
+    [
+        (
+            "default-values.yaml",
+            {"NetworkPolicy": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1},
+        ),
+        (
+            "jwt-values.yaml",
+            {"NetworkPolicy": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1},
+        ),
+        (
+            "auth-off-values.yaml",
+            {"NetworkPolicy": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1},
+        ),
+        # The relay's and the collector's own NetworkPolicies next to the server's.
+        (
+            "alert-relay-values.yaml",
+            {"NetworkPolicy": 2, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1},
+        ),
+        (
+            "tracing-values.yaml",
+            {"NetworkPolicy": 2, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1},
+        ),
+        # The HPA with its requests-per-second `Pods` metric.
+        (
+            "custom-metrics-values.yaml",
+            {"NetworkPolicy": 1, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1},
+        ),
+    ],
 )
-def test_policy_objects_read_back_as_rendered(cluster: Cluster, values: str) -> None:
+def test_policy_objects_read_back_as_rendered(
+    cluster: Cluster, values: str, expected: dict[str, int]
+) -> None:
     """NetworkPolicy, PodDisruptionBudget and HorizontalPodAutoscaler: accepted, and the
     server keeps every field the chart set (no silent pruning or rewriting)."""
     namespace = cluster.namespace("policy")
-    cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "-f", str(CHART / "ci" / values))
-    manifest, _ = helm_objects(cluster, namespace)
-    checked = 0
+    manifest, _, _ = deploy(cluster, namespace, CHART / "ci" / values)
+    checked: dict[str, int] = {}
     for obj in manifest:
-        if obj["kind"] not in {"NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler"}:
+        if obj["kind"] not in POLICY_RESOURCES:
             continue
-        resource = {
-            "NetworkPolicy": "networkpolicies.networking.k8s.io",
-            "PodDisruptionBudget": "poddisruptionbudgets.policy",
-            "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
-        }[obj["kind"]]
         live = json.loads(
             cluster.kubectl(
-                "get", f"{resource}", obj["metadata"]["name"], "-n", namespace, "-o", "json"
+                "get",
+                POLICY_RESOURCES[obj["kind"]],
+                obj["metadata"]["name"],
+                "-n",
+                namespace,
+                "-o",
+                "json",
             )
         )
         assert live["apiVersion"] == obj["apiVersion"]
-        assert not _subset(obj["spec"], live["spec"]), (
-            obj["kind"],
-            _subset(obj["spec"], live["spec"]),
+        changed = _subset(obj["spec"], live["spec"])
+        assert not changed, (obj["kind"], obj["metadata"]["name"], changed)
+        checked[obj["kind"]] = checked.get(obj["kind"], 0) + 1
+    assert checked == expected
+    if values == "custom-metrics-values.yaml":
+        hpa = next(o for o in manifest if o["kind"] == "HorizontalPodAutoscaler")
+        live = cluster.get(
+            "horizontalpodautoscalers.autoscaling", hpa["metadata"]["name"], namespace
         )
-        checked += 1
-    assert checked == 3, f"expected a NetworkPolicy, a PDB and an HPA, checked {checked}"
+        assert [m["type"] for m in live["spec"]["metrics"]] == ["Resource", "Pods"]
