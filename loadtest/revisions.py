@@ -38,7 +38,7 @@ from loadtest.h2load import (
     write_request,
 )
 from loadtest.runner import DATA_DIR, machine_description
-from loadtest.trace_cost import _median_ratio, _tree_cpu
+from loadtest.trace_cost import _tree_cpu, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
 __all__ = ["main", "measure"]
@@ -138,20 +138,7 @@ def measure(
 
 def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
     """Markdown, one line per revision; ratios against the first revision."""
-    base = next(iter(rps))
-    lines = [
-        "| revision | requests/s per round | ratio | server CPU µs/request per round | ratio |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, values in rps.items():
-        cpu = cpu_us[name]
-        lines.append(
-            f"| {name} | {', '.join(f'{v:.0f}' for v in values)} "
-            f"| {_median_ratio(values, rps[base]):.2f} "
-            f"| {', '.join(f'{v:.0f}' for v in cpu)} "
-            f"| {_median_ratio(cpu, cpu_us[base]):.2f} |"
-        )
-    return "\n".join(lines)
+    return ratio_table(rps, cpu_us, "revision", next(iter(rps)))
 
 
 def main(argv: list[str] | None = None) -> int:

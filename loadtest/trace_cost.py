@@ -47,7 +47,7 @@ from loadtest.h2load import (
 from loadtest.runner import DATA_DIR, machine_description
 from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_grpc_health
 
-__all__ = ["VARIANTS", "main"]
+__all__ = ["VARIANTS", "main", "ratio_table"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -184,25 +184,32 @@ def _median_ratio(values: list[float], base: list[float]) -> float:
     return statistics.median(v / b for v, b in zip(values, base, strict=True))
 
 
-def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
-    """Markdown: per variant, requests/s and server CPU per request in each round, and the
-    median over rounds of the ratio to ``off`` in the same round (rounds drift together on
-    a shared machine; ratios drift less). CPU per request is the steadier of the two there:
-    it does not count time the server spent waiting for a core."""
+def ratio_table(
+    rps: dict[str, list[float]], cpu_us: dict[str, list[float]], kind: str, base: str
+) -> str:
+    """Markdown: per ``kind`` (variant, revision), requests/s and server CPU per request in
+    each round, and the median over rounds of the ratio to ``base`` in the same round
+    (rounds drift together on a shared machine; ratios drift less). CPU per request is the
+    steadier of the two there: it does not count time the server spent waiting for a core."""
     lines = [
-        "| variant | requests/s per round | ratio to off | server CPU µs/request per round "
-        "| ratio to off |",
+        f"| {kind} | requests/s per round | ratio to {base} | server CPU µs/request per round "
+        f"| ratio to {base} |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, values in rps.items():
         cpu = cpu_us[name]
         lines.append(
             f"| {name} | {', '.join(f'{v:.0f}' for v in values)} "
-            f"| {_median_ratio(values, rps['off']):.2f} "
+            f"| {_median_ratio(values, rps[base]):.2f} "
             f"| {', '.join(f'{v:.0f}' for v in cpu)} "
-            f"| {_median_ratio(cpu, cpu_us['off']):.2f} |"
+            f"| {_median_ratio(cpu, cpu_us[base]):.2f} |"
         )
     return "\n".join(lines)
+
+
+def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
+    """:func:`ratio_table` of the variants, against tracing ``off``."""
+    return ratio_table(rps, cpu_us, "variant", "off")
 
 
 def main(argv: list[str] | None = None) -> int:

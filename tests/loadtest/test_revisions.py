@@ -3,26 +3,13 @@ checkout, measured in the same rounds."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 
 from loadtest.revisions import checkout, measure, table
 from tests.gateway.modelgen import MODEL, build_repository
-
-REQUEST = {
-    "model_name": MODEL,
-    "inputs": [
-        {
-            "name": "carrier",
-            "datatype": "BYTES",
-            "shape": [1, 1],
-            "contents": {"bytes_contents": [base64.b64encode(b"Copa Air").decode()]},
-        },
-        {"name": "hour", "datatype": "FP32", "shape": [1, 1], "contents": {"fp32_contents": [8]}},
-    ],
-}
+from tests.loadtest.test_trace_cost import REQUEST
 
 
 @pytest.mark.integration
