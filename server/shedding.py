@@ -4,9 +4,9 @@ Two signals, either of which refuses a request at once with
 :class:`~server.errors.Overloaded` (RESOURCE_EXHAUSTED, with a retry hint):
 
 * **The request's own queueing delay.** Envoy stamps every inference request with the
-  time it received it (:data:`QUEUED_AT_HEADER`, seconds since the epoch; a caller's
-  own value is overwritten; a retry, which Envoy marks with its try number, is not
-  judged by it). Requests that a worker cannot take yet wait in gRPC's
+  time it passed it on (:data:`QUEUED_AT_HEADER`, seconds since the epoch; for REST once
+  the whole body was in, so a slow upload is not counted; a caller's own value is
+  overwritten; a retry, which Envoy marks with its try number, is not judged by it). Requests that a worker cannot take yet wait in gRPC's
   queue, invisible to Python; when one finally starts, the stamp says how long it
   waited. Past the bound it is refused instead of run: its caller has waited long
   enough, and the time goes to requests that can still be served in time.

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -129,7 +132,7 @@ class _FirstTryFails(ppb_grpc.PredictionServiceServicer):
 
 
 def test_envoy_stamps_arrival_and_numbers_retries() -> None:
-    """What the server's queue-delay bound relies on: Envoy's own arrival time on every
+    """What the server's queue-delay bound relies on: Envoy's own time stamp on every
     inference request (a caller's value is overwritten) and the try number on retries."""
 
     async def scenario() -> list[dict[str, str]]:
@@ -162,3 +165,30 @@ def test_envoy_stamps_arrival_and_numbers_retries() -> None:
     seen = asyncio.run(scenario())
     assert [h.get("x-envoy-attempt-count") for h in seen] == ["1", "2"], seen
     assert seen[0][QUEUED_AT_HEADER] == seen[1][QUEUED_AT_HEADER]  # one arrival per request
+
+
+def test_a_slow_upload_is_not_taken_for_queueing(tmp_path: Path) -> None:
+    """The server's queue-delay bound counts from when Envoy passes a request on: a REST
+    body that takes longer than the bound to arrive at an idle worker is served, not shed."""
+    root = build_repository(tmp_path / "models")
+    body = json.dumps({"instances": [instance(i) for i in range(200)]}).encode()
+    head = (
+        f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nhost: pronto\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with (
+        run_server(root, 1, "--max-queue-delay-ms", "200") as server,
+        run_gateway(server) as gateway,
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as conn,
+    ):
+        started = time.monotonic()
+        conn.sendall(head)
+        for part in range(4):  # the caller's upload: 0.6 s, three times the bound
+            conn.sendall(body[part * len(body) // 4 : (part + 1) * len(body) // 4])
+            if part < 3:
+                time.sleep(0.2)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += conn.recv(65536)
+        assert time.monotonic() - started >= 0.6
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
