@@ -6,10 +6,11 @@ Two signals, either of which refuses a request at once with
 * **The request's own queueing delay.** Envoy stamps every inference request with the
   time it passed it on (:data:`QUEUED_AT_HEADER`, seconds since the epoch; for REST once
   the whole body was in, so a slow upload is not counted; a caller's own value is
-  overwritten; a retry, which Envoy marks with its try number, is not judged by it). Requests that a worker cannot take yet wait in gRPC's
-  queue, invisible to Python; when one finally starts, the stamp says how long it
-  waited. Past the bound it is refused instead of run: its caller has waited long
-  enough, and the time goes to requests that can still be served in time.
+  overwritten; a retry, which Envoy marks with its try number, is not judged by it).
+  Requests that a worker cannot take yet wait in gRPC's queue, invisible to Python;
+  when one finally starts, the stamp says how long it waited. Past the bound it is
+  refused instead of run: its caller has waited long enough, and the time goes to
+  requests that can still be served in time.
 * **A stalled event loop.** A timer that should wake every few milliseconds measures
   how late the loop runs. When it has stayed late by more than the bound for a whole
   window (the minimum over the window, as CoDel does: a burst that drains does not
