@@ -26,6 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import launcher
 from pronto_cli.procs import wait_until
+from server.generated.inference import grpc_service_pb2 as oip
+from server.generated.inference import grpc_service_pb2_grpc as oip_grpc
 from tests import support
 from tests.chart.helm import REPO, container, find, needs_helm, pod_spec, render
 from tests.chart.pod import POD_ENVOY_DIR, PodFiles, container_env
@@ -143,6 +145,8 @@ def run_pod(
             "server": server_proc,
             "envoy": envoy_proc,
             "ports": {"server": server_port, "envoy": envoy_port, "metrics": metrics},
+            # server.resources.limits.cpu=2 above → two workers, each on its own port
+            "workers": [f"127.0.0.1:{worker_base + i}" for i in range(2)],
             "files": files,
             "logs": logs,
         }
@@ -244,12 +248,23 @@ def test_two_model_pod_is_ready_only_while_both_are_loaded(tmp_path: Path) -> No
                 )
             return int(reply.status)
 
+        def server_ready(worker: str) -> bool:
+            with grpc.insecure_channel(worker) as channel:
+                stub = oip_grpc.GRPCInferenceServiceStub(channel)
+                return stub.ServerReady(oip.ServerReadyRequest(), timeout=2).ready
+
         parked = tmp_path / "parked"
         shutil.move(repository / other, parked)
         wait_until(
             lambda: overall() == health_pb2.HealthCheckResponse.NOT_SERVING,
             timeout=15,
             what="kubelet's probe to fail without the second model",
+        )
+        # each worker watches the repository on its own: Envoy may pick either of them
+        wait_until(
+            lambda: not any(server_ready(w) for w in pod["workers"]),
+            timeout=15,
+            what="every worker to see the second model gone",
         )
         # OIP ServerReady through Envoy says the same (proto3 JSON leaves out a false field)
         status, _, payload = _request(ports["envoy"], "GET", ready_path)
@@ -266,6 +281,11 @@ def test_two_model_pod_is_ready_only_while_both_are_loaded(tmp_path: Path) -> No
             lambda: overall() == health_pb2.HealthCheckResponse.SERVING,
             timeout=15,
             what="kubelet's probe to pass again",
+        )
+        wait_until(
+            lambda: all(server_ready(w) for w in pod["workers"]),
+            timeout=15,
+            what="every worker to load the second model again",
         )
         status, _, payload = _request(ports["envoy"], "GET", ready_path)
         assert status == 200 and json.loads(payload)["ready"] is True, payload
