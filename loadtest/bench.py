@@ -41,6 +41,18 @@ def run_bench(name: str, settings: BenchSettings, command: str) -> bool:
         from loadtest.monitor.capture_bench import run_from_settings
 
         return run_from_settings(settings, command)
+    if name == "wide":
+        from loadtest import wide
+
+        return wide.bench(settings.results_dir, settings.workers or 2)
+    if name == "rest_columnar":
+        from loadtest import rest_columnar
+
+        return rest_columnar.bench(settings.results_dir, settings.workers or 2)
+    if name == "profile":
+        from loadtest import revisions
+
+        return revisions.bench(settings.results_dir, settings.model_repository, settings.model)
     scenario = load_scenario(name)
     out_dir = settings.results_dir / scenario["name"]
     out_dir.mkdir(parents=True, exist_ok=True)

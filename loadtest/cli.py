@@ -17,7 +17,9 @@ from pronto_contract.fields import ModelRepository, Workers
 
 __all__ = ["BenchSettings", "register"]
 
-SCENARIOS = ("smoke", "challenge", "peak", "batch", "compare", "capture")
+SCENARIOS = (
+    "smoke", "challenge", "peak", "batch", "compare", "wide", "rest_columnar", "capture", "profile",
+)  # fmt: skip
 
 
 class BenchSettings(BaseSettings):

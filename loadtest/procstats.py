@@ -1,4 +1,5 @@
-"""CPU seconds and peak RSS of a process tree while a load runs.
+"""CPU seconds and peak RSS of a process tree while a load runs (the whole tree's, and the
+largest single process's: a worker, or the template that holds the same models).
 
 Workers may die and be replaced during a run, so the sampler keeps the last
 CPU reading of every pid it has seen and sums them at the end.
@@ -19,12 +20,14 @@ __all__ = ["ProcessSampler", "TreeStats"]
 class TreeStats:
     cpu_seconds: float = 0.0
     peak_rss_mib: float = 0.0
+    peak_process_rss_mib: float = 0.0
     processes: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return {
             "cpu_seconds": round(self.cpu_seconds, 2),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "peak_process_rss_mib": round(self.peak_process_rss_mib, 1),
             "processes": self.processes,
         }
 
@@ -38,6 +41,7 @@ class ProcessSampler:
     _start_cpu: dict[int, float] = field(default_factory=dict)
     _last_cpu: dict[int, float] = field(default_factory=dict)
     _peak_rss: int = 0
+    _peak_process_rss: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -57,7 +61,9 @@ class ProcessSampler:
                 with proc.oneshot():
                     t = proc.cpu_times()
                     cpu = t.user + t.system
-                    rss += proc.memory_info().rss
+                    one = proc.memory_info().rss
+                    rss += one
+                    self._peak_process_rss = max(self._peak_process_rss, one)
                 self._start_cpu.setdefault(proc.pid, cpu)
                 self._last_cpu[proc.pid] = cpu
         self._peak_rss = max(self._peak_rss, rss)
@@ -81,4 +87,9 @@ class ProcessSampler:
     @property
     def stats(self) -> TreeStats:
         cpu = sum(self._last_cpu[p] - self._start_cpu.get(p, 0.0) for p in self._last_cpu)
-        return TreeStats(cpu, self._peak_rss / 2**20, len(self._last_cpu))
+        return TreeStats(
+            cpu_seconds=cpu,
+            peak_rss_mib=self._peak_rss / 2**20,
+            peak_process_rss_mib=self._peak_process_rss / 2**20,
+            processes=len(self._last_cpu),
+        )

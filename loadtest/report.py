@@ -64,8 +64,9 @@ def _table(summary: dict[str, Any]) -> str:
     lines += [
         "",
         "| run | tool | target RPS | requests | errors | RPS | p50 ms | p95 ms | p99 ms "
-        "| server CPU s | server peak RSS MiB | verdict |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| server-side p50 / p99 ms | server CPU s | server peak RSS MiB (largest process) "
+        "| verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in summary["runs"]:
         r, s, spec = run["result"], run["server"], run["spec"]
@@ -73,12 +74,21 @@ def _table(summary: dict[str, Any]) -> str:
         verdict = "pass" if run["passed"] else "FAIL: " + "; ".join(run["failures"])
         rows = f" ({run['rows_per_s']:,} rows/s)" if "rows_per_s" in run else ""
         peak = f" (peak {run['peak_rps']:,} RPS)" if "peak_rps" in run else ""
+        one = s.get("peak_process_rss_mib")
+        largest = f" ({_fmt(one, 0)})" if one else ""
+        server_side = run.get("server_latency_ms") or {}
+        server_ms = (
+            f"{_fmt(server_side.get('p50'))} / {_fmt(server_side.get('p99'))}"
+            if server_side
+            else "–"
+        )
         lines.append(
             f"| {run['name']}{peak} | {r['tool']} | {spec.get('rps') or 'unpaced'} "
             f"| {r['count']:,} | {r['errors']} | {_fmt(r['rps'], 0)}{rows} "
             f"| {_fmt(lat.get('p50'))} "
-            f"| {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))} | {_fmt(s.get('cpu_seconds'), 1)} "
-            f"| {_fmt(s.get('peak_rss_mib'), 0)} | {verdict} |"
+            f"| {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))} | {server_ms} "
+            f"| {_fmt(s.get('cpu_seconds'), 1)} "
+            f"| {_fmt(s.get('peak_rss_mib'), 0)}{largest} | {verdict} |"
         )
     for table in summary.get("tables", []):
         lines += ["", table]
@@ -86,7 +96,10 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def render_markdown(results_dir: Path = RESULTS_DIR) -> str:
-    order = ["smoke", "challenge", "peak", "batch", "compare", "profile", "batching", "drift"]
+    order = [
+        "smoke", "challenge", "peak", "batch", "compare", "wide", "rest_columnar", "profile",
+        "batching", "drift",
+    ]  # fmt: skip
     summaries = []
     for path in sorted(results_dir.glob("*/summary.json")):
         summaries.append(json.loads(path.read_text()))

@@ -13,6 +13,11 @@ worker) over the measured window. The table gives requests per second and server
 microseconds per request per round, and the median over rounds of the ratio to the first
 revision in the same round: on a shared machine rounds drift together, ratios less, and
 CPU per request least (it does not count time spent waiting for a core).
+
+With ``--profile SECONDS`` each revision's worker is then sampled with py-spy (GIL-holding
+samples only) while h2load drives it alone, once per request body (``--request`` and any
+``--profile-request``), and a table puts the busiest frames of every revision side by side:
+where the time went before and after a change.
 """
 
 from __future__ import annotations
@@ -41,9 +46,12 @@ from loadtest.runner import DATA_DIR, machine_description
 from loadtest.trace_cost import _tree_cpu, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
-__all__ = ["main", "measure"]
+__all__ = ["BASELINE", "bench", "main", "measure", "profile", "profile_table"]
 
 ROOT = Path(__file__).resolve().parents[1]
+# The request path as it was before the single-row and batch work measured against the
+# Python gRPC floor: the "before" of `pronto bench profile`.
+BASELINE = "c128a66"
 
 
 def _entry_point(tree: Path) -> list[str]:
@@ -136,9 +144,115 @@ def measure(
     return {"rps": rps, "cpu_us_per_request": cpu_us}
 
 
+def profile(
+    revs: list[str],
+    repository: Path,
+    model: str,
+    seconds: int,
+    requests: dict[str, Any],
+    out_dir: Path,
+) -> dict[str, dict[str, list[list[Any]]]]:
+    """Per request body and revision, the worker's busiest frames under h2load:
+    ``[frame, own %, inclusive %]``; the collapsed stacks stay in ``out_dir``."""
+    import threading
+
+    import psutil
+
+    from loadtest.profile import top_frames
+    from server.template import worker_processes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, dict[str, list[list[Any]]]] = {label: {} for label in requests}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[str, int]] = {}
+        for rev in revs:
+            commit, tree = stack.enter_context(checkout(rev))
+            servers[commit] = stack.enter_context(serve(tree, repository, model))
+        for label, request in requests.items():
+            body = write_request(raw_request_from_json(request), out_dir / f"{label}.grpc")
+            for name, (address, pid) in servers.items():
+                check_request(address, body)
+                (worker,) = worker_processes(psutil.Process(pid))
+                run = H2loadRun(address=address, body=body, duration_s=seconds + 2, warmup_s=0.5)
+                load = threading.Thread(target=run_h2load, args=(run,))
+                load.start()
+                slug = name.split()[-1]
+                collapsed = out_dir / f"worker-{label}-{slug}.txt"
+                spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid"]
+                spy += [str(worker.pid), "--gil", "--duration", str(seconds), "--rate", "500"]
+                spy += ["--format", "raw", "--output", str(collapsed)]
+                proc = subprocess.run(spy, capture_output=True, text=True, check=False)
+                load.join()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"py-spy failed: {proc.stderr.strip()[-1000:]}")
+                rows, total = top_frames(collapsed, limit=12)
+                found[label][name] = [
+                    [f, round(100 * own / total, 1), round(100 * incl / total, 1)]
+                    for f, own, incl in rows
+                ]
+    return found
+
+
+def profile_table(frames: dict[str, list[list[Any]]]) -> str:
+    """Markdown: the busiest frames of any revision, own and inclusive % for each."""
+    names = list(frames)
+    by_rev = {name: {f: (own, incl) for f, own, incl in rows} for name, rows in frames.items()}
+    order: list[str] = []
+    for rows in frames.values():
+        order += [f for f, _, _ in rows if f not in order]
+    order.sort(key=lambda f: -max(by_rev[n].get(f, (0.0, 0.0))[0] for n in names))
+    head = " | ".join(f"{n}: own % | {n}: incl. %" for n in names)
+    lines = [f"| frame | {head} |", "| --- |" + " ---: | ---: |" * len(names)]
+    for f in order:
+        cells = []
+        for n in names:
+            own, incl = by_rev[n].get(f, (None, None))
+            cells += ["" if own is None else f"{own}%", "" if incl is None else f"{incl}%"]
+        lines.append(f"| `{f[:80]}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
     """Markdown, one line per revision; ratios against the first revision."""
     return ratio_table(rps, cpu_us, "revision", next(iter(rps)))
+
+
+def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASELINE) -> bool:
+    """The ``profile`` scenario of ``pronto bench``: ``baseline`` against this tree, single-row
+    requests/s and server CPU per request in alternating rounds, then each worker's busiest
+    frames for single-row and 256-row requests."""
+    from loadtest.report import update_benchmarks_doc, write_summary
+
+    out = results_dir / "profile"
+    requests = {
+        label: {**json.loads((DATA_DIR / f"{label}.json").read_text())[0], "model_name": model}
+        for label in ("oip", "oip_b256")
+    }
+    revs = [baseline, "."]
+    found = measure(revs, repository, model, 3.0, 4, requests["oip"])
+    frames = profile(revs, repository, model, 6, requests, out / "stacks")
+    names = list(found["rps"])
+    tables = [
+        "Single-row ModelInfer, one worker per revision, h2load (2 connections × 8 streams):\n\n"
+        + table(found["rps"], found["cpu_us_per_request"]),
+        "Busiest frames, single row (`oip`):\n\n" + profile_table(frames["oip"]),
+        "Busiest frames, 256 rows (`oip_b256`):\n\n" + profile_table(frames["oip_b256"]),
+    ]
+    scenario = {
+        "name": "profile",
+        "description": f"Before and after: the request path at {names[0]} (before the work "
+        f"measured against the Python gRPC floor) and at {names[1]}, each served by one "
+        "worker from its own checkout with the same model and request bytes (tritonclient's "
+        "raw form). Throughput and server CPU per request come from alternating h2load rounds; "
+        "then py-spy samples each worker (GIL-holding samples only: time in gRPC's Cython "
+        "layer shows under the event loop's `Handle._run`, ONNX Runtime under `Session.run`).",
+    }
+    write_summary(
+        scenario, [], machine_description(), f"pronto bench profile (baseline {baseline})", out,
+        {"tables": tables, **found, "profile": frames},
+    )  # fmt: skip
+    update_benchmarks_doc(results_dir=results_dir)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="then py-spy each revision's worker this long per request body",
+    )
+    parser.add_argument(
+        "--profile-request",
+        type=Path,
+        action="append",
+        default=[],
+        help="another ghz-style JSON request file to profile with (e.g. 256-row requests)",
+    )
     args = parser.parse_args(argv)
     if len(args.rev) < 2:
         parser.error("give at least two --rev")
@@ -168,9 +296,24 @@ def main(argv: list[str] | None = None) -> int:
     request["model_name"] = args.model
     found = measure(args.rev, args.model_repository, args.model, args.seconds, args.rounds, request)
     print(table(found["rps"], found["cpu_us_per_request"]))
+    frames: dict[str, Any] = {}
+    if args.profile:
+        requests = {args.request.stem: request}
+        for path in args.profile_request:
+            extra = json.loads(path.read_text())[0]
+            requests[path.stem] = {**extra, "model_name": args.model}
+        out = (args.out.parent if args.out else Path(tempfile.mkdtemp())) / "stacks"
+        frames = profile(args.rev, args.model_repository, args.model, args.profile, requests, out)
+        for label, rows in frames.items():
+            print(f"\n{label}:\n{profile_table(rows)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        summary = {**found, "seconds": args.seconds, "machine": machine_description()}
+        summary = {
+            **found,
+            "profile": frames,
+            "seconds": args.seconds,
+            "machine": machine_description(),
+        }
         args.out.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 

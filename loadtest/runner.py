@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
+import urllib.request
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,26 @@ from loadtest.procstats import ProcessSampler
 from loadtest.stack import Stack
 from loadtest.wrk import WrkRun, run_wrk
 
-__all__ = ["RunOutcome", "load_scenario", "machine_description", "run_scenario"]
+__all__ = [
+    "RunOutcome",
+    "histogram_quantile",
+    "latency_histogram",
+    "load_scenario",
+    "machine_description",
+    "run_scenario",
+]
 
 LOADTEST_DIR = Path(__file__).resolve().parent
 SCENARIO_DIR = LOADTEST_DIR / "scenarios"
 DATA_DIR = LOADTEST_DIR / "data"
+
+# what a run's ``thresholds`` may say; anything else is a typo that would judge nothing
+THRESHOLDS = frozenset(
+    {
+        "min_count", "max_errors", "p99_ms", "min_rows_per_s", "min_achieved",
+        "server_p99_ms", "max_process_rss_mib",
+    }
+)  # fmt: skip
 
 _CALLS = {
     "oip": "inference.GRPCInferenceService.ModelInfer",
@@ -62,6 +80,13 @@ def load_scenario(name_or_path: str) -> dict[str, Any]:
         known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"no scenario {name_or_path!r} (known: {known})")
     scenario: dict[str, Any] = yaml.safe_load(path.read_text())
+    for run in scenario.get("runs", []):
+        unknown = set(run.get("thresholds", {})) - THRESHOLDS
+        if unknown:
+            raise ValueError(
+                f"{path}: run {run.get('name')!r}: unknown thresholds {sorted(unknown)} "
+                f"(known: {', '.join(sorted(THRESHOLDS))})"
+            )
     return scenario
 
 
@@ -111,6 +136,63 @@ def _judge(spec: dict[str, Any], result: LoadResult, batch: int) -> list[str]:
     return failures
 
 
+def latency_histogram(metrics: str) -> dict[float, float]:
+    """The server's request-latency histogram (``pronto_request_duration_seconds``, every
+    series summed): cumulative counts by upper bound in seconds."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    counts: dict[float, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        if family.name == "pronto_request_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    counts[float(sample.labels["le"])] += sample.value
+    return dict(counts)
+
+
+def histogram_quantile(q: float, counts: dict[float, float]) -> float | None:
+    """The ``q`` quantile of cumulative bucket ``counts``, interpolated inside its bucket as
+    Prometheus's ``histogram_quantile`` does; ``None`` without observations."""
+    bounds = sorted(counts)
+    total = counts.get(math.inf, counts[bounds[-1]] if bounds else 0.0)
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = counts[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # past the last finite bound: that bound, as Prometheus says
+            if count == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+def _server_latency(
+    metrics: str, before: dict[float, float], served: int
+) -> dict[str, float | None]:
+    """p50/p99 in ms of what the server observed since ``before``. Workers fold their
+    observations into the shared histogram on a timer, so wait (up to 10 s) until it holds
+    at least the ``served`` requests the load generator saw answered."""
+    deadline = time.monotonic() + 10
+    while True:
+        after = latency_histogram(metrics)
+        delta = {b: after[b] - before.get(b, 0.0) for b in after}
+        if delta.get(math.inf, 0.0) >= served or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    out: dict[str, float | None] = {}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        value = histogram_quantile(q, delta)
+        out[name] = None if value is None else round(value * 1000.0, 3)
+    return out
+
+
 def run_one(
     spec: dict[str, Any],
     stack: Stack,
@@ -121,6 +203,7 @@ def run_one(
 ) -> RunOutcome:
     name, payload = spec["name"], spec["payload"]
     data = _data_file(payload, batch, data_dir)
+    histogram = latency_histogram(stack.metrics) if stack.metrics else None
     with ProcessSampler(stack.server_pids) as sampler:
         if spec["tool"] == "ghz":
             address = stack.grpc if spec["target"] == "grpc" else stack.envoy
@@ -159,6 +242,16 @@ def run_one(
             result = run_wrk(wrk, out_dir, name)
     outcome = RunOutcome(name, spec, result, sampler.stats.as_dict())
     outcome.failures = _judge(spec, result, batch)
+    rss_limit = spec.get("thresholds", {}).get("max_process_rss_mib")
+    largest = outcome.server.get("peak_process_rss_mib", 0.0)
+    if rss_limit is not None and largest > rss_limit:
+        outcome.failures.append(f"largest server process {largest:.0f} MiB RSS > {rss_limit} MiB")
+    if stack.metrics and histogram is not None:
+        server = _server_latency(stack.metrics, histogram, result.ok)
+        outcome.extra["server_latency_ms"] = server
+        limit = spec.get("thresholds", {}).get("server_p99_ms")
+        if limit is not None and (server["p99"] is None or server["p99"] > limit):
+            outcome.failures.append(f"server-side p99 {server['p99']} ms > {limit} ms")
     if batch > 1:
         outcome.extra["rows_per_s"] = round(result.rps * batch)
     return outcome
@@ -209,7 +302,7 @@ def run_scenario(
             peak.result,
             peak.server,
             [] if best else ["no step met the thresholds"],
-            {"steps": steps, "peak_rps": best.spec["rps"] if best else 0},
+            {**peak.extra, "steps": steps, "peak_rps": best.spec["rps"] if best else 0},
         )
         outcomes.append(final)
     return outcomes

@@ -264,11 +264,23 @@ def _run_servers(
     return entries + ml, max(ml, key=lambda e: e["result"]["rps"]), floor
 
 
-def _failures(entries: list[dict[str, Any]], vs_ml: float, vs_bare: float) -> list[str]:
+MIN_VS_MLSERVER = 5.0
+MIN_B256_ROWS_PER_S = 1_000_000  # 256-row ModelInfer over gRPC, h2load
+
+
+def _failures(
+    entries: list[dict[str, Any]], vs_ml: float, vs_bare: float, floor: dict[str, Any]
+) -> list[str]:
     pronto = entries[0]["result"]
     failures = []
-    if vs_ml < 4:
-        failures.append(f"Pronto/MLServer RPS {vs_ml:.2f} < 4")
+    if vs_ml < MIN_VS_MLSERVER:
+        failures.append(f"Pronto/MLServer RPS {vs_ml:.2f} < {MIN_VS_MLSERVER:g}")
+    rows = floor.get("b256_rows_per_s")
+    if rows and statistics.median(rows) < MIN_B256_ROWS_PER_S:
+        failures.append(
+            f"256-row rows/s (h2load median) {statistics.median(rows):,.0f} "
+            f"< {MIN_B256_ROWS_PER_S:,}"
+        )
     if vs_bare < 0.75:
         failures.append(f"Pronto/bare grpc.aio RPS (h2load) {vs_bare:.2f} < 0.75")
     if pronto["latency_ms"].get("p99", 0) > 15:
@@ -286,7 +298,7 @@ def run_compare(settings: BenchSettings, command: str) -> bool:
     pronto = entries[0]["result"]
     vs_ml = pronto["rps"] / max(best_ml["result"]["rps"], 1e-9)
     vs_bare = floor["ratio_median"]
-    failures = _failures(entries, vs_ml, vs_bare)
+    failures = _failures(entries, vs_ml, vs_bare, floor)
     if floor["errors"]:
         failures.append("h2load errors during the floor comparison")
     table = _ratio_table(entries)

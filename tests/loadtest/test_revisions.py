@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.revisions import checkout, measure, table
+from loadtest.revisions import checkout, measure, profile, profile_table, table
 from tests.gateway.modelgen import MODEL, build_repository
 from tests.loadtest.test_trace_cost import REQUEST
 
@@ -29,3 +29,26 @@ def test_a_committed_revision_and_the_working_tree_are_measured_side_by_side(
         assert all(c > 0 for c in found["cpu_us_per_request"][name]), name
     lines = table(found["rps"], found["cpu_us_per_request"]).splitlines()
     assert len(lines) == 4 and lines[2].startswith(f"| {commit} |") and "| 1.00 |" in lines[2]
+
+
+@pytest.mark.integration
+def test_each_revision_s_worker_is_profiled_under_load(tmp_path: Path) -> None:
+    """`--profile`: py-spy samples each revision's worker while h2load drives it, and the
+    busiest frames of both land side by side in one table."""
+    repository = build_repository(tmp_path / "models")
+    frames = profile(["HEAD", "."], repository, MODEL, 1, {"single": REQUEST}, tmp_path / "out")
+    assert list(frames) == ["single"]
+    by_rev = frames["single"]
+    assert len(by_rev) == 2
+    for name, rows in by_rev.items():
+        assert rows, name
+        assert all(0 < own <= incl <= 100 for _, own, incl in rows), rows
+        # gRPC's Cython layer runs under the event loop's handles in every worker
+        assert "Handle._run" in [frame for frame, _, _ in rows], rows
+    assert len(list((tmp_path / "out").glob("worker-single-*.txt"))) == 2
+    lines = profile_table(by_rev).splitlines()
+    first, second = by_rev
+    assert lines[0] == (
+        f"| frame | {first}: own % | {first}: incl. % | {second}: own % | {second}: incl. % |"
+    )
+    assert any(line.startswith("| `Handle._run` |") for line in lines[2:])

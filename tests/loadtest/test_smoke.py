@@ -94,6 +94,11 @@ def test_smoke_scenario_passes_with_zero_errors(repository: Path, tmp_path: Path
         assert run["result"]["count"] >= run["spec"]["thresholds"]["min_count"]
         assert run["result"]["latency_ms"]["p99"] > 0
         assert run["server"]["cpu_seconds"] > 0 and run["server"]["peak_rss_mib"] > 0
+        # the largest process is one of several (supervisor, template, workers)
+        assert 0 < run["server"]["peak_process_rss_mib"] < run["server"]["peak_rss_mib"]
+        # the server's own histogram, this run's requests only
+        server_side = run["server_latency_ms"]
+        assert 0 < server_side["p50"] <= server_side["p99"], server_side
     report = json.loads((results / "smoke" / "grpc-oip-smoke.ghz.json").read_text())
     assert report["statusCodeDistribution"] == {"OK": 2000}
     # ghz's own HTML report (its template and charts), from the same run as the JSON
@@ -106,3 +111,4 @@ def test_smoke_scenario_passes_with_zero_errors(repository: Path, tmp_path: Path
     assert 'href="grpc-oip-smoke.ghz.html"' in page and 'href="rest-oip-smoke.wrk.txt"' in page
     markdown = render_markdown(results)
     assert "| grpc-predict-smoke |" in markdown and "FAIL" not in markdown
+    assert "server-side p50 / p99 ms" in markdown
