@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_markdown", "update_benchmarks_doc", "write_summary"]
+__all__ = ["render_markdown", "update_benchmarks_doc", "write_study", "write_summary"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "loadtest" / "results"
@@ -42,6 +42,26 @@ def write_summary(
     path = out_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return path
+
+
+def write_study(
+    name: str,
+    description: str,
+    passed: bool,
+    tables: list[str],
+    data: dict[str, Any],
+    command: str,
+    out_dir: Path,
+) -> None:
+    """A study without ghz/wrk runs of its own form (h2load rounds, profiles): its summary
+    with a verdict and Markdown ``tables``, and the generated part of docs/benchmarks.md
+    renewed when ``out_dir`` is under the project's results."""
+    from loadtest.runner import machine_description
+
+    scenario = {"name": name, "description": description}
+    extra = {**data, "passed": passed, "tables": tables}
+    write_summary(scenario, [], machine_description(), command, out_dir, extra)
+    update_benchmarks_doc(results_dir=out_dir.parent)
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:

@@ -142,24 +142,18 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
 def report(summary: dict[str, Any], command: str, out_dir: Path) -> bool:
     """``summary.json`` in the form of ``pronto bench`` (tables for docs/benchmarks.md);
     whether the columnar form reached the REST rows/s target, without errors."""
-    from loadtest.report import update_benchmarks_doc, write_summary
-    from loadtest.runner import machine_description
+    from loadtest.report import write_study
 
     best = statistics.median(summary["rows_per_s"]["inputs"])
     passed = not summary["errors"] and best >= TARGET_ROWS_PER_S
-    scenario = {
-        "name": "rest_columnar",
-        "description": "REST Predict through Envoy with 256-row bodies, as rows (`instances`) "
-        "and as columns (`inputs`), wrk with 8 connections, alternating rounds; then the "
-        f"server's decode of one body in each form, in process. Target: {TARGET_ROWS_PER_S:,} "
-        f"rows/s (median of the columnar rounds: {best:,.0f}, "
-        f"{'met' if passed else 'missed'}).",
-    }
-    write_summary(
-        scenario, [], machine_description(), command, out_dir,
-        {"passed": passed, "tables": [_table(summary)], **summary},
-    )  # fmt: skip
-    update_benchmarks_doc(results_dir=out_dir.parent)
+    description = (
+        "REST Predict through Envoy with 256-row bodies, as rows (`instances`) and as columns "
+        "(`inputs`), wrk with 8 connections, alternating rounds; then the server's decode of "
+        f"one body in each form, in process. Target: {TARGET_ROWS_PER_S:,} rows/s (median of "
+        f"the columnar rounds: {best:,.0f}, {'met' if passed else 'missed'})."
+    )
+    tables = [_table(summary)]
+    write_study("rest_columnar", description, passed, tables, summary, command, out_dir)
     return passed
 
 

@@ -221,7 +221,7 @@ def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASEL
     """The ``profile`` scenario of ``pronto bench``: ``baseline`` against this tree, single-row
     requests/s and server CPU per request in alternating rounds, then each worker's busiest
     frames for single-row and 256-row requests."""
-    from loadtest.report import update_benchmarks_doc, write_summary
+    from loadtest.report import write_study
 
     out = results_dir / "profile"
     requests = {
@@ -238,20 +238,17 @@ def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASEL
         "Busiest frames, single row (`oip`):\n\n" + profile_table(frames["oip"]),
         "Busiest frames, 256 rows (`oip_b256`):\n\n" + profile_table(frames["oip_b256"]),
     ]
-    scenario = {
-        "name": "profile",
-        "description": f"Before and after: the request path at {names[0]} (before the work "
-        f"measured against the Python gRPC floor) and at {names[1]}, each served by one "
-        "worker from its own checkout with the same model and request bytes (tritonclient's "
-        "raw form). Throughput and server CPU per request come from alternating h2load rounds; "
-        "then py-spy samples each worker (GIL-holding samples only: time in gRPC's Cython "
-        "layer shows under the event loop's `Handle._run`, ONNX Runtime under `Session.run`).",
-    }
-    write_summary(
-        scenario, [], machine_description(), f"pronto bench profile (baseline {baseline})", out,
-        {"tables": tables, **found, "profile": frames},
-    )  # fmt: skip
-    update_benchmarks_doc(results_dir=results_dir)
+    description = (
+        f"Before and after: the request path at {names[0]} (before the work measured against "
+        f"the Python gRPC floor) and at {names[1]}, each served by one worker from its own "
+        "checkout with the same model and request bytes (tritonclient's raw form). Throughput "
+        "and server CPU per request come from alternating h2load rounds; then py-spy samples "
+        "each worker (GIL-holding samples only: time in gRPC's Cython layer shows under the "
+        "event loop's `Handle._run`, ONNX Runtime under `Session.run`)."
+    )
+    data = {**found, "profile": frames, "baseline": baseline}
+    command = f"pronto bench profile (baseline {baseline})"
+    write_study("profile", description, True, tables, data, command, out)
     return True
 
 

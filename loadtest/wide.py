@@ -264,25 +264,18 @@ def run(
 def report(summary: dict[str, Any], command: str, out_dir: Path) -> bool:
     """``summary.json`` in the form of ``pronto bench`` (tables for docs/benchmarks.md);
     whether the packed model met its target against the floor, without errors."""
-    from loadtest.report import update_benchmarks_doc, write_summary
-    from loadtest.runner import machine_description
+    from loadtest.report import write_study
 
     ratio = summary["median"]["packed_vs_floor"]
     passed = not summary["errors"] and ratio >= TARGET_VS_FLOOR
-    verdict = "met" if passed else "missed"
-    scenario = {
-        "name": "wide",
-        "description": "A 30-feature numeric model (scikit-learn's breast cancer data) trained "
-        "per column and packed, single-row requests as a tritonclient user builds them from "
-        "ModelMetadata, against the bare grpc.aio floor; h2load, alternating rounds. Target: "
-        f"packed at least {TARGET_VS_FLOOR:.2f}× the floor (median of the per-round ratios: "
-        f"{ratio:.2f}, {verdict}).",
-    }
-    write_summary(
-        scenario, [], machine_description(), command, out_dir,
-        {"passed": passed, "tables": [_table(summary)], **summary},
-    )  # fmt: skip
-    update_benchmarks_doc(results_dir=out_dir.parent)
+    description = (
+        "A 30-feature numeric model (scikit-learn's breast cancer data) trained per column and "
+        "packed, single-row requests as a tritonclient user builds them from ModelMetadata, "
+        "against the bare grpc.aio floor; h2load, alternating rounds. Target: packed at least "
+        f"{TARGET_VS_FLOOR:.2f}× the floor (median of the per-round ratios: {ratio:.2f}, "
+        f"{'met' if passed else 'missed'})."
+    )
+    write_study("wide", description, passed, [_table(summary)], summary, command, out_dir)
     return passed
 
 
