@@ -122,7 +122,9 @@ def render_markdown(results_dir: Path = RESULTS_DIR) -> str:
     ]  # fmt: skip
     summaries = []
     for path in sorted(results_dir.glob("*/summary.json")):
-        summaries.append(json.loads(path.read_text()))
+        summary = json.loads(path.read_text())
+        if "scenario" in summary:  # other tools' result files (trace_cost, revisions --out)
+            summaries.append(summary)
     summaries.sort(
         key=lambda s: (order.index(s["scenario"]) if s["scenario"] in order else 99, s["scenario"])
     )

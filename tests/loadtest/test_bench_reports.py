@@ -61,3 +61,16 @@ def test_wide_verdict_follows_the_packed_to_floor_median(tmp_path: Path) -> None
     assert (
         "### wide" in markdown and "| 1 | 1,000 | 3,000 | 5,000 | 3.00 | 0.60 | 0.20 |" in markdown
     )
+
+
+def test_result_files_of_other_tools_are_left_out_of_the_tables(tmp_path: Path) -> None:
+    """`python -m loadtest.trace_cost --out results/trace-cost/summary.json` and the like
+    write plain figures next to the scenarios; the page is rendered from the rest."""
+    results = tmp_path / "results"
+    (results / "trace-cost").mkdir(parents=True)
+    (results / "trace-cost" / "summary.json").write_text(json.dumps({"rps": {"off": [1.0]}}))
+    out = results / "rest_columnar"
+    out.mkdir()
+    rest_columnar.report(_rest([300_000]), "cmd", out)
+    markdown = render_markdown(results)
+    assert "### rest_columnar" in markdown and "trace-cost" not in markdown
