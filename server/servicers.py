@@ -21,6 +21,7 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import PLATFORM, ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
+from server.predict_codec import predict_response
 from server.shedding import queued_at
 from server.status import Recorder, rpc
 
@@ -138,15 +139,13 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
         result = await self.core.predict(
             request.name, request.version, rows, request.id, _queued_at(context)
         )
-        classes = result.classes
-        return ppb.PredictResponse(
-            model_name=result.model_name,
-            model_version=result.model_version,
-            id=result.id,
-            predictions=[
-                ppb.Prediction(label=label, probabilities=dict(zip(classes, row, strict=True)))
-                for label, row in zip(result.labels, result.probabilities.tolist(), strict=True)
-            ],
+        return predict_response(
+            result.model_name,
+            result.model_version,
+            result.id,
+            result.labels,
+            result.classes,
+            result.probabilities,
         )
 
     @rpc
