@@ -67,9 +67,17 @@ def checkout(rev: str) -> Iterator[tuple[str, Path]]:
     """``(commit, tree)``: the revision in a temporary worktree; ``.`` is this tree."""
     if rev == ".":
         head = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+            ["git", "describe", "--always"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        yield f"working tree at {head}" if head else "working tree", ROOT
+        # changed code, not the results and pages the benchmarks themselves rewrite
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!loadtest/results", ":!docs"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        name = f"working tree at {head}{'-dirty' if changed else ''}" if head else "working tree"
+        yield name, ROOT
         return
     commit = subprocess.run(
         ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
