@@ -103,9 +103,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if tracing.ENABLED and tracing.recording():
             return await tracing.traced_infer(self, request, _queued_at(context))
         req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
+        metadata = context.invocation_metadata() or ()  # read once: queue stamp, trace context
         if self.core.sink is not None and not tracing.ENABLED:
-            tracing.note_traceparent(context)  # captured payloads carry the caller's trace
-        return encode_infer_response(await self.core.infer(req, _queued_at(context)))
+            tracing.note_traceparent(metadata)  # captured payloads carry the caller's trace
+        return encode_infer_response(await self.core.infer(req, queued_at(metadata)))
 
 
 def _model_info(core: InferenceCore, handle: ModelHandle) -> ppb.ModelInfo:
@@ -129,15 +130,16 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
     @tracing.traced("Predict")
     @rpc
     async def Predict(self, request: ppb.PredictRequest, context: Context) -> Any:
+        metadata = context.invocation_metadata() or ()  # read once: queue stamp, trace context
         if self.core.sink is not None and not tracing.ENABLED:
-            tracing.note_traceparent(context)  # captured payloads carry the caller's trace
+            tracing.note_traceparent(metadata)  # captured payloads carry the caller's trace
         rows: Any = request.instances
         if request.HasField("inputs"):
             if rows:
                 raise InvalidInput("send either instances or inputs, not both", "request")
             rows = columns_of(request.inputs)
         result = await self.core.predict(
-            request.name, request.version, rows, request.id, _queued_at(context)
+            request.name, request.version, rows, request.id, queued_at(metadata)
         )
         return predict_response(
             result.model_name,

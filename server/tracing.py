@@ -99,10 +99,10 @@ def install_log_filter(logger: str = "server.errors") -> None:
         target.addFilter(TraceIdFilter())
 
 
-def note_traceparent(context: Any) -> None:
+def note_traceparent(metadata: Any) -> None:
     """Tracing off: keep the request metadata for capture, by reference; the capture writer
     looks for ``traceparent`` in it for the predictions it keeps (:func:`trace_ids`)."""
-    CURRENT.set(context.invocation_metadata())
+    CURRENT.set(metadata)
 
 
 def trace_ids(value: Any) -> tuple[str, str, str] | None:
