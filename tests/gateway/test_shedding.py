@@ -177,18 +177,18 @@ def test_a_slow_upload_is_not_taken_for_queueing(tmp_path: Path) -> None:
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode()
     with (
-        run_server(root, 1, "--max-queue-delay-ms", "200") as server,
+        run_server(root, 1, "--max-queue-delay-ms", "500") as server,
         run_gateway(server) as gateway,
         socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as conn,
     ):
         started = time.monotonic()
         conn.sendall(head)
-        for part in range(4):  # the caller's upload: 0.6 s, three times the bound
+        for part in range(4):  # the caller's upload: 1.5 s, three times the bound
             conn.sendall(body[part * len(body) // 4 : (part + 1) * len(body) // 4])
             if part < 3:
-                time.sleep(0.2)
+                time.sleep(0.5)
         reply = b""
         while b"\r\n\r\n" not in reply:
             reply += conn.recv(65536)
-        assert time.monotonic() - started >= 0.6
+        assert time.monotonic() - started >= 1.5
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
