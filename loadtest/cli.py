@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,18 @@ def run_named(name: str, settings: BenchSettings) -> bool:
     return run_bench(name, settings, " ".join(["pronto", "bench", name]))
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C: the servers, Envoy and
+    Prometheus this run started are stopped on the way out instead of left running."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def _run(args: argparse.Namespace) -> int:
+    _stop_on_sigterm()
     settings = settings_from_args(BenchSettings, args)
     _ensure_model(settings)
     _ensure_data(settings)

@@ -7,14 +7,17 @@ work end to end, and that a few thousand requests see zero errors.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loadtest.ghz import find_tool
 from loadtest.report import render_markdown
+from pronto_cli.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = ROOT / "loadtest" / "data"
@@ -112,3 +115,40 @@ def test_smoke_scenario_passes_with_zero_errors(repository: Path, tmp_path: Path
     markdown = render_markdown(results)
     assert "| grpc-predict-smoke |" in markdown and "FAIL" not in markdown
     assert "server-side p50 / p99 ms" in markdown
+
+
+def test_a_terminated_bench_leaves_no_process_behind(repository: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-run (a CI timeout, `kill`): the server, Envoy and load generator it
+    started are stopped, not orphaned."""
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text(
+        "name: long\nlatency_plot: false\nruns:\n"
+        "  - {name: grpc-long, tool: ghz, target: grpc, payload: oip, duration_s: 120,\n"
+        "     concurrency: 2, connections: 1, thresholds: {max_errors: 0}}\n"
+    )
+    bench = subprocess.Popen(
+        [
+            sys.executable, "-m", "pronto_cli", "bench", str(scenario), "--workers", "1",
+            "--model-repository", str(repository), "--results-dir", str(tmp_path / "results"),
+            "--data-dir", str(DATA_DIR), "--no-update-docs",
+        ],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        parent = psutil.Process(bench.pid)
+        wait_until(
+            lambda: any(p.name() == "ghz" for p in parent.children(recursive=True)),
+            what="ghz under the bench",
+            timeout=120,
+            procs=[bench],
+        )
+        started = parent.children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "serve" in names and "ghz" in names, names
+        bench.terminate()
+        assert bench.wait(timeout=60) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
