@@ -113,6 +113,7 @@ def predict_response(
     """The same message as :func:`plain_response`, cheaper for many rows."""
     if (
         len(labels) < _MIN_ROWS
+        or probabilities.shape != (len(labels), len(classes))  # the plain path says why
         or len(set(classes)) != len(classes)
         or any(len(c.encode()) + 11 > 0x7F for c in classes)
     ):

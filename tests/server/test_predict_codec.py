@@ -4,6 +4,7 @@ message, for any labels, classes and probabilities."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,3 +55,11 @@ def test_a_256_row_response_keeps_every_row_in_order() -> None:
     for row, label, prediction in zip(proba, labels, fast.predictions, strict=True):
         assert prediction.label == label
         assert dict(prediction.probabilities) == {"0": row[0], "1": row[1]}
+
+
+def test_probabilities_that_do_not_match_the_rows_are_refused_as_in_the_plain_path() -> None:
+    labels = ["0"] * 16
+    with pytest.raises(ValueError):
+        predict_response("m", "1", "", labels, ["0", "1"], np.zeros((15, 2)))
+    with pytest.raises(ValueError):
+        predict_response("m", "1", "", labels, ["0", "1"], np.zeros((16, 3)))
