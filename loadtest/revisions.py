@@ -231,6 +231,14 @@ def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASEL
     frames for single-row and 256-row requests."""
     from loadtest.report import write_study
 
+    known = subprocess.run(
+        ["git", "cat-file", "-e", f"{baseline}^{{commit}}"], cwd=ROOT, capture_output=True
+    )
+    if known.returncode != 0:
+        raise RuntimeError(
+            f"pronto bench profile compares with {baseline}, which this clone does not have "
+            "(a shallow clone?): run `git fetch --unshallow` first"
+        )
     out = results_dir / "profile"
     requests = {
         label: {**json.loads((DATA_DIR / f"{label}.json").read_text())[0], "model_name": model}

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from loadtest import rest_columnar, wide
+import pytest
+
+from loadtest import rest_columnar, revisions, wide
 from loadtest.report import render_markdown
 
 
@@ -74,3 +76,10 @@ def test_result_files_of_other_tools_are_left_out_of_the_tables(tmp_path: Path) 
     rest_columnar.report(_rest([300_000]), "cmd", out)
     markdown = render_markdown(results)
     assert "### rest_columnar" in markdown and "trace-cost" not in markdown
+
+
+def test_the_profile_study_says_what_to_do_when_its_baseline_is_missing(tmp_path: Path) -> None:
+    """A shallow clone lacks the 'before' revision: a clear message, not a git traceback."""
+    with pytest.raises(RuntimeError, match="git fetch --unshallow"):
+        revisions.bench(tmp_path, tmp_path / "models", "m", baseline="0" * 40)
+    assert not (tmp_path / "profile").exists()
