@@ -178,13 +178,14 @@ def profile(
             servers[commit] = stack.enter_context(serve(tree, repository, model))
         for label, request in requests.items():
             body = write_request(raw_request_from_json(request), out_dir / f"{label}.grpc")
-            for name, (address, pid) in servers.items():
+            for position, (name, (address, pid)) in enumerate(servers.items()):
                 check_request(address, body)
                 (worker,) = worker_processes(psutil.Process(pid))
                 run = H2loadRun(address=address, body=body, duration_s=seconds + 2, warmup_s=0.5)
                 load = threading.Thread(target=run_h2load, args=(run,))
                 load.start()
-                slug = name.split()[-1]
+                # the working tree and HEAD share a commit: the position keeps them apart
+                slug = f"{position + 1}-{name.split()[-1]}"
                 collapsed = out_dir / f"worker-{label}-{slug}.txt"
                 spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid"]
                 spy += [str(worker.pid), "--gil", "--duration", str(seconds), "--rate", "500"]
