@@ -46,7 +46,7 @@ from loadtest.runner import DATA_DIR, machine_description
 from loadtest.trace_cost import _tree_cpu, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
-__all__ = ["BASELINE", "bench", "main", "measure", "profile", "profile_table"]
+__all__ = ["BASELINE", "bench", "main", "measure", "profile", "profile_table", "served"]
 
 ROOT = Path(__file__).resolve().parents[1]
 # The request path as it was before the single-row and batch work measured against the
@@ -118,18 +118,27 @@ def serve(tree: Path, repository: Path, model: str) -> Iterator[tuple[str, int]]
         stop_process(proc)
 
 
-def measure(
-    revs: list[str], repository: Path, model: str, seconds: float, rounds: int, request: Any
-) -> dict[str, Any]:
-    """Per revision (named by commit), requests/s and server CPU µs/request per round."""
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
-        servers: dict[str, tuple[str, int]] = {}
+Servers = dict[str, tuple[str, int]]
+
+
+@contextmanager
+def served(revs: list[str], repository: Path, model: str) -> Iterator[Servers]:
+    """Each revision checked out and served (:func:`serve`), by name: its worker's address
+    and the supervisor's pid; all stopped and removed when the block ends."""
+    with contextlib.ExitStack() as stack:
+        servers: Servers = {}
         for rev in revs:
             commit, tree = stack.enter_context(checkout(rev))
             if commit in servers:
                 raise ValueError(f"{rev} is {commit} again: give each revision once")
             servers[commit] = stack.enter_context(serve(tree, repository, model))
+        yield servers
+
+
+def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict[str, Any]:
+    """Per revision (named by commit), requests/s and server CPU µs/request per round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
         for address, _ in servers.values():
             check_request(address, body)
             run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
@@ -153,12 +162,7 @@ def measure(
 
 
 def profile(
-    revs: list[str],
-    repository: Path,
-    model: str,
-    seconds: int,
-    requests: dict[str, Any],
-    out_dir: Path,
+    servers: Servers, seconds: int, requests: dict[str, Any], out_dir: Path
 ) -> dict[str, dict[str, list[list[Any]]]]:
     """Per request body and revision, the worker's busiest frames under h2load:
     ``[frame, own %, inclusive %]``; the collapsed stacks stay in ``out_dir``."""
@@ -171,34 +175,29 @@ def profile(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     found: dict[str, dict[str, list[list[Any]]]] = {label: {} for label in requests}
-    with contextlib.ExitStack() as stack:
-        servers: dict[str, tuple[str, int]] = {}
-        for rev in revs:
-            commit, tree = stack.enter_context(checkout(rev))
-            servers[commit] = stack.enter_context(serve(tree, repository, model))
-        for label, request in requests.items():
-            body = write_request(raw_request_from_json(request), out_dir / f"{label}.grpc")
-            for position, (name, (address, pid)) in enumerate(servers.items()):
-                check_request(address, body)
-                (worker,) = worker_processes(psutil.Process(pid))
-                run = H2loadRun(address=address, body=body, duration_s=seconds + 2, warmup_s=0.5)
-                load = threading.Thread(target=run_h2load, args=(run,))
-                load.start()
-                # the working tree and HEAD share a commit: the position keeps them apart
-                slug = f"{position + 1}-{name.split()[-1]}"
-                collapsed = out_dir / f"worker-{label}-{slug}.txt"
-                spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid"]
-                spy += [str(worker.pid), "--gil", "--duration", str(seconds), "--rate", "500"]
-                spy += ["--format", "raw", "--output", str(collapsed)]
-                proc = subprocess.run(spy, capture_output=True, text=True, check=False)
-                load.join()
-                if proc.returncode != 0:
-                    raise RuntimeError(f"py-spy failed: {proc.stderr.strip()[-1000:]}")
-                rows, total = top_frames(collapsed, limit=12)
-                found[label][name] = [
-                    [f, round(100 * own / total, 1), round(100 * incl / total, 1)]
-                    for f, own, incl in rows
-                ]
+    for label, request in requests.items():
+        body = write_request(raw_request_from_json(request), out_dir / f"{label}.grpc")
+        for position, (name, (address, pid)) in enumerate(servers.items()):
+            check_request(address, body)
+            (worker,) = worker_processes(psutil.Process(pid))
+            run = H2loadRun(address=address, body=body, duration_s=seconds + 2, warmup_s=0.5)
+            load = threading.Thread(target=run_h2load, args=(run,))
+            load.start()
+            # the working tree and HEAD share a commit: the position keeps them apart
+            slug = f"{position + 1}-{name.split()[-1]}"
+            collapsed = out_dir / f"worker-{label}-{slug}.txt"
+            spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid"]
+            spy += [str(worker.pid), "--gil", "--duration", str(seconds), "--rate", "500"]
+            spy += ["--format", "raw", "--output", str(collapsed)]
+            proc = subprocess.run(spy, capture_output=True, text=True, check=False)
+            load.join()
+            if proc.returncode != 0:
+                raise RuntimeError(f"py-spy failed: {proc.stderr.strip()[-1000:]}")
+            rows, total = top_frames(collapsed, limit=12)
+            found[label][name] = [
+                [f, round(100 * own / total, 1), round(100 * incl / total, 1)]
+                for f, own, incl in rows
+            ]
     return found
 
 
@@ -245,9 +244,9 @@ def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASEL
         label: {**json.loads((DATA_DIR / f"{label}.json").read_text())[0], "model_name": model}
         for label in ("oip", "oip_b256")
     }
-    revs = [baseline, "."]
-    found = measure(revs, repository, model, 3.0, 4, requests["oip"])
-    frames = profile(revs, repository, model, 6, requests, out / "stacks")
+    with served([baseline, "."], repository, model) as servers:
+        found = measure(servers, 3.0, 4, requests["oip"])
+        frames = profile(servers, 6, requests, out / "stacks")
     names = list(found["rps"])
     tables = [
         "Single-row ModelInfer, one worker per revision, h2load (2 connections × 8 streams):\n\n"
@@ -308,18 +307,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least two --rev")
     request = json.loads(args.request.read_text())[0]
     request["model_name"] = args.model
-    found = measure(args.rev, args.model_repository, args.model, args.seconds, args.rounds, request)
-    print(table(found["rps"], found["cpu_us_per_request"]))
     frames: dict[str, Any] = {}
-    if args.profile:
-        requests = {args.request.stem: request}
-        for path in args.profile_request:
-            extra = json.loads(path.read_text())[0]
-            requests[path.stem] = {**extra, "model_name": args.model}
-        out = (args.out.parent if args.out else Path(tempfile.mkdtemp())) / "stacks"
-        frames = profile(args.rev, args.model_repository, args.model, args.profile, requests, out)
-        for label, rows in frames.items():
-            print(f"\n{label}:\n{profile_table(rows)}")
+    with served(args.rev, args.model_repository, args.model) as servers:
+        found = measure(servers, args.seconds, args.rounds, request)
+        print(table(found["rps"], found["cpu_us_per_request"]))
+        if args.profile:
+            requests = {args.request.stem: request}
+            for path in args.profile_request:
+                extra = json.loads(path.read_text())[0]
+                requests[path.stem] = {**extra, "model_name": args.model}
+            out = (args.out.parent if args.out else Path(tempfile.mkdtemp())) / "stacks"
+            frames = profile(servers, args.profile, requests, out)
+            for label, rows in frames.items():
+                print(f"\n{label}:\n{profile_table(rows)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         summary = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.revisions import checkout, measure, profile, profile_table, table
+from loadtest.revisions import checkout, measure, profile, profile_table, served, table
 from tests.gateway.modelgen import MODEL, build_repository
 from tests.loadtest.test_trace_cost import REQUEST
 
@@ -20,7 +20,8 @@ def test_a_committed_revision_and_the_working_tree_are_measured_side_by_side(
         assert (tree / "server").is_dir() and tree != Path.cwd()
         checked_out = tree
     assert not checked_out.exists()  # the temporary worktree is removed
-    found = measure(["HEAD", "."], build_repository(tmp_path / "models"), MODEL, 0.3, 2, REQUEST)
+    with served(["HEAD", "."], build_repository(tmp_path / "models"), MODEL) as servers:
+        found = measure(servers, 0.3, 2, REQUEST)
     names = list(found["rps"])
     assert names[0] == commit and names[1].startswith(f"working tree at {commit}")  # or -dirty
     assert len(names) == 2
@@ -36,7 +37,8 @@ def test_each_revision_s_worker_is_profiled_under_load(tmp_path: Path) -> None:
     """`--profile`: py-spy samples each revision's worker while h2load drives it, and the
     busiest frames of both land side by side in one table."""
     repository = build_repository(tmp_path / "models")
-    frames = profile(["HEAD", "."], repository, MODEL, 1, {"single": REQUEST}, tmp_path / "out")
+    with served(["HEAD", "."], repository, MODEL) as servers:
+        frames = profile(servers, 1, {"single": REQUEST}, tmp_path / "out")
     assert list(frames) == ["single"]
     by_rev = frames["single"]
     assert len(by_rev) == 2
