@@ -12,11 +12,14 @@ that both give equal messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from server.generated.pronto.v1 import prediction_pb2 as ppb
+
+if TYPE_CHECKING:
+    from server.core import Prediction
 
 __all__ = ["plain_response", "predict_response"]
 
@@ -40,22 +43,16 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-def plain_response(
-    model_name: str,
-    model_version: str,
-    id: str,
-    labels: Sequence[str],
-    classes: Sequence[str],
-    probabilities: np.ndarray,
-) -> Any:
+def plain_response(result: Prediction) -> Any:
     """The response built message by message (the reference)."""
+    classes = result.classes
     return ppb.PredictResponse(
-        model_name=model_name,
-        model_version=model_version,
-        id=id,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        id=result.id,
         predictions=[
             ppb.Prediction(label=label, probabilities=dict(zip(classes, row, strict=True)))
-            for label, row in zip(labels, probabilities.tolist(), strict=True)
+            for label, row in zip(result.labels, result.probabilities.tolist(), strict=True)
         ],
     )
 
@@ -102,22 +99,18 @@ def _predictions(labels: Sequence[str], classes: Sequence[str], proba: np.ndarra
     return buf.tobytes()
 
 
-def predict_response(
-    model_name: str,
-    model_version: str,
-    id: str,
-    labels: Sequence[str],
-    classes: Sequence[str],
-    probabilities: np.ndarray,
-) -> Any:
+def predict_response(result: Prediction) -> Any:
     """The same message as :func:`plain_response`, cheaper for many rows."""
+    labels, classes, probabilities = result.labels, result.classes, result.probabilities
     if (
         len(labels) < _MIN_ROWS
         or probabilities.shape != (len(labels), len(classes))  # the plain path says why
         or len(set(classes)) != len(classes)
         or any(len(c.encode()) + 11 > 0x7F for c in classes)
     ):
-        return plain_response(model_name, model_version, id, labels, classes, probabilities)
-    head = ppb.PredictResponse(model_name=model_name, model_version=model_version, id=id)
+        return plain_response(result)
+    head = ppb.PredictResponse(
+        model_name=result.model_name, model_version=result.model_version, id=result.id
+    )
     blob = head.SerializeToString() + _predictions(labels, classes, probabilities)
     return ppb.PredictResponse.FromString(blob)

@@ -30,11 +30,6 @@ __all__ = ["InferenceServicer", "PredictionServicer"]
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-def _queued_at(context: Context) -> float:
-    """When the gateway received this request (0.0 when it carries no stamp)."""
-    return queued_at(context.invocation_metadata() or ())
-
-
 def _tensor_metadata(
     spec: TensorSpec, columns: tuple[str, ...] | None = None
 ) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -100,10 +95,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @tracing.traced("ModelInfer")
     @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
-        if tracing.ENABLED and tracing.recording():
-            return await tracing.traced_infer(self, request, _queued_at(context))
-        req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
         metadata = context.invocation_metadata() or ()  # read once: queue stamp, trace context
+        if tracing.ENABLED and tracing.recording():
+            return await tracing.traced_infer(self, request, queued_at(metadata))
+        req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
         if self.core.sink is not None and not tracing.ENABLED:
             tracing.note_traceparent(metadata)  # captured payloads carry the caller's trace
         return encode_infer_response(await self.core.infer(req, queued_at(metadata)))
@@ -141,14 +136,7 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
         result = await self.core.predict(
             request.name, request.version, rows, request.id, queued_at(metadata)
         )
-        return predict_response(
-            result.model_name,
-            result.model_version,
-            result.id,
-            result.labels,
-            result.classes,
-            result.probabilities,
-        )
+        return predict_response(result)
 
     @rpc
     async def ListModels(self, request: ppb.ListModelsRequest, context: Context) -> Any:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.core import Prediction
 from server.predict_codec import plain_response, predict_response
 
 TEXT = st.text(max_size=12)
@@ -40,8 +41,9 @@ def test_fast_response_equals_the_plain_one(
     case: tuple[list[str], list[str], np.ndarray], name: str, version: str, id: str
 ) -> None:
     labels, classes, proba = case
-    fast = predict_response(name, version, id, labels, classes, proba)
-    plain = plain_response(name, version, id, labels, classes, proba)
+    result = Prediction(name, version, labels, classes, proba, id)
+    fast = predict_response(result)
+    plain = plain_response(result)
     assert _same(fast, plain), (fast, plain)
 
 
@@ -49,7 +51,7 @@ def test_a_256_row_response_keeps_every_row_in_order() -> None:
     rng = np.random.default_rng(3)
     proba = rng.random((256, 2))
     labels = ["1" if p[1] > p[0] else "0" for p in proba]
-    fast = predict_response("flight-delay", "1", "abc", labels, ["0", "1"], proba)
+    fast = predict_response(Prediction("flight-delay", "1", labels, ["0", "1"], proba, "abc"))
     assert (fast.model_name, fast.model_version, fast.id) == ("flight-delay", "1", "abc")
     assert len(fast.predictions) == 256
     for row, label, prediction in zip(proba, labels, fast.predictions, strict=True):
@@ -60,6 +62,6 @@ def test_a_256_row_response_keeps_every_row_in_order() -> None:
 def test_probabilities_that_do_not_match_the_rows_are_refused_as_in_the_plain_path() -> None:
     labels = ["0"] * 16
     with pytest.raises(ValueError):
-        predict_response("m", "1", "", labels, ["0", "1"], np.zeros((15, 2)))
+        predict_response(Prediction("m", "1", labels, ["0", "1"], np.zeros((15, 2))))
     with pytest.raises(ValueError):
-        predict_response("m", "1", "", labels, ["0", "1"], np.zeros((16, 3)))
+        predict_response(Prediction("m", "1", labels, ["0", "1"], np.zeros((16, 3))))
