@@ -1,12 +1,16 @@
-"""REST Predict with 256-row bodies: ``instances`` (rows) against ``inputs`` (columns).
+"""HTTP/1.1 through Envoy with 256-row bodies: REST Predict as ``instances`` (rows) and as
+``inputs`` (columns), and OIP ModelInfer as binary gRPC-Web.
 
     python -m loadtest.rest_columnar [--rounds 3] [--seconds 3] [--workers 2]
 
 Trains the flight-delay model on a generated data set into a temporary repository, starts
 ``pronto serve`` with Envoy in front, and sends the 32 distinct 256-row Predict bodies of
 ``loadtest/data/rest_predict_b256.jsonl`` through wrk, once as they are (``instances``)
-and once turned into the columnar form (``inputs``: feature -> 256 values), in
-alternating rounds, so a busy machine hits both alike. Then, in this process, it times
+and once turned into the columnar form (``inputs``: feature -> 256 values); then the
+256-row OIP requests of ``loadtest/data/oip_b256.json`` in tritonclient's raw form,
+framed as gRPC-Web (``application/grpc-web+proto``: no JSON on either side), each body
+checked once for grpc-status 0 first (wrk sees only HTTP statuses). The three forms run
+in alternating rounds, so a busy machine hits them alike. Then, in this process, it times
 the server's decode of one body in each form (protobuf Struct in, model inputs out) and
 the ``pronto`` client's building of the request from a DataFrame in each form,
 variants alternating, best of the rounds, in process CPU time. Writes ``summary.json``
@@ -23,13 +27,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from loadtest import grpc_web
+from loadtest.h2load import INFER_PATH, grpc_frame, raw_request_from_json
 from pronto_contract import version_dir
 
-__all__ = ["bench", "columnar_body", "decode_costs", "main", "report"]
+__all__ = ["bench", "columnar_body", "decode_costs", "grpc_web_bodies", "main", "report"]
 
 ROWS = 256
 MODEL = "flight-delay"
 DATA = Path(__file__).resolve().parent / "data" / "rest_predict_b256.jsonl"
+OIP_DATA = Path(__file__).resolve().parent / "data" / "oip_b256.json"
 TARGET_ROWS_PER_S = 250_000  # REST through Envoy, 256-row bodies, best request form
 
 
@@ -106,14 +113,28 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
     files = {"instances": out_dir / "instances.jsonl", "inputs": out_dir / "inputs.jsonl"}
     files["instances"].write_text("".join(json.dumps(b) + "\n" for b in bodies))
     files["inputs"].write_text("".join(json.dumps(columnar_body(b)) + "\n" for b in bodies))
-    path = f"/v1/models/{MODEL}:predict"
+    web = grpc_web_bodies()
+    files["grpc-web"] = out_dir / "grpc-web.hex"
+    files["grpc-web"].write_text("".join(grpc_frame(b).hex() + "\n" for b in web))
+    forms = {
+        "instances": (f"/v1/models/{MODEL}:predict", "application/json"),
+        "inputs": (f"/v1/models/{MODEL}:predict", "application/json"),
+        "grpc-web": (INFER_PATH, grpc_web.CONTENT_TYPE),
+    }
     rps: dict[str, list[float]] = {name: [] for name in files}
     errors = 0
     with tempfile.TemporaryDirectory(prefix="pronto-columnar-") as tmp:
         repo = _train(Path(tmp))
         with local_stack(repo, workers, True, out_dir / "logs") as stack:
+            assert stack.envoy is not None  # started with the gateway
+            host, _, port = stack.envoy.rpartition(":")
+            for body in web:  # wrk counts HTTP statuses; a gRPC error is HTTP 200
+                reply = grpc_web.call(host, int(port), INFER_PATH, body)
+                if reply.grpc_status != 0:
+                    raise RuntimeError(f"gRPC-Web body refused: {reply.grpc_message}")
             for i in range(rounds):
                 for name, bodies_file in files.items():
+                    path, content_type = forms[name]
                     wrk = WrkRun(
                         url=f"http://{stack.envoy}",
                         path=path,
@@ -121,12 +142,15 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
                         duration_s=seconds,
                         connections=8,
                         threads=1,
+                        content_type=content_type,
+                        hex_bodies=name == "grpc-web",
                     )
                     result = run_wrk(wrk, out_dir, f"{name}-{i}")
                     rps[name].append(result.rps)
                     errors += result.errors
         costs = decode_costs(repo, bodies[0])
     ratios = [c / r for c, r in zip(rps["inputs"], rps["instances"], strict=True) if r]
+    web_ratios = [w / c for w, c in zip(rps["grpc-web"], rps["inputs"], strict=True) if c]
     summary = {
         "rounds": rounds,
         "seconds": seconds,
@@ -134,23 +158,36 @@ def run(rounds: int, seconds: float, workers: int, out_dir: Path) -> dict[str, A
         "errors": errors,
         "rows_per_s": {k: [round(v * ROWS) for v in vs] for k, vs in rps.items()},
         "inputs_vs_instances_median": round(statistics.median(ratios), 3) if ratios else 0.0,
+        "grpc_web_vs_inputs_median": (
+            round(statistics.median(web_ratios), 3) if web_ratios else 0.0
+        ),
         "decode_us": costs,
     }
     return summary
 
 
+def grpc_web_bodies() -> list[bytes]:
+    """The 256-row OIP requests in tritonclient's raw form, serialized."""
+    requests = json.loads(OIP_DATA.read_text())
+    return [raw_request_from_json(r).SerializeToString() for r in requests]
+
+
 def report(summary: dict[str, Any], command: str, out_dir: Path) -> bool:
     """``summary.json`` in the form of ``pronto bench`` (tables for docs/benchmarks.md);
-    whether the columnar form reached the REST rows/s target, without errors."""
+    whether the columnar REST form reached the REST rows/s target, without errors (gRPC-Web
+    is reported next to it: binary bodies over HTTP/1.1, but not REST)."""
     from loadtest.report import write_study
 
     best = statistics.median(summary["rows_per_s"]["inputs"])
     passed = not summary["errors"] and best >= TARGET_ROWS_PER_S
+    web = statistics.median(summary["rows_per_s"]["grpc-web"])
     description = (
-        "REST Predict through Envoy with 256-row bodies, as rows (`instances`) and as columns "
-        "(`inputs`), wrk with 8 connections, alternating rounds; then the server's decode of "
-        f"one body in each form, in process. Target: {TARGET_ROWS_PER_S:,} rows/s (median of "
-        f"the columnar rounds: {best:,.0f}, {'met' if passed else 'missed'})."
+        "HTTP/1.1 through Envoy with 256-row bodies: REST Predict as rows (`instances`) and "
+        "as columns (`inputs`), and OIP ModelInfer as binary gRPC-Web (no JSON transcoding)"
+        "; wrk with 8 connections, alternating rounds; then the server's decode of one "
+        f"REST body in each form, in process. Target for REST: {TARGET_ROWS_PER_S:,} rows/s "
+        f"(median of the columnar rounds: {best:,.0f}, {'met' if passed else 'missed'}); "
+        f"gRPC-Web median: {web:,.0f} rows/s."
     )
     tables = [_table(summary)]
     write_study("rest_columnar", description, passed, tables, summary, command, out_dir)
@@ -166,13 +203,22 @@ def bench(results_dir: Path, workers: int = 2) -> bool:
 
 def _table(summary: dict[str, Any]) -> str:
     rows_s = summary["rows_per_s"]
+    web = rows_s["grpc-web"]
     lines = [
-        "| round | instances rows/s | inputs rows/s | inputs / instances |",
-        "| ---: | ---: | ---: | ---: |",
+        "| round | instances rows/s | inputs rows/s | gRPC-Web rows/s | inputs / instances "
+        "| gRPC-Web / inputs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for i, (a, b) in enumerate(zip(rows_s["instances"], rows_s["inputs"], strict=True)):
-        lines.append(f"| {i + 1} | {a:,} | {b:,} | {b / a if a else 0:.2f} |")
-    lines.append(f"| median | | | {summary['inputs_vs_instances_median']:.2f} |")
+    rounds = zip(rows_s["instances"], rows_s["inputs"], web, strict=True)
+    for i, (a, b, w) in enumerate(rounds):
+        lines.append(
+            f"| {i + 1} | {a:,} | {b:,} | {w:,} | {b / a if a else 0:.2f} "
+            f"| {w / b if b else 0:.2f} |"
+        )
+    lines.append(
+        f"| median | | | | {summary['inputs_vs_instances_median']:.2f} "
+        f"| {summary['grpc_web_vs_inputs_median']:.2f} |"
+    )
     lines += ["", "| one 256-row body, in process | µs |", "| --- | ---: |"]
     lines += [f"| {name} | {us} |" for name, us in summary["decode_us"].items()]
     return "\n".join(lines)

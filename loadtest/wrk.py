@@ -29,6 +29,9 @@ class WrkRun:
     headers: dict[str, str] | None = None
     #: count responses per HTTP status (``LoadResult.statuses``)
     statuses: bool = False
+    content_type: str = "application/json"
+    #: ``bodies_file`` holds one hex-encoded binary body per line (gRPC-Web)
+    hex_bodies: bool = False
 
 
 def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
@@ -40,6 +43,8 @@ def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
         WRK_DELAY_MS=str(int(run.connections * 1000 / run.rate)) if run.rate else "0",
         WRK_HEADERS="\n".join(f"{k}: {v}" for k, v in (run.headers or {}).items()),
         WRK_STATUS="1" if run.statuses else "0",
+        WRK_CONTENT_TYPE=run.content_type,
+        WRK_HEX="1" if run.hex_bodies else "0",
     )
     cmd = [
         find_tool("wrk"),

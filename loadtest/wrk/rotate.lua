@@ -1,13 +1,15 @@
--- wrk script: POST a different JSON body on every request, rotating through a
--- file with one body per line, and print a JSON summary at the end so the
--- harness never parses wrk's human-readable output.
+-- wrk script: POST a different body (JSON, or binary for gRPC-Web) on every
+-- request, rotating through a file with one body per line, and print a JSON
+-- summary at the end so the harness never parses wrk's human-readable output.
 --
 -- Environment: WRK_BODIES (path of the bodies file), WRK_PATH (request path),
 -- WRK_HEADERS (optional "Name: value" pairs separated by "\n"), WRK_DELAY_MS
 -- (optional pause before each request on a connection: wrk cannot pace a
 -- constant rate, so connections / rate gives an approximately paced load),
--- WRK_STATUS=1 (optional: count responses per HTTP status, printed as "statuses";
--- off by default, since a response callback costs wrk some throughput).
+-- WRK_HEX=1 (optional: each line is a hex-encoded binary body), WRK_CONTENT_TYPE
+-- (optional, default application/json), WRK_STATUS=1 (optional: count responses
+-- per HTTP status, printed as "statuses"; off by default, since a response
+-- callback costs wrk some throughput).
 
 local bodies = {}
 local index = 0
@@ -21,13 +23,19 @@ function setup(thread)
 end
 
 function init(args)
+  local hex = os.getenv("WRK_HEX") == "1"
   for line in io.lines(os.getenv("WRK_BODIES")) do
-    if #line > 0 then bodies[#bodies + 1] = line end
+    if #line > 0 then
+      if hex then  -- binary bodies (gRPC-Web), one hex-encoded body per line
+        line = line:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      end
+      bodies[#bodies + 1] = line
+    end
   end
   -- Start each thread at a different offset so threads do not send in lockstep.
   index = math.random(#bodies)
   wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "application/json"
   for name, value in string.gmatch(os.getenv("WRK_HEADERS") or "", "([^:\n]+):%s*([^\n]+)") do
     wrk.headers[name] = value
   end

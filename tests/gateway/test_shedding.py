@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from loadtest import grpc_web
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -31,6 +32,7 @@ from tests.support import free_port
 pytestmark = pytest.mark.integration
 
 HELD = 2  # the gateway's in-flight limit for the one worker
+PREDICT_METHOD = "/pronto.v1.PredictionService/Predict"
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,9 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
                     predict.Predict(req, timeout=10)
                 except grpc.RpcError as exc:
                     grpc_refusal = exc
+                web_refusal = grpc_web.call(
+                    "127.0.0.1", gateway.port, PREDICT_METHOD, req.SerializeToString()
+                )
                 probes = [
                     request(gateway, "GET", "/v2/health/ready").status,
                     request(gateway, "GET", f"/v2/models/{MODEL}").status,
@@ -105,6 +110,10 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
         assert grpc_refusal.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, grpc_refusal
         trailers = dict(grpc_refusal.trailing_metadata() or ())  # type: ignore[attr-defined]
         assert trailers.get("retry-after") == "1", trailers
+        # gRPC-Web callers get the same refusal, in their framing
+        assert web_refusal.grpc_status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], web_refusal
+        assert web_refusal.headers.get("retry-after") == "1", web_refusal.headers
+        assert "overloaded" in web_refusal.grpc_message
         assert probes == [200, 200, True]
         # the load is gone: inference is admitted again
         assert (

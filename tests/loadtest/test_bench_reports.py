@@ -19,8 +19,13 @@ def _rest(inputs: list[int], errors: int = 0) -> dict:
         "seconds": 1.0,
         "workers": 2,
         "errors": errors,
-        "rows_per_s": {"instances": [v // 2 for v in inputs], "inputs": inputs},
+        "rows_per_s": {
+            "instances": [v // 2 for v in inputs],
+            "inputs": inputs,
+            "grpc-web": [v * 3 for v in inputs],
+        },
         "inputs_vs_instances_median": 2.0,
+        "grpc_web_vs_inputs_median": 3.0,
         "decode_us": {"server decode: instances": 1300.0, "server decode: inputs": 250.0},
     }
 
@@ -38,7 +43,9 @@ def test_rest_columnar_verdict_follows_the_median_of_the_columnar_rounds(
     assert rest_columnar.report(_rest([260_000]), "cmd", out)
     assert not rest_columnar.report(_rest([260_000], errors=1), "cmd", out)
     markdown = render_markdown(tmp_path / "results")
-    assert "### rest_columnar" in markdown and "| 1 | 130,000 | 260,000 | 2.00 |" in markdown
+    assert "### rest_columnar" in markdown
+    assert "| 1 | 130,000 | 260,000 | 780,000 | 2.00 | 3.00 |" in markdown
+    assert "gRPC-Web median: 780,000 rows/s" in markdown
 
 
 def test_wide_verdict_follows_the_packed_to_floor_median(tmp_path: Path) -> None:
