@@ -11,8 +11,11 @@ Used by the benchmarks (REST rows/s with binary bodies) and the gateway tests.
 
 from __future__ import annotations
 
+import base64
 import http.client
+import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from loadtest.h2load import grpc_frame
 
@@ -48,9 +51,6 @@ def unframe(body: bytes) -> tuple[list[bytes], dict[str, str]]:
 def decode_text(body: bytes) -> bytes:
     """A ``grpc-web-text`` body: base64, possibly several padded pieces back to back
     (Envoy encodes each frame as it goes)."""
-    import base64
-    import re
-
     return b"".join(base64.b64decode(piece) for piece in re.findall(rb"[^=]+=*", body.strip()))
 
 
@@ -90,11 +90,5 @@ def call(
     if status is None:
         raise ValueError(f"HTTP {response.status} without grpc-status: {body[:200]!r}")
     text = trailers.get("grpc-message", reply_headers.get("grpc-message", ""))
-    return Reply(response.status, int(status), _percent_decoded(text), messages, reply_headers)
-
-
-def _percent_decoded(text: str) -> str:
-    """grpc-message is percent-encoded on the wire."""
-    from urllib.parse import unquote
-
-    return unquote(text)
+    # grpc-message is percent-encoded on the wire
+    return Reply(response.status, int(status), unquote(text), messages, reply_headers)
