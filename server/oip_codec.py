@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from server.core import InferRequest, InferResponse, Tensor
-from server.datatypes import DATATYPES, Datatype, encode_bytes_raw, split_bytes_raw
+from server.datatypes import DATATYPES, Datatype, encode_bytes_raw, split_text_raw
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
 
@@ -64,8 +64,7 @@ def _decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], cou
             _check_finite(name, data, None)
         return data
     try:
-        items = split_bytes_raw(raw, count)
-        return np.array(list(map(bytes.decode, items)), dtype=object).reshape(shape)
+        return np.array(split_text_raw(raw, count), dtype=object).reshape(shape)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"input '{name}': bad raw BYTES contents: {exc}", "raw_size") from None
 

@@ -1,7 +1,7 @@
 """The fast decode paths give exactly what the plain paths give, errors included.
 
-``split_bytes_raw`` (the request path's BYTES splitter) is checked against
-``decode_bytes_raw`` (the plain element-by-element parser) on arbitrary buffers;
+``split_bytes_raw`` and ``split_text_raw`` (the request path's BYTES splitters) are checked
+against ``decode_bytes_raw`` (the plain element-by-element parser) on arbitrary buffers;
 whole requests are checked raw against typed, every datatype in one request.
 """
 
@@ -15,7 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.datatypes import DATATYPES, decode_bytes_raw, encode_bytes_raw, split_bytes_raw
+from server.datatypes import (
+    DATATYPES,
+    decode_bytes_raw,
+    encode_bytes_raw,
+    split_bytes_raw,
+    split_text_raw,
+)
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
 from server.oip_codec import decode_infer_request
@@ -31,8 +37,12 @@ def _layout(words: list[bytes]) -> bytes:
 def _outcome(fn: Any, raw: bytes, count: int) -> tuple[str, Any]:
     try:
         return "ok", fn(raw, count)
-    except ValueError as exc:
-        return "error", str(exc)
+    except ValueError as exc:  # UnicodeDecodeError included
+        return type(exc).__name__, str(exc)
+
+
+def _plain_text(raw: bytes, count: int) -> list[str]:
+    return [b.decode() for b in decode_bytes_raw(raw, count)]
 
 
 @settings(max_examples=400, deadline=None)
@@ -49,6 +59,44 @@ def test_split_matches_plain_parser_near_well_formed(
     raw = _layout([s.encode() for s in items]) + tail
     count = max(0, len(items) + count_delta)
     assert _outcome(split_bytes_raw, raw, count) == _outcome(decode_bytes_raw, raw, count)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=48), st.integers(0, 8))
+def test_text_split_matches_plain_parser_on_arbitrary_buffers(raw: bytes, count: int) -> None:
+    assert _outcome(split_text_raw, raw, count) == _outcome(_plain_text, raw, count)
+
+
+_ASCII = st.text(st.characters(max_codepoint=127), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_ASCII, st.text(max_size=4)), max_size=12),
+    st.integers(-2, 2),
+    st.binary(max_size=3),
+    st.booleans(),
+)
+def test_text_split_matches_plain_parser_near_well_formed(
+    items: list[str], count_delta: int, tail: bytes, long_item: bool
+) -> None:
+    # mostly ASCII buffers (the sliced path), some not; one element past 127 bytes makes a
+    # length prefix non-ASCII
+    words = [s.encode() for s in items] + ([b"x" * 130] if long_item else [])
+    raw = _layout(words) + tail
+    count = max(0, len(words) + count_delta)
+    assert _outcome(split_text_raw, raw, count) == _outcome(_plain_text, raw, count)
+
+
+def test_text_split_slices_ascii_and_decodes_the_rest() -> None:
+    ascii_words = ["", "Sky Airline", "a\x00", "\x00", "I", ""]
+    out = split_text_raw(_layout([w.encode() for w in ascii_words]), len(ascii_words))
+    assert out == ascii_words and all(type(w) is str for w in out)
+    assert split_text_raw(_layout([w.encode() for w in WORDS]), len(WORDS)) == WORDS
+    with pytest.raises(UnicodeDecodeError):
+        split_text_raw(_layout([b"ok", b"\xff"]), 2)
+    with pytest.raises(ValueError, match="holds 2 elements, shape says 3"):
+        split_text_raw(_layout([b"a", b"b"]), 3)
 
 
 def test_split_keeps_empty_and_non_ascii_strings() -> None:
