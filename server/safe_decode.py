@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from server.shedding import note_arrival
+
 __all__ = ["Undecodable", "add_servicer"]
 
 
@@ -29,6 +31,7 @@ class Undecodable:
 
 def _safe(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
+        note_arrival()  # the queueing delay ends here: parsing is the request's own work
         try:
             return deserializer(data)
         except DecodeError as exc:

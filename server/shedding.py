@@ -8,9 +8,11 @@ Two signals, either of which refuses a request at once with
   the whole body was in, so a slow upload is not counted; a caller's own value is
   overwritten; a retry, which Envoy marks with its try number, is not judged by it).
   Requests that a worker cannot take yet wait in gRPC's queue, invisible to Python;
-  when one finally starts, the stamp says how long it waited. Past the bound it is
-  refused instead of run: its caller has waited long enough, and the time goes to
-  requests that can still be served in time.
+  when one finally starts, the stamp says how long it waited. "Starts" is when the
+  worker began reading the request's message (:func:`note_arrival`, called by the
+  deserializer): parsing a large message is the request's own work, not waiting. Past
+  the bound it is refused instead of run: its caller has waited long enough, and the
+  time goes to requests that can still be served in time.
 * **A stalled event loop.** A timer that should wake every few milliseconds measures
   how late the loop runs. When it has stayed late by more than the bound for a whole
   window (the minimum over the window, as CoDel does: a burst that drains does not
@@ -31,16 +33,26 @@ import asyncio
 import math
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 
 from pronto_contract.wire import QUEUED_AT_HEADER
 
-__all__ = ["ATTEMPT_HEADER", "QUEUED_AT_HEADER", "QueueDelayGuard", "queued_at"]
+__all__ = ["ATTEMPT_HEADER", "QUEUED_AT_HEADER", "QueueDelayGuard", "note_arrival", "queued_at"]
 
 #: Envoy's try number; a retried request's stamp includes the backoff, so it is ignored
 ATTEMPT_HEADER = "x-envoy-attempt-count"
 
 #: how often the loop's lateness is sampled
 SAMPLE_SECONDS = 0.005
+
+#: when this RPC's worker began reading its request message (grpc.aio runs the
+#: deserializer and the handler in the RPC's own task, so each RPC sees its own value)
+_ARRIVED: ContextVar[float] = ContextVar("pronto_request_arrived", default=0.0)
+
+
+def note_arrival() -> None:
+    """Mark now as the moment this RPC's request reached the worker's code."""
+    _ARRIVED.set(time.time())
 
 
 def queued_at(metadata: Iterable[tuple[str, str | bytes]]) -> float:
@@ -70,10 +82,14 @@ class QueueDelayGuard:
         self.last_delay = 0.0
 
     def refuse(self, queued_at: float) -> bool:
-        """Whether to refuse a request received at ``queued_at`` (0: unknown) now."""
+        """Whether to refuse a request received at ``queued_at`` (0: unknown) now; its
+        wait ends when its message started to be read (:func:`note_arrival`), or now."""
         if self.overloaded:
             return True
-        return queued_at > 0 and self.enabled and time.time() - queued_at > self.max_delay
+        if queued_at <= 0 or not self.enabled:
+            return False
+        started = _ARRIVED.get() or time.time()
+        return started - queued_at > self.max_delay
 
     def observe(self, lowest: float, highest: float) -> None:
         """End of a window in which the loop was at least ``lowest`` seconds late."""

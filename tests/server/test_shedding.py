@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 import shutil
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server import shedding
 from server.core import InferenceCore
 from server.errors import Overloaded
 from server.generated.inference import grpc_service_pb2 as pb
@@ -23,7 +25,8 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.metrics import RequestRecorder
 from server.oip_codec import decode_infer_request
 from server.repository import Registry
-from server.shedding import QUEUED_AT_HEADER, QueueDelayGuard, queued_at
+from server.safe_decode import add_servicer
+from server.shedding import QUEUED_AT_HEADER, QueueDelayGuard, note_arrival, queued_at
 from server.status import STATUS
 from tests.server.conftest import Server, start_server
 from tests.server.modelgen import SLOW_WIDTH, build_slow_model
@@ -207,3 +210,60 @@ def test_queue_stamp_counts_for_first_tries_only() -> None:
     assert queued_at([("x-envoy-attempt-count", "2"), (QUEUED_AT_HEADER, "12.5")]) == 0.0
     assert queued_at([(QUEUED_AT_HEADER, "soon")]) == 0.0
     assert queued_at([]) == 0.0
+
+
+def test_the_wait_ends_when_the_message_starts_to_be_read() -> None:
+    """Parsing a large message is the request's own work: only the time before counts."""
+    guard = QueueDelayGuard(1.0)
+
+    def judged(waited: float, parsing: float) -> bool:
+        arrived = time.time() - parsing  # the worker started reading `parsing` s ago
+        stamp = arrived - waited  # Envoy passed it on `waited` s before that
+
+        def refuse() -> bool:
+            shedding._ARRIVED.set(arrived)
+            return guard.refuse(stamp)
+
+        return contextvars.Context().run(refuse)
+
+    assert not judged(waited=0.2, parsing=3.0)  # slow to parse, quick to start: served
+    assert judged(waited=1.5, parsing=0.0)  # waited past the bound: refused
+    # without an arrival mark (no deserializer ran), the wait ends now
+    assert contextvars.Context().run(guard.refuse, time.time() - 1.5)
+    assert not contextvars.Context().run(guard.refuse, time.time() - 0.2)
+    mark = contextvars.Context()
+    mark.run(note_arrival)
+    assert abs(mark[shedding._ARRIVED] - time.time()) < 5
+
+
+def test_each_rpc_is_judged_by_its_own_arrival() -> None:
+    """grpc.aio runs the (wrapped) deserializer in the RPC's own task: the handler sees the
+    arrival of its own message, never another RPC's."""
+    seen: list[float] = []
+
+    class Probe(pb_grpc.GRPCInferenceServiceServicer):
+        async def ServerLive(self, request: object, context: object) -> pb.ServerLiveResponse:
+            seen.append(shedding._ARRIVED.get())
+            return pb.ServerLiveResponse(live=True)
+
+    async def scenario() -> list[tuple[float, float]]:
+        server = grpc.aio.server()
+        add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, Probe(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        spans = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                live = pb_grpc.GRPCInferenceServiceStub(channel).ServerLive
+                for _ in range(3):
+                    before = time.time()
+                    await live(pb.ServerLiveRequest(), timeout=10)
+                    spans.append((before, time.time()))
+        finally:
+            await server.stop(0)
+        return spans
+
+    spans = asyncio.run(scenario())
+    assert len(seen) == 3
+    for arrived, (before, after) in zip(seen, spans, strict=True):
+        assert before <= arrived <= after  # marked during this very call
