@@ -16,8 +16,9 @@ Two signals, either of which refuses a request at once with
 * **A stalled event loop.** A timer that should wake every few milliseconds measures
   how late the loop runs. When it has stayed late by more than the bound for a whole
   window (the minimum over the window, as CoDel does: a burst that drains does not
-  count, a standing backlog does), inference is refused until a window passes in which
-  the loop caught up. This covers direct callers that carry no stamp.
+  count, a standing backlog does; and at least two samples: one computation that held the
+  loop for the whole window is not a backlog), inference is refused until a window passes
+  in which the loop caught up. This covers direct callers that carry no stamp.
 
 Health, metadata and listing calls are never refused: a probe must see the worker alive
 and ready while it sheds.
@@ -91,9 +92,14 @@ class QueueDelayGuard:
         started = _ARRIVED.get() or time.time()
         return started - queued_at > self.max_delay
 
-    def observe(self, lowest: float, highest: float) -> None:
-        """End of a window in which the loop was at least ``lowest`` seconds late."""
-        self.overloaded = self.enabled and lowest > self.max_delay
+    def observe(self, lowest: float, highest: float, samples: int) -> None:
+        """End of a window of ``samples`` samples, each at least ``lowest`` seconds late.
+
+        One sample is not a queue: a single computation that held the loop for the
+        whole window (a huge batch) leaves one late sample and an idle worker behind it,
+        which must not refuse the next request.
+        """
+        self.overloaded = self.enabled and samples > 1 and lowest > self.max_delay
         self.last_delay = highest
 
     async def run(self) -> None:
@@ -102,13 +108,13 @@ class QueueDelayGuard:
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
-        lowest, highest = math.inf, 0.0
+        lowest, highest, samples = math.inf, 0.0, 0
         while True:
             due = loop.time() + SAMPLE_SECONDS
             await asyncio.sleep(SAMPLE_SECONDS)
             now = loop.time()
             late = max(0.0, now - due)
-            lowest, highest = min(lowest, late), max(highest, late)
+            lowest, highest, samples = min(lowest, late), max(highest, late), samples + 1
             if now - started >= self.window:
-                self.observe(lowest, highest)
-                started, lowest, highest = now, math.inf, 0.0
+                self.observe(lowest, highest, samples)
+                started, lowest, highest, samples = now, math.inf, 0.0, 0

@@ -38,25 +38,28 @@ LIMIT = 1 << 22
 
 def test_guard_trips_on_a_standing_queue_only() -> None:
     guard = QueueDelayGuard(0.05)
-    guard.observe(lowest=0.001, highest=0.4)  # a burst that drained within the window
+    guard.observe(lowest=0.001, highest=0.4, samples=9)  # a burst that drained in the window
     assert not guard.overloaded
-    guard.observe(lowest=0.06, highest=0.08)  # late for the whole window
+    guard.observe(lowest=0.06, highest=0.08, samples=9)  # late for the whole window
     assert guard.overloaded
-    guard.observe(lowest=0.0, highest=0.06)
+    guard.observe(lowest=0.0, highest=0.06, samples=9)
+    assert not guard.overloaded
+    # one computation that held the loop for the whole window: one late sample, no queue
+    guard.observe(lowest=2.5, highest=2.5, samples=1)
     assert not guard.overloaded
     off = QueueDelayGuard(0.0)
-    off.observe(lowest=10.0, highest=10.0)
+    off.observe(lowest=10.0, highest=10.0, samples=9)
     assert not off.enabled and not off.overloaded
 
 
 def test_guard_sees_a_blocked_event_loop() -> None:
     async def scenario() -> tuple[bool, bool]:
-        guard = QueueDelayGuard(0.02, window=0.05)
+        guard = QueueDelayGuard(0.02, window=0.3)
         task = asyncio.create_task(guard.run())
         await asyncio.sleep(0.02)
         tripped = False
-        for _ in range(20):  # the loop is busy for 0.1 s at a time: a queue that stands
-            time.sleep(0.1)
+        for _ in range(60):  # the loop is busy 0.05 s at a time, turn after turn: a queue
+            time.sleep(0.05)
             await asyncio.sleep(0)
             if guard.overloaded:
                 tripped = True
