@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from loadtest.grpc_web import Reply, call, decode_text, grpc_frame, unframe
+from server.datatypes import encode_bytes_raw
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -25,8 +26,8 @@ PREDICT = "/pronto.v1.PredictionService/Predict"
 def _infer_request(rows: int, model: str = MODEL) -> pb.ModelInferRequest:
     """tritonclient's raw form: BYTES length-prefixed, numbers little-endian."""
     req = pb.ModelInferRequest(model_name=model)
-    carriers = [CARRIERS[i % len(CARRIERS)].encode() for i in range(rows)]
-    raw = b"".join(len(c).to_bytes(4, "little") + c for c in carriers)
+    carriers = np.array([CARRIERS[i % len(CARRIERS)] for i in range(rows)], dtype=object)
+    raw = encode_bytes_raw(carriers)
     req.inputs.add(name="carrier", datatype="BYTES", shape=[rows, 1])
     req.inputs.add(name="hour", datatype="FP32", shape=[rows, 1])
     req.raw_input_contents.extend([raw, (np.arange(rows, dtype=np.float32) % 24).tobytes()])
