@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.datatypes import (
+    _FRAMED_FROM,
     DATATYPES,
+    _framed,
     decode_bytes_raw,
     encode_bytes_raw,
     split_bytes_raw,
@@ -86,6 +88,76 @@ def test_text_split_matches_plain_parser_near_well_formed(
     raw = _layout(words) + tail
     count = max(0, len(words) + count_delta)
     assert _outcome(split_text_raw, raw, count) == _outcome(_plain_text, raw, count)
+
+
+# short text without NULs: the framed path; anything else must make it step aside
+_SHORT = st.text(st.characters(codec="utf-8", min_codepoint=1), min_size=1, max_size=5)
+_WORD = st.one_of(
+    _SHORT,
+    _SHORT.map(lambda w: w.encode()),
+    st.sampled_from([b"", b"\x00", b"a\x00b", b"\x00\x00\x00", b"\xff", b"\xc3", b"y" * 256]),
+)
+
+
+def _framed_or_plain(raw: bytes, count: int) -> list[str]:
+    items = _framed(raw, count)
+    return _plain_text(raw, count) if items is None else items
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(_WORD, min_size=1, max_size=10),
+    st.integers(-1, 1),
+    st.binary(max_size=2),
+    st.binary(max_size=4),
+    st.tuples(st.integers(0, 9), st.sampled_from([0, 0, 0, -1, 1, 3, 256])),
+)
+def test_framed_split_is_the_plain_parser_or_steps_aside(
+    words: list[str | bytes],
+    count_delta: int,
+    head: bytes,
+    tail: bytes,
+    lie: tuple[int, int],
+) -> None:
+    """Well-formed short text is split; a count that is off, bytes before or after the
+    elements, or one length prefix that lies must give the plain parser's outcome."""
+    encoded = [w.encode() if isinstance(w, str) else w for w in words]
+    which, delta = lie
+    prefixes = [len(w) + (delta if i == which % len(encoded) else 0) for i, w in enumerate(encoded)]
+    layout = b"".join(
+        struct.pack("<I", max(0, n)) + w for n, w in zip(prefixes, encoded, strict=True)
+    )
+    raw = head + layout + tail
+    count = max(1, len(encoded) + count_delta)
+    assert _outcome(_framed_or_plain, raw, count) == _outcome(_plain_text, raw, count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(1, 8))
+def test_framed_split_steps_aside_on_arbitrary_buffers(raw: bytes, count: int) -> None:
+    assert _outcome(_framed_or_plain, raw, count) == _outcome(_plain_text, raw, count)
+
+
+def test_framed_split_takes_short_text_and_leaves_the_rest() -> None:
+    words = ["Grupo LATAM", "Sky Airline", "Ñuñoa", "日本語", "I"] * 20
+    raw = _layout([w.encode() for w in words])
+    assert _framed(raw, len(words)) == words
+    assert split_text_raw(raw, len(words)) == words and len(words) >= _FRAMED_FROM
+    # what it does not take: empty, 256 bytes or longer, NUL inside, not UTF-8, wrong count
+    for odd in (b"", b"x" * 256, b"a\x00", b"\xff"):
+        bad = _layout([w.encode() for w in words[:-1]] + [odd])
+        assert _framed(bad, len(words)) is None
+        assert _outcome(split_text_raw, bad, len(words)) == _outcome(_plain_text, bad, len(words))
+    assert _framed(raw, len(words) + 1) is None
+    assert _framed(raw + b"\x01\x00\x00\x00", len(words)) is None
+    assert _framed(b"X" + raw, len(words)) is None  # a stray byte first
+    # three NULs, as one length prefix would have, but not after the length byte
+    assert _framed(b"\x03\x00a\x00bc\x00", 1) is None
+    assert _outcome(_framed_or_plain, b"\x03\x00a\x00bc\x00", 1)[0] == "ValueError"
+    # one NUL more than three per element: a chain of two on the NULs' positions, for one
+    assert _framed(b"\x01\x00\x00\x00a\x02\x00bcde", 1) is None
+    with pytest.raises(ValueError, match="holds 100 elements, shape says 101"):
+        split_text_raw(raw, len(words) + 1)
 
 
 def test_text_split_slices_ascii_and_decodes_the_rest() -> None:
