@@ -22,6 +22,7 @@ from server.guard import AdmissionGuard
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle, close_ort_executor, ort_executor
 from server.repository import Registry
+from server.settings import OFFLOAD_ROWS
 from server.shedding import QueueDelayGuard
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class InferenceCore:
         *,
         version: str = "0",
         max_batch_size: int = 1_000_000,
-        offload_rows: int = 256,
+        offload_rows: int = OFFLOAD_ROWS,
         observer: InferenceObserver | None = None,
         guard: AdmissionGuard | None = None,
         sink: PredictionSink | None = None,

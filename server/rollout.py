@@ -37,6 +37,7 @@ from server.errors import ProntoError
 from server.model import ort_executor
 from server.repository import Registry
 from server.rollout_state import STATE_FILENAME, Mode, RolloutError, RolloutState
+from server.settings import OFFLOAD_ROWS
 
 if TYPE_CHECKING:
     import grpc
@@ -234,7 +235,7 @@ class RolloutRouter:
         self._random = random.random
         # shadow runs of big batches leave the event loop on the worker's one ONNX Runtime
         # thread (server.model.ort_executor), queued with offloaded requests
-        self.offload_rows = 256
+        self.offload_rows = OFFLOAD_ROWS
         self.admin_loopback_only = True
 
     @classmethod

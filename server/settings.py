@@ -24,6 +24,14 @@ from pronto_contract.fields import (
 __all__ = ["ServeSettings", "usable_cpus"]
 
 
+#: requests (and merged batches, shadow drains) of this many rows or more run on the helper
+#: thread. Handing a run over costs more than the run itself for small batches (2x the CPU
+#: of a 256-row flight-delay request in process on a 2-vCPU VM); from a few thousand rows
+#: the run takes milliseconds, and the event loop, which answers health checks and small
+#: requests, should not wait that long.
+OFFLOAD_ROWS = 4096
+
+
 class ServeSettings(BaseSettings):
     """Configuration of the supervisor and its worker processes."""
 
@@ -124,7 +132,7 @@ class ServeSettings(BaseSettings):
         1_000_000, ge=1, description="Largest batch dimension accepted in one request."
     )
     offload_rows: int = Field(
-        256,
+        OFFLOAD_ROWS,
         ge=1,
         description="Requests with at least this many rows run on a helper thread so the "
         "event loop keeps answering health checks.",

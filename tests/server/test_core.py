@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +370,33 @@ def test_observer_sees_every_served_batch(core: InferenceCore) -> None:
         ("flights", features, (2, 2), 2),
         ("flights", features, None, 1),
     ]
+
+
+def test_only_large_requests_leave_the_event_loop(model_repo: Path) -> None:
+    """By default a 256-row request runs on the event loop's thread (handing it over costs
+    more than the run); one of the default offload size runs on the helper thread."""
+    registry = Registry()
+    registry.replace(load_models(model_repo))
+    handle = registry.get("flights")
+    threads: list[str] = []
+    session = handle.session
+
+    class Recorded:
+        def run(self, outputs: Any, feeds: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return session.run(outputs, feeds)
+
+    handle.session = Recorded()  # type: ignore[assignment]
+    core = InferenceCore(registry)
+    core.ready = True
+    large = ServeSettings().offload_rows
+    assert core.offload_rows == large > 256
+    try:
+        for n in (1, 256, large - 1, large):
+            request = decode_infer_request(infer_request(rows(n)), large * 8, large)
+            assert len(asyncio.run(core.infer(request)).outputs[0].data) == n
+    finally:
+        core.close()
+    main = threading.current_thread().name
+    assert threads[:3] == [main] * 3
+    assert threads[3] != main and threads[3].startswith("ort")
