@@ -169,7 +169,7 @@ def _framed(raw: bytes, count: int) -> list[str] | None:
     """
     # as many NULs as three per element, in runs whose lengths are multiples of three
     # (non-overlapping triples count floor(run / 3) per run): consecutive triples
-    if raw.count(0) != 3 * count or raw.count(b"\x00\x00\x00") != count:
+    if count < 1 or raw.count(0) != 3 * count or raw.count(b"\x00\x00\x00") != count:
         return None  # an empty or long element, or a NUL in one
     data = np.frombuffer(raw, np.uint8)
     starts = np.flatnonzero(data == 0)[::3]

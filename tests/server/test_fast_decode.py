@@ -149,6 +149,7 @@ def test_framed_split_takes_short_text_and_leaves_the_rest() -> None:
         assert _framed(bad, len(words)) is None
         assert _outcome(split_text_raw, bad, len(words)) == _outcome(_plain_text, bad, len(words))
     assert _framed(raw, len(words) + 1) is None
+    assert _framed(b"", 0) is None and _framed(b"abc", 0) is None
     assert _framed(raw + b"\x01\x00\x00\x00", len(words)) is None
     assert _framed(b"X" + raw, len(words)) is None  # a stray byte first
     # three NULs, as one length prefix would have, but not after the length byte
