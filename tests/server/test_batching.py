@@ -290,16 +290,27 @@ def test_lone_caller_stops_waiting() -> None:
     """Sequential callers cannot be merged: after a few batches they no longer wait."""
     batcher = Batcher(_stub(_Picky()), BatchingConfig(16, 200_000), 256)  # type: ignore[arg-type]
     x = np.ones((1, 2), dtype=np.float32)
+    waited: list[bool] = []
+    decide = batcher._wait
 
-    async def main() -> float:
-        started = time.perf_counter()
+    def recorded() -> bool:
+        waited.append(decide())
+        return waited[-1]
+
+    batcher._wait = recorded  # type: ignore[method-assign]
+
+    async def main() -> None:
         for _ in range(20):
             await batcher.run({"x": x}, ["y"], 1)
-        return time.perf_counter() - started
 
-    elapsed = asyncio.run(main())
-    assert elapsed < 2.0  # 20 x 0.2 s if every request waited the full delay
+    asyncio.run(main())
+    # each lone batch lowers the merge average: the first few wait the 0.2 s delay, the
+    # rest run at once (no probe within PROBE_EVERY requests)
+    assert len(waited) == 20 and waited[0]
+    first_direct = waited.index(False)
+    assert first_direct <= 5 and not any(waited[first_direct:]), waited
     assert batcher.batches == 20
+    batcher._wait = decide  # type: ignore[method-assign]
     # concurrency that comes back is found by a probe within PROBE_EVERY requests, and
     # from then on callers that arrive together are merged again
     per_burst = []
