@@ -86,6 +86,7 @@ class Batcher:
         self._labels = (handle.name, handle.version_str)
         self.config = config
         self.offload_rows = offload_rows
+        self._inline_rows = handle.inline_rows
         self._delay = config.max_queue_delay_us / 1e6
         self._queues: dict[Key, _Queue] = {}
         #: runs and rows merged so far (for tests and the benchmark)
@@ -149,7 +150,7 @@ class Batcher:
     async def _direct(
         self, loop: asyncio.AbstractEventLoop, feeds: Feeds, outputs: list[str], rows: int
     ) -> list[np.ndarray]:
-        if rows < self.offload_rows:
+        if rows < self.offload_rows or rows <= self._inline_rows:
             return self._run(feeds, outputs)
         return await loop.run_in_executor(ort_executor(), self._run, feeds, outputs)
 
@@ -170,7 +171,7 @@ class Batcher:
         batch_stats.record(
             *self._labels, queue.total, len(queue.futures), loop.time() - queue.started
         )
-        if queue.total < self.offload_rows:
+        if queue.total < self.offload_rows or queue.total <= self._inline_rows:
             try:
                 results = self._run(merged, outputs)
             except Exception as exc:

@@ -22,7 +22,6 @@ from server.guard import AdmissionGuard
 from server.ids import MAX_ID_LENGTH, IdGenerator
 from server.model import ModelHandle, close_ort_executor, ort_executor
 from server.repository import Registry
-from server.settings import OFFLOAD_ROWS
 from server.shedding import QueueDelayGuard
 
 if TYPE_CHECKING:
@@ -109,7 +108,7 @@ class InferenceCore:
         *,
         version: str = "0",
         max_batch_size: int = 1_000_000,
-        offload_rows: int = OFFLOAD_ROWS,
+        offload_rows: int = 256,
         observer: InferenceObserver | None = None,
         guard: AdmissionGuard | None = None,
         sink: PredictionSink | None = None,
@@ -228,7 +227,7 @@ class InferenceCore:
         batcher = handle.batcher
         if batcher is not None:
             return await batcher.run(feeds, outputs, rows)
-        if rows < self.offload_rows:
+        if handle.runs_inline(rows, self.offload_rows):
             return handle.run(feeds, outputs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(ort_executor(), handle.run, feeds, outputs)

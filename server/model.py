@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,35 @@ log = logging.getLogger(__name__)
 PLATFORM = "onnxruntime_onnx"
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+#: the longest a run is expected to hold a worker's event loop and still run there. Handing a
+#: run to the helper thread costs more CPU than a short run itself (a 256-row flight-delay
+#: request took twice the CPU in process with the hand-over, on a 2-vCPU VM), but a long run
+#: on the event loop delays health checks and every other request of the worker.
+INLINE_BUDGET_S = 0.002
+
+
+def inline_rows(run_seconds: Callable[[int], float], budget: float = INLINE_BUDGET_S) -> int:
+    """The most rows whose run is expected to take at most ``budget`` seconds.
+
+    ``run_seconds(rows)`` times one run of that many rows; runs of 1 and 64 rows, best of
+    three each, give a fixed cost and a cost per row. 0 when a single row already takes
+    the whole budget.
+    """
+    one = min(run_seconds(1) for _ in range(3))
+    many = min(run_seconds(_TIMED_ROWS) for _ in range(3))
+    if one >= budget:
+        return 0
+    per_row = max(many - one, 0.0) / (_TIMED_ROWS - 1)
+    if per_row <= 0.0:
+        return _MAX_INLINE_ROWS
+    return min(_MAX_INLINE_ROWS, int((budget - one) / per_row) + 1)
+
+
+_TIMED_ROWS = 64
+#: whatever the timing says: one run never holds more rows than this on the event loop
+_MAX_INLINE_ROWS = 16_384
 
 
 def ort_executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -136,6 +165,9 @@ class ModelHandle:
     proba_output: str | None
     manifest: Manifest = field(default_factory=Manifest)
     load_seconds: float = 0.0
+    #: the most rows a run may have and still run on the event loop past ``--offload-rows``
+    #: (:func:`inline_rows`, from the timed warm-up); 0: none
+    inline_rows: int = 0
     #: set by the worker when micro-batching is on for this version (see server.batching)
     batcher: Batcher | None = None
     #: packed input -> the features it carries, in column order (empty: one input per feature)
@@ -158,6 +190,11 @@ class ModelHandle:
     @property
     def output_names(self) -> list[str]:
         return list(self.outputs)
+
+    def runs_inline(self, rows: int, offload_rows: int) -> bool:
+        """Whether a run of ``rows`` rows stays on the event loop: below ``offload_rows``,
+        or cheap enough by the warm-up's timing (:data:`INLINE_BUDGET_S`)."""
+        return rows < offload_rows or rows <= self.inline_rows
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         """Run the session; ``feeds`` must already match the input specs."""
@@ -291,6 +328,14 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
                 name, version, len(handle.classes), width,
             )  # fmt: skip
             handle.classes = None
+
+    def run_seconds(rows: int) -> float:
+        feeds, names = handle.sample_feeds(rows), handle.output_names
+        start = time.perf_counter()
+        handle.run(feeds, names)
+        return time.perf_counter() - start
+
+    handle.inline_rows = inline_rows(run_seconds)
     handle.load_seconds = time.perf_counter() - started
     log.info("loaded %s version %d in %.3fs", name, version, handle.load_seconds)
     return handle

@@ -37,7 +37,6 @@ from server.errors import ProntoError
 from server.model import ort_executor
 from server.repository import Registry
 from server.rollout_state import STATE_FILENAME, Mode, RolloutError, RolloutState
-from server.settings import OFFLOAD_ROWS
 
 if TYPE_CHECKING:
     import grpc
@@ -235,7 +234,7 @@ class RolloutRouter:
         self._random = random.random
         # shadow runs of big batches leave the event loop on the worker's one ONNX Runtime
         # thread (server.model.ort_executor), queued with offloaded requests
-        self.offload_rows = OFFLOAD_ROWS
+        self.offload_rows = 256
         self.admin_loopback_only = True
 
     @classmethod
@@ -405,7 +404,7 @@ class RolloutRouter:
         self._queued = 0
         loop = asyncio.get_running_loop()
         for batch in pending.values():
-            if sum(batch.sizes) < self.offload_rows:
+            if batch.candidate.runs_inline(sum(batch.sizes), self.offload_rows):
                 self._shadow(batch, self._stats)
             elif self._offloaded >= SHADOW_OFFLOADED:
                 # the helper thread is behind (a slow candidate): drop, never pile up

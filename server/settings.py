@@ -24,14 +24,6 @@ from pronto_contract.fields import (
 __all__ = ["ServeSettings", "usable_cpus"]
 
 
-#: requests (and merged batches, shadow drains) of this many rows or more run on the helper
-#: thread. Handing a run over costs more than the run itself for small batches (2x the CPU
-#: of a 256-row flight-delay request in process on a 2-vCPU VM); from a few thousand rows
-#: the run takes milliseconds, and the event loop, which answers health checks and small
-#: requests, should not wait that long.
-OFFLOAD_ROWS = 4096
-
-
 class ServeSettings(BaseSettings):
     """Configuration of the supervisor and its worker processes."""
 
@@ -132,10 +124,11 @@ class ServeSettings(BaseSettings):
         1_000_000, ge=1, description="Largest batch dimension accepted in one request."
     )
     offload_rows: int = Field(
-        OFFLOAD_ROWS,
+        256,
         ge=1,
         description="Requests with at least this many rows run on a helper thread so the "
-        "event loop keeps answering health checks.",
+        "event loop keeps answering health checks, unless the model's timed warm-up puts "
+        "their run under 2 ms (handing a short run over costs more than the run).",
     )
     max_concurrent_rpcs: int | None = Field(
         None,

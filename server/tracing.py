@@ -219,7 +219,7 @@ async def traced_run(
         finally:
             marks["end"] = time.time_ns()
 
-    if rows < core.offload_rows:
+    if handle.runs_inline(rows, core.offload_rows):
         result = run()
     else:
         result = await asyncio.get_running_loop().run_in_executor(ort_executor(), run)

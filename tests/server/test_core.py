@@ -35,7 +35,7 @@ from server.errors import (
 from server.features import columns_from_instances
 from server.generated.inference import grpc_service_pb2 as pb
 from server.metrics import RequestRecorder
-from server.model import FeatureSpec, load_model
+from server.model import FeatureSpec, inline_rows, load_model
 from server.oip_codec import decode_infer_request, encode_infer_response
 from server.repository import Registry
 from server.settings import ServeSettings
@@ -52,7 +52,10 @@ NUMERIC = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": n
 @pytest.fixture(scope="module")
 def core(model_repo: Path) -> InferenceCore:
     registry = Registry()
-    registry.replace(load_models(model_repo, latest=2))
+    handles = load_models(model_repo, latest=2)
+    for handle in handles:
+        handle.inline_rows = 0  # offload_rows alone decides what leaves the event loop
+    registry.replace(handles)
     c = InferenceCore(registry, offload_rows=64)
     c.ready = True
     return c
@@ -372,12 +375,14 @@ def test_observer_sees_every_served_batch(core: InferenceCore) -> None:
     ]
 
 
-def test_only_large_requests_leave_the_event_loop(model_repo: Path) -> None:
-    """By default a 256-row request runs on the event loop's thread (handing it over costs
-    more than the run); one of the default offload size runs on the helper thread."""
+def test_cheap_runs_stay_on_the_event_loop_past_the_offload_size(model_repo: Path) -> None:
+    """Below ``--offload-rows`` a run stays on the event loop's thread; past it, as long as
+    the warm-up's timing puts it within the budget (``inline_rows``); beyond, the helper
+    thread runs it."""
     registry = Registry()
     registry.replace(load_models(model_repo))
     handle = registry.get("flights")
+    assert handle.inline_rows >= 0  # set by the timed warm-up
     threads: list[str] = []
     session = handle.session
 
@@ -387,16 +392,43 @@ def test_only_large_requests_leave_the_event_loop(model_repo: Path) -> None:
             return session.run(outputs, feeds)
 
     handle.session = Recorded()  # type: ignore[assignment]
+    handle.inline_rows = 300  # as if the warm-up had timed 300 rows within the budget
     core = InferenceCore(registry)
     core.ready = True
-    large = ServeSettings().offload_rows
-    assert core.offload_rows == large > 256
+    assert core.offload_rows == ServeSettings().offload_rows == 256
     try:
-        for n in (1, 256, large - 1, large):
-            request = decode_infer_request(infer_request(rows(n)), large * 8, large)
+        for n in (1, 255, 256, 300, 301):
+            request = decode_infer_request(infer_request(rows(n)), 1 << 20, 1 << 20)
             assert len(asyncio.run(core.infer(request)).outputs[0].data) == n
+        handle.inline_rows = 0  # a model too slow for any run past the offload size
+        request = decode_infer_request(infer_request(rows(256)), 1 << 20, 1 << 20)
+        asyncio.run(core.infer(request))
     finally:
         core.close()
     main = threading.current_thread().name
-    assert threads[:3] == [main] * 3
-    assert threads[3] != main and threads[3].startswith("ort")
+    assert threads[:4] == [main] * 4
+    assert threads[4] != main and threads[4].startswith("ort")
+    assert threads[5] != main and threads[5].startswith("ort")
+
+
+@pytest.mark.parametrize(
+    ("one", "per_row", "expected"),
+    [
+        (0.0001, 0.000001, 1901),  # 0.1 ms fixed + 1 µs per row: (2 - 0.1) ms / 1 µs + 1
+        (0.0001, 0.0, 16_384),  # no measurable cost per row: the cap
+        (0.0025, 0.000001, 0),  # one row already takes more than the budget
+        (0.0001, 0.0005, 4),  # 0.5 ms per row
+    ],
+)
+def test_inline_rows_from_timed_runs(one: float, per_row: float, expected: int) -> None:
+    calls: list[int] = []
+
+    def run_seconds(rows: int) -> float:
+        calls.append(rows)
+        return one + per_row * (rows - 1)
+
+    assert inline_rows(run_seconds, budget=0.002) == expected
+    assert sorted(set(calls)) == [1, 64]
+    # the best of three: one stall in the timing does not shrink the estimate
+    stalls = iter([1.0] + [0.0] * 5)
+    assert inline_rows(lambda rows: next(stalls) + one + per_row * (rows - 1), 0.002) == expected

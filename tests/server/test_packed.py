@@ -75,6 +75,8 @@ def handles(repo: Path) -> dict[str, ModelHandle]:
 def core(handles: dict[str, ModelHandle]) -> InferenceCore:
     registry = Registry()
     registry.replace(list(handles.values()))
+    for handle in handles.values():
+        handle.inline_rows = 0  # offload_rows alone decides what leaves the event loop
     c = InferenceCore(registry, offload_rows=64)
     c.ready = True
     return c

@@ -252,10 +252,11 @@ def test_shadow_agreement_matches_row_by_row_comparison(repo: Path, offload: boo
     """Batched scoring gives what scoring each request alone gives, on the event loop or
     on the helper thread; requests that left an output out are not compared on it."""
     registry, router, core = _shadow_core(repo)
-    if offload:
-        router.offload_rows = 1
     stable, candidate = registry.find("flights", 1), registry.find("flights", 2)
     assert stable is not None and candidate is not None
+    if offload:
+        router.offload_rows = 1
+        candidate.inline_rows = 0
     from server.oip_codec import decode_infer_request
 
     requests = [infer_request(rows(n)) for n in (1, 3, 2, 5)]
@@ -321,6 +322,7 @@ def test_shadow_drains_behind_on_the_helper_thread_are_dropped(repo: Path) -> No
     router.offload_rows = 1
     candidate = registry.find("flights", 2)
     assert candidate is not None
+    candidate.inline_rows = 0  # past offload_rows, every drain goes to the helper thread
     release = threading.Event()
     counting = _CountingSession(candidate.session)
     run = counting.run
