@@ -55,12 +55,12 @@ def inline_rows(run_seconds: Callable[[int], float], budget: float = INLINE_BUDG
 
     ``run_seconds(rows)`` times one run of that many rows; runs of 1 and 64 rows, best of
     three each, give a fixed cost and a cost per row. 0 when a single row already takes
-    the whole budget.
+    the whole budget (then the bigger runs are not timed).
     """
     one = min(run_seconds(1) for _ in range(3))
-    many = min(run_seconds(_TIMED_ROWS) for _ in range(3))
     if one >= budget:
-        return 0
+        return 0  # without timing bigger runs: a slow model loads no slower for this
+    many = min(run_seconds(_TIMED_ROWS) for _ in range(3))
     per_row = max(many - one, 0.0) / (_TIMED_ROWS - 1)
     if per_row <= 0.0:
         return _MAX_INLINE_ROWS

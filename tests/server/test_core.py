@@ -428,7 +428,7 @@ def test_inline_rows_from_timed_runs(one: float, per_row: float, expected: int) 
         return one + per_row * (rows - 1)
 
     assert inline_rows(run_seconds, budget=0.002) == expected
-    assert sorted(set(calls)) == [1, 64]
+    assert sorted(set(calls)) == ([1] if one >= 0.002 else [1, 64])
     # the best of three: one stall in the timing does not shrink the estimate
     stalls = iter([1.0] + [0.0] * 5)
     assert inline_rows(lambda rows: next(stalls) + one + per_row * (rows - 1), 0.002) == expected
