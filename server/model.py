@@ -335,7 +335,13 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
         handle.run(feeds, names)
         return time.perf_counter() - start
 
-    handle.inline_rows = inline_rows(run_seconds)
+    # a model whose batch axis is fixed is never timed: its sample runs cannot grow
+    if all(spec.shape[:1] == (-1,) for spec in handle.inputs.values()):
+        try:
+            handle.inline_rows = inline_rows(run_seconds)
+        except Exception as exc:  # timing is an optimisation: never a reason not to serve
+            log.warning("%s version %d: runs not timed (%r); large runs go to the helper thread",
+                        name, version, exc)  # fmt: skip
     handle.load_seconds = time.perf_counter() - started
     log.info("loaded %s version %d in %.3fs", name, version, handle.load_seconds)
     return handle

@@ -432,3 +432,22 @@ def test_inline_rows_from_timed_runs(one: float, per_row: float, expected: int) 
     # the best of three: one stall in the timing does not shrink the estimate
     stalls = iter([1.0] + [0.0] * 5)
     assert inline_rows(lambda rows: next(stalls) + one + per_row * (rows - 1), 0.002) == expected
+
+
+@pytest.mark.parametrize(("batch", "timed"), [(None, True), (4, False)])
+def test_only_models_with_a_free_batch_axis_are_timed(
+    tmp_path: Path, batch: int | None, timed: bool
+) -> None:
+    """The warm-up times bigger runs only when the batch axis can grow; a fixed one keeps
+    every run past ``--offload-rows`` on the helper thread."""
+    from onnx import TensorProto, helper, save
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g", [x], [y])
+    folder = tmp_path / "m" / "1"
+    folder.mkdir(parents=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    save(model, str(folder / "model.onnx"))
+    handle = load_model("m", 1, folder)
+    assert (handle.inline_rows > 0) is timed
