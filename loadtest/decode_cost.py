@@ -4,10 +4,10 @@
 
 Decodes the first single-row and the first 256-row OIP request of the load data,
 in tritonclient's raw form and in typed form, and splits their raw BYTES tensors
-with the element-by-element parser and with the request path's splitter. Variants
-alternate within each round and the best round counts, timed in process CPU time,
-so a busy machine skews them alike. A synthetic wide numeric request (30 FP32
-columns) is decoded as 30 ``[1, 1]`` tensors and as one ``[1, 30]`` tensor: the two
+with the element-by-element parser, the bytes splitter and the request path's text
+splitter. Variants alternate within each round and the best round counts, timed in
+process CPU time, so a busy machine skews them alike. A synthetic wide numeric request
+(30 FP32 columns) is decoded as 30 ``[1, 1]`` tensors and as one ``[1, 30]`` tensor: the two
 request forms a trainer could export a wide numeric model for.
 """
 
@@ -93,7 +93,7 @@ def measure(data_dir: Path, rounds: int) -> str:
     from google.protobuf import json_format
 
     from loadtest.h2load import raw_request_from_json
-    from server.datatypes import decode_bytes_raw, split_bytes_raw
+    from server.datatypes import decode_bytes_raw, split_bytes_raw, split_text_raw
     from server.generated.inference import grpc_service_pb2 as pb
     from server.oip_codec import decode_infer_request
 
@@ -111,7 +111,7 @@ def measure(data_dir: Path, rounds: int) -> str:
     feeds_many = {t.name: t.data for t in decode_infer_request(wide_many, big, big).inputs}
     feeds_one = {t.name: t.data for t in decode_infer_request(wide_one, big, big).inputs}
 
-    def split_all(fn: Callable[[bytes, int], list[bytes]]) -> Callable[[], list[list[bytes]]]:
+    def split_all(fn: Callable[[bytes, int], list[Any]]) -> Callable[[], list[list[Any]]]:
         return lambda: [fn(s, 256) for s in strings]
 
     cases: dict[str, tuple[Callable[[], Any], int]] = {
@@ -139,8 +139,12 @@ def measure(data_dir: Path, rounds: int) -> str:
             split_all(decode_bytes_raw),
             40,
         ),
-        f"split {len(strings)} raw BYTES tensors of 256, request path": (
+        f"split {len(strings)} raw BYTES tensors of 256, bytes splitter": (
             split_all(split_bytes_raw),
+            40,
+        ),
+        f"split {len(strings)} raw BYTES tensors of 256, request path (decoded text)": (
+            split_all(split_text_raw),
             40,
         ),
     }
