@@ -382,7 +382,7 @@ def test_cheap_runs_stay_on_the_event_loop_past_the_offload_size(model_repo: Pat
     registry = Registry()
     registry.replace(load_models(model_repo))
     handle = registry.get("flights")
-    assert handle.inline_rows >= 0  # set by the timed warm-up
+    assert handle.inline_rows > 0  # timed at load: a single row runs far under 2 ms
     threads: list[str] = []
     session = handle.session
 
