@@ -28,7 +28,7 @@ import numpy as np
 
 from pronto_contract import Manifest
 from server import batch_stats
-from server.model import ort_executor
+from server.model import ort_executor, stays_inline
 
 if TYPE_CHECKING:
     from server.model import ModelHandle
@@ -150,7 +150,7 @@ class Batcher:
     async def _direct(
         self, loop: asyncio.AbstractEventLoop, feeds: Feeds, outputs: list[str], rows: int
     ) -> list[np.ndarray]:
-        if rows < self.offload_rows or rows <= self._inline_rows:
+        if stays_inline(rows, self.offload_rows, self._inline_rows):
             return self._run(feeds, outputs)
         return await loop.run_in_executor(ort_executor(), self._run, feeds, outputs)
 
@@ -171,7 +171,7 @@ class Batcher:
         batch_stats.record(
             *self._labels, queue.total, len(queue.futures), loop.time() - queue.started
         )
-        if queue.total < self.offload_rows or queue.total <= self._inline_rows:
+        if stays_inline(queue.total, self.offload_rows, self._inline_rows):
             try:
                 results = self._run(merged, outputs)
             except Exception as exc:

@@ -67,6 +67,12 @@ def inline_rows(run_seconds: Callable[[int], float], budget: float = INLINE_BUDG
     return min(_MAX_INLINE_ROWS, int((budget - one) / per_row) + 1)
 
 
+def stays_inline(rows: int, offload_rows: int, inline_rows: int) -> bool:
+    """Whether a run of ``rows`` rows stays on the event loop: below ``offload_rows``, or
+    within ``inline_rows`` (:func:`inline_rows`, the model's timed warm-up)."""
+    return rows < offload_rows or rows <= inline_rows
+
+
 _TIMED_ROWS = 64
 #: whatever the timing says: one run never holds more rows than this on the event loop
 _MAX_INLINE_ROWS = 16_384
@@ -192,9 +198,8 @@ class ModelHandle:
         return list(self.outputs)
 
     def runs_inline(self, rows: int, offload_rows: int) -> bool:
-        """Whether a run of ``rows`` rows stays on the event loop: below ``offload_rows``,
-        or cheap enough by the warm-up's timing (:data:`INLINE_BUDGET_S`)."""
-        return rows < offload_rows or rows <= self.inline_rows
+        """Whether a run of ``rows`` rows of this model stays on the event loop."""
+        return stays_inline(rows, offload_rows, self.inline_rows)
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
         """Run the session; ``feeds`` must already match the input specs."""
