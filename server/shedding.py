@@ -18,7 +18,10 @@ Two signals, either of which refuses a request at once with
   window (the minimum over the window, as CoDel does: a burst that drains does not
   count, a standing backlog does; and at least two samples: one computation that held the
   loop for the whole window is not a backlog), inference is refused until a window passes
-  in which the loop caught up. This covers direct callers that carry no stamp.
+  in which the loop caught up. This covers direct callers that carry no stamp. After a
+  window without any inference request the timer rests (one wake-up every
+  :data:`IDLE_SAMPLE_SECONDS` instead of every :data:`SAMPLE_SECONDS`, which cost an idle
+  worker a few percent of a core) until a request comes.
 
 Health, metadata and listing calls are never refused: a probe must see the worker alive
 and ready while it sheds.
@@ -43,8 +46,10 @@ __all__ = ["ATTEMPT_HEADER", "QUEUED_AT_HEADER", "QueueDelayGuard", "note_arriva
 #: Envoy's try number; a retried request's stamp includes the backoff, so it is ignored
 ATTEMPT_HEADER = "x-envoy-attempt-count"
 
-#: how often the loop's lateness is sampled
+#: how often the loop's lateness is sampled while inference requests come in
 SAMPLE_SECONDS = 0.005
+#: how often a resting sampler (no inference request for a whole window) looks for one
+IDLE_SAMPLE_SECONDS = 0.1
 
 #: when this RPC's worker began reading its request message (grpc.aio runs the
 #: deserializer and the handler in the RPC's own task, so each RPC sees its own value)
@@ -81,10 +86,15 @@ class QueueDelayGuard:
         self.overloaded = False
         #: the largest lateness seen in the last window (for logs and tests)
         self.last_delay = 0.0
+        #: an inference request was judged since the current window began
+        self.busy = False
+        #: the sampler rests: a whole window passed without an inference request
+        self.idle = False
 
     def refuse(self, queued_at: float) -> bool:
         """Whether to refuse a request received at ``queued_at`` (0: unknown) now; its
         wait ends when its message started to be read (:func:`note_arrival`), or now."""
+        self.busy = True
         if self.overloaded:
             return True
         if queued_at <= 0 or not self.enabled:
@@ -107,6 +117,17 @@ class QueueDelayGuard:
         if not self.enabled:
             return
         loop = asyncio.get_running_loop()
+        while True:
+            if self.idle:
+                await asyncio.sleep(IDLE_SAMPLE_SECONDS)
+                self.idle = not self.busy
+                continue
+            self.busy = False
+            await self._window(loop)
+            # no request in the whole window: nothing can be queueing behind the loop
+            self.idle = not self.busy and not self.overloaded
+
+    async def _window(self, loop: asyncio.AbstractEventLoop) -> None:
         started = loop.time()
         lowest, highest, samples = math.inf, 0.0, 0
         while True:
@@ -117,4 +138,4 @@ class QueueDelayGuard:
             lowest, highest, samples = min(lowest, late), max(highest, late), samples + 1
             if now - started >= self.window:
                 self.observe(lowest, highest, samples)
-                started, lowest, highest, samples = now, math.inf, 0.0, 0
+                return

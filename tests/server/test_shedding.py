@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,6 +62,7 @@ def test_guard_sees_a_blocked_event_loop() -> None:
         await asyncio.sleep(0.02)
         tripped = False
         for _ in range(60):  # the loop is busy 0.05 s at a time, turn after turn: a queue
+            guard.refuse(0.0)  # of requests without a stamp, each judged as it starts
             time.sleep(0.05)
             await asyncio.sleep(0)
             if guard.overloaded:
@@ -76,6 +77,42 @@ def test_guard_sees_a_blocked_event_loop() -> None:
 
     tripped, recovered = asyncio.run(scenario())
     assert tripped and recovered
+
+
+def test_guard_sampler_rests_until_a_request_comes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window without inference requests puts the sampler to rest (a slow wake-up
+    instead of one every few milliseconds); the next request brings it back."""
+    naps: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recorded(delay: float) -> None:
+        naps.append(delay)
+        await sleep(delay)
+
+    monkeypatch.setattr(shedding.asyncio, "sleep", recorded)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "the sampler never changed pace"
+            await sleep(0.001)
+
+    async def scenario() -> None:
+        fast, slow = shedding.SAMPLE_SECONDS, shedding.IDLE_SAMPLE_SECONDS
+        guard = QueueDelayGuard(0.02, window=0.05)
+        task = asyncio.create_task(guard.run())
+        await until(lambda: guard.idle and naps.count(slow) >= 3)
+        first = naps.index(slow)
+        assert first >= 2 and set(naps[:first]) == {fast}  # a whole window at full pace
+        assert set(naps[first:]) == {slow}  # then it rests, and stays resting
+        # the sampler is in a slow nap now; a request wakes it to full pace
+        mark = len(naps)
+        assert not guard.refuse(0.0)
+        await until(lambda: len(naps) > mark)
+        assert not guard.idle and naps[mark] == fast
+        task.cancel()
+
+    asyncio.run(scenario())
 
 
 @pytest.fixture(scope="module")
