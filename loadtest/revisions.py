@@ -43,7 +43,7 @@ from loadtest.h2load import (
     write_request,
 )
 from loadtest.runner import DATA_DIR, machine_description
-from loadtest.trace_cost import _tree_cpu, ratio_table
+from loadtest.trace_cost import _tree_cpu, add_side_by_side_arguments, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
 __all__ = ["BASELINE", "bench", "main", "measure", "profile", "profile_table", "served"]
@@ -276,18 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="a git revision to serve (repeat; the first is the baseline; '.' = this tree)",
     )
-    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
-    parser.add_argument("--model", default="flight-delay")
-    parser.add_argument(
-        "--request",
-        type=Path,
-        default=DATA_DIR / "oip.json",
-        help="ghz-style JSON requests; the first is sent (default: the load data's first "
-        "single-row flight-delay request)",
-    )
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    add_side_by_side_arguments(parser, seconds=2.0, rounds=6)
     parser.add_argument(
         "--profile",
         type=int,

@@ -212,8 +212,10 @@ def table(rps: dict[str, list[float]], cpu_us: dict[str, list[float]]) -> str:
     return ratio_table(rps, cpu_us, "variant", "off")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_side_by_side_arguments(
+    parser: argparse.ArgumentParser, seconds: float, rounds: int
+) -> None:
+    """The options every side-by-side h2load study takes: model, request, rounds, output."""
     parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
     parser.add_argument("--model", default="flight-delay")
     parser.add_argument(
@@ -223,9 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         help="ghz-style JSON requests; the first is sent (default: the load data's first "
         "single-row flight-delay request)",
     )
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=seconds, help="per round and arm")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_side_by_side_arguments(parser, seconds=3.0, rounds=3)
     args = parser.parse_args(argv)
     request = json.loads(args.request.read_text())[0]
     request["model_name"] = args.model
