@@ -25,7 +25,8 @@ class WrkRun:
     duration_s: float = 10.0
     connections: int = 32
     threads: int = 2
-    rate: int | None = None  # approximate: each connection pauses connections/rate
+    #: requests per second, on a schedule each wrk thread keeps for its connections
+    rate: int | None = None
     headers: dict[str, str] | None = None
     #: count responses per HTTP status (``LoadResult.statuses``)
     statuses: bool = False
@@ -40,7 +41,7 @@ def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
     env.update(
         WRK_BODIES=str(run.bodies_file),
         WRK_PATH=run.path,
-        WRK_DELAY_MS=str(int(run.connections * 1000 / run.rate)) if run.rate else "0",
+        WRK_THREAD_RATE=f"{run.rate / run.threads:g}" if run.rate else "0",
         WRK_HEADERS="\n".join(f"{k}: {v}" for k, v in (run.headers or {}).items()),
         WRK_STATUS="1" if run.statuses else "0",
         WRK_CONTENT_TYPE=run.content_type,

@@ -3,9 +3,10 @@
 -- summary at the end so the harness never parses wrk's human-readable output.
 --
 -- Environment: WRK_BODIES (path of the bodies file), WRK_PATH (request path),
--- WRK_HEADERS (optional "Name: value" pairs separated by "\n"), WRK_DELAY_MS
--- (optional pause before each request on a connection: wrk cannot pace a
--- constant rate, so connections / rate gives an approximately paced load),
+-- WRK_HEADERS (optional "Name: value" pairs separated by "\n"), WRK_THREAD_RATE
+-- (optional requests per second for each wrk thread: its connections take turns
+-- on one schedule of evenly spaced send times, so the rate holds whatever the
+-- latency, and a connection that answers late sends its next request at once),
 -- WRK_HEX=1 (optional: each line is a hex-encoded binary body), WRK_CONTENT_TYPE
 -- (optional, default application/json), WRK_STATUS=1 (optional: count responses
 -- per HTTP status, printed as "statuses"; off by default, since a response
@@ -14,7 +15,7 @@
 local bodies = {}
 local index = 0
 local path = os.getenv("WRK_PATH") or "/"
-local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+local rate = tonumber(os.getenv("WRK_THREAD_RATE") or "0")
 local threads = {}
 statuses = {}
 
@@ -46,9 +47,34 @@ function request()
   return wrk.format(nil, path, nil, bodies[index])
 end
 
-if pause > 0 then
+if rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef [[
+    typedef struct { long tv_sec; long tv_nsec; } wrk_timespec;
+    int clock_gettime(int clock, wrk_timespec *ts);
+  ]]
+  local ts = ffi.new("wrk_timespec")
+  local CLOCK_MONOTONIC = 1
+  local function now_ms()
+    ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local interval = 1000 / rate
+  local due = nil
+  -- called after each response: when this connection sends next (ms from now)
   function delay()
-    return pause
+    local now = now_ms()
+    -- behind by more than a second (a stalled host): start the schedule again rather
+    -- than send the backlog in one burst
+    if due == nil or due < now - 1000 then
+      due = now
+    end
+    due = due + interval
+    local wait = due - now
+    if wait <= 0 then
+      return 0
+    end
+    return math.floor(wait + 0.5)
   end
 end
 

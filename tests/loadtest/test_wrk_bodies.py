@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,3 +85,44 @@ def test_json_lines_are_sent_as_they_are(
     assert result.errors == 0 and result.ok >= len(lines), result
     assert {kind for _, kind, _ in seen} == {"application/json"}
     assert {body.decode() for _, _, body in seen} == set(lines)
+
+
+def test_paced_runs_hold_their_rate_whatever_the_latency(tmp_path: Path) -> None:
+    """A paced wrk run sends ``rate`` requests a second even when every answer takes a
+    while: its connections share one schedule of send times. A pause after each answer
+    (what wrk offers by itself) would send about 17 a second here instead of 30."""
+    latency, rate, seconds = 0.05, 30, 3.0
+    sent: list[float] = []
+
+    class Slow(_Recorder):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            sent.append(time.monotonic())
+            time.sleep(latency)  # the server's own latency, what pacing must absorb
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bodies_file = tmp_path / "bodies.jsonl"
+    bodies_file.write_text('{"a": 1}\n')
+    run = WrkRun(
+        url=f"http://127.0.0.1:{server.server_address[1]}",
+        path="/p",
+        bodies_file=bodies_file,
+        duration_s=seconds,
+        connections=2,
+        threads=1,
+        rate=rate,
+    )
+    try:
+        result = run_wrk(run, tmp_path / "out", "paced")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.errors == 0, result
+    # never faster than the schedule (the first request of each connection goes at once)
+    assert len(sent) <= rate * seconds + run.connections + 1
+    # and not held back by the latency: a host would have to stall for most of a second
+    assert len(sent) >= 0.8 * rate * seconds, len(sent)
