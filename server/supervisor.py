@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
 #: how long the first workers wait for the template to load the models
 TEMPLATE_WARMUP_SECONDS = 300.0
-#: a worker that dies sooner than this after starting counts as crash-looping
-QUICK_DEATH_SECONDS = 2.0
+#: a worker that dies sooner than this after starting counts as crash-looping (one forked
+#: from the template serves within tens of milliseconds: one that lived longer had served,
+#: and is replaced at once however often it is killed)
+QUICK_DEATH_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
 
 
