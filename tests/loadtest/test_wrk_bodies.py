@@ -89,8 +89,9 @@ def test_json_lines_are_sent_as_they_are(
 
 def test_paced_runs_hold_their_rate_whatever_the_latency(tmp_path: Path) -> None:
     """A paced wrk run sends ``rate`` requests a second even when every answer takes a
-    while: its connections share one schedule of send times. A pause after each answer
-    (what wrk offers by itself) would send about 17 a second here instead of 30."""
+    while: its connections share one schedule of send times. A fixed pause of
+    connections / rate after each answer (how this script paced before) would send about
+    17 a second here instead of 30."""
     latency, rate, seconds = 0.05, 30, 3.0
     sent: list[float] = []
 
