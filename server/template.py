@@ -16,6 +16,10 @@ are orphaned at once and adopted by the supervisor, which is a child subreaper: 
 supervisor waits for them, signals them and sees their exit status exactly as if it had
 forked them itself.
 
+Before each fork the template freezes its objects (:func:`freeze_for_fork`): the garbage
+collector of a worker then never walks, and so never writes to, the objects it shares with
+the template, and those pages stay shared instead of being copied into every worker.
+
 Wire protocol on the socket pair (one line each): the template says ``ready`` once
 warm; the supervisor sends a worker index; the template answers with the new worker's
 pid, or ``error``.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import select
@@ -51,6 +56,7 @@ __all__ = [
     "Template",
     "become_subreaper",
     "cached_handle",
+    "freeze_for_fork",
     "set_process_name",
     "worker_processes",
 ]
@@ -233,17 +239,35 @@ def _template_main(settings: ServeSettings, conn: socket.socket, supervisor: int
         conn.sendall(f"error {threads - baseline} threads started by loading\n".encode())
         return 1
     conn.sendall(b"ready\n")
+    freeze_for_fork(changed=True)
     reader = conn.makefile("rb")
     for raw in reader:
         index = int(raw.strip())
+        loaded = {key: entry[0] for key, entry in preloaded.items()}
         with contextlib.suppress(Exception):
             preload_models(settings, preloaded)  # versions published since the last spawn
+        freeze_for_fork(changed=loaded != {key: entry[0] for key, entry in preloaded.items()})
         try:
             _fork_worker(settings, index, preloaded, conn, supervisor)
         except OSError as exc:
             log.error("worker template: cannot fork worker %d: %s", index, exc)
             conn.sendall(b"error fork\n")
     return 0
+
+
+def freeze_for_fork(changed: bool) -> None:
+    """Move every object into the collector's permanent generation before a fork.
+
+    A collection in a worker writes to each object it examines, so without this every
+    page of the imported runtime and of the loaded models that it walks is copied into
+    that worker. ``changed``: models were loaded or dropped since the last freeze, so
+    first unfreeze and collect, or the garbage that dropping a version left in
+    reference cycles would stay frozen for good.
+    """
+    if changed:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def _fork_worker(

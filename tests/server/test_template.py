@@ -152,3 +152,31 @@ def test_only_workers_that_die_young_back_off(tmp_path: Path) -> None:
     assert all(b >= a - 0.01 for a, b in itertools.pairwise(delays)) and delays[2] > 0.1
     assert max(delays) <= MAX_BACKOFF_SECONDS + 0.01
     assert dies_after(1.5) <= 0.01  # served again: the count starts over
+
+
+def test_objects_are_frozen_before_a_fork_and_dropped_versions_collected() -> None:
+    """Workers inherit a frozen heap (their collector leaves the shared pages alone); a
+    refresh that dropped models unfreezes first, so garbage in cycles is still freed."""
+    import gc
+    import weakref
+
+    from server.template import freeze_for_fork
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a reference cycle: only the collector frees it
+
+    try:
+        node = Node()
+        alive = weakref.ref(node)
+        freeze_for_fork(changed=False)
+        assert gc.get_freeze_count() > 0
+        del node
+        gc.collect()
+        assert alive() is not None  # frozen: no collection looks at it
+        freeze_for_fork(changed=False)  # nothing loaded or dropped: stays frozen
+        assert alive() is not None
+        freeze_for_fork(changed=True)
+        assert alive() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
