@@ -243,10 +243,11 @@ def _template_main(settings: ServeSettings, conn: socket.socket, supervisor: int
     reader = conn.makefile("rb")
     for raw in reader:
         index = int(raw.strip())
-        loaded = {key: entry[0] for key, entry in preloaded.items()}
+        changed = True  # unless the refresh says otherwise
         with contextlib.suppress(Exception):
-            preload_models(settings, preloaded)  # versions published since the last spawn
-        freeze_for_fork(changed=loaded != {key: entry[0] for key, entry in preloaded.items()})
+            # versions published since the last spawn
+            changed = preload_models(settings, preloaded)
+        freeze_for_fork(changed)
         try:
             _fork_worker(settings, index, preloaded, conn, supervisor)
         except OSError as exc:

@@ -80,14 +80,16 @@ def _load(
     return handle
 
 
-def preload_models(settings: ServeSettings, preloaded: Preloaded) -> None:
+def preload_models(settings: ServeSettings, preloaded: Preloaded) -> bool:
     """Load (in the warm template) what the version policy selects now; keep what is loaded.
+    Returns whether a version was loaded or dropped.
 
     Handles here carry no micro-batcher: that belongs to each worker's event loop.
     """
     policy, policies = version_policies(settings)
     wanted = select_versions(settings.model_repository, settings.models, policy, policies)
     keep: set[tuple[str, int]] = set()
+    changed = False
     for name, versions in wanted.items():
         for version, path in versions.items():
             keep.add((name, version))
@@ -98,8 +100,11 @@ def preload_models(settings: ServeSettings, preloaded: Preloaded) -> None:
                         stamp,
                         load_model(name, version, path, settings.intra_op_threads),
                     )
+                    changed = True
     for key in set(preloaded) - keep:
         del preloaded[key]
+        changed = True
+    return changed
 
 
 def server_options(settings: ServeSettings) -> list[tuple[str, int]]:
