@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import psutil
@@ -127,31 +127,33 @@ def test_direct_client_with_the_published_retry_policy_sees_no_crash(fresh: Serv
     assert answered >= 20 * (2 * fresh.workers + 1)
 
 
-def test_only_workers_that_die_young_back_off(tmp_path: Path) -> None:
+def test_only_workers_that_die_young_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker killed after it served (an OOM kill, a node's chaos) is replaced at once,
     however often that happens; one that dies right after starting, again and again, is
     restarted later and later."""
+    from server import supervisor as module
     from server.settings import ServeSettings
     from server.supervisor import MAX_BACKOFF_SECONDS, QUICK_DEATH_SECONDS, Supervisor
 
-    settings = ServeSettings(model_repository=tmp_path, workers=1)
-    supervisor = Supervisor(settings)
+    clock = [1000.0]  # the supervisor's monotonic clock, moved by the test alone
+    monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    supervisor = Supervisor(ServeSettings(model_repository=tmp_path, workers=1))
     (slot,) = supervisor.slots
     killed = signal.SIGKILL.value  # the wait status of a process killed by SIGKILL
 
     def dies_after(lived: float) -> float:
-        now = time.monotonic()
-        slot.pid, slot.started = 1 << 22, now - lived
+        slot.pid, slot.started = 1 << 22, clock[0]
+        clock[0] += lived
         assert supervisor._on_exit(slot, killed)
-        return slot.restart_at - now
+        return slot.restart_at - clock[0]
 
     for _ in range(5):  # killed 1.5 s after each start (it had served for all but 50 ms)
-        assert dies_after(1.5) <= 0.01
+        assert dies_after(1.5) == 0
     delays = [dies_after(QUICK_DEATH_SECONDS / 10) for _ in range(6)]
-    assert delays[0] <= 0.01  # once is not a loop
-    assert all(b >= a - 0.01 for a, b in itertools.pairwise(delays)) and delays[2] > 0.1
-    assert max(delays) <= MAX_BACKOFF_SECONDS + 0.01
-    assert dies_after(1.5) <= 0.01  # served again: the count starts over
+    assert delays == [0, 1.0, 2.0, 4.0, MAX_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS]
+    assert dies_after(1.5) == 0  # served again: the count starts over
 
 
 def test_objects_are_frozen_before_a_fork_and_dropped_versions_collected() -> None:
