@@ -241,10 +241,21 @@ def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleN
 def test_latency_png_from_prometheus_data(
     stack: Stack, normal: SimpleNamespace, tmp_path: Path
 ) -> None:
-    # a wide window: on a loaded machine some one-second scrapes time out
-    series = latency_series(stack.prometheus, normal.started, time.time(), window="30s")
+    # The fixture's traffic made the histogram's series: the first scrape saw them with
+    # their counts already up, so a rate over that traffic alone is 0 (NaN quantiles).
+    # Traffic now, on series Prometheus already holds, gives rates above 0; poll until the
+    # query shows them, since the scrape and the last step of the range are a second apart.
+    send_rows(stack.grpc, flight_rows(200, seed=13, drift=False), MODEL, batch=10)
+    deadline = time.monotonic() + 30
+    while True:
+        # a wide window: on a loaded machine some one-second scrapes time out
+        series = latency_series(stack.prometheus, normal.started, time.time(), window="30s")
+        measured = all(any(v == v for _, v in points) for points in series.values())
+        if measured or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert set(series) == {"p50", "p95", "p99"}
-    assert all(any(v == v for _, v in points) for points in series.values()), series
+    assert measured, series
     png = render_latency_png(
         stack.prometheus, normal.started, time.time(), tmp_path / "latency.png", "test"
     )
