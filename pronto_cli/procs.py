@@ -9,6 +9,7 @@ or an HTTP endpoint instead of sleeping, and stop a process the way Kubernetes d
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import os
@@ -46,38 +47,57 @@ Process = subprocess.Popen[Any]
 # -- ports ----------------------------------------------------------------------
 
 
+#: ports this process handed out lately: the kernel may offer a port again once the
+#: probing socket is closed, before the program it was picked for has bound it
+_HANDED: collections.deque[int] = collections.deque(maxlen=512)
+
+
+def _hand_out(*ports: int) -> None:
+    _HANDED.extend(ports)
+
+
+def _probe() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this process
+    has not handed out lately."""
+    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (held open together while picking)."""
+    """``count`` distinct free ports (held open together while picking), none handed out
+    lately by this process."""
     with contextlib.ExitStack() as stack:
-        socks = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
+        ports: list[int] = []
+        while len(ports) < count:
+            port = int(stack.enter_context(_probe()).getsockname()[1])
+            if port not in _HANDED:  # a skipped port stays held, so it is not offered again
+                ports.append(port)
+        _hand_out(*ports)
+        return ports
 
 
 def port_block(count: int, attempts: int = 100) -> int:
-    """First port of ``count`` consecutive free ports (for per-worker ports)."""
+    """First port of ``count`` consecutive free ports (for per-worker ports), none handed
+    out lately by this process."""
     for _ in range(attempts):
-        base = free_port()
-        if base + count > 65535:
+        with _probe() as probe:
+            base = int(probe.getsockname()[1])
+        if base + count > 65535 or any(p in _HANDED for p in range(base, base + count)):
             continue
         try:
             with contextlib.ExitStack() as stack:
                 for p in range(base, base + count):
                     s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
                     s.bind(("127.0.0.1", p))
-            return base
         except OSError:
             continue
+        _hand_out(*range(base, base + count))
+        return base
     raise RuntimeError(f"no block of {count} free ports found")
 
 
