@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -28,51 +26,46 @@ from pathlib import Path
 
 from gateway.launcher import envoy_binary
 from gateway.render import PACKAGED_DESCRIPTOR_SET
+from loadtest.ghz import find_tool
 from loadtest.tokens import Signer
+from loadtest.wrk import WrkRun, run_wrk
 from tests.gateway.harness import Server, run_gateway, run_server
 from tests.gateway.modelgen import MODEL, build_repository, instance
 from tests.gateway.tls import SERVER_NAME, relay_config, write_certificates
 from tests.support import free_port_block, stop_process, wait_for_port
 
-HERE = Path(__file__).resolve().parent
 ISSUER, AUDIENCE, API_KEY = "https://issuer.bench", "pronto", "bench-key-1"
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(HERE.parents[1] / ".tools/bin"))
-    if not found:
-        raise SystemExit(f"{name} not found")
-    return found
 
 
 def wrk(
     port: int, seconds: int, conns: int, headers: dict[str, str], rate: int = 0
 ) -> dict[str, float]:
-    env = dict(os.environ)
-    env["BENCH_BODY"] = json.dumps({"instances": [instance(3)]})
-    env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in headers.items())
-    # wrk cannot hold a rate; a pause of conns/rate per request approximates one.
-    env["BENCH_DELAY_MS"] = str(int(conns * 1000 / rate)) if rate else "0"
-    cmd = [_tool("wrk"), "-t", "2", "-c", str(conns), "-d", f"{seconds}s"]
-    cmd += [
-        "-s",
-        str(HERE / "wrk_report.lua"),
-        f"http://127.0.0.1:{port}/v1/models/{MODEL}:predict",
-    ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    data = json.loads(out.strip().splitlines()[-1])
+    """One wrk run through the load tests' body-rotating script, which also holds ``rate``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        bodies.write_text(json.dumps({"instances": [instance(3)]}) + "\n")
+        run = WrkRun(
+            url=f"http://127.0.0.1:{port}",
+            path=f"/v1/models/{MODEL}:predict",
+            bodies_file=bodies,
+            duration_s=seconds,
+            connections=conns,
+            rate=rate or None,
+            headers=headers,
+        )
+        result = run_wrk(run, Path(tmp), "bench")
     return {
-        "rps": data["requests"] / (data["duration_us"] / 1e6),
-        "p50_ms": data["p50_us"] / 1000,
-        "p99_ms": data["p99_us"] / 1000,
-        "errors": data["errors"],
+        "rps": result.rps,
+        "p50_ms": result.latency_ms["p50"],
+        "p99_ms": result.latency_ms["p99"],
+        "errors": result.errors,
     }
 
 
 def ghz(
     port: int, seconds: int, conns: int, metadata: dict[str, str], rate: int = 0
 ) -> dict[str, float]:
-    cmd = [_tool("ghz"), "--insecure", "--protoset", str(PACKAGED_DESCRIPTOR_SET)]
+    cmd = [find_tool("ghz"), "--insecure", "--protoset", str(PACKAGED_DESCRIPTOR_SET)]
     cmd += ["--call", "pronto.v1.PredictionService/Predict", "-c", str(conns)]
     cmd += ["--connections", str(conns), "-z", f"{seconds}s", "-O", "json"]
     cmd += ["-d", json.dumps({"name": MODEL, "instances": [instance(3)]})]
