@@ -7,7 +7,8 @@ One-shot tools that have exited by then (helm, promtool, envoy --mode validate) 
 counted.
 
 Also: a test marked ``needs_tool`` whose tool is missing is skipped, or failed under
-``PRONTO_REQUIRE_TOOLS=1`` (tests/tools.py).
+``PRONTO_REQUIRE_TOOLS=1`` (tests/tools.py). Property tests have no per-example deadline:
+on a shared machine one slow example says nothing about the code.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from collections.abc import Generator
 
 import psutil
 import pytest
+from hypothesis import settings
 
 from tests.tools import missing_tool
+
+settings.register_profile("pronto", deadline=None)
+settings.load_profile("pronto")
 
 _BEFORE = pytest.StashKey[set[int]]()
 

@@ -6,8 +6,10 @@ The process, port and health helpers are the ones ``pronto up`` and the load tes
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pronto_cli.procs import (
     PRONTO,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRONTO",
+    "eventually",
     "free_port",
     "free_port_block",
     "free_ports",
@@ -50,3 +53,19 @@ def load_models(root: Path, latest: int = 1) -> list[ModelHandle]:
         for name, versions in selected.items()
         for version, path in versions.items()
     ]
+
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.5) -> T:
+    """``check()``'s result once it stops raising AssertionError; its last error after
+    ``timeout`` seconds. For state published asynchronously (timers, scrapes, rules)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(interval)

@@ -35,12 +35,13 @@ from tests.observability.traffic import (
     NUMERIC,
     bad_requests,
     flight_rows,
+    rest_feedback,
     rest_json,
     rest_predict,
     rest_requests,
     send_rows,
 )
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -72,10 +73,7 @@ def normal(stack: Stack) -> SimpleNamespace:
     # labels for one REST prediction (and one refused feedback): the quality series
     pid, labels, _ = rest_predict(stack.envoy_http_port, MODEL, rows.iloc[:20])
     path = f"/v1/models/{MODEL}:feedback"
-    assert (
-        rest_json(stack.envoy_http_port, path, {"feedback": [{"id": pid, "labels": labels}]})[0]
-        == 200
-    )
+    rest_feedback(stack.envoy_http_port, MODEL, [{"id": pid, "labels": labels}])
     assert (
         rest_json(stack.envoy_http_port, path, {"feedback": [{"id": "x", "labels": ["1"]}]})[0]
         == 404
@@ -84,12 +82,9 @@ def normal(stack: Stack) -> SimpleNamespace:
     sent = pd.concat([rows, rows.iloc[:2], rows.iloc[:20]], ignore_index=True)
     api = stack.prometheus
     expected = len(sent)
+    mes = f'sum(pronto_drift_bucket_total{{model="{MODEL}",feature="MES"}})'
+    assert wait_for(api, f"{mes} >= {expected}", timeout=60), "the rows sent were not scraped"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        got = api.values(f'sum(pronto_drift_bucket_total{{model="{MODEL}",feature="MES"}})')
-        if got and next(iter(got.values())) >= expected:
-            break
-        time.sleep(0.5)
 
     # rates need a few samples after the last request: four more scrapes of every server
     # target, then a rule evaluation of every group after them
@@ -151,7 +146,7 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack, normal: SimpleNa
     assert len(queries) > 30
     for q in queries:
         if q.instant:
-            result = api.query(q.expr)
+            result = wait_for(api, q.expr, timeout=10)
         else:
             result = api.query_range(q.expr, normal.started, now, step=1.0)
         if not result:
@@ -161,15 +156,20 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack, normal: SimpleNa
 
 def test_server_metrics_cover_the_outcomes(stack: Stack, normal: SimpleNamespace) -> None:
     api = stack.prometheus
-    codes = api.values("sum by (code) (pronto_requests_total)")
-    assert {"code=OK", "code=INVALID_ARGUMENT", "code=NOT_FOUND"} <= set(codes)
-    methods = api.values(f'sum by (method) (pronto_requests_total{{model="{MODEL}"}})')
-    assert {"method=Predict", "method=ModelInfer"} <= set(methods)
-    assert api.values("sum(pronto_workers_ready)") == {"": 2.0}
-    assert api.values('sum(pronto_model_load_failures_total{model="broken"})') == {"": 2.0}
-    reasons = api.values("sum by (reason) (pronto_validation_errors_total)")
-    assert len(reasons) >= 2
-    assert api.query('pronto_build_info{version!=""}')
+
+    def outcomes() -> None:
+        # instant queries: polled, since one timed-out scrape leaves every series stale
+        codes = api.values("sum by (code) (pronto_requests_total)")
+        assert {"code=OK", "code=INVALID_ARGUMENT", "code=NOT_FOUND"} <= set(codes)
+        methods = api.values(f'sum by (method) (pronto_requests_total{{model="{MODEL}"}})')
+        assert {"method=Predict", "method=ModelInfer"} <= set(methods)
+        assert api.values("sum(pronto_workers_ready)") == {"": 2.0}
+        assert api.values('sum(pronto_model_load_failures_total{model="broken"})') == {"": 2.0}
+        reasons = api.values("sum by (reason) (pronto_validation_errors_total)")
+        assert len(reasons) >= 2
+        assert api.query('pronto_build_info{version!=""}')
+
+    eventually(outcomes)
 
 
 def expected_psi(frames: list[pd.DataFrame], man: dict[str, Any]) -> dict[str, float]:
@@ -185,6 +185,10 @@ def expected_psi(frames: list[pd.DataFrame], man: dict[str, Any]) -> dict[str, f
     return {name: psi(ref.counts[name].tolist(), fb.reference) for name, fb in ref.features.items()}
 
 
+def _assert_equal(got: object, want: object) -> None:
+    assert got == want
+
+
 def prometheus_psi(api: PrometheusAPI) -> dict[str, float]:
     result = api.query(f'pronto:drift_psi:1h{{model="{MODEL}"}}')
     return {r["metric"]["feature"]: float(r["value"][1]) for r in result}
@@ -192,8 +196,13 @@ def prometheus_psi(api: PrometheusAPI) -> dict[str, float]:
 
 def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleNamespace) -> None:
     api, man = stack.prometheus, manifest(stack.repo)
-    before = prometheus_psi(api)
-    assert set(before) >= SHIFTED | UNTOUCHED | {"__score__"}
+
+    def settled_before() -> dict[str, float]:
+        before = prometheus_psi(api)
+        assert set(before) >= SHIFTED | UNTOUCHED | {"__score__"}, before
+        return before
+
+    before = eventually(settled_before)
     assert max(before.values()) < 0.2, before
 
     drifted = flight_rows(DRIFT_ROWS, seed=12, drift=True)
@@ -205,10 +214,15 @@ def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleN
     # the PSI rule comes later in the same group: it has seen the same samples
     assert wait_for(api, f"{rows} >= {total - 0.5}", timeout=30), "rules lag behind"
 
-    after = prometheus_psi(api)
     want = expected_psi([normal.rows, drifted], man)
-    for feature in SHIFTED | UNTOUCHED:
-        assert after[feature] == pytest.approx(want[feature], abs=0.01), feature
+
+    def settled_after() -> dict[str, float]:
+        after = prometheus_psi(api)
+        for feature in SHIFTED | UNTOUCHED:
+            assert after.get(feature) == pytest.approx(want[feature], abs=0.01), feature
+        return after
+
+    after = eventually(settled_after)
     assert {f for f in SHIFTED if after[f] > 0.2} == SHIFTED, after
     assert {f for f in UNTOUCHED if after[f] < 0.2} == UNTOUCHED, after
 
@@ -216,13 +230,13 @@ def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleN
     lo, hi = next(i["range"] for i in man["signature"]["inputs"] if i["name"] == "MES")
     out_of_range = int(((drifted["MES"] < lo) | (drifted["MES"] > hi)).sum())
     assert out_of_range > 0
-    got = api.values(f'sum(pronto_drift_out_of_range_total{{model="{MODEL}",feature="MES"}})')
-    assert got == {"": float(out_of_range)}
+    out_of_range_expr = f'sum(pronto_drift_out_of_range_total{{model="{MODEL}",feature="MES"}})'
+    eventually(lambda: _assert_equal(api.values(out_of_range_expr), {"": float(out_of_range)}))
     known = next(i["categories"] for i in man["signature"]["inputs"] if i["name"] == "OPERA")
     unseen = int((~drifted["OPERA"].isin(known)).sum())
     unseen_expr = f'sum(pronto_drift_unseen_categories_total{{model="{MODEL}",feature="OPERA"}})'
-    got = api.values(unseen_expr)
-    assert unseen > 0 and got == {"": float(unseen)}
+    assert unseen > 0
+    eventually(lambda: _assert_equal(api.values(unseen_expr), {"": float(unseen)}))
 
     # the drift alert is on its way (pending for its 30 minutes) for the shifted inputs only
     deadline = time.monotonic() + 30
@@ -272,11 +286,13 @@ def test_make_monitor_scrapes_the_stack_with_the_chart_rules(stack: Stack, tmp_p
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         api = PrometheusAPI(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while True:
             with contextlib.suppress(OSError):
                 if api.targets_up() and len(api.get("/api/v1/targets")["activeTargets"]) == 2:
                     break
+            assert proc.poll() is None, "the monitor exited"
+            assert time.monotonic() < deadline, "the monitor's targets never came up"
             time.sleep(0.5)
         # every group of the chart's rule files, loaded
         groups = {g["name"] for g in api.rule_groups()}
@@ -287,9 +303,10 @@ def test_make_monitor_scrapes_the_stack_with_the_chart_rules(stack: Stack, tmp_p
         }
         assert {"pronto-slo", "pronto-drift", "pronto-quality"} <= chart_groups
         assert groups == chart_groups
-        # each target scraped successfully at least once (a single scrape may time out)
-        scraped = api.values("max by (job) (max_over_time(up[30s]))")
-        assert scraped == {"job=pronto": 1.0, "job=envoy": 1.0}
+        # each target scraped successfully at least once (a single scrape may time out; a
+        # target shows up before its scrape's samples are committed)
+        up = "max by (job) (max_over_time(up[30s]))"
+        eventually(lambda: _assert_equal(api.values(up), {"job=pronto": 1.0, "job=envoy": 1.0}))
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from tests.observability.conftest import MODEL, ROOT, Stack
-from tests.observability.traffic import flight_rows, rest_json, rest_predict
+from tests.observability.traffic import flight_rows, rest_feedback, rest_predict
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -63,10 +63,7 @@ def _predict_and_label(
         truth += given
         predicted += labels
         scores += score
-    status, body = rest_json(
-        stack.envoy_http_port, f"/v1/models/{MODEL}:feedback", {"feedback": feedback}
-    )
-    assert status == 200, body
+    body = rest_feedback(stack.envoy_http_port, MODEL, feedback)
     assert body == {"predictions": str(len(feedback)), "labels": str(rows), "unsampled": "0"}
     return truth, predicted, scores
 

@@ -52,6 +52,10 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+#: the spans of the worker's inference steps, children of its ModelInfer span
+WORKER_CHILDREN = ("decode", "queue", "run", "encode")
+
+
 @pytest.fixture
 def receiver() -> Iterator[tuple[int, Receiver]]:
     sink = Receiver()
@@ -80,12 +84,14 @@ def test_one_trace_across_envoy_and_the_worker(
         traceparent = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
         inputs = {"carrier": np.array([["Copa Air"]]), "hour": np.array([[20.0]], dtype=np.float32)}
         client.infer(MODEL, inputs, metadata=[("traceparent", traceparent)])
-        # Envoy flushes its spans every 5 s; wait for both services, never longer than 20 s.
-        deadline = time.monotonic() + 20
+        # Envoy flushes its spans every 5 s, and the worker may export its spans in more
+        # than one batch: wait for Envoy's and every one of the worker's
+        wanted = {("pronto-server", n) for n in ("pronto/ModelInfer", *WORKER_CHILDREN)}
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with sink.lock:
-                services = {s[0] for s in sink.spans if s[2] == TRACE_ID}
-            if {"pronto-gateway", "pronto-server"} <= services:
+                seen = {(s[0], s[1]) for s in sink.spans if s[2] == TRACE_ID}
+            if wanted <= seen and any(service == "pronto-gateway" for service, _ in seen):
                 break
             time.sleep(0.1)
     spans = [s for s in sink.spans if s[2] == TRACE_ID]
@@ -96,7 +102,7 @@ def test_one_trace_across_envoy_and_the_worker(
     assert envoy_parent == CALLER_SPAN  # Envoy continued the caller's trace
     root_span, root_parent = by_name[("pronto-server", "pronto/ModelInfer")]
     assert root_parent == envoy_span  # the worker continued Envoy's
-    for child in ("decode", "queue", "run", "encode"):
+    for child in WORKER_CHILDREN:
         assert by_name[("pronto-server", child)][1] == root_span, child
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import time
 from typing import Any
 
 import grpc
@@ -95,6 +96,20 @@ def rest_json(port: int, path: str, body: Any) -> tuple[int, Any]:
         return reply.status, json.loads(reply.read() or b"null")
     finally:
         conn.close()
+
+
+def rest_feedback(port: int, model: str, feedback: list[Any], timeout: float = 30.0) -> Any:
+    """POST labels through Envoy and return the reply, which must be a 200. The server
+    waits a moment for a prediction served just before to reach its index (written on
+    the capture timer); past that it answers 404, and feedback is all or nothing, so a
+    404 is sent again until ``timeout``: a host stalled for longer is not what is tested.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = rest_json(port, f"/v1/models/{model}:feedback", {"feedback": feedback})
+        if status != 404 or time.monotonic() > deadline:
+            assert status == 200, body
+            return body
 
 
 def rest_predict(

@@ -98,8 +98,13 @@ def test_gs_urls() -> None:
 def test_rotated_and_last_files_are_uploaded(model_repo: Path, tmp_path: Path, gcs: Gcs) -> None:
     directory = tmp_path / "capture"
     LabelStore(directory).create()
+    # only the test flushes (the writer's timer would race its flushes)
     config = CaptureConfig(
-        directory, sample_rate=1.0, max_file_bytes=1, upload_url=f"gs://{BUCKET}/captures/a"
+        directory,
+        sample_rate=1.0,
+        max_file_bytes=1,
+        upload_url=f"gs://{BUCKET}/captures/a",
+        flush_interval=3600.0,
     )
     sink = CaptureSink(config)
     sink.start()

@@ -234,16 +234,24 @@ def test_quality_from_labels_equals_sklearn(loop_server: Server) -> None:
     # labels go to the other worker: the index is shared
     with grpc.insecure_channel(loop_server.worker_address(1)) as ch:
         feedback = fpb_grpc.FeedbackServiceStub(ch).Feedback
-        reply = feedback(
-            fpb.FeedbackRequest(
-                name="flights",
-                feedback=[
-                    fpb.LabeledPrediction(id=pid, labels=labels)
-                    for (pid, _, _), labels in zip(served, truth, strict=True)
-                ],
-            ),
-            timeout=10,
+        labeled = fpb.FeedbackRequest(
+            name="flights",
+            feedback=[
+                fpb.LabeledPrediction(id=pid, labels=labels)
+                for (pid, _, _), labels in zip(served, truth, strict=True)
+            ],
         )
+        # the writer indexes predictions on its timer and the server waits for it a
+        # moment; a host stalled past that answers NOT_FOUND, and nothing was written
+        # (feedback is all or nothing): send again
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = feedback(labeled, timeout=10)
+                break
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
         assert (reply.predictions, reply.labels) == (20, 60)
         first = served[0][0]
         for bad, code in [
@@ -363,14 +371,27 @@ def pods(
             stop_process(srv.proc)
 
 
-def _predict_ids(server: Server, n: int) -> list[tuple[str, int]]:
+def _predict_ids(server: Server, n: int, index: Path) -> list[tuple[str, int]]:
+    """Ids and row counts of ``n`` predictions, once the pod's ``index`` holds them all
+    (its capture writer indexes them on a timer): what a peer is asked for is there."""
     with grpc.insecure_channel(server.address) as ch:
         predict = ppb_grpc.PredictionServiceStub(ch).Predict
         out = []
         for i in range(n):
             reply = predict(predict_request(rows(i % 3 + 1)), timeout=10)
             out.append((reply.id, len(reply.predictions)))
-        return out
+    entries = [(pid, ["1"] * rows_) for pid, rows_ in out]
+    deadline = time.monotonic() + 30
+    while True:
+        store = LabelStore(index)
+        try:
+            held = store.check("flights", entries)
+        finally:
+            store.close()
+        if len(held) == len(entries):
+            return out
+        assert time.monotonic() < deadline, f"{index} never indexed {entries}"
+        time.sleep(0.05)
 
 
 def _send(server: Server, entries: list[tuple[str, list[str]]]) -> fpb.FeedbackResponse:
@@ -386,7 +407,8 @@ def test_labels_reach_the_pod_that_served_the_prediction(
     pods: tuple[Server, Server, Path],
 ) -> None:
     a, b, base = pods
-    served_a, served_b = _predict_ids(a, 4), _predict_ids(b, 3)
+    served_a = _predict_ids(a, 4, base / "capture-0")
+    served_b = _predict_ids(b, 3, base / "capture-1")
     # one request mixing predictions of both pods, sent to b
     entries = [(pid, ["1"] * n) for pid, n in served_a + served_b]
     reply = _send(b, entries)
@@ -413,8 +435,8 @@ def test_bad_labels_for_a_peer_prediction_write_nothing(
     pods: tuple[Server, Server, Path],
 ) -> None:
     a, b, base = pods
-    ((pid_a, n_a),) = _predict_ids(a, 1)
-    ((pid_b, n_b),) = _predict_ids(b, 1)
+    ((pid_a, n_a),) = _predict_ids(a, 1, base / "capture-0")
+    ((pid_b, n_b),) = _predict_ids(b, 1, base / "capture-1")
     cases = [
         # wrong label count on the peer's prediction: INVALID_ARGUMENT, b's own not written
         ([(pid_b, ["0"] * n_b), (pid_a, ["0"] * (n_a + 1))], grpc.StatusCode.INVALID_ARGUMENT),
@@ -437,8 +459,8 @@ def test_bad_labels_for_a_peer_prediction_write_nothing(
 def test_an_unreachable_peer_makes_unknown_ids_retryable(
     pods: tuple[Server, Server, Path],
 ) -> None:
-    a, b, _ = pods
-    ((pid_a, n_a),) = _predict_ids(a, 1)
+    a, b, base = pods
+    ((pid_a, n_a),) = _predict_ids(a, 1, base / "capture-0")
     stop_process(a.proc)
     # a is gone: its ids cannot be found now, but that is no proof that they do not exist:
     # UNAVAILABLE, so the caller retries

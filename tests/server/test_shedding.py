@@ -99,7 +99,8 @@ def test_guard_sampler_rests_until_a_request_comes(monkeypatch: pytest.MonkeyPat
 
     async def scenario() -> None:
         fast, slow = shedding.SAMPLE_SECONDS, shedding.IDLE_SAMPLE_SECONDS
-        guard = QueueDelayGuard(0.02, window=0.05)
+        # a window of a hundred naps: only a half-second stall could end it after one
+        guard = QueueDelayGuard(0.02, window=0.5)
         task = asyncio.create_task(guard.run())
         await until(lambda: guard.idle and naps.count(slow) >= 3)
         first = naps.index(slow)
@@ -139,9 +140,9 @@ def test_overloaded_core_refuses_inference_but_answers_probes(core: InferenceCor
         assert core.server_ready() and core.model_ready("flights")
         assert core.model("flights").name == "flights"
         # a request that waited past the bound is refused, one that did not is served
-        core.queue_guard = QueueDelayGuard(0.05)
+        core.queue_guard = QueueDelayGuard(5.0)
         with pytest.raises(Overloaded):
-            asyncio.run(core.infer(request, queued_at=time.time() - 0.2))
+            asyncio.run(core.infer(request, queued_at=time.time() - 10))
         assert asyncio.run(core.infer(request, queued_at=time.time())).outputs
     finally:
         core.queue_guard = QueueDelayGuard(0.0)
