@@ -15,8 +15,10 @@ import functools
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -47,9 +49,11 @@ from server.settings import ServeSettings
 from server.shedding import QueueDelayGuard
 from server.template import Preloaded, cached_handle
 
-__all__ = ["EXIT_FATAL", "run_worker"]
+__all__ = ["EXIT_FATAL", "run_loop", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
@@ -134,7 +138,16 @@ def run_worker(settings: ServeSettings, index: int, preloaded: Preloaded | None 
     ``preloaded``: model handles of the warm template this worker was forked from.
     """
     _die_with_parent()
-    return asyncio.run(_serve(settings, index, preloaded))
+    return run_loop(settings.event_loop, _serve(settings, index, preloaded))
+
+
+def run_loop(event_loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """``main`` to completion on a new loop of the kind ``--event-loop`` names."""
+    if event_loop == "uvloop":
+        import uvloop  # the serve extra installs it
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def _reloader(
