@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, event_loop: str = "asyncio") -> None:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -63,16 +63,29 @@ def _serve(port: int) -> None:
         await stop.wait()
         await srv.stop(1)
 
-    asyncio.run(run())
+    if event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=50061)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--event-loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="asyncio (default: the plain grpc.aio floor) or uvloop",
+    )
     args = parser.parse_args(argv)
     ctx = mp.get_context("fork")  # fork before any gRPC object exists
-    procs = [ctx.Process(target=_serve, args=(args.port,)) for _ in range(args.workers)]
+    procs = [
+        ctx.Process(target=_serve, args=(args.port, args.event_loop)) for _ in range(args.workers)
+    ]
     for p in procs:
         p.start()
 
