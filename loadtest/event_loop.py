@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from loadtest.compare.run import bare_floor
 from loadtest.revisions import Servers, measure, table
 from loadtest.runner import DATA_DIR
 from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_grpc_health
@@ -30,18 +31,6 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPS = ("asyncio", "uvloop")
-
-
-@contextlib.contextmanager
-def _bare(event_loop: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "loadtest.compare.bare_server", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--workers", "1", "--event-loop", event_loop], cwd=ROOT)
-    try:
-        wait_for_grpc_health(f"127.0.0.1:{port}", timeout=60, proc=proc)
-        yield f"127.0.0.1:{port}", proc.pid
-    finally:
-        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -78,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 _pronto(args.model_repository, args.model, loop)
             )
         for loop in LOOPS:
-            servers[f"bare-{loop}"] = stack.enter_context(_bare(loop))
+            servers[f"bare-{loop}"] = stack.enter_context(bare_floor(1, event_loop=loop))
         found = measure(servers, args.seconds, args.rounds, request)
     print(table(found["rps"], found["cpu_us_per_request"]))
     rps, cpu = found["rps"], found["cpu_us_per_request"]

@@ -210,7 +210,7 @@ def _profile(stack: Any, body: Path, seconds: int, out_dir: Path) -> list[list[A
 def run(
     rounds: int, seconds: float, workers: int, out_dir: Path, profile_s: int = 0
 ) -> dict[str, Any]:
-    from loadtest.compare.run import _bare
+    from loadtest.compare.run import bare_floor
     from loadtest.h2load import H2loadRun, check_request, run_h2load
     from loadtest.stack import local_stack
 
@@ -219,7 +219,7 @@ def run(
         repo = train_models(Path(tmp))
         with (
             local_stack(repo, workers, False, out_dir / "logs") as stack,
-            _bare(workers, out_dir / "logs" / "bare.log") as (bare, _),
+            bare_floor(workers, out_dir / "logs" / "bare.log") as (bare, _),
         ):
             bodies = build_bodies(stack.grpc, Path(tmp) / CSV_NAME, out_dir)
             targets = {

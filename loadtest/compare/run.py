@@ -45,7 +45,7 @@ from pronto_contract.fields import usable_cpus
 if TYPE_CHECKING:
     from loadtest.cli import BenchSettings
 
-__all__ = ["MLSERVER_VENV", "run_compare"]
+__all__ = ["MLSERVER_VENV", "bare_floor", "run_compare"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER_VENV = ROOT / ".tools" / "mlserver-venv"
@@ -77,22 +77,17 @@ def _wait_model_ready(
 
 
 @contextlib.contextmanager
-def _bare(workers: int, log: Path) -> Iterator[tuple[str, int]]:
+def bare_floor(
+    workers: int, log: Path | None = None, event_loop: str = "asyncio"
+) -> Iterator[tuple[str, int]]:
+    """The bare grpc.aio floor (:mod:`loadtest.compare.bare_server`) on a free port, until
+    the block ends: its address and pid. Output goes to ``log`` (default: inherited)."""
     port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loadtest.compare.bare_server",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    cmd = [sys.executable, "-m", "loadtest.compare.bare_server", "--port", str(port)]
+    cmd += ["--workers", str(workers), "--event-loop", event_loop]
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("wb")) if log is not None else None
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
     try:
         wait_for_grpc_health(f"127.0.0.1:{port}", timeout=90, proc=proc)
         yield f"127.0.0.1:{port}", proc.pid
@@ -242,7 +237,7 @@ def _run_servers(
     entries = []
     with (
         local_stack(settings.model_repository, workers, False, logs) as stack,
-        _bare(workers, logs / "bare.log") as (address, pid),
+        bare_floor(workers, logs / "bare.log") as (address, pid),
     ):
         floor = floor_summary(
             h2load_rounds(
