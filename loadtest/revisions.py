@@ -254,13 +254,15 @@ def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASEL
         "Busiest frames, single row (`oip`):\n\n" + profile_table(frames["oip"]),
         "Busiest frames, 256 rows (`oip_b256`):\n\n" + profile_table(frames["oip_b256"]),
     ]
+    from loadtest.profile import EVENT_LOOP
+
     description = (
         f"Before and after: the request path at {names[0]} (before the work measured against "
         f"the Python gRPC floor) and at {names[1]}, each served by one worker from its own "
         "checkout with the same model and request bytes (tritonclient's raw form). Throughput "
         "and server CPU per request come from alternating h2load rounds; then py-spy samples "
         "each worker (GIL-holding samples only: time in gRPC's Cython layer shows under the "
-        "event loop's `Handle._run`, ONNX Runtime under `Session.run`)."
+        f"row `{EVENT_LOOP}`, ONNX Runtime under `Session.run`)."
     )
     data = {**found, "profile": frames, "baseline": baseline}
     command = f"pronto bench profile (baseline {baseline})"
