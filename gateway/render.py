@@ -64,6 +64,7 @@ ACCEPTED_GRPC_ENCODING = "identity"
 INFER_PATHS = (
     ("path", "/inference.GRPCInferenceService/ModelInfer"),
     ("path", "/pronto.v1.PredictionService/Predict"),
+    ("path", "/pronto.v1.PredictionService/PredictJson"),
 )
 # Native gRPC only (no REST mapping), forwarded so grpcurl and friends work through Envoy.
 PASSTHROUGH_SERVICES = (

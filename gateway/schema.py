@@ -20,13 +20,17 @@ __all__ = ["BodyRoute", "body_routes", "lua_schema", "message_fields"]
 # Field specs in the Lua tables: false = scalar, "*" = free-form JSON (Struct, Value, ...),
 # "<message>" = nested message, {map = spec} = map whose values follow spec.
 FREE_FORM_PACKAGE = "google.protobuf"
+# A body bound to this message is passed through as it came.
+RAW_BODY = "google.api.HttpBody"
 
 
 @dataclass(frozen=True)
 class BodyRoute:
     verb: str
     pattern: str  # Lua pattern of the REST path
-    message: str  # request message, fully qualified without the leading dot
+    # request message, fully qualified without the leading dot; "" for a body passed
+    # through as it came (google.api.HttpBody), which the guard only waits for
+    message: str
 
 
 def _messages(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, descriptor_pb2.DescriptorProto]:
@@ -56,9 +60,22 @@ def _lua_pattern(template: str) -> str:
     return "^" + "".join(out) + "$"
 
 
+def _raw_body(
+    messages: dict[str, descriptor_pb2.DescriptorProto], input_type: str, body: str
+) -> bool:
+    """Whether a binding's body goes to the server as it came (a ``google.api.HttpBody``
+    field): the server reads it, not the transcoder."""
+    if body == "*":
+        return input_type == RAW_BODY
+    fields = {f.name: f for f in messages[input_type].field}
+    target = fields.get(body)
+    return target is not None and target.type_name.lstrip(".") == RAW_BODY
+
+
 def body_routes(descriptor_set: bytes, services: list[str]) -> list[BodyRoute]:
-    """REST bindings of ``services`` that carry a JSON body."""
+    """REST bindings of ``services`` that carry a body."""
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
+    messages = _messages(fds)
     routes = []
     for file in fds.file:
         for service in file.service:
@@ -68,12 +85,14 @@ def body_routes(descriptor_set: bytes, services: list[str]) -> list[BodyRoute]:
                 rule = method.options.Extensions[annotations_pb2.http]
                 for binding in [rule, *rule.additional_bindings]:
                     verb = binding.WhichOneof("pattern")
+                    input_type = method.input_type.lstrip(".")
                     if verb and verb != "custom" and binding.body:
+                        raw = _raw_body(messages, input_type, binding.body)
                         routes.append(
                             BodyRoute(
                                 verb.upper(),
                                 _lua_pattern(getattr(binding, verb)),
-                                method.input_type.lstrip("."),
+                                "" if raw else input_type,
                             )
                         )
     return routes
@@ -143,7 +162,7 @@ def lua_schema(descriptor_set: bytes, services: list[str]) -> str:
     for route in routes:
         lines.append(
             f"  {{verb = {_lua(route.verb)}, pattern = {_lua(route.pattern)}, "
-            f"message = {_lua(route.message)}}},"
+            f"message = {_lua(route.message or False)}}},"
         )
     lines.append("}")
     lines.append("MESSAGES = {")

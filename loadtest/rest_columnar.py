@@ -11,10 +11,10 @@ and once turned into the columnar form (``inputs``: feature -> 256 values); then
 framed as gRPC-Web (``application/grpc-web+proto``: no JSON on either side), each body
 checked once for grpc-status 0 first (wrk sees only HTTP statuses). The three forms run
 in alternating rounds, so a busy machine hits them alike. Then, in this process, it times
-the server's decode of one body in each form (protobuf Struct in, model inputs out) and
-the ``pronto`` client's building of the request from a DataFrame in each form,
-variants alternating, best of the rounds, in process CPU time. Writes ``summary.json``
-and wrk's reports under ``--out`` and prints Markdown tables.
+the server's decode of one body in each form (the REST JSON bytes, and the gRPC Predict
+message, in; model inputs out) and the ``pronto`` client's building of the request from a
+DataFrame in each form, variants alternating, best of the rounds, in process CPU time.
+Writes ``summary.json`` and wrk's reports under ``--out`` and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ def _train(root: Path) -> Path:
 
 
 def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str, float]:
-    """µs of process CPU to turn one 256-row body into the model's inputs, per form, from
-    the protobuf message Envoy hands the server; and for the ``pronto`` client to build the
-    request from a DataFrame in each form."""
+    """µs of process CPU to turn one 256-row body into the model's inputs, per form: from
+    the JSON bytes a REST caller sends (what the server does for REST) and from the
+    protobuf message a gRPC Predict caller sends; and for the ``pronto`` client to build
+    the request from a DataFrame in each form."""
     import time
     import timeit
 
@@ -71,8 +72,11 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
     from server.features import columns_from_inputs, columns_from_instances, columns_of
     from server.generated.pronto.v1 import prediction_pb2 as ppb
     from server.model import load_model
+    from server.predict_json import parse_predict_body
 
     handle = load_model(MODEL, 1, version_dir(repo, MODEL, 1))
+    json_rows = json.dumps(body).encode()
+    json_cols = json.dumps(columnar_body(body)).encode()
     rows = json_format.ParseDict(body, ppb.PredictRequest(name=MODEL))
     cols = json_format.ParseDict(columnar_body(body), ppb.PredictRequest(name=MODEL))
     features, packed = handle.features, handle.packed_features
@@ -82,12 +86,22 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
 
     frame = pd.DataFrame(body["instances"])
     cases = {
-        "server decode: instances": lambda: columns_from_instances(
+        "server decode, REST JSON body: instances": lambda: columns_from_instances(
+            features,
+            parse_predict_body(MODEL, json_rows).rows,  # type: ignore[arg-type]
+            packed,
+        ),
+        "server decode, REST JSON body: inputs": lambda: columns_from_inputs(
+            features,
+            parse_predict_body(MODEL, json_cols).rows,  # type: ignore[arg-type]
+            packed,
+        ),
+        "server decode, gRPC Predict message: instances": lambda: columns_from_instances(
             features,
             rows.instances,  # type: ignore[arg-type]
             packed,
         ),
-        "server decode: inputs": lambda: columns_from_inputs(
+        "server decode, gRPC Predict message: inputs": lambda: columns_from_inputs(
             features, columns_of(cols.inputs), packed
         ),
         # what the client did with a DataFrame before it used the columnar form

@@ -21,7 +21,7 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 if TYPE_CHECKING:
     from server.core import Prediction
 
-__all__ = ["plain_response", "predict_response"]
+__all__ = ["field", "plain_response", "predict_response"]
 
 # PredictResponse.predictions = 3, Prediction.label = 1, Prediction.probabilities = 2,
 # map entry key = 1, value = 2 (double): the tags of those fields
@@ -39,7 +39,8 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(tag: bytes, payload: bytes) -> bytes:
+def field(tag: bytes, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: ``tag``, the length, ``payload``."""
     return tag + _varint(len(payload)) + payload
 
 
@@ -62,10 +63,10 @@ def _predictions(labels: Sequence[str], classes: Sequence[str], proba: np.ndarra
     is short enough for its map entry's length to take one byte (checked by the caller)."""
     rows = len(labels)
     distinct = list(dict.fromkeys(labels))
-    heads = [_field(_LABEL, label.encode()) for label in distinct]
+    heads = [field(_LABEL, label.encode()) for label in distinct]
     # a map entry: the key field, then the value's tag and its eight little-endian bytes
     entries = [
-        _ENTRY + _varint(len(k) + 11) + _field(_KEY, k) + _VALUE
+        _ENTRY + _varint(len(k) + 11) + field(_KEY, k) + _VALUE
         for k in (c.encode() for c in classes)
     ]
     if len({len(h) for h in heads}) != 1:
@@ -79,7 +80,7 @@ def _predictions(labels: Sequence[str], classes: Sequence[str], proba: np.ndarra
             body = by_label[label] + b"".join(
                 e + row[8 * j : 8 * j + 8] for j, e in enumerate(entries)
             )
-            out.append(_field(_PREDICTION, body))
+            out.append(field(_PREDICTION, body))
         return b"".join(out)
     body_len = len(heads[0]) + sum(len(e) + 8 for e in entries)
     prefix = _PREDICTION + _varint(body_len)

@@ -9,7 +9,7 @@ turns into ``INVALID_ARGUMENT`` (and counts), keeping the one mapping of errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -55,14 +55,23 @@ class _Capture:
         self.services[name] = handlers
 
 
-def add_servicer(add_fn: Callable[[Any, Any], None], servicer: Any, server: Any) -> None:
-    """``add_fn(servicer, server)`` with deserializers that never raise."""
+def add_servicer(
+    add_fn: Callable[[Any, Any], None],
+    servicer: Any,
+    server: Any,
+    serializers: Mapping[str, Callable[[Any], bytes]] | None = None,
+) -> None:
+    """``add_fn(servicer, server)`` with deserializers that never raise; ``serializers``
+    replaces the response serializer of the methods it names (a reply that writes its own
+    wire bytes)."""
     capture = _Capture()
     add_fn(servicer, capture)
+    serializers = serializers or {}
     for name, handlers in capture.services.items():
         safe = {
             method: handler._replace(  # type: ignore[attr-defined]
-                request_deserializer=_safe(handler.request_deserializer)
+                request_deserializer=_safe(handler.request_deserializer),
+                response_serializer=serializers.get(method, handler.response_serializer),
             )
             for method, handler in handlers.items()
         }

@@ -22,8 +22,9 @@ from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import PLATFORM, ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
 from server.predict_codec import predict_response
+from server.predict_json import JsonReply, parse_predict_body
 from server.shedding import queued_at
-from server.status import Recorder, rpc
+from server.status import Recorder, rpc, rpc_as
 
 __all__ = ["InferenceServicer", "PredictionServicer"]
 
@@ -137,6 +138,18 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
             request.name, request.version, rows, request.id, queued_at(metadata)
         )
         return predict_response(result)
+
+    @tracing.traced("Predict")
+    @rpc_as("Predict")
+    async def PredictJson(self, request: ppb.PredictJsonRequest, context: Context) -> Any:
+        metadata = context.invocation_metadata() or ()
+        if self.core.sink is not None and not tracing.ENABLED:
+            tracing.note_traceparent(metadata)
+        body = parse_predict_body(request.name, request.body.data)
+        result = await self.core.predict(
+            request.name, body.version, body.rows, body.id, queued_at(metadata)
+        )
+        return JsonReply(result)
 
     @rpc
     async def ListModels(self, request: ppb.ListModelsRequest, context: Context) -> Any:

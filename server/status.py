@@ -23,7 +23,7 @@ from server import tracing
 from server.errors import INTERNAL_MESSAGE, ErrorKind, InvalidInput, ProntoError
 from server.safe_decode import Undecodable
 
-__all__ = ["STATUS", "Recorder", "rpc"]
+__all__ = ["STATUS", "Recorder", "rpc", "rpc_as"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,16 @@ def rpc(fn: Method[T]) -> Method[T]:
 
     The servicer instance provides ``recorder`` (a :class:`Recorder`).
     """
-    method = fn.__name__
+    return _wrap(fn, fn.__name__)
+
+
+def rpc_as(method: str) -> Callable[[Method[T]], Method[T]]:
+    """:func:`rpc`, recorded under ``method``: for two RPCs that are one API (Predict and
+    its REST form)."""
+    return lambda fn: _wrap(fn, method)
+
+
+def _wrap(fn: Method[T], method: str) -> Method[T]:
     perf_counter = time.perf_counter
 
     @functools.wraps(fn)

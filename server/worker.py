@@ -38,6 +38,7 @@ from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
+from server.predict_json import JsonReply
 from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.reload import Reloader, _stamp, version_policies
@@ -228,7 +229,10 @@ def _grpc_server(
         server,
     )
     add_servicer(
-        ppb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(core, recorder), server
+        ppb_grpc.add_PredictionServiceServicer_to_server,
+        PredictionServicer(core, recorder),
+        server,
+        serializers={"PredictJson": JsonReply.serialize},
     )
     quality.add_to(server, recorder)
     router.add_admin_to(server, recorder, reloader.trigger, index)

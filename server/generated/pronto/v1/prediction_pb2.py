@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x90\x01\n\x0ePredictRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\tinstances\x18\x03 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\n\n\x02id\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"t\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x15.pronto.v1.Prediction\x12\n\n\x02id\x18\x04 \x01(\t\"\x92\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\rprobabilities\x18\x02 \x03(\x0b\x32(.pronto.v1.Prediction.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.pronto.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.pronto.v1.ModelInfo\"b\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12$\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x12.pronto.v1.Feature\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"9\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t2\xba\x02\n\x11PredictionService\x12\x66\n\x07Predict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/models/{name}:predict:\x01*\x12]\n\nListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12^\n\x08GetModel\x12\x1a.pronto.v1.GetModelRequest\x1a\x1b.pronto.v1.GetModelResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x90\x01\n\x0ePredictRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\tinstances\x18\x03 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\n\n\x02id\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"F\n\x12PredictJsonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"t\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x15.pronto.v1.Prediction\x12\n\n\x02id\x18\x04 \x01(\t\"\x92\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\rprobabilities\x18\x02 \x03(\x0b\x32(.pronto.v1.Prediction.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.pronto.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.pronto.v1.ModelInfo\"b\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12$\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x12.pronto.v1.Feature\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"9\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t2\x81\x03\n\x11PredictionService\x12@\n\x07Predict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\x12k\n\x0bPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"\'\x82\xd3\xe4\x93\x02!\"\x19/v1/models/{name}:predict:\x04\x62ody\x12]\n\nListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12^\n\x08GetModel\x12\x1a.pronto.v1.GetModelRequest\x1a\x1b.pronto.v1.GetModelResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTION_PROBABILITIESENTRY']._loaded_options = None
   _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_options = b'8\001'
-  _globals['_PREDICTIONSERVICE'].methods_by_name['Predict']._loaded_options = None
-  _globals['_PREDICTIONSERVICE'].methods_by_name['Predict']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/models/{name}:predict:\001*'
+  _globals['_PREDICTIONSERVICE'].methods_by_name['PredictJson']._loaded_options = None
+  _globals['_PREDICTIONSERVICE'].methods_by_name['PredictJson']._serialized_options = b'\202\323\344\223\002!\"\031/v1/models/{name}:predict:\004body'
   _globals['_PREDICTIONSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_PREDICTIONSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_PREDICTIONSERVICE'].methods_by_name['GetModel']._loaded_options = None
   _globals['_PREDICTIONSERVICE'].methods_by_name['GetModel']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/models/{name}'
-  _globals['_PREDICTREQUEST']._serialized_start=102
-  _globals['_PREDICTREQUEST']._serialized_end=246
-  _globals['_PREDICTRESPONSE']._serialized_start=248
-  _globals['_PREDICTRESPONSE']._serialized_end=364
-  _globals['_PREDICTION']._serialized_start=367
-  _globals['_PREDICTION']._serialized_end=513
-  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_start=461
-  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_end=513
-  _globals['_LISTMODELSREQUEST']._serialized_start=515
-  _globals['_LISTMODELSREQUEST']._serialized_end=534
-  _globals['_LISTMODELSRESPONSE']._serialized_start=536
-  _globals['_LISTMODELSRESPONSE']._serialized_end=594
-  _globals['_GETMODELREQUEST']._serialized_start=596
-  _globals['_GETMODELREQUEST']._serialized_end=644
-  _globals['_GETMODELRESPONSE']._serialized_start=646
-  _globals['_GETMODELRESPONSE']._serialized_end=701
-  _globals['_MODELINFO']._serialized_start=703
-  _globals['_MODELINFO']._serialized_end=801
-  _globals['_FEATURE']._serialized_start=803
-  _globals['_FEATURE']._serialized_end=860
-  _globals['_PREDICTIONSERVICE']._serialized_start=863
-  _globals['_PREDICTIONSERVICE']._serialized_end=1177
+  _globals['_PREDICTREQUEST']._serialized_start=129
+  _globals['_PREDICTREQUEST']._serialized_end=273
+  _globals['_PREDICTJSONREQUEST']._serialized_start=275
+  _globals['_PREDICTJSONREQUEST']._serialized_end=345
+  _globals['_PREDICTRESPONSE']._serialized_start=347
+  _globals['_PREDICTRESPONSE']._serialized_end=463
+  _globals['_PREDICTION']._serialized_start=466
+  _globals['_PREDICTION']._serialized_end=612
+  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_start=560
+  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_end=612
+  _globals['_LISTMODELSREQUEST']._serialized_start=614
+  _globals['_LISTMODELSREQUEST']._serialized_end=633
+  _globals['_LISTMODELSRESPONSE']._serialized_start=635
+  _globals['_LISTMODELSRESPONSE']._serialized_end=693
+  _globals['_GETMODELREQUEST']._serialized_start=695
+  _globals['_GETMODELREQUEST']._serialized_end=743
+  _globals['_GETMODELRESPONSE']._serialized_start=745
+  _globals['_GETMODELRESPONSE']._serialized_end=800
+  _globals['_MODELINFO']._serialized_start=802
+  _globals['_MODELINFO']._serialized_end=900
+  _globals['_FEATURE']._serialized_start=902
+  _globals['_FEATURE']._serialized_end=959
+  _globals['_PREDICTIONSERVICE']._serialized_start=962
+  _globals['_PREDICTIONSERVICE']._serialized_end=1347
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ probabilities per row, without knowing tensor names, datatypes or shapes.
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -72,6 +73,34 @@ class PredictRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictRequest: _TypeAlias = PredictRequest  # noqa: Y015
+
+@_typing.final
+class PredictJsonRequest(_message.Message):
+    """Request of PredictJson."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Model name, from the REST path; a "name" in the body must agree with it."""
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The JSON form of PredictRequest, as the caller sent it."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictJsonRequest: _TypeAlias = PredictJsonRequest  # noqa: Y015
 
 @_typing.final
 class PredictResponse(_message.Message):

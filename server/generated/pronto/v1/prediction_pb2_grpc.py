@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from server.generated.pronto.v1 import prediction_pb2 as pronto_dot_v1_dot_prediction__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
@@ -40,6 +41,11 @@ class PredictionServiceStub:
                 request_serializer=pronto_dot_v1_dot_prediction__pb2.PredictRequest.SerializeToString,
                 response_deserializer=pronto_dot_v1_dot_prediction__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictJson = channel.unary_unary(
+                '/pronto.v1.PredictionService/PredictJson',
+                request_serializer=pronto_dot_v1_dot_prediction__pb2.PredictJsonRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/pronto.v1.PredictionService/ListModels',
                 request_serializer=pronto_dot_v1_dot_prediction__pb2.ListModelsRequest.SerializeToString,
@@ -58,6 +64,17 @@ class PredictionServiceServicer:
 
     def Predict(self, request, context):
         """Predicts one label and its class probabilities for every instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictJson(self, request, context):
+        """Predict for REST callers (POST /v1/models/{name}:predict): the body is the
+        JSON form of PredictRequest, passed through by the gateway untouched and
+        parsed by the server, and the reply is the JSON form of PredictResponse.
+        gRPC callers use Predict.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +101,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=pronto_dot_v1_dot_prediction__pb2.PredictRequest.FromString,
                     response_serializer=pronto_dot_v1_dot_prediction__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictJson,
+                    request_deserializer=pronto_dot_v1_dot_prediction__pb2.PredictJsonRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -124,6 +146,33 @@ class PredictionService:
             '/pronto.v1.PredictionService/Predict',
             pronto_dot_v1_dot_prediction__pb2.PredictRequest.SerializeToString,
             pronto_dot_v1_dot_prediction__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pronto.v1.PredictionService/PredictJson',
+            pronto_dot_v1_dot_prediction__pb2.PredictJsonRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ probabilities per row, without knowing tensor names, datatypes or shapes.
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from server.generated.pronto.v1 import prediction_pb2 as _prediction_pb2
 import abc as _abc_1
@@ -38,6 +39,13 @@ class PredictionServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PredictionServiceAsyncStub: ...
     Predict: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.PredictRequest, _prediction_pb2.PredictResponse]
     """Predicts one label and its class probabilities for every instance."""
+    PredictJson: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.PredictJsonRequest, _httpbody_pb2.HttpBody]
+    """Predict for REST callers (POST /v1/models/{name}:predict): the body is the
+    JSON form of PredictRequest, passed through by the gateway untouched and
+    parsed by the server, and the reply is the JSON form of PredictResponse.
+    gRPC callers use Predict.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.ListModelsRequest, _prediction_pb2.ListModelsResponse]
     """Lists the models being served with their versions."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.GetModelRequest, _prediction_pb2.GetModelResponse]
@@ -50,6 +58,13 @@ class PredictionServiceAsyncStub(PredictionServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Predict: _aio.UnaryUnaryMultiCallable[_prediction_pb2.PredictRequest, _prediction_pb2.PredictResponse]  # type: ignore[assignment]
     """Predicts one label and its class probabilities for every instance."""
+    PredictJson: _aio.UnaryUnaryMultiCallable[_prediction_pb2.PredictJsonRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """Predict for REST callers (POST /v1/models/{name}:predict): the body is the
+    JSON form of PredictRequest, passed through by the gateway untouched and
+    parsed by the server, and the reply is the JSON form of PredictResponse.
+    gRPC callers use Predict.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_prediction_pb2.ListModelsRequest, _prediction_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models being served with their versions."""
     GetModel: _aio.UnaryUnaryMultiCallable[_prediction_pb2.GetModelRequest, _prediction_pb2.GetModelResponse]  # type: ignore[assignment]
@@ -65,6 +80,19 @@ class PredictionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_prediction_pb2.PredictResponse, _abc.Awaitable[_prediction_pb2.PredictResponse]]:
         """Predicts one label and its class probabilities for every instance."""
+
+    @_abc_1.abstractmethod
+    def PredictJson(
+        self,
+        request: _prediction_pb2.PredictJsonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """Predict for REST callers (POST /v1/models/{name}:predict): the body is the
+        JSON form of PredictRequest, passed through by the gateway untouched and
+        parsed by the server, and the reply is the JSON form of PredictResponse.
+        gRPC callers use Predict.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
 
     @_abc_1.abstractmethod
     def ListModels(

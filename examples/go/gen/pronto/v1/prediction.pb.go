@@ -12,6 +12,7 @@ package prontov1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -115,6 +116,61 @@ func (x *PredictRequest) GetInputs() *structpb.Struct {
 	return nil
 }
 
+// Request of PredictJson.
+type PredictJsonRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model name, from the REST path; a "name" in the body must agree with it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The JSON form of PredictRequest, as the caller sent it.
+	Body          *httpbody.HttpBody `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PredictJsonRequest) Reset() {
+	*x = PredictJsonRequest{}
+	mi := &file_pronto_v1_prediction_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PredictJsonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PredictJsonRequest) ProtoMessage() {}
+
+func (x *PredictJsonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pronto_v1_prediction_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PredictJsonRequest.ProtoReflect.Descriptor instead.
+func (*PredictJsonRequest) Descriptor() ([]byte, []int) {
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PredictJsonRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PredictJsonRequest) GetBody() *httpbody.HttpBody {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 // Response of Predict.
 type PredictResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -133,7 +189,7 @@ type PredictResponse struct {
 
 func (x *PredictResponse) Reset() {
 	*x = PredictResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[1]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +201,7 @@ func (x *PredictResponse) String() string {
 func (*PredictResponse) ProtoMessage() {}
 
 func (x *PredictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[1]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +214,7 @@ func (x *PredictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PredictResponse.ProtoReflect.Descriptor instead.
 func (*PredictResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{1}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PredictResponse) GetModelName() string {
@@ -202,7 +258,7 @@ type Prediction struct {
 
 func (x *Prediction) Reset() {
 	*x = Prediction{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +270,7 @@ func (x *Prediction) String() string {
 func (*Prediction) ProtoMessage() {}
 
 func (x *Prediction) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +283,7 @@ func (x *Prediction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prediction.ProtoReflect.Descriptor instead.
 func (*Prediction) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{2}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Prediction) GetLabel() string {
@@ -253,7 +309,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +321,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +334,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{3}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{4}
 }
 
 // Response of ListModels.
@@ -292,7 +348,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +360,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +373,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{4}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -340,7 +396,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +408,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +421,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{5}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetModelRequest) GetName() string {
@@ -393,7 +449,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +461,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +474,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{6}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetModelResponse) GetModel() *ModelInfo {
@@ -445,7 +501,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +513,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +526,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{7}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ModelInfo) GetName() string {
@@ -516,7 +572,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +584,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +597,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{8}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Feature) GetName() string {
@@ -569,13 +625,16 @@ var File_pronto_v1_prediction_proto protoreflect.FileDescriptor
 
 const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\n" +
-	"\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xb6\x01\n" +
+	"\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xb6\x01\n" +
 	"\x0ePredictRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x125\n" +
 	"\tinstances\x18\x03 \x03(\v2\x17.google.protobuf.StructR\tinstances\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x12/\n" +
-	"\x06inputs\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06inputs\"\x9e\x01\n" +
+	"\x06inputs\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06inputs\"R\n" +
+	"\x12PredictJsonRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
+	"\x04body\x18\x02 \x01(\v2\x14.google.api.HttpBodyR\x04body\"\x9e\x01\n" +
 	"\x0fPredictResponse\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
@@ -607,9 +666,10 @@ const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
 	"\n" +
 	"categories\x18\x03 \x03(\tR\n" +
-	"categories2\xba\x02\n" +
-	"\x11PredictionService\x12f\n" +
-	"\aPredict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/models/{name}:predict\x12]\n" +
+	"categories2\x81\x03\n" +
+	"\x11PredictionService\x12@\n" +
+	"\aPredict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\x12k\n" +
+	"\vPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"'\x82\xd3\xe4\x93\x02!:\x04body\"\x19/v1/models/{name}:predict\x12]\n" +
 	"\n" +
 	"ListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
 	"/v1/models\x12^\n" +
@@ -627,39 +687,44 @@ func file_pronto_v1_prediction_proto_rawDescGZIP() []byte {
 	return file_pronto_v1_prediction_proto_rawDescData
 }
 
-var file_pronto_v1_prediction_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_pronto_v1_prediction_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_pronto_v1_prediction_proto_goTypes = []any{
 	(*PredictRequest)(nil),     // 0: pronto.v1.PredictRequest
-	(*PredictResponse)(nil),    // 1: pronto.v1.PredictResponse
-	(*Prediction)(nil),         // 2: pronto.v1.Prediction
-	(*ListModelsRequest)(nil),  // 3: pronto.v1.ListModelsRequest
-	(*ListModelsResponse)(nil), // 4: pronto.v1.ListModelsResponse
-	(*GetModelRequest)(nil),    // 5: pronto.v1.GetModelRequest
-	(*GetModelResponse)(nil),   // 6: pronto.v1.GetModelResponse
-	(*ModelInfo)(nil),          // 7: pronto.v1.ModelInfo
-	(*Feature)(nil),            // 8: pronto.v1.Feature
-	nil,                        // 9: pronto.v1.Prediction.ProbabilitiesEntry
-	(*structpb.Struct)(nil),    // 10: google.protobuf.Struct
+	(*PredictJsonRequest)(nil), // 1: pronto.v1.PredictJsonRequest
+	(*PredictResponse)(nil),    // 2: pronto.v1.PredictResponse
+	(*Prediction)(nil),         // 3: pronto.v1.Prediction
+	(*ListModelsRequest)(nil),  // 4: pronto.v1.ListModelsRequest
+	(*ListModelsResponse)(nil), // 5: pronto.v1.ListModelsResponse
+	(*GetModelRequest)(nil),    // 6: pronto.v1.GetModelRequest
+	(*GetModelResponse)(nil),   // 7: pronto.v1.GetModelResponse
+	(*ModelInfo)(nil),          // 8: pronto.v1.ModelInfo
+	(*Feature)(nil),            // 9: pronto.v1.Feature
+	nil,                        // 10: pronto.v1.Prediction.ProbabilitiesEntry
+	(*structpb.Struct)(nil),    // 11: google.protobuf.Struct
+	(*httpbody.HttpBody)(nil),  // 12: google.api.HttpBody
 }
 var file_pronto_v1_prediction_proto_depIdxs = []int32{
-	10, // 0: pronto.v1.PredictRequest.instances:type_name -> google.protobuf.Struct
-	10, // 1: pronto.v1.PredictRequest.inputs:type_name -> google.protobuf.Struct
-	2,  // 2: pronto.v1.PredictResponse.predictions:type_name -> pronto.v1.Prediction
-	9,  // 3: pronto.v1.Prediction.probabilities:type_name -> pronto.v1.Prediction.ProbabilitiesEntry
-	7,  // 4: pronto.v1.ListModelsResponse.models:type_name -> pronto.v1.ModelInfo
-	7,  // 5: pronto.v1.GetModelResponse.model:type_name -> pronto.v1.ModelInfo
-	8,  // 6: pronto.v1.ModelInfo.features:type_name -> pronto.v1.Feature
-	0,  // 7: pronto.v1.PredictionService.Predict:input_type -> pronto.v1.PredictRequest
-	3,  // 8: pronto.v1.PredictionService.ListModels:input_type -> pronto.v1.ListModelsRequest
-	5,  // 9: pronto.v1.PredictionService.GetModel:input_type -> pronto.v1.GetModelRequest
-	1,  // 10: pronto.v1.PredictionService.Predict:output_type -> pronto.v1.PredictResponse
-	4,  // 11: pronto.v1.PredictionService.ListModels:output_type -> pronto.v1.ListModelsResponse
-	6,  // 12: pronto.v1.PredictionService.GetModel:output_type -> pronto.v1.GetModelResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 0: pronto.v1.PredictRequest.instances:type_name -> google.protobuf.Struct
+	11, // 1: pronto.v1.PredictRequest.inputs:type_name -> google.protobuf.Struct
+	12, // 2: pronto.v1.PredictJsonRequest.body:type_name -> google.api.HttpBody
+	3,  // 3: pronto.v1.PredictResponse.predictions:type_name -> pronto.v1.Prediction
+	10, // 4: pronto.v1.Prediction.probabilities:type_name -> pronto.v1.Prediction.ProbabilitiesEntry
+	8,  // 5: pronto.v1.ListModelsResponse.models:type_name -> pronto.v1.ModelInfo
+	8,  // 6: pronto.v1.GetModelResponse.model:type_name -> pronto.v1.ModelInfo
+	9,  // 7: pronto.v1.ModelInfo.features:type_name -> pronto.v1.Feature
+	0,  // 8: pronto.v1.PredictionService.Predict:input_type -> pronto.v1.PredictRequest
+	1,  // 9: pronto.v1.PredictionService.PredictJson:input_type -> pronto.v1.PredictJsonRequest
+	4,  // 10: pronto.v1.PredictionService.ListModels:input_type -> pronto.v1.ListModelsRequest
+	6,  // 11: pronto.v1.PredictionService.GetModel:input_type -> pronto.v1.GetModelRequest
+	2,  // 12: pronto.v1.PredictionService.Predict:output_type -> pronto.v1.PredictResponse
+	12, // 13: pronto.v1.PredictionService.PredictJson:output_type -> google.api.HttpBody
+	5,  // 14: pronto.v1.PredictionService.ListModels:output_type -> pronto.v1.ListModelsResponse
+	7,  // 15: pronto.v1.PredictionService.GetModel:output_type -> pronto.v1.GetModelResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pronto_v1_prediction_proto_init() }
@@ -673,7 +738,7 @@ func file_pronto_v1_prediction_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pronto_v1_prediction_proto_rawDesc), len(file_pronto_v1_prediction_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

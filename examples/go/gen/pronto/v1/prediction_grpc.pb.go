@@ -12,6 +12,7 @@ package prontov1
 
 import (
 	context "context"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -23,9 +24,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PredictionService_Predict_FullMethodName    = "/pronto.v1.PredictionService/Predict"
-	PredictionService_ListModels_FullMethodName = "/pronto.v1.PredictionService/ListModels"
-	PredictionService_GetModel_FullMethodName   = "/pronto.v1.PredictionService/GetModel"
+	PredictionService_Predict_FullMethodName     = "/pronto.v1.PredictionService/Predict"
+	PredictionService_PredictJson_FullMethodName = "/pronto.v1.PredictionService/PredictJson"
+	PredictionService_ListModels_FullMethodName  = "/pronto.v1.PredictionService/ListModels"
+	PredictionService_GetModel_FullMethodName    = "/pronto.v1.PredictionService/GetModel"
 )
 
 // PredictionServiceClient is the client API for PredictionService service.
@@ -36,6 +38,12 @@ const (
 type PredictionServiceClient interface {
 	// Predicts one label and its class probabilities for every instance.
 	Predict(ctx context.Context, in *PredictRequest, opts ...grpc.CallOption) (*PredictResponse, error)
+	// Predict for REST callers (POST /v1/models/{name}:predict): the body is the
+	// JSON form of PredictRequest, passed through by the gateway untouched and
+	// parsed by the server, and the reply is the JSON form of PredictResponse.
+	// gRPC callers use Predict.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	PredictJson(ctx context.Context, in *PredictJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
 	// Lists the models being served with their versions.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// Describes one model: versions, features and class labels.
@@ -54,6 +62,16 @@ func (c *predictionServiceClient) Predict(ctx context.Context, in *PredictReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PredictResponse)
 	err := c.cc.Invoke(ctx, PredictionService_Predict_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *predictionServiceClient) PredictJson(ctx context.Context, in *PredictJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(httpbody.HttpBody)
+	err := c.cc.Invoke(ctx, PredictionService_PredictJson_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +106,12 @@ func (c *predictionServiceClient) GetModel(ctx context.Context, in *GetModelRequ
 type PredictionServiceServer interface {
 	// Predicts one label and its class probabilities for every instance.
 	Predict(context.Context, *PredictRequest) (*PredictResponse, error)
+	// Predict for REST callers (POST /v1/models/{name}:predict): the body is the
+	// JSON form of PredictRequest, passed through by the gateway untouched and
+	// parsed by the server, and the reply is the JSON form of PredictResponse.
+	// gRPC callers use Predict.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	PredictJson(context.Context, *PredictJsonRequest) (*httpbody.HttpBody, error)
 	// Lists the models being served with their versions.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// Describes one model: versions, features and class labels.
@@ -104,6 +128,9 @@ type UnimplementedPredictionServiceServer struct{}
 
 func (UnimplementedPredictionServiceServer) Predict(context.Context, *PredictRequest) (*PredictResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Predict not implemented")
+}
+func (UnimplementedPredictionServiceServer) PredictJson(context.Context, *PredictJsonRequest) (*httpbody.HttpBody, error) {
+	return nil, status.Error(codes.Unimplemented, "method PredictJson not implemented")
 }
 func (UnimplementedPredictionServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
@@ -146,6 +173,24 @@ func _PredictionService_Predict_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PredictionServiceServer).Predict(ctx, req.(*PredictRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PredictionService_PredictJson_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PredictJsonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PredictionServiceServer).PredictJson(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PredictionService_PredictJson_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PredictionServiceServer).PredictJson(ctx, req.(*PredictJsonRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -196,6 +241,10 @@ var PredictionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Predict",
 			Handler:    _PredictionService_Predict_Handler,
+		},
+		{
+			MethodName: "PredictJson",
+			Handler:    _PredictionService_PredictJson_Handler,
 		},
 		{
 			MethodName: "ListModels",

@@ -1,0 +1,147 @@
+"""REST Predict: the JSON body parsed in the worker, the JSON reply written by it.
+
+The gateway passes ``POST /v1/models/{name}:predict`` bodies through untouched
+(``PredictJson`` takes a ``google.api.HttpBody``) instead of transcoding them into a
+``PredictRequest``: Envoy's JSON-to-protobuf transcoding of 256 rows cost more CPU than the
+whole prediction, and the server then had to read every value back out of a
+``google.protobuf.Struct``. Here orjson parses the body into plain lists and dicts, which the
+feature decoder (:mod:`server.features`) takes as they are, and the reply is the JSON form
+of ``PredictResponse`` (proto field names, every field printed), as the transcoder wrote it.
+
+The body is held to what the transcoder accepted: a JSON object with the fields of
+``PredictRequest`` (an unknown one is refused by name), strings where the message has
+strings, a list of objects for ``instances`` and an object for ``inputs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from server.errors import InvalidInput
+from server.features import Columns, columns_of
+from server.predict_codec import field
+
+if TYPE_CHECKING:
+    from server.core import Prediction
+
+__all__ = ["JSON_CONTENT_TYPE", "JsonReply", "PredictBody", "parse_predict_body"]
+
+JSON_CONTENT_TYPE = "application/json"
+_MESSAGE = "pronto.v1.PredictRequest"
+_FIELDS = frozenset(("name", "version", "instances", "inputs", "id"))
+
+# google.api.HttpBody: content_type = 1, data = 2 (both length-delimited)
+_CONTENT_TYPE_FIELD = b"\x0a" + bytes([len(JSON_CONTENT_TYPE)]) + JSON_CONTENT_TYPE.encode()
+_DATA_TAG = b"\x12"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictBody:
+    """What a REST Predict body asks for."""
+
+    version: str
+    rows: list[dict[str, Any]] | Columns
+    id: str
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else "a number"
+
+
+def _string(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    if value is None:  # absent, or JSON null: the field's default
+        return ""
+    if type(value) is not str:
+        raise InvalidInput(f"{field} must be a string, got {_kind(value)}", "request")
+    return value
+
+
+def parse_predict_body(name: str, data: bytes) -> PredictBody:
+    """The request a REST Predict body carries; raises :class:`InvalidInput` with the reason
+    for anything ``PredictRequest``'s JSON form does not allow."""
+    if not data.strip():
+        body: Any = {}
+    else:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"request body is not valid JSON: {exc}", "decode") from None
+    if type(body) is not dict:
+        raise InvalidInput(f"request body must be a JSON object, got {_kind(body)}", "request")
+    if not body.keys() <= _FIELDS:
+        unknown = sorted(body.keys() - _FIELDS)[0]
+        raise InvalidInput(f'unknown field "{unknown}" in {_MESSAGE}', "unknown_field")
+    named = _string(body, "name")
+    if named and named != name:
+        raise InvalidInput(
+            f'name "{named}" in the body differs from "{name}" in the path', "request"
+        )
+    instances = body.get("instances")
+    inputs = body.get("inputs")
+    rows: list[dict[str, Any]] | Columns
+    if instances is None:
+        instances = []
+    elif type(instances) is not list:
+        raise InvalidInput(f"instances must be a list, got {_kind(instances)}", "request")
+    if inputs is not None:
+        if type(inputs) is not dict:
+            raise InvalidInput(f"inputs must be an object, got {_kind(inputs)}", "request")
+        if instances:
+            raise InvalidInput("send either instances or inputs, not both", "request")
+        rows = columns_of(inputs)
+    else:
+        for i, instance in enumerate(instances):
+            if type(instance) is not dict:
+                raise InvalidInput(
+                    f"instance {i} must be an object, got {_kind(instance)}", "request"
+                )
+        rows = instances
+    return PredictBody(_string(body, "version"), rows, _string(body, "id"))
+
+
+def predict_json(result: Prediction) -> bytes:
+    """The JSON form of ``PredictResponse`` for ``result``."""
+    classes = result.classes
+    return orjson.dumps(
+        {
+            "model_name": result.model_name,
+            "model_version": result.model_version,
+            "predictions": [
+                {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
+                for label, row in zip(result.labels, result.probabilities.tolist(), strict=True)
+            ],
+            "id": result.id,
+        }
+    )
+
+
+class JsonReply:
+    """``PredictJson``'s reply: serialises as a ``google.api.HttpBody`` holding the JSON,
+    and names the model and version that answered, for the request metrics."""
+
+    __slots__ = ("data", "model_name", "model_version")
+
+    def __init__(self, result: Prediction) -> None:
+        self.model_name = result.model_name
+        self.model_version = result.model_version
+        self.data = predict_json(result)
+
+    def SerializeToString(self) -> bytes:
+        return _CONTENT_TYPE_FIELD + field(_DATA_TAG, self.data)
+
+    @staticmethod
+    def serialize(reply: JsonReply) -> bytes:
+        """The gRPC response serializer of ``PredictJson``."""
+        return reply.SerializeToString()
