@@ -81,7 +81,9 @@ def test_descriptor_set_has_both_services_with_http_rules() -> None:
         "POST /v2/models/{model_name}/versions/{model_version}/infer",
     ]
     pronto = _http_rules(services["pronto.v1.PredictionService"])
-    assert pronto["Predict"] == ["POST /v1/models/{name}:predict"]
+    # REST Predict is PredictJson (the body passed through); gRPC's Predict has no route
+    assert pronto["PredictJson"] == ["POST /v1/models/{name}:predict"]
+    assert pronto["Predict"] == []
 
 
 def test_descriptor_set_includes_imports_for_envoy() -> None:
@@ -90,6 +92,7 @@ def test_descriptor_set_includes_imports_for_envoy() -> None:
     assert {
         "google/api/http.proto",
         "google/api/annotations.proto",
+        "google/api/httpbody.proto",
         "google/protobuf/descriptor.proto",
         "google/protobuf/struct.proto",
     } <= names
