@@ -53,6 +53,8 @@ class AdmissionGuard:
         self.memory_limit_bytes = memory_limit_bytes
         self.large_rows = large_rows
         self.rows_in_flight = 0
+        self._trim: asyncio.TimerHandle | None = None
+        self._trim_again = False
 
     def _check_memory(self) -> None:
         if not self.memory_limit_bytes or resident_bytes() <= self.memory_limit_bytes:
@@ -92,9 +94,25 @@ class AdmissionGuard:
         finally:
             self.rows_in_flight -= rows
             if large:
-                # the request and reply messages are freed once the RPC completes, after
-                # this block: trim then
-                asyncio.get_running_loop().call_later(TRIM_DELAY, return_free_memory)
+                self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        """Trim once the request and reply messages are freed (after the RPC completes, so
+        after this block): at most one trim every ``TRIM_DELAY``, and always one at least
+        ``TRIM_DELAY`` after the last large request. A trim walks the whole heap; at
+        hundreds of large requests a second one per request was a few percent of the CPU."""
+        if self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._run_trim)
+        else:
+            self._trim_again = True
+
+    def _run_trim(self) -> None:
+        return_free_memory()
+        if self._trim_again:
+            self._trim_again = False
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._run_trim)
+        else:
+            self._trim = None
 
     async def run_trimmer(self, interval: float, growth_bytes: int = 8 * 2**20) -> None:
         """Every ``interval`` seconds, hand freed memory back while resident memory is

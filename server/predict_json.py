@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from server.errors import InvalidInput
@@ -27,7 +28,14 @@ from server.predict_codec import field
 if TYPE_CHECKING:
     from server.core import Prediction
 
-__all__ = ["JSON_CONTENT_TYPE", "JsonReply", "PredictBody", "parse_predict_body"]
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "JsonReply",
+    "PredictBody",
+    "parse_predict_body",
+    "plain_json",
+    "predict_json",
+]
 
 JSON_CONTENT_TYPE = "application/json"
 _MESSAGE = "pronto.v1.PredictRequest"
@@ -111,8 +119,8 @@ def parse_predict_body(name: str, data: bytes) -> PredictBody:
     return PredictBody(_string(body, "version"), rows, _string(body, "id"))
 
 
-def predict_json(result: Prediction) -> bytes:
-    """The JSON form of ``PredictResponse`` for ``result``."""
+def plain_json(result: Prediction) -> bytes:
+    """The reply built from one dict per row (the reference for :func:`predict_json`)."""
     classes = result.classes
     return orjson.dumps(
         {
@@ -125,6 +133,41 @@ def predict_json(result: Prediction) -> bytes:
             "id": result.id,
         }
     )
+
+
+def predict_json(result: Prediction) -> bytes:
+    """The JSON form of ``PredictResponse`` for ``result``.
+
+    A dict per row and per probability map cost about a microsecond a row, more than the
+    rest of the reply. Every row has the same shape, so its text is fixed pieces (the
+    label's head, each class's key) around the probabilities; orjson writes each class's
+    column of probabilities at once, and the pieces are interleaved by list slicing.
+    """
+    dumps = orjson.dumps
+    labels = result.labels
+    rows = len(labels)
+    head = b'{"model_name":%b,"model_version":%b,"predictions":[' % (
+        dumps(result.model_name),
+        dumps(result.model_version),
+    )
+    tail = b'],"id":%b}' % dumps(result.id)
+    if rows == 0:
+        return head + tail
+    classes = result.classes
+    # per row: the label's head, then a key and a value per class, then the row's end
+    width = 2 * len(classes) + 2
+    parts: list[bytes] = [b""] * (rows * width)
+    heads = {label: b'{"label":%b,"probabilities":{' % dumps(label) for label in set(labels)}
+    parts[0::width] = map(heads.__getitem__, labels)
+    columns = np.ascontiguousarray(result.probabilities.T, dtype=np.float64)
+    for j, name in enumerate(classes):
+        parts[2 * j + 1 :: width] = [(b",%b:" if j else b"%b:") % dumps(name)] * rows
+        parts[2 * j + 2 :: width] = dumps(columns[j], option=orjson.OPT_SERIALIZE_NUMPY)[
+            1:-1
+        ].split(b",")
+    parts[width - 1 :: width] = [b"}},"] * rows
+    parts[-1] = b"}}"
+    return head + b"".join(parts) + tail
 
 
 class JsonReply:

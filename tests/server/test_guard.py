@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from server import guard as guard_module
 from server.errors import ResourceExhausted
 from server.guard import AdmissionGuard, resident_bytes
 
@@ -36,5 +37,36 @@ def test_memory_guard_refuses_large_requests_only() -> None:
             pass
         assert caught.value.reason == "memory"
         assert guard.rows_in_flight == 0
+
+    asyncio.run(run())
+
+
+def test_trims_after_large_requests_are_coalesced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of large requests costs two heap trims, not one each; the last comes at
+    least TRIM_DELAY after the last large request, when its messages are freed."""
+    trims: list[float] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(guard_module, "return_free_memory", lambda: trims.append(loop.time()))
+        guard = AdmissionGuard(max_rows=10_000, memory_limit_bytes=0, large_rows=256)
+
+        async def settled() -> None:
+            while guard._trim is not None:  # the trims still due
+                await asyncio.sleep(guard_module.TRIM_DELAY / 4)
+
+        for _ in range(50):
+            with guard.admit(256):
+                pass
+            with guard.admit(10):  # small requests schedule nothing
+                pass
+        last = loop.time()
+        await settled()
+        assert len(trims) == 2
+        assert trims[-1] - last >= guard_module.TRIM_DELAY * 0.9
+        with guard.admit(300):
+            pass
+        await settled()
+        assert len(trims) == 3  # one request after a quiet spell: one trim
 
     asyncio.run(run())

@@ -22,7 +22,7 @@ from server.features import Columns, columns_from_inputs, columns_from_instances
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.model import ModelHandle
 from server.predict_codec import plain_response
-from server.predict_json import JsonReply, parse_predict_body, predict_json
+from server.predict_json import JsonReply, parse_predict_body, plain_json, predict_json
 from server.repository import Registry
 from tests.support import load_models
 
@@ -164,6 +164,7 @@ def test_reply_is_the_json_the_transcoder_printed(result: Prediction) -> None:
         always_print_fields_with_no_presence=True,
     )
     assert json.loads(predict_json(result)) == printed
+    assert json.loads(plain_json(result)) == printed
 
 
 def test_reply_serialises_as_an_http_body(core: InferenceCore, handle: ModelHandle) -> None:
