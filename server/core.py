@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 SERVER_NAME = "pronto"
+_STR = {str}
 
 
 @dataclass(slots=True)
@@ -336,7 +337,9 @@ class InferenceCore:
             self.sink.record(prediction_id, handle, feeds, label, proba, len(instances))
         proba = np.asarray(proba, dtype=np.float64).reshape(len(instances), -1)
         classes = list(handle.classes or [str(i) for i in range(proba.shape[1])])
-        labels = [x if isinstance(x, str) else str(x) for x in label.ravel().tolist()]
+        labels = label.ravel().tolist()
+        if not set(map(type, labels)) <= _STR:  # integer class labels, say
+            labels = [x if isinstance(x, str) else str(x) for x in labels]
         return Prediction(handle.name, handle.version_str, labels, classes, proba, prediction_id)
 
     def close(self) -> None:

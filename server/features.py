@@ -97,6 +97,7 @@ def _column(
 
 
 _NUMBER = (float, int)
+_STR = {str}
 
 
 def _matrix(
@@ -136,7 +137,8 @@ def _array(f: FeatureSpec, column: list[Any]) -> np.ndarray:
     """One feature's values as a 1-D array of its datatype."""
     if f.kind == "categorical" or f.datatype.name == "BYTES":
         try:
-            values = [_category(v) for v in column]
+            # all strings (the usual case): nothing to convert, checked at C speed
+            values = column if set(map(type, column)) <= _STR else [_category(v) for v in column]
         except TypeError as exc:
             raise InvalidInput(
                 f"feature '{f.name}' must be a string or number, got {exc}", "value_type"
