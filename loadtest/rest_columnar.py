@@ -197,9 +197,11 @@ def report(summary: dict[str, Any], command: str, out_dir: Path) -> bool:
     web = statistics.median(summary["rows_per_s"]["grpc-web"])
     description = (
         "HTTP/1.1 through Envoy with 256-row bodies: REST Predict as rows (`instances`) and "
-        "as columns (`inputs`), and OIP ModelInfer as binary gRPC-Web (no JSON transcoding)"
-        "; wrk with 8 connections, alternating rounds; then the server's decode of one "
-        f"REST body in each form, in process. Target for REST: {TARGET_ROWS_PER_S:,} rows/s "
+        "as columns (`inputs`), passed through by Envoy and parsed by the worker, and OIP "
+        "ModelInfer as binary gRPC-Web (no JSON on either side); wrk with 8 connections, "
+        "alternating rounds; then the server's decode of one body in each form, in process, "
+        "from the REST JSON and from the gRPC Predict message. Target for REST: "
+        f"{TARGET_ROWS_PER_S:,} rows/s "
         f"(median of the columnar rounds: {best:,.0f}, {'met' if passed else 'missed'}); "
         f"gRPC-Web median: {web:,.0f} rows/s."
     )
