@@ -15,39 +15,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from loadtest.compare.run import bare_floor
-from loadtest.revisions import Servers, measure, table
+from loadtest.revisions import Servers, measure, serve, table
 from loadtest.runner import DATA_DIR
-from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_grpc_health
 
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPS = ("asyncio", "uvloop")
-
-
-@contextlib.contextmanager
-def _pronto(repository: Path, model: str, event_loop: str) -> Iterator[tuple[str, int]]:
-    port, worker = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRONTO_", "OTEL_"))}
-    cmd = [
-        *PRONTO, "serve", "--model-repository", str(repository.resolve()), "--models", model,
-        "--workers", "1", "--port", str(port), "--worker-base-port", str(worker),
-        "--metrics-port", "0", "--log-level", "WARNING", "--event-loop", event_loop,
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    try:
-        wait_for_grpc_health(f"127.0.0.1:{worker}", timeout=120, proc=proc)
-        yield f"127.0.0.1:{worker}", proc.pid
-    finally:
-        stop_process(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         servers: Servers = {}
         for loop in LOOPS:
             servers[f"pronto-{loop}"] = stack.enter_context(
-                _pronto(args.model_repository, args.model, loop)
+                serve(ROOT, args.model_repository, args.model, "--event-loop", loop)
             )
         for loop in LOOPS:
             servers[f"bare-{loop}"] = stack.enter_context(bare_floor(1, event_loop=loop))

@@ -98,9 +98,9 @@ def checkout(rev: str) -> Iterator[tuple[str, Path]]:
 
 
 @contextmanager
-def serve(tree: Path, repository: Path, model: str) -> Iterator[tuple[str, int]]:
-    """One single-worker server of the revision in ``tree``: its worker's address and the
-    supervisor's pid."""
+def serve(tree: Path, repository: Path, model: str, *flags: str) -> Iterator[tuple[str, int]]:
+    """One single-worker server of the revision in ``tree`` (with ``flags`` added to its
+    command line): its worker's address and the supervisor's pid."""
     port, worker = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRONTO_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -108,6 +108,7 @@ def serve(tree: Path, repository: Path, model: str) -> Iterator[tuple[str, int]]
         *_entry_point(tree), "serve", "--model-repository", str(repository.resolve()),
         "--models", model, "--workers", "1", "--port", str(port),
         "--worker-base-port", str(worker), "--metrics-port", "0", "--log-level", "WARNING",
+        *flags,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tree, env=env)
     try:

@@ -15,10 +15,8 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +27,7 @@ from server.batching import Batcher, BatchingConfig
 from server.core import InferenceCore
 from server.drift import DriftMonitor
 from server.errors import EXIT_FATAL
+from server.event_loop import run_loop
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
@@ -50,11 +49,10 @@ from server.settings import ServeSettings
 from server.shedding import QueueDelayGuard
 from server.template import Preloaded, cached_handle
 
-__all__ = ["EXIT_FATAL", "run_loop", "run_worker"]
+__all__ = ["EXIT_FATAL", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
@@ -140,15 +138,6 @@ def run_worker(settings: ServeSettings, index: int, preloaded: Preloaded | None 
     """
     _die_with_parent()
     return run_loop(settings.event_loop, _serve(settings, index, preloaded))
-
-
-def run_loop(event_loop: str, main: Coroutine[Any, Any, T]) -> T:
-    """``main`` to completion on a new loop of the kind ``--event-loop`` names."""
-    if event_loop == "uvloop":
-        import uvloop  # the serve extra installs it
-
-        return uvloop.run(main)
-    return asyncio.run(main)
 
 
 def _reloader(

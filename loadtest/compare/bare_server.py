@@ -16,6 +16,8 @@ import signal
 import sys
 from typing import Any
 
+from server.event_loop import run_loop
+
 __all__ = ["main"]
 
 
@@ -63,12 +65,7 @@ def _serve(port: int, event_loop: str = "asyncio") -> None:
         await stop.wait()
         await srv.stop(1)
 
-    if event_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(run())
-    else:
-        asyncio.run(run())
+    run_loop(event_loop, run())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import uvloop
 
+from server.event_loop import run_loop
 from server.settings import ServeSettings
-from server.worker import run_loop
 
 
 async def _running_loop() -> type[asyncio.AbstractEventLoop]:
