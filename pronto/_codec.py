@@ -31,7 +31,9 @@ __all__ = [
     "build_predict_request",
     "parse_infer_response",
     "parse_metadata",
+    "parse_predict_json",
     "parse_predict_response",
+    "predict_body",
 ]
 
 # OIP datatype -> (numpy dtype, typed contents field); BYTES travels as length-prefixed raw.
@@ -309,6 +311,23 @@ def build_predict_request(
     return request
 
 
+def predict_body(instances: Any, *, version: str = "", request_id: str = "") -> dict[str, Any]:
+    """The REST body of Predict (the JSON form of ``PredictRequest``, without the name,
+    which travels in the URL), built from the rows as they are: the server parses the JSON
+    itself, so nothing goes through protobuf's ``Struct`` on either side."""
+    body: dict[str, Any] = {}
+    if version:
+        body["version"] = version
+    if request_id:
+        body["id"] = request_id
+    columns = columns_of(instances)
+    if columns is not None:
+        body["inputs"] = columns
+    else:
+        body["instances"] = instances_of(instances)
+    return body
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One instance's label and class probabilities."""
@@ -340,6 +359,23 @@ class PredictResult:
         for c in classes:
             data[f"probability_{c}"] = [p.probabilities.get(c) for p in self.predictions]
         return pd.DataFrame(data)
+
+
+def parse_predict_json(body: Mapping[str, Any]) -> PredictResult:
+    """A REST Predict reply (the JSON form of ``PredictResponse``)."""
+    predictions = [
+        Prediction(
+            str(p.get("label", "")),
+            {str(k): float(v) for k, v in (p.get("probabilities") or {}).items()},
+        )
+        for p in body.get("predictions") or ()
+    ]
+    return PredictResult(
+        str(body.get("model_name", "")),
+        str(body.get("model_version", "")),
+        predictions,
+        str(body.get("id", "") or ""),
+    )
 
 
 def parse_predict_response(msg: pv1.PredictResponse) -> PredictResult:

@@ -96,13 +96,8 @@ class _RestBase:
         return self.timeout if timeout is None else timeout
 
     @staticmethod
-    def _predict_body(model: str, instances: Any, version: str, request_id: str) -> Any:
-        request = _codec.build_predict_request(
-            model, instances, version=version, request_id=request_id
-        )
-        body = json_format.MessageToDict(request, preserving_proto_field_name=True)
-        body.pop("name", None)
-        return body
+    def _predict_body(instances: Any, version: str, request_id: str) -> Any:
+        return _codec.predict_body(instances, version=version, request_id=request_id)
 
 
 class RestClient(_RestBase):
@@ -207,10 +202,10 @@ class RestClient(_RestBase):
         retry: bool = True,
     ) -> PredictResult:
         """``POST /v1/models/{model}:predict``; arguments as :meth:`Client.predict`."""
-        body = self._predict_body(model, instances, version, request_id)
+        body = self._predict_body(instances, version, request_id)
         path = f"/v1/models/{quote(model, safe='')}:predict"
         reply = self._call("POST", path, body, timeout, headers, retry)
-        return _codec.parse_predict_response(_decode(reply, pv1.PredictResponse()))
+        return _codec.parse_predict_json(reply)
 
 
 class AsyncRestClient(_RestBase):
@@ -315,7 +310,7 @@ class AsyncRestClient(_RestBase):
         retry: bool = True,
     ) -> PredictResult:
         """See :meth:`RestClient.predict`."""
-        body = self._predict_body(model, instances, version, request_id)
+        body = self._predict_body(instances, version, request_id)
         path = f"/v1/models/{quote(model, safe='')}:predict"
         reply = await self._call("POST", path, body, timeout, headers, retry)
-        return _codec.parse_predict_response(_decode(reply, pv1.PredictResponse()))
+        return _codec.parse_predict_json(reply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,55 @@ def test_backoff_grows_and_is_capped() -> None:
     assert policy.delay(1, too_large) is None
     hinted = pronto.InferenceError("RESOURCE_EXHAUSTED", "busy", retry_after=0.7)
     assert policy.delay(1, hinted) == 0.7
+
+
+def _as_transcoded(body: dict[str, object]) -> dict[str, object]:
+    """``body`` as a PredictRequest's JSON: what the client sent before it wrote the body
+    itself (every number a double, as in a Struct)."""
+    from google.protobuf import json_format
+
+    from server.generated.pronto.v1 import prediction_pb2 as pv1
+
+    message = json_format.ParseDict(body, pv1.PredictRequest())
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+@pytest.mark.parametrize(
+    ("instances", "form"),
+    [
+        ({"carrier": ["x", "y"], "hour": np.array([1, 2], dtype=np.int64)}, "inputs"),
+        ([{"carrier": "x", "hour": np.float32(1.5)}, {"carrier": "y", "hour": 7}], "instances"),
+        ({"carrier": "x", "hour": 3}, "instances"),
+    ],
+    ids=["columns", "rows", "one-row"],
+)
+def test_rest_predict_body_is_the_request_s_json(instances: object, form: str) -> None:
+    body = _codec.predict_body(instances, version="2", request_id="p-1")
+    request = _codec.build_predict_request("m", instances, version="2", request_id="p-1")
+    from google.protobuf import json_format
+
+    sent = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    sent.pop("name")
+    assert _as_transcoded(body) == sent
+    assert form in body
+    json.dumps(body)  # plain JSON: no numpy scalars left
+
+
+def test_rest_predict_reply_is_read_as_the_message_was() -> None:
+    from google.protobuf import json_format
+
+    from server.generated.pronto.v1 import prediction_pb2 as pv1
+
+    reply = {
+        "model_name": "m",
+        "model_version": "3",
+        "predictions": [
+            {"label": "1", "probabilities": {"0": 0.25, "1": 0.75}},
+            {"label": "0", "probabilities": {"0": 1, "1": 0}},
+        ],
+        "id": "p-9",
+    }
+    want = _codec.parse_predict_response(json_format.ParseDict(reply, pv1.PredictResponse()))
+    got = _codec.parse_predict_json(reply)
+    assert got == want
+    assert all(type(v) is float for p in got.predictions for v in p.probabilities.values())
