@@ -63,7 +63,7 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
     """µs of process CPU to turn one 256-row body into the model's inputs, per form: from
     the JSON bytes a REST caller sends (what the server does for REST) and from the
     protobuf message a gRPC Predict caller sends; and for the ``pronto`` client to build
-    the request from a DataFrame in each form."""
+    the request from a DataFrame in each form, as REST JSON and as the gRPC message."""
     import time
     import timeit
 
@@ -82,7 +82,7 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
     features, packed = handle.features, handle.packed_features
     import pandas as pd
 
-    from pronto._codec import build_predict_request
+    from pronto._codec import build_predict_request, predict_body
 
     frame = pd.DataFrame(body["instances"])
     cases = {
@@ -105,10 +105,16 @@ def decode_costs(repo: Path, body: dict[str, Any], rounds: int = 7) -> dict[str,
             features, columns_of(cols.inputs), packed
         ),
         # what the client did with a DataFrame before it used the columnar form
-        "client build from a DataFrame: instances": lambda: build_predict_request(
+        "client, REST JSON body from a DataFrame: instances": lambda: json.dumps(
+            predict_body(frame.to_dict("records"))
+        ),
+        "client, REST JSON body from a DataFrame: inputs": lambda: json.dumps(predict_body(frame)),
+        "client, gRPC Predict message from a DataFrame: instances": lambda: build_predict_request(
             MODEL, frame.to_dict("records")
         ),
-        "client build from a DataFrame: inputs": lambda: build_predict_request(MODEL, frame),
+        "client, gRPC Predict message from a DataFrame: inputs": lambda: build_predict_request(
+            MODEL, frame
+        ),
     }
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(rounds):
