@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from server.core import InferenceCore
+from server.model import ModelHandle
+from server.repository import Registry
 from tests.server.modelgen import build_repository
-from tests.support import free_port, free_port_block, stop_process, wait_for_grpc_health
+from tests.support import (
+    free_port,
+    free_port_block,
+    load_models,
+    stop_process,
+    wait_for_grpc_health,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +88,18 @@ def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     srv = start_server(model_repo, log)
     yield srv
     stop_process(srv.proc)
+
+
+@pytest.fixture(scope="module")
+def flights_core(model_repo: Path) -> InferenceCore:
+    """An in-process core holding the latest ``flights`` model, every batch run inline."""
+    registry = Registry()
+    registry.replace(load_models(model_repo, latest=1))
+    core = InferenceCore(registry, offload_rows=1 << 20)
+    core.ready = True
+    return core
+
+
+@pytest.fixture(scope="module")
+def flights_handle(flights_core: InferenceCore) -> ModelHandle:
+    return flights_core.model("flights")

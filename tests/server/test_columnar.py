@@ -4,7 +4,6 @@ errors as ``instances``, decoded one column at a time."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,22 +16,6 @@ from server.core import InferenceCore
 from server.errors import InvalidInput
 from server.features import columns_from_inputs, columns_from_instances, columns_of
 from server.model import ModelHandle
-from server.repository import Registry
-from tests.support import load_models
-
-
-@pytest.fixture(scope="module")
-def core(model_repo: Path) -> InferenceCore:
-    registry = Registry()
-    registry.replace(load_models(model_repo, latest=1))
-    c = InferenceCore(registry, offload_rows=1 << 20)
-    c.ready = True
-    return c
-
-
-@pytest.fixture(scope="module")
-def handle(core: InferenceCore) -> ModelHandle:
-    return core.model("flights")
 
 
 def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
@@ -45,11 +28,11 @@ def _rows_to_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-def _valid_rows(handle: ModelHandle, n: int) -> list[dict[str, Any]]:
+def _valid_rows(flights_handle: ModelHandle, n: int) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         row: dict[str, Any] = {}
-        for f in handle.features:
+        for f in flights_handle.features:
             if f.kind == "categorical":
                 row[f.name] = f.categories[i % len(f.categories)] if f.categories else "x"
             else:
@@ -58,11 +41,13 @@ def _valid_rows(handle: ModelHandle, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def test_columnar_predict_equals_instances(core: InferenceCore, handle: ModelHandle) -> None:
-    rows = _valid_rows(handle, 300)
-    by_rows = asyncio.run(core.predict("flights", "", [_struct(r) for r in rows]))
+def test_columnar_predict_equals_instances(
+    flights_core: InferenceCore, flights_handle: ModelHandle
+) -> None:
+    rows = _valid_rows(flights_handle, 300)
+    by_rows = asyncio.run(flights_core.predict("flights", "", [_struct(r) for r in rows]))
     columns = columns_of(_struct(_rows_to_columns(rows)))
-    by_columns = asyncio.run(core.predict("flights", "", columns))
+    by_columns = asyncio.run(flights_core.predict("flights", "", columns))
     assert by_columns.labels == by_rows.labels
     np.testing.assert_array_equal(by_columns.probabilities, by_rows.probabilities)
 
@@ -81,29 +66,29 @@ def test_columnar_predict_equals_instances(core: InferenceCore, handle: ModelHan
     ],
 )
 def test_columnar_errors(
-    core: InferenceCore, handle: ModelHandle, change: Any, message: str, reason: str
+    flights_core: InferenceCore, flights_handle: ModelHandle, change: Any, message: str, reason: str
 ) -> None:
-    columns = _rows_to_columns(_valid_rows(handle, 2))
+    columns = _rows_to_columns(_valid_rows(flights_handle, 2))
     change(columns)
     with pytest.raises(InvalidInput, match=message) as info:
-        asyncio.run(core.predict("flights", "", columns_of(_struct(columns))))
+        asyncio.run(flights_core.predict("flights", "", columns_of(_struct(columns))))
     assert info.value.reason == reason
 
 
-def test_categorical_errors_and_numbers_as_categories(handle: ModelHandle) -> None:
-    cat = next(f for f in handle.features if f.kind == "categorical")
-    columns = _rows_to_columns(_valid_rows(handle, 3))
+def test_categorical_errors_and_numbers_as_categories(flights_handle: ModelHandle) -> None:
+    cat = next(f for f in flights_handle.features if f.kind == "categorical")
+    columns = _rows_to_columns(_valid_rows(flights_handle, 3))
     columns[cat.name] = ["a", 7, ""]  # a number is a category "7"; "" is a category too
-    feeds = columns_from_inputs(handle.features, columns_of(_struct(columns)))
+    feeds = columns_from_inputs(flights_handle.features, columns_of(_struct(columns)))
     assert feeds[cat.name].ravel().tolist() == ["a", "7", ""]
     columns[cat.name] = ["a", None, "b"]
     with pytest.raises(InvalidInput, match=f"feature '{cat.name}' must be a string or number"):
-        columns_from_inputs(handle.features, columns_of(_struct(columns)))
+        columns_from_inputs(flights_handle.features, columns_of(_struct(columns)))
 
 
-def test_an_empty_columnar_request_is_an_empty_batch(core: InferenceCore) -> None:
+def test_an_empty_columnar_request_is_an_empty_batch(flights_core: InferenceCore) -> None:
     with pytest.raises(InvalidInput, match="empty batch"):
-        asyncio.run(core.predict("flights", "", columns_of(_struct({}))))
+        asyncio.run(flights_core.predict("flights", "", columns_of(_struct({}))))
 
 
 _number = st.one_of(
@@ -116,11 +101,13 @@ _value = st.one_of(_number, st.text(max_size=4), st.none(), st.booleans())
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), rows=st.integers(1, 6))
-def test_columnar_decode_equals_instances(handle: ModelHandle, data: Any, rows: int) -> None:
+def test_columnar_decode_equals_instances(
+    flights_handle: ModelHandle, data: Any, rows: int
+) -> None:
     """For any values, the columnar decode gives exactly the arrays of the instance decode,
     or fails with the same reason and, for a bad value, the same message."""
     columns: dict[str, list[Any]] = {}
-    for f in handle.features:
+    for f in flights_handle.features:
         mostly_valid = (
             st.sampled_from([*f.categories, "", "zz"]) if f.kind == "categorical" else _number
         )
@@ -135,8 +122,10 @@ def test_columnar_decode_equals_instances(handle: ModelHandle, data: Any, rows: 
         except InvalidInput as exc:
             return (exc.reason, str(exc))
 
-    plain = outcome(lambda: columns_from_instances(handle.features, instances))
-    columnar = outcome(lambda: columns_from_inputs(handle.features, columns_of(_struct(columns))))
+    plain = outcome(lambda: columns_from_instances(flights_handle.features, instances))
+    columnar = outcome(
+        lambda: columns_from_inputs(flights_handle.features, columns_of(_struct(columns)))
+    )
     if isinstance(plain, tuple):
         assert columnar == plain
     else:

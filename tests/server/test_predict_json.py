@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,22 +22,6 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.model import ModelHandle
 from server.predict_codec import plain_response
 from server.predict_json import JsonReply, parse_predict_body, plain_json, predict_json
-from server.repository import Registry
-from tests.support import load_models
-
-
-@pytest.fixture(scope="module")
-def core(model_repo: Path) -> InferenceCore:
-    registry = Registry()
-    registry.replace(load_models(model_repo, latest=1))
-    c = InferenceCore(registry, offload_rows=1 << 20)
-    c.ready = True
-    return c
-
-
-@pytest.fixture(scope="module")
-def handle(core: InferenceCore) -> ModelHandle:
-    return core.model("flights")
 
 
 def _body(data: object) -> bytes:
@@ -95,23 +78,23 @@ def test_bad_bodies_are_invalid_input_with_the_reason(
     assert caught.value.reason == reason
 
 
-def _feeds(handle: ModelHandle, rows: Any) -> dict[str, np.ndarray]:
+def _feeds(flights_handle: ModelHandle, rows: Any) -> dict[str, np.ndarray]:
     if isinstance(rows, Columns):
-        return columns_from_inputs(handle.features, rows, handle.packed_features)
-    return columns_from_instances(handle.features, rows, handle.packed_features)
+        return columns_from_inputs(flights_handle.features, rows, flights_handle.packed_features)
+    return columns_from_instances(flights_handle.features, rows, flights_handle.packed_features)
 
 
-def _transcoded(handle: ModelHandle, data: bytes) -> dict[str, np.ndarray]:
+def _transcoded(flights_handle: ModelHandle, data: bytes) -> dict[str, np.ndarray]:
     """What the gateway's transcoder made of the same body: a PredictRequest."""
     request = json_format.Parse(data, ppb.PredictRequest())
     rows: Any = request.instances
     if request.HasField("inputs"):
         rows = columns_of(request.inputs)
-    return _feeds(handle, rows)
+    return _feeds(flights_handle, rows)
 
 
-def _value(handle: ModelHandle, name: str) -> st.SearchStrategy[Any]:
-    spec = next(f for f in handle.features if f.name == name)
+def _value(flights_handle: ModelHandle, name: str) -> st.SearchStrategy[Any]:
+    spec = next(f for f in flights_handle.features if f.name == name)
     if spec.kind == "categorical":
         # a category may come as a number: 7 and 7.0 both mean "7"
         return st.one_of(st.sampled_from(spec.categories or ["x"]), st.integers(0, 99))
@@ -119,9 +102,11 @@ def _value(handle: ModelHandle, name: str) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def bodies(draw: st.DrawFn, handle: ModelHandle) -> bytes:
-    names = [f.name for f in handle.features]
-    rows = [{n: draw(_value(handle, n)) for n in names} for _ in range(draw(st.integers(1, 20)))]
+def bodies(draw: st.DrawFn, flights_handle: ModelHandle) -> bytes:
+    names = [f.name for f in flights_handle.features]
+    rows = [
+        {n: draw(_value(flights_handle, n)) for n in names} for _ in range(draw(st.integers(1, 20)))
+    ]
     if draw(st.booleans()):
         return _body({"inputs": {n: [r[n] for r in rows] for n in names}})
     return _body({"instances": rows})
@@ -130,11 +115,11 @@ def bodies(draw: st.DrawFn, handle: ModelHandle) -> bytes:
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_parsed_bodies_feed_the_model_as_the_transcoded_ones(
-    handle: ModelHandle, data: st.DataObject
+    flights_handle: ModelHandle, data: st.DataObject
 ) -> None:
-    body = data.draw(bodies(handle))
-    ours = _feeds(handle, parse_predict_body("flights", body).rows)
-    theirs = _transcoded(handle, body)
+    body = data.draw(bodies(flights_handle))
+    ours = _feeds(flights_handle, parse_predict_body("flights", body).rows)
+    theirs = _transcoded(flights_handle, body)
     assert ours.keys() == theirs.keys()
     for name, arr in theirs.items():
         assert ours[name].dtype == arr.dtype and ours[name].shape == arr.shape, name
@@ -167,10 +152,12 @@ def test_reply_is_the_json_the_transcoder_printed(result: Prediction) -> None:
     assert json.loads(plain_json(result)) == printed
 
 
-def test_reply_serialises_as_an_http_body(core: InferenceCore, handle: ModelHandle) -> None:
+def test_reply_serialises_as_an_http_body(
+    flights_core: InferenceCore, flights_handle: ModelHandle
+) -> None:
     rows = [{f.name: (f.categories or ["x"])[0] if f.kind == "categorical" else 1.5
-             for f in handle.features}] * 3  # fmt: skip
-    result = asyncio.run(core.predict("flights", "", rows, "p-7"))
+             for f in flights_handle.features}] * 3  # fmt: skip
+    result = asyncio.run(flights_core.predict("flights", "", rows, "p-7"))
     reply = JsonReply(result)
     assert (reply.model_name, reply.model_version) == ("flights", result.model_version)
     body = httpbody_pb2.HttpBody.FromString(JsonReply.serialize(reply))
