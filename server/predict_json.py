@@ -67,19 +67,19 @@ def _kind(value: Any) -> str:
     return "a string" if isinstance(value, str) else "a number"
 
 
-def _string(body: dict[str, Any], field: str) -> str:
-    value = body.get(field)
+def _string(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
     if value is None:  # absent, or JSON null: the field's default
         return ""
     if type(value) is not str:
-        raise InvalidInput(f"{field} must be a string, got {_kind(value)}", "request")
+        raise InvalidInput(f"{key} must be a string, got {_kind(value)}", "request")
     return value
 
 
 def parse_predict_body(name: str, data: bytes) -> PredictBody:
     """The request a REST Predict body carries; raises :class:`InvalidInput` with the reason
     for anything ``PredictRequest``'s JSON form does not allow."""
-    if not data.strip():
+    if not data or data.isspace():  # no copy of a large body
         body: Any = {}
     else:
         try:
