@@ -20,18 +20,26 @@ import numpy as np
 from server.errors import InvalidInput
 from server.model import FeatureSpec
 
-__all__ = ["Columns", "columns_from_inputs", "columns_from_instances", "columns_of"]
+__all__ = [
+    "Columns",
+    "columns_from_inputs",
+    "columns_from_instances",
+    "columns_of",
+    "json_kind",
+]
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     """The JSON name of a value's type, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (str, int, float)):
-        return type(value).__name__
-    # google.protobuf.Struct / ListValue, or plain containers from in-process callers
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float)):
+        return "a number"
+    # google.protobuf.Struct / ListValue, or plain containers from JSON and in-process callers
     return "an object" if hasattr(value, "keys") else "a list"
 
 
@@ -45,7 +53,7 @@ def _category(value: Any) -> str:
     if t is int:
         return str(value)
     # booleans, nulls, lists and objects are not categories: str() would invent one
-    raise TypeError(_kind(value))
+    raise TypeError(json_kind(value))
 
 
 def _unknown(features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]) -> None:
@@ -158,7 +166,9 @@ def _check_numbers(f: FeatureSpec, column: list[Any]) -> None:
         # None becomes NaN and is reported as a null by _numeric; a string may hold a
         # number ("2.5"), which _numeric parses or refuses
         if t is not float and t is not int and t is not str and v is not None:
-            raise InvalidInput(f"feature '{f.name}' must be numeric, got {_kind(v)}", "value_type")
+            raise InvalidInput(
+                f"feature '{f.name}' must be numeric, got {json_kind(v)}", "value_type"
+            )
 
 
 def _numeric(f: FeatureSpec, column: list[Any]) -> np.ndarray:
@@ -201,7 +211,7 @@ def columns_of(inputs: Any) -> Columns:
             if value.WhichOneof("kind") != "list_value":
                 raise InvalidInput(
                     f"inputs: feature '{name}' must be a list with one value per row, "
-                    f"got {_kind(inputs[name])}",
+                    f"got {json_kind(inputs[name])}",
                     "value_type",
                 )
             values[name] = value.list_value
@@ -210,7 +220,7 @@ def columns_of(inputs: Any) -> Columns:
             if isinstance(column, (str, bytes)) or not isinstance(column, Sequence):
                 raise InvalidInput(
                     f"inputs: feature '{name}' must be a list with one value per row, "
-                    f"got {_kind(column)}",
+                    f"got {json_kind(column)}",
                     "value_type",
                 )
             values[name] = column

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from server.errors import InvalidInput
-from server.features import Columns, columns_of
+from server.features import Columns, columns_of, json_kind
 from server.predict_codec import field
 
 if TYPE_CHECKING:
@@ -55,24 +55,12 @@ class PredictBody:
     id: str
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return "a string" if isinstance(value, str) else "a number"
-
-
 def _string(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if value is None:  # absent, or JSON null: the field's default
         return ""
     if type(value) is not str:
-        raise InvalidInput(f"{key} must be a string, got {_kind(value)}", "request")
+        raise InvalidInput(f"{key} must be a string, got {json_kind(value)}", "request")
     return value
 
 
@@ -87,7 +75,7 @@ def parse_predict_body(name: str, data: bytes) -> PredictBody:
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}", "decode") from None
     if type(body) is not dict:
-        raise InvalidInput(f"request body must be a JSON object, got {_kind(body)}", "request")
+        raise InvalidInput(f"request body must be a JSON object, got {json_kind(body)}", "request")
     if not body.keys() <= _FIELDS:
         unknown = sorted(body.keys() - _FIELDS)[0]
         raise InvalidInput(f'unknown field "{unknown}" in {_MESSAGE}', "unknown_field")
@@ -102,10 +90,10 @@ def parse_predict_body(name: str, data: bytes) -> PredictBody:
     if instances is None:
         instances = []
     elif type(instances) is not list:
-        raise InvalidInput(f"instances must be a list, got {_kind(instances)}", "request")
+        raise InvalidInput(f"instances must be a list, got {json_kind(instances)}", "request")
     if inputs is not None:
         if type(inputs) is not dict:
-            raise InvalidInput(f"inputs must be an object, got {_kind(inputs)}", "request")
+            raise InvalidInput(f"inputs must be an object, got {json_kind(inputs)}", "request")
         if instances:
             raise InvalidInput("send either instances or inputs, not both", "request")
         rows = columns_of(inputs)
@@ -113,7 +101,7 @@ def parse_predict_body(name: str, data: bytes) -> PredictBody:
         for i, instance in enumerate(instances):
             if type(instance) is not dict:
                 raise InvalidInput(
-                    f"instance {i} must be an object, got {_kind(instance)}", "request"
+                    f"instance {i} must be an object, got {json_kind(instance)}", "request"
                 )
         rows = instances
     return PredictBody(_string(body, "version"), rows, _string(body, "id"))

@@ -58,7 +58,7 @@ def test_columnar_predict_equals_instances(
         (lambda c: c.pop("MES"), "inputs: missing features: MES", "missing_feature"),
         (lambda c: c.update(extra=[1, 2]), "inputs: unknown features: extra", "unknown_feature"),
         (lambda c: c.update(MES=[1.0]), r"feature 'MES' has 1\b", "shape"),
-        (lambda c: c.update(MES=3.0), "feature 'MES' must be a list", "value_type"),
+        (lambda c: c.update(MES=3.0), "'MES' must be a list .*, got a number$", "value_type"),
         (lambda c: c.update(MES=[1.0, "x"]), "feature 'MES' must be numeric", "value_type"),
         (lambda c: c.update(MES=[1.0, None]), "'MES' has a null, NaN or Inf", "non_finite"),
         (lambda c: c.update(MES=[1.0, True]), "got a boolean", "value_type"),
