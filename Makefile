@@ -128,10 +128,11 @@ proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	  --descriptor_set_out=$(GEN_DESC) $(GATEWAY_PROTOS)
 	$(PY) -m server.protogen $(GEN_PY)
 
+# Bytecode caches beside the stubs (any tree that has run Python) are not generated code.
 proto-check: ## fail when generated files differ from what proto/ produces
 	@tmp=$$(mktemp -d); cp -r $(GEN_PY) $$tmp/py; cp $(GEN_DESC) $$tmp/desc.pb; \
-	$(MAKE) -s proto >/dev/null; \
-	if ! diff -r $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
+	$(MAKE) -s proto >/dev/null || { rm -rf $$tmp; exit 1; }; \
+	if ! diff -r -x __pycache__ $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
 	  echo "generated code is out of date: run 'make proto' and commit the result"; \
 	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 

@@ -114,3 +114,15 @@ def test_each_subcommand_has_help(command: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert command in proc.stdout
+
+
+def test_proto_check_passes_in_a_tree_that_has_run_python() -> None:
+    """Importing the stubs writes bytecode next to them; the drift check must compare the
+    generated files, not the caches beside them, or a second `make test` fails."""
+    cache = ROOT / "server" / "generated" / "inference" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "grpc_service_pb2.cpython-311.pyc").touch()
+    result = subprocess.run(
+        ["make", "-s", "proto-check"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
