@@ -41,6 +41,10 @@ $(SETUP_STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 	$(UV) pip install -q -p $(PY) -c .ci/constraints.txt -e '.[serve,train,dev]'
+	@# Bytecode for every installed module, once: uv writes none, and with
+	@# PYTHONDONTWRITEBYTECODE set each process would compile what it imports again
+	@# (several seconds for the training stack, about two for a server).
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null
 	touch $@
 
 setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool), wrk, h2load (nghttp2-client)

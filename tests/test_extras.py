@@ -41,7 +41,10 @@ def _venv(where: Path, extra: str) -> Path:
 
 
 def _clean_env(bin_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRONTO_", "VIRTUAL_ENV"))}
+    # The fresh environment has no bytecode yet: let the first process write what the
+    # others import, instead of each compiling the training stack again.
+    drop = ("PRONTO_", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return env
 
