@@ -95,10 +95,6 @@ class _RestBase:
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
 
-    @staticmethod
-    def _predict_body(instances: Any, version: str, request_id: str) -> Any:
-        return _codec.predict_body(instances, version=version, request_id=request_id)
-
 
 class RestClient(_RestBase):
     """Blocking REST client for Envoy's routes, on one keep-alive connection pool.
@@ -202,7 +198,7 @@ class RestClient(_RestBase):
         retry: bool = True,
     ) -> PredictResult:
         """``POST /v1/models/{model}:predict``; arguments as :meth:`Client.predict`."""
-        body = self._predict_body(instances, version, request_id)
+        body = _codec.predict_body(instances, version=version, request_id=request_id)
         path = f"/v1/models/{quote(model, safe='')}:predict"
         reply = self._call("POST", path, body, timeout, headers, retry)
         return _codec.parse_predict_json(reply)
@@ -310,7 +306,7 @@ class AsyncRestClient(_RestBase):
         retry: bool = True,
     ) -> PredictResult:
         """See :meth:`RestClient.predict`."""
-        body = self._predict_body(instances, version, request_id)
+        body = _codec.predict_body(instances, version=version, request_id=request_id)
         path = f"/v1/models/{quote(model, safe='')}:predict"
         reply = await self._call("POST", path, body, timeout, headers, retry)
         return _codec.parse_predict_json(reply)
