@@ -28,11 +28,11 @@ def _rows_to_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-def _valid_rows(flights_handle: ModelHandle, n: int) -> list[dict[str, Any]]:
+def _valid_rows(handle: ModelHandle, n: int) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         row: dict[str, Any] = {}
-        for f in flights_handle.features:
+        for f in handle.features:
             if f.kind == "categorical":
                 row[f.name] = f.categories[i % len(f.categories)] if f.categories else "x"
             else:

@@ -78,23 +78,23 @@ def test_bad_bodies_are_invalid_input_with_the_reason(
     assert caught.value.reason == reason
 
 
-def _feeds(flights_handle: ModelHandle, rows: Any) -> dict[str, np.ndarray]:
+def _feeds(handle: ModelHandle, rows: Any) -> dict[str, np.ndarray]:
     if isinstance(rows, Columns):
-        return columns_from_inputs(flights_handle.features, rows, flights_handle.packed_features)
-    return columns_from_instances(flights_handle.features, rows, flights_handle.packed_features)
+        return columns_from_inputs(handle.features, rows, handle.packed_features)
+    return columns_from_instances(handle.features, rows, handle.packed_features)
 
 
-def _transcoded(flights_handle: ModelHandle, data: bytes) -> dict[str, np.ndarray]:
+def _transcoded(handle: ModelHandle, data: bytes) -> dict[str, np.ndarray]:
     """What the gateway's transcoder made of the same body: a PredictRequest."""
     request = json_format.Parse(data, ppb.PredictRequest())
     rows: Any = request.instances
     if request.HasField("inputs"):
         rows = columns_of(request.inputs)
-    return _feeds(flights_handle, rows)
+    return _feeds(handle, rows)
 
 
-def _value(flights_handle: ModelHandle, name: str) -> st.SearchStrategy[Any]:
-    spec = next(f for f in flights_handle.features if f.name == name)
+def _value(handle: ModelHandle, name: str) -> st.SearchStrategy[Any]:
+    spec = next(f for f in handle.features if f.name == name)
     if spec.kind == "categorical":
         # a category may come as a number: 7 and 7.0 both mean "7"
         return st.one_of(st.sampled_from(spec.categories or ["x"]), st.integers(0, 99))
@@ -102,11 +102,9 @@ def _value(flights_handle: ModelHandle, name: str) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def bodies(draw: st.DrawFn, flights_handle: ModelHandle) -> bytes:
-    names = [f.name for f in flights_handle.features]
-    rows = [
-        {n: draw(_value(flights_handle, n)) for n in names} for _ in range(draw(st.integers(1, 20)))
-    ]
+def bodies(draw: st.DrawFn, handle: ModelHandle) -> bytes:
+    names = [f.name for f in handle.features]
+    rows = [{n: draw(_value(handle, n)) for n in names} for _ in range(draw(st.integers(1, 20)))]
     if draw(st.booleans()):
         return _body({"inputs": {n: [r[n] for r in rows] for n in names}})
     return _body({"instances": rows})
