@@ -4,11 +4,12 @@
 
 Decodes the first single-row and the first 256-row OIP request of the load data,
 in tritonclient's raw form and in typed form, and splits their raw BYTES tensors
-with the element-by-element parser, the bytes splitter and the request path's text
-splitter. Variants alternate within each round and the best round counts, timed in
-process CPU time, so a busy machine skews them alike. A synthetic wide numeric request
-(30 FP32 columns) is decoded as 30 ``[1, 1]`` tensors and as one ``[1, 30]`` tensor: the two
-request forms a trainer could export a wide numeric model for.
+with the element-by-element parser, the bytes splitter, and the text splitter one tensor
+at a time and all at once (the request path). Variants alternate within each round and
+the best round counts, timed in process CPU time, so a busy machine skews them alike. A
+synthetic wide numeric request (30 FP32 columns) is decoded as 30 ``[1, 1]`` tensors and as
+one ``[1, 30]`` tensor: the two request forms a trainer could export a wide numeric model
+for.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def measure(data_dir: Path, rounds: int) -> str:
     from google.protobuf import json_format
 
     from loadtest.h2load import raw_request_from_json
-    from server.datatypes import decode_bytes_raw, split_bytes_raw, split_text_raw
+    from server.datatypes import decode_bytes_raw, frame_texts, split_bytes_raw, split_text_raw
     from server.generated.inference import grpc_service_pb2 as pb
     from server.oip_codec import decode_infer_request
 
@@ -143,8 +144,12 @@ def measure(data_dir: Path, rounds: int) -> str:
             split_all(split_bytes_raw),
             40,
         ),
-        f"split {len(strings)} raw BYTES tensors of 256, request path (decoded text)": (
+        f"split {len(strings)} raw BYTES tensors of 256, one by one (decoded text)": (
             split_all(split_text_raw),
+            40,
+        ),
+        f"split {len(strings)} raw BYTES tensors of 256 at once, request path": (
+            lambda: frame_texts(strings, [256] * len(strings)),
             40,
         ),
     }

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "DATATYPES",
+    "FRAMED_FROM",
     "ONNX_TO_DATATYPE",
     "Datatype",
     "decode_bytes_raw",
     "encode_bytes_raw",
+    "frame_texts",
     "split_bytes_raw",
     "split_text_raw",
 ]
@@ -149,50 +152,68 @@ def split_bytes_raw(raw: bytes, count: int) -> list[bytes]:
     return decode_bytes_raw(raw, count) if items is None else items
 
 
-#: from this many elements, :func:`_framed` beats :func:`_chain`
-_FRAMED_FROM = 64
+#: from this many elements, :func:`frame_texts` beats :func:`_chain`
+FRAMED_FROM = 64
 _SEPARATOR = "\x00" * 4
 
 
-def _framed(raw: bytes, count: int) -> list[str] | None:
-    """The ``count`` elements of a raw BYTES buffer, decoded as UTF-8, with no Python work
-    per element; None when the buffer is not of the shape this handles.
+def frame_texts(raws: list[bytes], counts: list[int]) -> list[list[str]] | None:
+    """The elements of several raw BYTES buffers (``counts[k]`` in ``raws[k]``), decoded
+    as UTF-8, with no Python work per element; None when any buffer is not of the shape
+    this handles. One call for all of a request's BYTES tensors pays numpy's per-call cost
+    once.
 
     Handled: every element 1 to 255 bytes long and free of NUL bytes (category names and
     other short text). Then a length prefix is its length byte and three NULs, and they
-    are the buffer's only NULs: their positions give every element's start, the chain of
-    lengths is checked against them in one pass, and the length bytes are overwritten with
-    NUL so that each element is preceded by four NULs, which cannot occur elsewhere. The
-    buffer is decoded once and split at them. An element that is not valid UTF-8 on its
-    own makes the whole decode fail (the next byte is a NUL, never a continuation byte),
-    so each result is exactly that element's ``bytes.decode``.
+    are the buffers' only NULs: their positions give every element's start, the chain of
+    lengths is checked against them in one pass (and each buffer's first element against
+    where that buffer starts), and the length bytes are overwritten with NUL so that each
+    element is preceded by four NULs, which cannot occur elsewhere. The buffers are decoded
+    at once and split at them. An element that is not valid UTF-8 on its own makes the
+    whole decode fail (the next byte is a NUL, never a continuation byte), so each result
+    is exactly that element's ``bytes.decode``.
     """
-    # as many NULs as three per element, in runs whose lengths are multiples of three
-    # (non-overlapping triples count floor(run / 3) per run): consecutive triples
-    if count < 1 or raw.count(0) != 3 * count or raw.count(b"\x00\x00\x00") != count:
+    total = sum(counts)
+    if not raws or min(counts) < 1:
+        return None
+    buf = bytearray().join(raws)
+    data = np.frombuffer(buf, np.uint8)
+    nul = data == 0
+    if np.count_nonzero(nul) != 3 * total:
         return None  # an empty or long element, or a NUL in one
-    data = np.frombuffer(raw, np.uint8)
-    starts = np.flatnonzero(data == 0)[::3]
+    zeros = np.flatnonzero(nul)
+    starts = zeros[::3]
+    if not (zeros[2::3] - starts == 2).all():
+        return None  # NULs that are not in triples
     starts -= 1
     ends = data[starts] + starts  # int64: the uint8 length cannot wrap
     ends += 4
-    if starts[0] != 0 or ends[-1] != len(raw) or not (starts[1:] == ends[:-1]).all():
+    if starts[0] != 0 or ends[-1] != len(buf) or not (starts[1:] == ends[:-1]).all():
         return None  # malformed, or triples that are not the length prefixes
-    framed = data.copy()
-    framed[starts] = 0
+    if len(raws) > 1:  # each buffer's first element starts where that buffer does
+        firsts = list(accumulate(counts[:-1]))
+        if starts[firsts].tolist() != list(accumulate(map(len, raws[:-1]))):
+            return None
+    data[starts] = 0
     try:
-        text = framed.tobytes().decode("utf-8")
+        text = buf.decode("utf-8")
     except UnicodeDecodeError:
         return None
     items = text.split(_SEPARATOR)
-    del items[0]  # the buffer starts with a separator
-    return items
+    if len(raws) == 1:
+        del items[0]  # the buffer starts with a separator
+        return [items]
+    out, pos = [], 1
+    for count in counts:
+        out.append(items[pos : pos + count])
+        pos += count
+    return out
 
 
 def split_text_raw(raw: bytes, count: int) -> list[str]:
     """:func:`split_bytes_raw`, each element decoded as UTF-8: what the request path needs.
 
-    From :data:`_FRAMED_FROM` elements of short text, :func:`_framed` splits the whole
+    From :data:`FRAMED_FROM` elements of short text, :func:`frame_texts` splits the whole
     buffer at once. Otherwise, when the whole buffer is ASCII (every length prefix under
     128 is, and so are most category names), byte and character positions agree: the
     buffer is decoded once and each element is a slice of that text, with no bytes object
@@ -200,10 +221,10 @@ def split_text_raw(raw: bytes, count: int) -> list[str]:
     :func:`split_bytes_raw` and ``bytes.decode``, so results and errors (``ValueError``,
     ``UnicodeDecodeError``) are theirs.
     """
-    if count >= _FRAMED_FROM:
-        items = _framed(raw, count)
-        if items is not None:
-            return items
+    if count >= FRAMED_FROM:
+        framed = frame_texts([raw], [count])
+        if framed is not None:
+            return framed[0]
     if count > 1 and raw.isascii():
         items = _chain(raw, raw.decode("ascii"), count)
         if items is not None:

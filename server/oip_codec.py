@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from server.core import InferRequest, InferResponse, Tensor
-from server.datatypes import DATATYPES, Datatype, encode_bytes_raw, split_text_raw
+from server.datatypes import (
+    DATATYPES,
+    FRAMED_FROM,
+    Datatype,
+    encode_bytes_raw,
+    frame_texts,
+    split_text_raw,
+)
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
 
@@ -23,6 +30,7 @@ __all__ = ["decode_infer_request", "encode_infer_response", "max_elements_for"]
 _RAW_PARAMS = ("binary_data_output", "binary_data")
 _SMALL = 32
 _isfinite = math.isfinite
+_BYTES = DATATYPES["BYTES"]
 
 
 def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tuple[int, ...], int]:
@@ -97,6 +105,23 @@ def _decode_typed(
     return data
 
 
+def _split_texts(
+    tensors: list[Tensor], texts: list[tuple[int, str, bytes, tuple[int, ...], int]]
+) -> None:
+    """Fill in the raw BYTES tensors of a request: split all at once when they hold
+    enough elements between them (:func:`frame_texts`), else, or when that steps aside,
+    one by one with each input's own error."""
+    framed = None
+    if sum(t[4] for t in texts) >= FRAMED_FROM:
+        framed = frame_texts([t[2] for t in texts], [t[4] for t in texts])
+    for k, (slot, name, buffer, shape, count) in enumerate(texts):
+        if framed is None:
+            data = _decode_raw(name, _BYTES, buffer, shape, count)
+        else:
+            data = np.array(framed[k], dtype=object).reshape(shape)
+        tensors[slot] = Tensor(name, _BYTES, data)
+
+
 def decode_infer_request(
     request: pb.ModelInferRequest, max_elements: int, max_batch: int
 ) -> InferRequest:
@@ -106,22 +131,37 @@ def decode_infer_request(
         raise InvalidInput(f"{len(raw)} raw_input_contents for {len(inputs)} inputs", "raw_size")
     if not inputs:
         raise InvalidInput("request has no inputs", "missing_input")
-    tensors = []
-    for i, inp in enumerate(inputs):
-        name = inp.name
-        dt = DATATYPES.get(inp.datatype)
-        if dt is None:
-            raise InvalidInput(f"input '{name}' has unknown datatype '{inp.datatype}'", "datatype")
-        shape, count = _shape(name, inp.shape, max_elements, max_batch)
-        if raw:
-            if inp.HasField("contents"):
+    tensors: list[Tensor] = []
+    texts: list[tuple[int, str, bytes, tuple[int, ...], int]] = []  # raw BYTES, split last
+    try:
+        for i, inp in enumerate(inputs):
+            data: Any
+            name = inp.name
+            dt = DATATYPES.get(inp.datatype)
+            if dt is None:
                 raise InvalidInput(
-                    f"input '{name}' has both contents and raw_input_contents", "raw_size"
+                    f"input '{name}' has unknown datatype '{inp.datatype}'", "datatype"
                 )
-            data = _decode_raw(name, dt, raw[i], shape, count)
-        else:
-            data = _decode_typed(name, dt, inp.contents, shape, count)
-        tensors.append(Tensor(name, dt, data))
+            shape, count = _shape(name, inp.shape, max_elements, max_batch)
+            if raw:
+                if inp.HasField("contents"):
+                    raise InvalidInput(
+                        f"input '{name}' has both contents and raw_input_contents", "raw_size"
+                    )
+                if dt is _BYTES and count > 1:
+                    texts.append((len(tensors), name, raw[i], shape, count))
+                    data = None  # filled in by _split_texts
+                else:
+                    data = _decode_raw(name, dt, raw[i], shape, count)
+            else:
+                data = _decode_typed(name, dt, inp.contents, shape, count)
+            tensors.append(Tensor(name, dt, data))
+    except InvalidInput:
+        for _, name, buffer, shape, count in texts:  # an earlier input's error comes first
+            _decode_raw(name, _BYTES, buffer, shape, count)
+        raise
+    if texts:
+        _split_texts(tensors, texts)
     raw_output = bool(raw)
     params = request.parameters
     if params and not raw_output:

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.datatypes import (
-    _FRAMED_FROM,
     DATATYPES,
-    _framed,
+    FRAMED_FROM,
     decode_bytes_raw,
     encode_bytes_raw,
+    frame_texts,
     split_bytes_raw,
     split_text_raw,
 )
@@ -99,6 +99,11 @@ _WORD = st.one_of(
 )
 
 
+def _framed(raw: bytes, count: int) -> list[str] | None:
+    framed = frame_texts([raw], [count])
+    return None if framed is None else framed[0]
+
+
 def _framed_or_plain(raw: bytes, count: int) -> list[str]:
     items = _framed(raw, count)
     return _plain_text(raw, count) if items is None else items
@@ -142,7 +147,7 @@ def test_framed_split_takes_short_text_and_leaves_the_rest() -> None:
     words = ["Grupo LATAM", "Sky Airline", "Ñuñoa", "日本語", "I"] * 20
     raw = _layout([w.encode() for w in words])
     assert _framed(raw, len(words)) == words
-    assert split_text_raw(raw, len(words)) == words and len(words) >= _FRAMED_FROM
+    assert split_text_raw(raw, len(words)) == words and len(words) >= FRAMED_FROM
     # what it does not take: empty, 256 bytes or longer, NUL inside, not UTF-8, wrong count
     for odd in (b"", b"x" * 256, b"a\x00", b"\xff"):
         bad = _layout([w.encode() for w in words[:-1]] + [odd])
@@ -159,6 +164,58 @@ def test_framed_split_takes_short_text_and_leaves_the_rest() -> None:
     assert _framed(b"\x01\x00\x00\x00a\x02\x00bcde", 1) is None
     with pytest.raises(ValueError, match="holds 100 elements, shape says 101"):
         split_text_raw(raw, len(words) + 1)
+
+
+def _plain_or_none(raw: bytes, count: int) -> list[str] | None:
+    try:
+        return _plain_text(raw, count)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.lists(_WORD, min_size=1, max_size=6), min_size=1, max_size=4),
+    st.integers(0, 3),
+    st.sampled_from([0, 0, -1, 1]),
+)
+def test_framing_several_buffers_is_framing_each(
+    columns: list[list[str | bytes]], which: int, shift: int
+) -> None:
+    """Buffers framed together give each buffer's own elements, or step aside. A shifted
+    boundary (one element counted in the wrong buffer, or a byte moved across) is not a
+    chain that happens to run on: it must step aside too."""
+    raws = [_layout([w.encode() if isinstance(w, str) else w for w in ws]) for ws in columns]
+    counts = [len(ws) for ws in columns]
+    k = which % len(raws)
+    if shift and k + 1 < len(raws):  # the boundary between buffers k and k + 1
+        if which % 2:
+            counts[k] += shift
+            counts[k + 1] -= shift
+        elif shift > 0:
+            raws[k], raws[k + 1] = raws[k] + raws[k + 1][:1], raws[k + 1][1:]
+        else:
+            raws[k], raws[k + 1] = raws[k][:-1], raws[k][-1:] + raws[k + 1]
+    framed = frame_texts(raws, counts)
+    alone = [_framed(r, c) if c >= 1 else None for r, c in zip(raws, counts, strict=True)]
+    if all(a is not None for a in alone):
+        assert framed == alone
+    else:
+        assert framed is None
+    if framed is not None:
+        assert framed == [_plain_or_none(r, c) for r, c in zip(raws, counts, strict=True)]
+
+
+def test_framing_several_buffers_checks_where_each_starts() -> None:
+    first, second = ["Grupo LATAM", "Sky Airline"] * 40, ["SCL", "LIM"] * 40
+    raws = [_layout([w.encode() for w in first]), _layout([w.encode() for w in second])]
+    assert frame_texts(raws, [80, 80]) == [first, second]
+    # the same bytes form one valid chain, but its 81st element starts in the first buffer
+    assert frame_texts(raws, [79, 81]) is None
+    assert frame_texts(raws, [81, 79]) is None
+    assert frame_texts([raws[0] + raws[1][:4], raws[1][4:]], [81, 79]) is None
+    assert frame_texts([], []) is None
+    assert frame_texts(raws, [80, 0]) is None
 
 
 def test_text_split_slices_ascii_and_decodes_the_rest() -> None:
@@ -287,4 +344,52 @@ def test_invalid_utf8_in_raw_bytes_is_invalid_input() -> None:
     req = _request([("BYTES", ["a"])], 1, raw=True)
     req.raw_input_contents[0] = _layout([b"\xff\xfe"])
     with pytest.raises(InvalidInput, match="bad raw BYTES contents"):
+        decode_infer_request(req, LIMIT, LIMIT)
+
+
+def _text_request(columns: list[list[str]], raw: bool = True) -> pb.ModelInferRequest:
+    req = _request([("BYTES", ws) for ws in columns], len(columns[0]), raw)
+    req.inputs.add(name="n", datatype="FP32", shape=[len(columns[0]), 1])
+    values = np.arange(len(columns[0]), dtype="<f4")
+    if raw:
+        req.raw_input_contents.append(values.tobytes())
+    else:
+        req.inputs[-1].contents.fp32_contents.extend(values.tolist())
+    return req
+
+
+@pytest.mark.parametrize("odd", [None, "", "x" * 300, "a\x00b", "Ñuñoa"])
+def test_many_raw_bytes_inputs_decode_as_their_typed_form(odd: str | None) -> None:
+    """Enough BYTES elements between several inputs to be split at once; an element that
+    framing does not take makes every input go its own way, with the same result."""
+    rows = FRAMED_FROM // 2 + 1  # each input alone is under the threshold, together over it
+    columns = [[f"{c}-{i % 7}" for i in range(rows)] for c in "abc"]
+    if odd is not None:
+        columns[1][5] = odd
+    raw = decode_infer_request(_text_request(columns), LIMIT, LIMIT)
+    typed = decode_infer_request(_text_request(columns, raw=False), LIMIT, LIMIT)
+    for r, t in zip(raw.inputs, typed.inputs, strict=True):
+        assert r.name == t.name and r.datatype is t.datatype
+        assert r.data.dtype == t.data.dtype and r.data.shape == t.data.shape
+        assert r.data.ravel().tolist() == t.data.ravel().tolist()
+    assert [t.data.ravel().tolist() for t in raw.inputs[:3]] == columns
+
+
+def test_the_first_bad_input_is_the_one_reported() -> None:
+    rows = FRAMED_FROM
+    columns = [[f"{c}{i}" for i in range(rows)] for c in "ab"]
+    req = _text_request(columns)
+    req.raw_input_contents[0] = req.raw_input_contents[0][:-1]  # x0: truncated
+    with pytest.raises(InvalidInput, match="input 'x0': bad raw BYTES contents"):
+        decode_infer_request(req, LIMIT, LIMIT)
+    req.inputs[2].datatype = "FP99"  # a later input wrong too: x0 still comes first
+    with pytest.raises(InvalidInput, match="input 'x0': bad raw BYTES contents"):
+        decode_infer_request(req, LIMIT, LIMIT)
+    req = _text_request(columns)
+    req.inputs[2].datatype = "FP99"  # the BYTES inputs before it are fine
+    with pytest.raises(InvalidInput, match="input 'n' has unknown datatype 'FP99'"):
+        decode_infer_request(req, LIMIT, LIMIT)
+    req = _text_request(columns)
+    req.raw_input_contents[1] = _layout([b"ok"] * (rows - 1) + [b"\xff"])
+    with pytest.raises(InvalidInput, match="input 'x1': bad raw BYTES contents"):
         decode_infer_request(req, LIMIT, LIMIT)
