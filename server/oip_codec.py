@@ -31,6 +31,8 @@ _RAW_PARAMS = ("binary_data_output", "binary_data")
 _SMALL = 32
 _isfinite = math.isfinite
 _BYTES = DATATYPES["BYTES"]
+#: a raw BYTES input whose split waits for the others: slot, name, buffer, shape, count
+_Text = tuple[int, str, bytes, tuple[int, ...], int]
 
 
 def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tuple[int, ...], int]:
@@ -105,9 +107,7 @@ def _decode_typed(
     return data
 
 
-def _split_texts(
-    tensors: list[Tensor], texts: list[tuple[int, str, bytes, tuple[int, ...], int]]
-) -> None:
+def _split_texts(tensors: list[Tensor], texts: list[_Text]) -> None:
     """Fill in the raw BYTES tensors of a request: split all at once when they hold
     enough elements between them (:func:`frame_texts`), else, or when that steps aside,
     one by one with each input's own error."""
@@ -132,7 +132,7 @@ def decode_infer_request(
     if not inputs:
         raise InvalidInput("request has no inputs", "missing_input")
     tensors: list[Tensor] = []
-    texts: list[tuple[int, str, bytes, tuple[int, ...], int]] = []  # raw BYTES, split last
+    texts: list[_Text] = []  # raw BYTES inputs, split together after the loop
     try:
         for i, inp in enumerate(inputs):
             data: Any
