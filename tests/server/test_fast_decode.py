@@ -375,6 +375,33 @@ def test_many_raw_bytes_inputs_decode_as_their_typed_form(odd: str | None) -> No
     assert [t.data.ravel().tolist() for t in raw.inputs[:3]] == columns
 
 
+_CELL = st.text(st.characters(codec="utf-8", min_codepoint=1), min_size=1, max_size=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(8, 40).flatmap(
+        lambda rows: st.lists(st.lists(_CELL, min_size=rows, max_size=rows), min_size=2, max_size=4)
+    ),
+    st.one_of(st.none(), st.sampled_from(["", "\x00", "a\x00b", "x" * 256])),
+    st.integers(0, 10**6),
+)
+def test_many_raw_bytes_inputs_decode_as_their_typed_form_always(
+    columns: list[list[str]], odd: str | None, where: int
+) -> None:
+    """Many rows across several BYTES inputs (split together when there are enough, each
+    its own way when one element is not short NUL-free text) give the typed form's tensors."""
+    if odd is not None:
+        column = columns[where % len(columns)]
+        column[where % len(column)] = odd
+    raw = decode_infer_request(_text_request(columns), LIMIT, LIMIT)
+    typed = decode_infer_request(_text_request(columns, raw=False), LIMIT, LIMIT)
+    assert [t.data.ravel().tolist() for t in raw.inputs] == [
+        t.data.ravel().tolist() for t in typed.inputs
+    ]
+    assert [t.data.ravel().tolist() for t in raw.inputs[:-1]] == columns
+
+
 def test_the_first_bad_input_is_the_one_reported() -> None:
     rows = FRAMED_FROM
     columns = [[f"{c}{i}" for i in range(rows)] for c in "ab"]
