@@ -161,8 +161,9 @@ def test_decode_cost_table_covers_every_case() -> None:
 
     table = measure(ROOT / "loadtest" / "data", rounds=1)
     rows = [line for line in table.splitlines()[2:]]
-    assert len(rows) == 11
+    assert len(rows) == 12
     assert any("request path" in r for r in rows) and any("plain parser" in r for r in rows)
+    assert any("one by one" in r for r in rows)
     assert all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
 
 
