@@ -210,7 +210,8 @@ def test_framing_several_buffers_checks_where_each_starts() -> None:
     first, second = ["Grupo LATAM", "Sky Airline"] * 40, ["SCL", "LIM"] * 40
     raws = [_layout([w.encode() for w in first]), _layout([w.encode() for w in second])]
     assert frame_texts(raws, [80, 80]) == [first, second]
-    # the same bytes form one valid chain, but its 81st element starts in the first buffer
+    # the same bytes form one valid chain, but these counts (or the moved prefix) put a
+    # buffer's first element elsewhere than where that buffer starts
     assert frame_texts(raws, [79, 81]) is None
     assert frame_texts(raws, [81, 79]) is None
     assert frame_texts([raws[0] + raws[1][:4], raws[1][4:]], [81, 79]) is None
