@@ -9,7 +9,7 @@ repeated field in one numpy call.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,8 +31,6 @@ _RAW_PARAMS = ("binary_data_output", "binary_data")
 _SMALL = 32
 _isfinite = math.isfinite
 _BYTES = DATATYPES["BYTES"]
-#: a raw BYTES input whose split waits for the others: slot, name, buffer, shape, count
-_Text = tuple[int, str, bytes, tuple[int, ...], int]
 
 
 def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tuple[int, ...], int]:
@@ -107,19 +105,33 @@ def _decode_typed(
     return data
 
 
+class _Text(NamedTuple):
+    """A raw BYTES input whose split waits for the request's other BYTES inputs."""
+
+    slot: int  # its place among the request's tensors
+    name: str
+    buffer: bytes
+    shape: tuple[int, ...]
+    elements: int
+
+    def decode(self) -> np.ndarray:
+        """On its own, with its own error."""
+        return _decode_raw(self.name, _BYTES, self.buffer, self.shape, self.elements)
+
+
 def _split_texts(tensors: list[Tensor], texts: list[_Text]) -> None:
-    """Fill in the raw BYTES tensors of a request: split all at once when they hold
-    enough elements between them (:func:`frame_texts`), else, or when that steps aside,
-    one by one with each input's own error."""
+    """Fill in the raw BYTES tensors of a request: two or more with enough elements between
+    them are split at once (:func:`frame_texts`); otherwise, or when that steps aside, each
+    goes its own way (where a lone large one is framed on its own)."""
     framed = None
-    if sum(t[4] for t in texts) >= FRAMED_FROM:
-        framed = frame_texts([t[2] for t in texts], [t[4] for t in texts])
-    for k, (slot, name, buffer, shape, count) in enumerate(texts):
+    if len(texts) > 1 and sum(t.elements for t in texts) >= FRAMED_FROM:
+        framed = frame_texts([t.buffer for t in texts], [t.elements for t in texts])
+    for k, text in enumerate(texts):
         if framed is None:
-            data = _decode_raw(name, _BYTES, buffer, shape, count)
+            data = text.decode()
         else:
-            data = np.array(framed[k], dtype=object).reshape(shape)
-        tensors[slot] = Tensor(name, _BYTES, data)
+            data = np.array(framed[k], dtype=object).reshape(text.shape)
+        tensors[text.slot] = Tensor(text.name, _BYTES, data)
 
 
 def decode_infer_request(
@@ -149,7 +161,7 @@ def decode_infer_request(
                         f"input '{name}' has both contents and raw_input_contents", "raw_size"
                     )
                 if dt is _BYTES and count > 1:
-                    texts.append((len(tensors), name, raw[i], shape, count))
+                    texts.append(_Text(len(tensors), name, raw[i], shape, count))
                     data = None  # filled in by _split_texts
                 else:
                     data = _decode_raw(name, dt, raw[i], shape, count)
@@ -157,8 +169,8 @@ def decode_infer_request(
                 data = _decode_typed(name, dt, inp.contents, shape, count)
             tensors.append(Tensor(name, dt, data))
     except InvalidInput:
-        for _, name, buffer, shape, count in texts:  # an earlier input's error comes first
-            _decode_raw(name, _BYTES, buffer, shape, count)
+        for text in texts:  # an earlier input's error comes first
+            text.decode()
         raise
     if texts:
         _split_texts(tensors, texts)
