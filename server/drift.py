@@ -45,8 +45,12 @@ SCORE_FEATURE = "__score__"
 #: upper bounds of the ``pronto_prediction_score`` histogram (+Inf is implied)
 SCORE_BOUNDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 _SCORE_BOUNDS = np.asarray(SCORE_BOUNDS)
-#: above this many pending rows, bin now rather than wait for the timer (bounds memory)
-MAX_PENDING_ROWS = 200_000
+#: from this many pending rows, bin now rather than wait for the timer. It bounds what a
+#: worker serving large batches holds between flushes (each row's decoded inputs) and how
+#: long one binning pass holds its event loop (on a 2-vCPU VM, 12 ms for this many
+#: flight-delay rows, over 100 ms for a second of 256-row traffic); per row, larger passes
+#: are no cheaper (``python -m loadtest.drift_cost``).
+MAX_PENDING_ROWS = 16_384
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pronto_contract import Manifest
-from server.drift import SCORE_FEATURE, DriftMonitor, FeatureBuckets, psi
+from server.drift import MAX_PENDING_ROWS, SCORE_FEATURE, DriftMonitor, FeatureBuckets, psi
 
 MANIFEST: dict[str, Any] = {
     "signature": {
@@ -106,6 +106,37 @@ def test_monitor_bins_pending_requests_at_flush_time() -> None:
     assert (ref.rows, ref.positives) == (2, 1)
     assert ref.score_hist.sum() == 2 and ref.score_sum == pytest.approx(0.9, abs=1e-6)
     assert ref.reference_positive_rate == pytest.approx(0.2)
+
+
+def test_large_batches_are_binned_in_bounded_chunks_with_the_same_counts() -> None:
+    """Between two flushes a worker serving large batches would hold every row's inputs and
+    then bin them in one long pass that stalls its event loop: past the bound, the rows
+    waiting are binned at once, and the counts come out as one pass would give them."""
+    rng = np.random.default_rng(1)
+    rows = 1024
+    requests = 3 * MAX_PENDING_ROWS // rows + 5
+    colors = rng.choice(["red", "green", "blue", "teal"], requests * rows).tolist()
+    xs = (rng.random(requests * rows) * 1.4 - 0.2).tolist()
+    probas = rng.random((requests * rows, 1))
+    probas = np.hstack([1 - probas, probas]).astype(np.float32)
+    mon = DriftMonitor(export=False)
+    h = handle()
+    mon.register(h)
+    held = []
+    for i in range(requests):
+        part = slice(i * rows, (i + 1) * rows)
+        mon.observe(h, feeds(colors[part], xs[part]), probas[part], rows)
+        held.append(mon._pending_rows)
+    assert max(held) < MAX_PENDING_ROWS
+    assert min(held) == 0  # binned on the way, not only at flush time
+    mon.process()
+    ref = mon._models[("m", "1")]
+    by_name = {fb.name: fb for fb in ref.buckets()}
+    assert ref.counts["color"].tolist() == by_name["color"].count_plain(colors).tolist()
+    x32 = np.asarray(xs, dtype=np.float32)
+    assert ref.counts["x"].tolist() == by_name["x"].count_plain(x32).tolist()
+    assert ref.rows == requests * rows
+    assert ref.positives == int(np.count_nonzero(probas[:, 1] > probas[:, 0]))
 
 
 def test_shifted_feature_crosses_threshold_untouched_one_does_not() -> None:
