@@ -9,10 +9,13 @@ third-party packages are this environment's, so the revisions compared must shar
 pins). ``.`` is the working tree as it is. Every server runs one worker; h2load sends the
 same single-row ``ModelInfer`` bytes (tritonclient's raw form) to each, in rounds whose
 order alternates, and each round reads the server's CPU time (supervisor, template and
-worker) over the measured window. The table gives requests per second and server CPU
-microseconds per request per round, and the median over rounds of the ratio to the first
-revision in the same round: on a shared machine rounds drift together, ratios less, and
-CPU per request least (it does not count time spent waiting for a core).
+worker) over the measured window and the worker's resident memory as it ends. The table
+gives requests per second and server CPU microseconds per request per round, and the
+median over rounds of the ratio to the first revision in the same round: on a shared
+machine rounds drift together, ratios less, and CPU per request least (it does not count
+time spent waiting for a core). A second table gives the worker's resident memory after
+each round: what a revision keeps hold of under that load. Servers have no metrics port,
+so they keep neither metrics nor drift, unless ``--metrics`` gives each one (as deployed).
 
 With ``--profile SECONDS`` each revision's worker is then sampled with py-spy (GIL-holding
 samples only) while h2load drives it alone, once per request body (``--request`` and any
@@ -46,7 +49,16 @@ from loadtest.runner import DATA_DIR, machine_description
 from loadtest.trace_cost import _tree_cpu, add_side_by_side_arguments, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
-__all__ = ["BASELINE", "bench", "main", "measure", "profile", "profile_table", "served"]
+__all__ = [
+    "BASELINE",
+    "bench",
+    "main",
+    "measure",
+    "profile",
+    "profile_table",
+    "rss_table",
+    "served",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 # The request path as it was before the single-row and batch work measured against the
@@ -98,16 +110,21 @@ def checkout(rev: str) -> Iterator[tuple[str, Path]]:
 
 
 @contextmanager
-def serve(tree: Path, repository: Path, model: str, *flags: str) -> Iterator[tuple[str, int]]:
+def serve(
+    tree: Path, repository: Path, model: str, *flags: str, metrics: bool = False
+) -> Iterator[tuple[str, int]]:
     """One single-worker server of the revision in ``tree`` (with ``flags`` added to its
-    command line): its worker's address and the supervisor's pid."""
+    command line): its worker's address and the supervisor's pid. Without ``metrics`` it
+    has no metrics port, so neither metrics nor drift are kept."""
     port, worker = free_port(), free_port()
+    metrics_port = free_port() if metrics else 0
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRONTO_", "OTEL_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [
         *_entry_point(tree), "serve", "--model-repository", str(repository.resolve()),
         "--models", model, "--workers", "1", "--port", str(port),
-        "--worker-base-port", str(worker), "--metrics-port", "0", "--log-level", "WARNING",
+        "--worker-base-port", str(worker), "--metrics-port", str(metrics_port),
+        "--log-level", "WARNING",
         *flags,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tree, env=env)
@@ -123,7 +140,9 @@ Servers = dict[str, tuple[str, int]]
 
 
 @contextmanager
-def served(revs: list[str], repository: Path, model: str) -> Iterator[Servers]:
+def served(
+    revs: list[str], repository: Path, model: str, metrics: bool = False
+) -> Iterator[Servers]:
     """Each revision checked out and served (:func:`serve`), by name: its worker's address
     and the supervisor's pid; all stopped and removed when the block ends."""
     with contextlib.ExitStack() as stack:
@@ -132,12 +151,17 @@ def served(revs: list[str], repository: Path, model: str) -> Iterator[Servers]:
             commit, tree = stack.enter_context(checkout(rev))
             if commit in servers:
                 raise ValueError(f"{rev} is {commit} again: give each revision once")
-            servers[commit] = stack.enter_context(serve(tree, repository, model))
+            servers[commit] = stack.enter_context(serve(tree, repository, model, metrics=metrics))
         yield servers
 
 
 def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict[str, Any]:
-    """Per revision (named by commit), requests/s and server CPU µs/request per round."""
+    """Per revision (named by commit), requests/s, server CPU µs/request and the worker's
+    resident memory (MiB, read as each round ends) per round."""
+    import psutil
+
+    from server.template import worker_processes
+
     with tempfile.TemporaryDirectory() as tmp:
         body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
         for address, _ in servers.values():
@@ -145,6 +169,7 @@ def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict
             run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
         rps: dict[str, list[float]] = {name: [] for name in servers}
         cpu_us: dict[str, list[float]] = {name: [] for name in servers}
+        rss_mib: dict[str, list[float]] = {name: [] for name in servers}
         names = list(servers)
         for round_ in range(rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
@@ -159,7 +184,18 @@ def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict
                     raise RuntimeError(f"{name}: {result.errors} failed requests")
                 rps[name].append(result.rps)
                 cpu_us[name].append(1e6 * used / result.count)
-    return {"rps": rps, "cpu_us_per_request": cpu_us}
+                (worker,) = worker_processes(psutil.Process(pid))
+                rss_mib[name].append(worker.memory_info().rss / 2**20)
+    return {"rps": rps, "cpu_us_per_request": cpu_us, "worker_rss_mib": rss_mib}
+
+
+def rss_table(rss_mib: dict[str, list[float]]) -> str:
+    """Markdown: each revision's worker resident memory as each round ended, and the most."""
+    lines = ["| revision | worker RSS MiB per round | most |", "| --- | --- | ---: |"]
+    for name, values in rss_mib.items():
+        listed = ", ".join(f"{v:.0f}" for v in values)
+        lines.append(f"| {name} | {listed} | {max(values):.0f} |")
+    return "\n".join(lines)
 
 
 def profile(
@@ -281,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_side_by_side_arguments(parser, seconds=2.0, rounds=6)
     parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve with a metrics port, so that metrics and drift are kept (off by default)",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -300,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(args.request.read_text())[0]
     request["model_name"] = args.model
     frames: dict[str, Any] = {}
-    with served(args.rev, args.model_repository, args.model) as servers:
+    with served(args.rev, args.model_repository, args.model, args.metrics) as servers:
         found = measure(servers, args.seconds, args.rounds, request)
         print(table(found["rps"], found["cpu_us_per_request"]))
+        print(f"\n{rss_table(found['worker_rss_mib'])}")
         if args.profile:
             requests = {args.request.stem: request}
             for path in args.profile_request:

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from loadtest.profile import EVENT_LOOP
-from loadtest.revisions import checkout, measure, profile, profile_table, served, table
+from loadtest.revisions import (
+    checkout,
+    measure,
+    profile,
+    profile_table,
+    rss_table,
+    served,
+    table,
+)
 from tests.gateway.modelgen import MODEL, build_repository
 from tests.loadtest.test_trace_cost import REQUEST
 
@@ -29,8 +37,16 @@ def test_a_committed_revision_and_the_working_tree_are_measured_side_by_side(
     for name, values in found["rps"].items():
         assert len(values) == 2 and all(v > 0 for v in values), name
         assert all(c > 0 for c in found["cpu_us_per_request"][name]), name
+        # a served worker holds at least its interpreter and ONNX Runtime
+        assert len(found["worker_rss_mib"][name]) == 2, name
+        assert all(20 < m < 2000 for m in found["worker_rss_mib"][name]), name
     lines = table(found["rps"], found["cpu_us_per_request"]).splitlines()
     assert len(lines) == 4 and lines[2].startswith(f"| {commit} |") and "| 1.00 |" in lines[2]
+    rss = rss_table(found["worker_rss_mib"]).splitlines()
+    most = max(found["worker_rss_mib"][commit])
+    assert (
+        len(rss) == 4 and rss[2].startswith(f"| {commit} |") and rss[2].endswith(f"| {most:.0f} |")
+    )
 
 
 @pytest.mark.integration
