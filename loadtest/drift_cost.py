@@ -102,10 +102,9 @@ def passes(
     from server import drift
 
     out = []
-    bound = drift.MAX_PENDING_ROWS
+    bound, per = drift.MAX_PENDING_ROWS, len(probas[0])
     try:
         for rows in sizes:
-            per = len(probas[0])
             count = max(1, rows // per)
             items = [
                 ({k: v.copy() for k, v in feeds[i % len(feeds)].items()}, probas[i % len(probas)])

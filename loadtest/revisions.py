@@ -9,13 +9,13 @@ third-party packages are this environment's, so the revisions compared must shar
 pins). ``.`` is the working tree as it is. Every server runs one worker; h2load sends the
 same single-row ``ModelInfer`` bytes (tritonclient's raw form) to each, in rounds whose
 order alternates, and each round reads the server's CPU time (supervisor, template and
-worker) over the measured window and the worker's resident memory as it ends. The table
-gives requests per second and server CPU microseconds per request per round, and the
-median over rounds of the ratio to the first revision in the same round: on a shared
-machine rounds drift together, ratios less, and CPU per request least (it does not count
-time spent waiting for a core). A second table gives the worker's resident memory after
-each round: what a revision keeps hold of under that load. Servers have no metrics port,
-so they keep neither metrics nor drift, unless ``--metrics`` gives each one (as deployed).
+worker) over the measured window. The table gives requests per second and server CPU
+microseconds per request per round, and the median over rounds of the ratio to the first
+revision in the same round: on a shared machine rounds drift together, ratios less, and
+CPU per request least (it does not count time spent waiting for a core). A second table
+gives the worker's resident memory as each round ends: what a revision keeps hold of
+under that load. Servers have no metrics port, so they keep neither metrics nor drift,
+unless ``--metrics`` gives each one (as deployed).
 
 With ``--profile SECONDS`` each revision's worker is then sampled with py-spy (GIL-holding
 samples only) while h2load drives it alone, once per request body (``--request`` and any
