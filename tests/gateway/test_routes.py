@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 
 import grpc
 import pytest
@@ -180,3 +181,31 @@ def test_camel_case_json_names_are_accepted(gateway: Gateway) -> None:
     body["modelName"] = MODEL
     reply = request(gateway, "POST", f"/v2/models/{MODEL}/infer", body)
     assert reply.status == 200, reply.body
+
+
+LAYOUTS = {
+    "compact": {"separators": (",", ":")},
+    "spaced": {},
+    "indented": {"indent": 2},
+    "tabs-crlf": {"indent": "\t", "separators": (",\t", ":\t")},
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_the_unknown_field_guard_reads_any_json_layout(gateway: Gateway, layout: str) -> None:
+    """Compact JSON has no whitespace between tokens, other encoders put spaces, tabs and
+    line breaks there: the guard accepts a valid body and names an unknown field in each."""
+
+    def dumps(body: object) -> bytes:
+        text = json.dumps(body, **LAYOUTS[layout])  # type: ignore[arg-type]
+        return text.replace("\n", "\r\n").encode() if layout == "tabs-crlf" else text.encode()
+
+    path = f"/v2/models/{MODEL}/infer"
+    reply = request(gateway, "POST", path, dumps(_infer_body()))
+    assert reply.status == 200, reply.body
+    assert len(reply.body["outputs"]) == 2, reply.body
+    body = _infer_body()
+    body["inputs"][1]["contents"]["fp32_contentz"] = [1]  # type: ignore[index]
+    reply = request(gateway, "POST", path, dumps(body))
+    assert reply.status == 400, reply.body
+    assert '"fp32_contentz"' in reply.body["message"], reply.body
