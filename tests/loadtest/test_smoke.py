@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from loadtest.gateway_cost import FORMS, VARIANTS, measure
 from loadtest.ghz import find_tool
 from loadtest.report import render_markdown
 from pronto_cli.procs import wait_until
@@ -152,3 +153,18 @@ def test_a_terminated_bench_leaves_no_process_behind(repository: Path, tmp_path:
     finally:
         if bench.poll() is None:
             bench.kill()
+
+
+def test_gateway_cost_reads_envoy_s_cpu_for_each_form_and_variant(
+    repository: Path, tmp_path: Path
+) -> None:
+    found = measure(repository, "flight-delay", 1, 2, tmp_path)
+    assert list(found) == list(FORMS)
+    for form, variants in found.items():
+        assert list(variants) == list(VARIANTS), form
+        for name, runs in variants.items():
+            assert len(runs) == 2, (form, name)
+            assert all(rps > 0 and envoy > 0 and server > 0 for rps, envoy, server in runs), runs
+    # each variant ran on its own configuration, the guard's taken out of the second
+    assert "envoy.filters.http.lua" in (tmp_path / "envoy-0.yaml").read_text()
+    assert "envoy.filters.http.lua" not in (tmp_path / "envoy-1.yaml").read_text()
