@@ -3,6 +3,7 @@
 The hot path only appends the request's already-built input arrays to a list
 (:meth:`DriftMonitor.observe`); the metrics timer bins everything gathered since the last
 flush in one vectorised pass per feature and moves the counts into Prometheus counters.
+Large batches are binned sooner, once :data:`MAX_PENDING_ROWS` rows wait.
 
 Each feature's reference distribution becomes a fixed set of buckets: one per training
 category plus ``__unseen__`` for categorical features; the ten training histogram bins plus
@@ -153,7 +154,8 @@ class DriftMonitor:
     def observe(
         self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
     ) -> None:
-        """Remember one served request's inputs and scores; binning waits for the timer."""
+        """Remember one served request's inputs and scores; binning waits for the timer, or
+        runs now once :data:`MAX_PENDING_ROWS` rows wait."""
         if not self.enabled:
             return
         self._pending.append((handle, feeds, proba, rows))
