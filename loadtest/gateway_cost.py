@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from loadtest.runner import DATA_DIR, machine_description
+from loadtest.trace_cost import _tree_cpu
 from loadtest.wrk import WrkRun, run_wrk
 from pronto_cli.procs import (
     PRONTO,
@@ -72,20 +73,6 @@ def _cpu(pid: int) -> float:
 
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
-
-
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its descendants (the server: supervisor, template and
-    workers)."""
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 @contextlib.contextmanager
