@@ -31,16 +31,10 @@ from typing import Any
 import yaml
 
 from loadtest.runner import DATA_DIR, machine_description
+from loadtest.stack import local_stack
 from loadtest.trace_cost import _tree_cpu
 from loadtest.wrk import WrkRun, run_wrk
-from pronto_cli.procs import (
-    PRONTO,
-    free_port,
-    port_block,
-    stop_process,
-    wait_for_grpc_health,
-    wait_for_http,
-)
+from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_http
 
 __all__ = ["GUARD", "VARIANTS", "main", "measure", "table", "without"]
 
@@ -68,39 +62,15 @@ def without(config: dict[str, Any], filters: tuple[str, ...]) -> dict[str, Any]:
     return config
 
 
-def _cpu(pid: int) -> float:
-    import psutil
-
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-@contextlib.contextmanager
-def _server(repository: Path, workers: int, log: Path) -> Iterator[tuple[int, int]]:
-    """``pronto serve`` on free ports; yields the first worker port and its pid."""
-    port, base = free_port(), port_block(workers)
-    cmd = [
-        *PRONTO, "serve", "--model-repository", str(repository), "--workers", str(workers),
-        "--host", "127.0.0.1", "--port", str(port), "--worker-base-port", str(base),
-        "--metrics-port", str(free_port()), "--log-level", "WARNING",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_grpc_health(f"127.0.0.1:{port}", timeout=90, proc=proc)
-        yield base, proc.pid
-    finally:
-        stop_process(proc)
-
-
 @contextlib.contextmanager
 def _envoy(config: Path, listen: int, log: Path) -> Iterator[int]:
     """Envoy on ``config`` with two worker threads; yields its pid once it is ready."""
     from gateway.launcher import envoy_binary
 
     cmd = [envoy_binary(), "--config-path", str(config), "--log-level", "warning"]
+    cmd += ["--concurrency", "2"]
     with log.open("ab") as out:
-        proc = subprocess.Popen([*cmd, "--concurrency", "2"], stdout=out, stderr=out)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
     try:
         wait_for_http(listen, "/v2/health/ready", proc=proc)
         yield proc.pid
@@ -117,13 +87,15 @@ def measure(
     found: dict[str, dict[str, list[list[float]]]] = {
         form: {name: [] for name in VARIANTS} for form in FORMS
     }
-    with _server(repository, 2, out / "server.log") as (base, server):
+    with local_stack(repository, 2, False, out / "logs") as stack:
+        (server,) = stack.server_pids
         listen = free_port()
         rendered = out / "envoy.yaml"
         render = [
             *PRONTO, "gateway", "--render", str(rendered), "--listen-port", str(listen),
             "--admin-port", str(free_port()), "--stats-port", str(free_port()),
-            "--workers", "2", "--worker-base-port", str(base), "--upstream-host", "127.0.0.1",
+            "--workers", "2", "--worker-base-port", str(stack.worker_base_port),
+            "--upstream-host", "127.0.0.1",
         ]  # fmt: skip
         subprocess.run(render, check=True, capture_output=True)
         names = list(VARIANTS)
@@ -143,9 +115,9 @@ def measure(
                             threads=1,
                             content_type="application/json",
                         )
-                        before, served = _cpu(pid), _tree_cpu(server)
+                        before, served = _tree_cpu(pid), _tree_cpu(server)
                         result = run_wrk(run, out, f"{name}-{form}-{round_}".replace(" ", "_"))
-                        used, served = _cpu(pid) - before, _tree_cpu(server) - served
+                        used, served = _tree_cpu(pid) - before, _tree_cpu(server) - served
                         if result.errors or not result.count:
                             raise RuntimeError(f"{name}, {form}: {result.errors} failed requests")
                         n = result.count

@@ -28,6 +28,8 @@ class Stack:
     envoy: str | None = None
     server_pids: list[int] = field(default_factory=list)
     metrics: str | None = None
+    #: the first worker's own port (the rest follow it), for a gateway started elsewhere
+    worker_base_port: int = 0
 
 
 @contextlib.contextmanager
@@ -83,7 +85,7 @@ def local_stack(
             procs.append(gateway_proc)
             wait_for_http(listen, "/v2/health/ready", proc=gateway_proc)
             envoy = f"127.0.0.1:{listen}"
-        yield Stack(f"127.0.0.1:{port}", envoy, [server.pid], f"127.0.0.1:{metrics_port}")
+        yield Stack(f"127.0.0.1:{port}", envoy, [server.pid], f"127.0.0.1:{metrics_port}", base)
     finally:
         for proc in reversed(procs):
             stop_process(proc)
