@@ -131,14 +131,18 @@ proto: setup ## regenerate Python stubs and the Envoy descriptor set from proto/
 	$(PY) -m grpc_tools.protoc -I proto --include_imports --include_source_info \
 	  --descriptor_set_out=$(GEN_DESC) $(GATEWAY_PROTOS)
 	$(PY) -m server.protogen $(GEN_PY)
+	cp $(GEN_DESC) charts/pronto/files/
 
 # Bytecode caches beside the stubs (any tree that has run Python) are not generated code.
 proto-check: ## fail when generated files differ from what proto/ produces
 	@tmp=$$(mktemp -d); cp -r $(GEN_PY) $$tmp/py; cp $(GEN_DESC) $$tmp/desc.pb; \
+	cp charts/pronto/files/$(notdir $(GEN_DESC)) $$tmp/chart.pb; \
 	$(MAKE) -s proto >/dev/null || { rm -rf $$tmp; exit 1; }; \
-	if ! diff -r -x __pycache__ $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC); then \
+	if ! diff -r -x __pycache__ $$tmp/py $(GEN_PY) >/dev/null || ! cmp -s $$tmp/desc.pb $(GEN_DESC) \
+	  || ! cmp -s $$tmp/chart.pb $(GEN_DESC); then \
 	  echo "generated code is out of date: run 'make proto' and commit the result"; \
-	  git status --short -- $(GEN_PY) $(GEN_DESC); rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+	  git status --short -- $(GEN_PY) $(GEN_DESC) charts/pronto/files; rm -rf $$tmp; exit 1; fi; \
+	rm -rf $$tmp
 
 dashboards: setup ## regenerate charts/pronto/files/dashboards/*.json from dashboards/ (grafana-foundation-sdk)
 	$(PY) -m dashboards

@@ -65,6 +65,7 @@ INFER_PATHS = (
     ("path", "/inference.GRPCInferenceService/ModelInfer"),
     ("path", "/pronto.v1.PredictionService/Predict"),
     ("path", "/pronto.v1.PredictionService/PredictJson"),
+    ("path", "/pronto.v1.PredictionService/ModelInferJson"),
 )
 # Native gRPC only (no REST mapping), forwarded so grpcurl and friends work through Envoy.
 PASSTHROUGH_SERVICES = (

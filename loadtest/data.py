@@ -5,7 +5,8 @@
 Rows come from the flight generator with a seed other than the training one,
 so the load uses realistic rows the model has not seen, each request
 different. Files land in ``loadtest/data/``: ``oip.json`` and ``predict.json``
-(ghz, one request per array element), ``rest_oip.jsonl`` and
+(ghz, one request per array element), ``rest_oip.jsonl`` (proto3 JSON form),
+``rest_oip_data.jsonl`` (the protocol's REST form, values in ``data``) and
 ``rest_predict.jsonl`` (wrk, one body per line), and ``*_b256`` variants with
 256 rows per request.
 """

@@ -1,18 +1,19 @@
-"""What the gateway's JSON guard costs Envoy per REST request: Envoy's CPU per request with
-the configuration as rendered, and with the Lua filter (the unknown-field guard) taken out.
+"""What the gateway costs per REST request: Envoy's CPU and the server's per request, with
+the configuration as rendered and with the Lua filter (the JSON guard) taken out.
 
     python -m loadtest.gateway_cost [--model-repository models] [--seconds 4] [--rounds 3]
 
 Starts ``pronto serve`` (two workers) and, per variant, Envoy on the rendered
 configuration (``pronto gateway --render``, no authentication, as ``pronto up`` runs it)
 with ``--concurrency 2``. wrk (16 connections) sends the single-row REST bodies of the load
-data, OIP ``/v2/models/{model}/infer`` (transcoded by Envoy, its body walked by the guard)
-and REST Predict (passed through: the guard only waits for the body), in rounds whose
-variant order alternates. Each run reads Envoy's CPU time and the server's (supervisor,
-template and workers), so the figures are each side's own microseconds per request; the
-difference between the variants is what the guard costs.
+data: OIP ``/v2/models/{model}/infer`` in the proto3 JSON form of ``ModelInferRequest`` and
+in the protocol's REST form (values in ``data``), and REST Predict. All three are passed
+through to the worker (the guard only waits for the body; the transcoder wraps it in a
+``google.api.HttpBody``). Rounds alternate the variant order. Each run reads Envoy's CPU
+time and the server's (supervisor, template and workers), so the figures are each side's
+own microseconds per request; the difference between the variants is what the guard costs.
 Taking the guard out is only for this measurement: without it the transcoder drops
-unknown JSON fields without a word.
+unknown JSON fields of the bodies it does transcode (feedback) without a word.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ GUARD = "envoy.filters.http.lua"
 VARIANTS: dict[str, tuple[str, ...]] = {"as rendered": (), "without the guard": (GUARD,)}
 #: request form -> (REST path template, body file of the load data)
 FORMS: dict[str, tuple[str, str]] = {
-    "REST OIP (transcoded)": ("/v2/models/{model}/infer", "rest_oip.jsonl"),
-    "REST Predict (passed through)": ("/v1/models/{model}:predict", "rest_predict.jsonl"),
+    "REST OIP, proto3 JSON form": ("/v2/models/{model}/infer", "rest_oip.jsonl"),
+    "REST OIP, REST form (data)": ("/v2/models/{model}/infer", "rest_oip_data.jsonl"),
+    "REST Predict": ("/v1/models/{model}:predict", "rest_predict.jsonl"),
 }
 
 

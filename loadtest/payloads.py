@@ -2,7 +2,10 @@
 
 Every request carries different rows (no single repeated payload), in the
 JSON forms the tools send: protobuf JSON for ghz (OIP ModelInfer and
-pronto.v1 Predict) and REST bodies, one per line, for wrk.
+pronto.v1 Predict) and REST bodies, one per line, for wrk: REST infer both in
+the proto3 JSON form of ``ModelInferRequest`` (``rest_oip``) and in the
+protocol's REST form, values in ``data`` (``rest_oip_data``, as KServe's and
+Triton's REST clients send).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from pronto_contract import Manifest
 from pronto_contract.manifest import InputSpec
 
-__all__ = ["PayloadSet", "build_payloads", "write_payloads"]
+__all__ = ["PayloadSet", "build_payloads", "rest_form", "write_payloads"]
 
 PayloadSet = dict[str, list[dict[str, Any]]]
 
@@ -70,6 +73,20 @@ def _oip_request(model: str, inputs: list[InputSpec], rows: list[dict[str, Any]]
     return {"model_name": model, "inputs": tensors, "outputs": [{"name": "probabilities"}]}
 
 
+def rest_form(request: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's REST form of a proto3-JSON ``ModelInferRequest`` (built by
+    :func:`_oip_request`): each tensor's values in ``data``, strings as text."""
+    tensors = []
+    for tensor in request["inputs"]:
+        ((key, values),) = tensor["contents"].items()
+        if key == "bytes_contents":
+            values = [base64.b64decode(v).decode() for v in values]
+        elif key == "int64_contents":
+            values = [int(v) for v in values]
+        tensors.append({k: v for k, v in tensor.items() if k != "contents"} | {"data": values})
+    return {"inputs": tensors, "outputs": request["outputs"]}
+
+
 def _features(manifest: Manifest) -> list[InputSpec]:
     """The named features: each input, or the columns of a packed input."""
     signature = manifest.signature
@@ -101,14 +118,21 @@ def build_payloads(
     model = manifest.name
     inputs = manifest.signature.inputs
     clean = [_clean(r, _features(manifest)) for r in rows]
-    oip, predict, rest_predict, rest_oip = [], [], [], []
+    oip, predict, rest_predict, rest_oip, rest_oip_data = [], [], [], [], []
     for chunk in _chunks(clean, batch, count):
         req = _oip_request(model, inputs, chunk)
         oip.append(req)
         rest_oip.append({k: v for k, v in req.items() if k != "model_name"})
+        rest_oip_data.append(rest_form(req))
         predict.append({"name": model, "instances": chunk})
         rest_predict.append({"instances": chunk})
-    return {"oip": oip, "predict": predict, "rest_oip": rest_oip, "rest_predict": rest_predict}
+    return {
+        "oip": oip,
+        "predict": predict,
+        "rest_oip": rest_oip,
+        "rest_oip_data": rest_oip_data,
+        "rest_predict": rest_predict,
+    }
 
 
 def write_payloads(payloads: PayloadSet, out_dir: Path, suffix: str) -> dict[str, Path]:

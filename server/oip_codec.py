@@ -25,7 +25,14 @@ from server.datatypes import (
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
 
-__all__ = ["decode_infer_request", "encode_infer_response", "max_elements_for"]
+__all__ = [
+    "check_finite",
+    "decode_infer_request",
+    "decode_raw",
+    "encode_infer_response",
+    "max_elements_for",
+    "tensor_shape",
+]
 
 _RAW_PARAMS = ("binary_data_output", "binary_data")
 _SMALL = 32
@@ -33,7 +40,9 @@ _isfinite = math.isfinite
 _BYTES = DATATYPES["BYTES"]
 
 
-def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tuple[int, ...], int]:
+def tensor_shape(
+    name: str, dims: Any, max_elements: int, max_batch: int
+) -> tuple[tuple[int, ...], int]:
     shape = tuple(dims)
     if not shape:
         raise InvalidInput(f"input '{name}' has no shape", "shape")
@@ -49,7 +58,7 @@ def _shape(name: str, dims: Any, max_elements: int, max_batch: int) -> tuple[tup
     return shape, count
 
 
-def _check_finite(name: str, data: np.ndarray, values: Any) -> None:
+def check_finite(name: str, data: np.ndarray, values: Any) -> None:
     # For a handful of values a Python loop beats numpy's per-call overhead (~4 µs).
     if data.size <= _SMALL:
         ok = all(map(_isfinite, values if values is not None else data.ravel().tolist()))
@@ -59,7 +68,7 @@ def _check_finite(name: str, data: np.ndarray, values: Any) -> None:
         raise InvalidInput(f"input '{name}' contains NaN or Inf", "non_finite")
 
 
-def _decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], count: int) -> Any:
+def decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], count: int) -> Any:
     if dt.itemsize:
         if len(raw) != count * dt.itemsize:
             raise InvalidInput(
@@ -69,7 +78,7 @@ def _decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], cou
             )
         data = np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
         if dt.is_float:
-            _check_finite(name, data, None)
+            check_finite(name, data, None)
         return data
     try:
         return np.array(split_text_raw(raw, count), dtype=object).reshape(shape)
@@ -101,7 +110,7 @@ def _decode_typed(
             f"input '{name}' has values out of range for {dt.name}", "range"
         ) from None
     if dt.is_float:
-        _check_finite(name, data, values)
+        check_finite(name, data, values)
     return data
 
 
@@ -116,7 +125,7 @@ class _Text(NamedTuple):
 
     def decode(self) -> np.ndarray:
         """On its own, with its own error."""
-        return _decode_raw(self.name, _BYTES, self.buffer, self.shape, self.elements)
+        return decode_raw(self.name, _BYTES, self.buffer, self.shape, self.elements)
 
 
 def _split_texts(tensors: list[Tensor], texts: list[_Text]) -> None:
@@ -154,7 +163,7 @@ def decode_infer_request(
                 raise InvalidInput(
                     f"input '{name}' has unknown datatype '{inp.datatype}'", "datatype"
                 )
-            shape, count = _shape(name, inp.shape, max_elements, max_batch)
+            shape, count = tensor_shape(name, inp.shape, max_elements, max_batch)
             if raw:
                 if inp.HasField("contents"):
                     raise InvalidInput(
@@ -164,7 +173,7 @@ def decode_infer_request(
                     texts.append(_Text(len(tensors), name, raw[i], shape, count))
                     data = None  # filled in by _split_texts
                 else:
-                    data = _decode_raw(name, dt, raw[i], shape, count)
+                    data = decode_raw(name, dt, raw[i], shape, count)
             else:
                 data = _decode_typed(name, dt, inp.contents, shape, count)
             tensors.append(Tensor(name, dt, data))

@@ -21,6 +21,7 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import PLATFORM, ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
+from server.oip_json import HEADER_LENGTH, InferReply, parse_infer_body
 from server.predict_codec import predict_response
 from server.predict_json import JsonReply, parse_predict_body
 from server.shedding import queued_at
@@ -119,9 +120,10 @@ def _model_info(core: InferenceCore, handle: ModelHandle) -> ppb.ModelInfo:
 class PredictionServicer(ppb_grpc.PredictionServiceServicer):
     """``pronto.v1.PredictionService``: named features in, labels and probabilities out."""
 
-    def __init__(self, core: InferenceCore, recorder: Recorder) -> None:
+    def __init__(self, core: InferenceCore, recorder: Recorder, max_elements: int) -> None:
         self.core = core
         self.recorder = recorder
+        self.max_elements = max_elements
 
     @tracing.traced("Predict")
     @rpc
@@ -150,6 +152,26 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
             request.name, body.version, body.rows, body.id, queued_at(metadata)
         )
         return JsonReply(result)
+
+    @tracing.traced("ModelInfer")
+    @rpc_as("ModelInfer")
+    async def ModelInferJson(self, request: ppb.ModelInferJsonRequest, context: Context) -> Any:
+        metadata = context.invocation_metadata() or ()
+        if self.core.sink is not None and not tracing.ENABLED:
+            tracing.note_traceparent(metadata)
+        header_length = next((v for k, v in metadata if k == HEADER_LENGTH), None)
+        body = parse_infer_body(
+            request.model_name,
+            request.model_version,
+            request.body.data,
+            header_length if isinstance(header_length, str) else None,
+            self.max_elements,
+            self.core.max_batch_size,
+        )
+        reply = InferReply(body, await self.core.infer(body.request, queued_at(metadata)))
+        if reply.header_length is not None:
+            await context.send_initial_metadata(((HEADER_LENGTH, str(reply.header_length)),))
+        return reply
 
     @rpc
     async def ListModels(self, request: ppb.ListModelsRequest, context: Context) -> Any:

@@ -37,6 +37,7 @@ from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
+from server.oip_json import InferReply
 from server.predict_json import JsonReply
 from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
@@ -219,9 +220,9 @@ def _grpc_server(
     )
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server,
-        PredictionServicer(core, recorder),
+        PredictionServicer(core, recorder, max_elements_for(settings.max_message_bytes)),
         server,
-        serializers={"PredictJson": JsonReply.serialize},
+        serializers={"PredictJson": JsonReply.serialize, "ModelInferJson": InferReply.serialize},
     )
     quality.add_to(server, recorder)
     router.add_admin_to(server, recorder, reloader.trigger, index)

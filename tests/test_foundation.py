@@ -78,14 +78,16 @@ def test_descriptor_set_has_both_services_with_http_rules() -> None:
         "GET /v2/models/{name}/versions/{version}",
     ]
     assert oip["ModelReady"][0] == "GET /v2/models/{name}/ready"
-    assert oip["ModelInfer"] == [
+    pronto = _http_rules(services["pronto.v1.PredictionService"])
+    # REST Predict is PredictJson and REST infer is ModelInferJson (the body passed
+    # through); gRPC's Predict and ModelInfer have no route
+    assert pronto["PredictJson"] == ["POST /v1/models/{name}:predict"]
+    assert pronto["Predict"] == []
+    assert pronto["ModelInferJson"] == [
         "POST /v2/models/{model_name}/infer",
         "POST /v2/models/{model_name}/versions/{model_version}/infer",
     ]
-    pronto = _http_rules(services["pronto.v1.PredictionService"])
-    # REST Predict is PredictJson (the body passed through); gRPC's Predict has no route
-    assert pronto["PredictJson"] == ["POST /v1/models/{name}:predict"]
-    assert pronto["Predict"] == []
+    assert oip["ModelInfer"] == []
 
 
 def test_descriptor_set_includes_imports_for_envoy() -> None:

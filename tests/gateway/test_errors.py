@@ -53,14 +53,23 @@ def test_malformed_json_is_400(gateway: Gateway) -> None:
     ("path", "body", "field"),
     [
         (PREDICT, {"instances": [instance()], "instance": []}, '"instance"'),
-        (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "hour", "data": [1]}]}, '"data"'),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {"inputs": [{"name": "hour", "shape": [1], "datatype": "FP32", "data": [1], "x": 1}]},
+            '"x"',
+        ),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {"inputs": [{"name": "hour", "contents": {"fp32_contents": [1]}, "data": [1]}]},
+            '"data"',
+        ),
         (
             f"/v2/models/{MODEL}/infer",
             {"inputs": [], "parameters": {"p": {"bool_param": True, "typo": 1}}},
             '"typo"',
         ),
     ],
-    ids=["top-level", "nested", "map-value"],
+    ids=["top-level", "nested", "nested-proto3-form", "map-value"],
 )
 def test_unknown_json_field_is_400_not_dropped(
     gateway: Gateway, path: str, body: object, field: str

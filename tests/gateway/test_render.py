@@ -114,9 +114,11 @@ def test_transcoded_services_and_body_routes_come_from_the_descriptor() -> None:
     ]
     patterns = {(r.verb, r.pattern, r.message) for r in body_routes(data, services)}
     assert ("POST", "^/v1/models/[^/]+%:feedback$", "pronto.v1.FeedbackRequest") in patterns
-    assert ("POST", "^/v2/models/[^/]+/infer$", "inference.ModelInferRequest") in patterns
-    # REST Predict's body is a google.api.HttpBody: the server reads it, the guard must not
+    # REST Predict's and REST infer's bodies are google.api.HttpBody: the server reads
+    # them, the guard must not
     assert ("POST", "^/v1/models/[^/]+%:predict$", "") in patterns
+    assert ("POST", "^/v2/models/[^/]+/infer$", "") in patterns
+    assert ("POST", "^/v2/models/[^/]+/versions/[^/]+/infer$", "") in patterns
     assert len(patterns) == 4
 
 

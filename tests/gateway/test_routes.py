@@ -200,12 +200,13 @@ def test_the_unknown_field_guard_reads_any_json_layout(gateway: Gateway, layout:
         text = json.dumps(body, **LAYOUTS[layout])  # type: ignore[arg-type]
         return text.replace("\n", "\r\n").encode() if layout == "tabs-crlf" else text.encode()
 
-    path = f"/v2/models/{MODEL}/infer"
-    reply = request(gateway, "POST", path, dumps(_infer_body()))
+    # feedback is the transcoded body the guard walks (infer and predict bodies are
+    # passed through to the worker, which reads them itself)
+    path = f"/v1/models/{MODEL}:feedback"
+    reply = request(gateway, "POST", path, dumps(_feedback_body(gateway)))
     assert reply.status == 200, reply.body
-    assert len(reply.body["outputs"]) == 2, reply.body
-    body = _infer_body()
-    body["inputs"][1]["contents"]["fp32_contentz"] = [1]  # type: ignore[index]
+    body = _feedback_body(gateway)
+    body["feedback"][0]["labelz"] = ["1", "0"]  # type: ignore[index]
     reply = request(gateway, "POST", path, dumps(body))
     assert reply.status == 400, reply.body
-    assert '"fp32_contentz"' in reply.body["message"], reply.body
+    assert '"labelz"' in reply.body["message"], reply.body

@@ -36,3 +36,8 @@ def test_payloads_for_a_packed_model() -> None:
         {"kind": "x", "a": 1, "b": 2.5},
         {"kind": "y", "a": 3, "b": 4},
     ]
+    (data,) = payloads["rest_oip_data"]  # the protocol's REST form: values in "data"
+    assert data["inputs"][0] == {"name": "kind", "datatype": "BYTES", "shape": [2, 1],
+                                 "data": ["x", "y"]}  # fmt: skip
+    assert data["inputs"][1]["data"] == [2.5, 1.0, 4.0, 3.0]
+    assert "model_name" not in data

@@ -14,6 +14,7 @@ from tests.reliability.payloads import (
     REST_PREDICT,
     Case,
     nested,
+    rest_form_body,
     rest_infer_body,
     rest_predict_body,
     set_at,
@@ -25,6 +26,10 @@ __all__ = ["rest_cases"]
 def rest_cases() -> list[Case]:
     def infer(id: str, edit: Callable[[dict[str, Any]], None], expect: int = 400) -> Case:
         return Case(f"rest-infer-{id}", "rest", f"POST {REST_INFER}", rest_infer_body(edit), expect)
+
+    def infer_data(id: str, edit: Callable[[dict[str, Any]], None], expect: int = 400) -> Case:
+        body = rest_form_body(edit)
+        return Case(f"rest-infer-data-{id}", "rest", f"POST {REST_INFER}", body, expect)
 
     def predict(id: str, edit: Callable[[dict[str, Any]], None], expect: int = 400) -> Case:
         body = rest_predict_body(edit)
@@ -38,6 +43,15 @@ def rest_cases() -> list[Case]:
     good_infer = rest_infer_body(lambda b: None)
     fp32: list[Any] = ["inputs", MES, "contents", "fp32_contents"]
     bad_utf8_b64 = base64.b64encode(b"\xff\xfe").decode()
+
+    def binary_mes(size: int) -> Callable[[dict[str, Any]], None]:
+        def edit(body: dict[str, Any]) -> None:
+            del body["inputs"][MES]["data"]
+            body["inputs"][MES]["parameters"] = {"binary_data_size": size}
+
+        return edit
+
+    binary_head = rest_form_body(binary_mes(8))  # MES's 4 bytes of FP32 follow, not 8
     return [
         infer("unknown-datatype", set_at(["inputs", MES, "datatype"], "FP99")),
         infer("datatype-mismatch", set_at(["inputs", MES, "datatype"], "FP64")),
@@ -57,6 +71,32 @@ def rest_cases() -> list[Case]:
         infer("raw-wrong-length", set_at(["raw_input_contents"], ["AAA="] * 8)),
         infer("unknown-field", set_at(["tensors"], [])),
         infer("inputs-not-a-list", set_at(["inputs"], {"a": 1})),
+        # the protocol's REST form (KServe, Triton and MLServer REST clients)
+        infer_data("good", lambda b: None, 200),
+        infer_data("string-in-fp32", set_at(["inputs", MES, "data"], ["x"])),
+        infer_data("bool-in-fp32", set_at(["inputs", MES, "data"], [True])),
+        infer_data("number-in-bytes", set_at(["inputs", OPERA, "data"], [7])),
+        infer_data("count-mismatch", set_at(["inputs", MES, "shape"], [2, 1])),
+        infer_data("ragged", set_at(["inputs", MES, "data"], [[1.0], 2.0])),
+        infer_data("overflows-fp32", set_at(["inputs", MES, "data"], [1e300])),
+        infer_data("unknown-input-field", set_at(["inputs", MES, "dtype"], "FP32")),
+        infer_data("no-data", lambda b: b["inputs"][MES].pop("data")),
+        infer_data("object-parameter", set_at(["parameters"], {"p": {"bool_param": True}})),
+        infer_data("binary-size-without-header", binary_mes(4)),
+        raw(
+            "infer-binary-past-the-end",
+            binary_head + b"\0" * 4,
+            400,
+            path=REST_INFER,
+            inference_header_content_length=str(len(binary_head)),
+        ),
+        raw(
+            "infer-header-length-not-a-number",
+            rest_form_body(lambda b: None),
+            400,
+            path=REST_INFER,
+            inference_header_content_length="ten",
+        ),
         raw(
             "unknown-model-infer",
             good_infer,

@@ -40,6 +40,7 @@ __all__ = [
     "nested",
     "predict_body",
     "raw_edit",
+    "rest_form_body",
     "rest_infer_body",
     "rest_predict_body",
     "set_at",
@@ -126,6 +127,23 @@ def predict_body(edit: Callable[[ppb.PredictRequest], None]) -> bytes:
 def rest_infer_body(edit: Callable[[dict[str, Any]], None]) -> bytes:
     body = copy.deepcopy(_infer_json())
     body.pop("model_name", None)
+    edit(body)
+    return json.dumps(body).encode()
+
+
+def rest_form_body(edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """The good infer request in the protocol's REST form (values in ``data``)."""
+    good = good_infer()
+    body: dict[str, Any] = {"inputs": []}
+    for t in good.inputs:
+        values: list[Any] = (
+            [b.decode() for b in t.contents.bytes_contents]
+            if t.datatype == "BYTES"
+            else list(t.contents.fp32_contents)
+        )
+        body["inputs"].append(
+            {"name": t.name, "shape": list(t.shape), "datatype": t.datatype, "data": values}
+        )
     edit(body)
     return json.dumps(body).encode()
 

@@ -107,7 +107,10 @@ class GRPCInferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ModelInfer(self, request, context):
-        """Runs one inference request against a model.
+        """Runs one inference request against a model. Its REST path,
+        POST /v2/models/{model_name}/infer, is bound to
+        pronto.v1.PredictionService.ModelInferJson, which parses the protocol's
+        REST form of the request in the server.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

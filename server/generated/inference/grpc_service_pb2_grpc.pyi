@@ -49,7 +49,11 @@ class GRPCInferenceServiceStub:
     ModelMetadata: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelMetadataRequest, _grpc_service_pb2.ModelMetadataResponse]
     """Describes one model: its versions, platform and tensor signature."""
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]
-    """Runs one inference request against a model."""
+    """Runs one inference request against a model. Its REST path,
+    POST /v2/models/{model_name}/infer, is bound to
+    pronto.v1.PredictionService.ModelInferJson, which parses the protocol's
+    REST form of the request in the server.
+    """
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -67,7 +71,11 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ModelMetadata: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelMetadataRequest, _grpc_service_pb2.ModelMetadataResponse]  # type: ignore[assignment]
     """Describes one model: its versions, platform and tensor signature."""
     ModelInfer: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]  # type: ignore[assignment]
-    """Runs one inference request against a model."""
+    """Runs one inference request against a model. Its REST path,
+    POST /v2/models/{model_name}/infer, is bound to
+    pronto.v1.PredictionService.ModelInferJson, which parses the protocol's
+    REST form of the request in the server.
+    """
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Inference service of the Open Inference Protocol v2."""
@@ -118,6 +126,10 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _grpc_service_pb2.ModelInferRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_grpc_service_pb2.ModelInferResponse, _abc.Awaitable[_grpc_service_pb2.ModelInferResponse]]:
-        """Runs one inference request against a model."""
+        """Runs one inference request against a model. Its REST path,
+        POST /v2/models/{model_name}/infer, is bound to
+        pronto.v1.PredictionService.ModelInferJson, which parses the protocol's
+        REST form of the request in the server.
+        """
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -49,7 +49,10 @@ type GRPCInferenceServiceClient interface {
 	ServerMetadata(ctx context.Context, in *ServerMetadataRequest, opts ...grpc.CallOption) (*ServerMetadataResponse, error)
 	// Describes one model: its versions, platform and tensor signature.
 	ModelMetadata(ctx context.Context, in *ModelMetadataRequest, opts ...grpc.CallOption) (*ModelMetadataResponse, error)
-	// Runs one inference request against a model.
+	// Runs one inference request against a model. Its REST path,
+	// POST /v2/models/{model_name}/infer, is bound to
+	// pronto.v1.PredictionService.ModelInferJson, which parses the protocol's
+	// REST form of the request in the server.
 	ModelInfer(ctx context.Context, in *ModelInferRequest, opts ...grpc.CallOption) (*ModelInferResponse, error)
 }
 
@@ -137,7 +140,10 @@ type GRPCInferenceServiceServer interface {
 	ServerMetadata(context.Context, *ServerMetadataRequest) (*ServerMetadataResponse, error)
 	// Describes one model: its versions, platform and tensor signature.
 	ModelMetadata(context.Context, *ModelMetadataRequest) (*ModelMetadataResponse, error)
-	// Runs one inference request against a model.
+	// Runs one inference request against a model. Its REST path,
+	// POST /v2/models/{model_name}/infer, is bound to
+	// pronto.v1.PredictionService.ModelInferJson, which parses the protocol's
+	// REST form of the request in the server.
 	ModelInfer(context.Context, *ModelInferRequest) (*ModelInferResponse, error)
 	mustEmbedUnimplementedGRPCInferenceServiceServer()
 }

@@ -103,6 +103,43 @@ class PredictJsonRequest(_message.Message):
 Global___PredictJsonRequest: _TypeAlias = PredictJsonRequest  # noqa: Y015
 
 @_typing.final
+class ModelInferJsonRequest(_message.Message):
+    """Request of ModelInferJson."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """Model name, from the REST path."""
+    model_version: _builtins.str
+    """Model version, from the REST path; empty means the version the server
+    picks by policy.
+    """
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The request as the caller sent it: the inference request's JSON,
+        followed by binary tensor data when the request carries the
+        Inference-Header-Content-Length header.
+        """
+
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "model_name", b"model_name", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInferJsonRequest: _TypeAlias = ModelInferJsonRequest  # noqa: Y015
+
+@_typing.final
 class PredictResponse(_message.Message):
     """Response of Predict."""
 

@@ -46,6 +46,11 @@ class PredictionServiceStub:
                 request_serializer=pronto_dot_v1_dot_prediction__pb2.PredictJsonRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.ModelInferJson = channel.unary_unary(
+                '/pronto.v1.PredictionService/ModelInferJson',
+                request_serializer=pronto_dot_v1_dot_prediction__pb2.ModelInferJsonRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/pronto.v1.PredictionService/ListModels',
                 request_serializer=pronto_dot_v1_dot_prediction__pb2.ListModelsRequest.SerializeToString,
@@ -80,6 +85,20 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelInferJson(self, request, context):
+        """The Open Inference Protocol's REST infer (POST /v2/models/{model_name}/infer)
+        for REST callers: the body is passed through by the gateway untouched and
+        parsed by the server. It takes the protocol's REST form (tensors in "data",
+        optionally followed by binary tensor data, as KServe's, Triton's and
+        MLServer's REST clients send) or the proto3 JSON form of
+        inference.ModelInferRequest, and the reply takes the form of the request.
+        gRPC callers use inference.GRPCInferenceService.ModelInfer.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models being served with their versions.
         """
@@ -105,6 +124,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
             'PredictJson': grpc.unary_unary_rpc_method_handler(
                     servicer.PredictJson,
                     request_deserializer=pronto_dot_v1_dot_prediction__pb2.PredictJsonRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ModelInferJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelInferJson,
+                    request_deserializer=pronto_dot_v1_dot_prediction__pb2.ModelInferJsonRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -172,6 +196,33 @@ class PredictionService:
             target,
             '/pronto.v1.PredictionService/PredictJson',
             pronto_dot_v1_dot_prediction__pb2.PredictJsonRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelInferJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pronto.v1.PredictionService/ModelInferJson',
+            pronto_dot_v1_dot_prediction__pb2.ModelInferJsonRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

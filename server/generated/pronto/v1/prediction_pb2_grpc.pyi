@@ -46,6 +46,16 @@ class PredictionServiceStub:
     gRPC callers use Predict.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
+    ModelInferJson: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.ModelInferJsonRequest, _httpbody_pb2.HttpBody]
+    """The Open Inference Protocol's REST infer (POST /v2/models/{model_name}/infer)
+    for REST callers: the body is passed through by the gateway untouched and
+    parsed by the server. It takes the protocol's REST form (tensors in "data",
+    optionally followed by binary tensor data, as KServe's, Triton's and
+    MLServer's REST clients send) or the proto3 JSON form of
+    inference.ModelInferRequest, and the reply takes the form of the request.
+    gRPC callers use inference.GRPCInferenceService.ModelInfer.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.ListModelsRequest, _prediction_pb2.ListModelsResponse]
     """Lists the models being served with their versions."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.GetModelRequest, _prediction_pb2.GetModelResponse]
@@ -63,6 +73,16 @@ class PredictionServiceAsyncStub(PredictionServiceStub):
     JSON form of PredictRequest, passed through by the gateway untouched and
     parsed by the server, and the reply is the JSON form of PredictResponse.
     gRPC callers use Predict.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
+    ModelInferJson: _aio.UnaryUnaryMultiCallable[_prediction_pb2.ModelInferJsonRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """The Open Inference Protocol's REST infer (POST /v2/models/{model_name}/infer)
+    for REST callers: the body is passed through by the gateway untouched and
+    parsed by the server. It takes the protocol's REST form (tensors in "data",
+    optionally followed by binary tensor data, as KServe's, Triton's and
+    MLServer's REST clients send) or the proto3 JSON form of
+    inference.ModelInferRequest, and the reply takes the form of the request.
+    gRPC callers use inference.GRPCInferenceService.ModelInfer.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_prediction_pb2.ListModelsRequest, _prediction_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -91,6 +111,22 @@ class PredictionServiceServicer(metaclass=_abc_1.ABCMeta):
         JSON form of PredictRequest, passed through by the gateway untouched and
         parsed by the server, and the reply is the JSON form of PredictResponse.
         gRPC callers use Predict.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+
+    @_abc_1.abstractmethod
+    def ModelInferJson(
+        self,
+        request: _prediction_pb2.ModelInferJsonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """The Open Inference Protocol's REST infer (POST /v2/models/{model_name}/infer)
+        for REST callers: the body is passed through by the gateway untouched and
+        parsed by the server. It takes the protocol's REST form (tensors in "data",
+        optionally followed by binary tensor data, as KServe's, Triton's and
+        MLServer's REST clients send) or the proto3 JSON form of
+        inference.ModelInferRequest, and the reply takes the form of the request.
+        gRPC callers use inference.GRPCInferenceService.ModelInfer.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 

@@ -171,6 +171,73 @@ func (x *PredictJsonRequest) GetBody() *httpbody.HttpBody {
 	return nil
 }
 
+// Request of ModelInferJson.
+type ModelInferJsonRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model name, from the REST path.
+	ModelName string `protobuf:"bytes,1,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
+	// Model version, from the REST path; empty means the version the server
+	// picks by policy.
+	ModelVersion string `protobuf:"bytes,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// The request as the caller sent it: the inference request's JSON,
+	// followed by binary tensor data when the request carries the
+	// Inference-Header-Content-Length header.
+	Body          *httpbody.HttpBody `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelInferJsonRequest) Reset() {
+	*x = ModelInferJsonRequest{}
+	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelInferJsonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelInferJsonRequest) ProtoMessage() {}
+
+func (x *ModelInferJsonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelInferJsonRequest.ProtoReflect.Descriptor instead.
+func (*ModelInferJsonRequest) Descriptor() ([]byte, []int) {
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ModelInferJsonRequest) GetModelName() string {
+	if x != nil {
+		return x.ModelName
+	}
+	return ""
+}
+
+func (x *ModelInferJsonRequest) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
+}
+
+func (x *ModelInferJsonRequest) GetBody() *httpbody.HttpBody {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 // Response of Predict.
 type PredictResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -189,7 +256,7 @@ type PredictResponse struct {
 
 func (x *PredictResponse) Reset() {
 	*x = PredictResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +268,7 @@ func (x *PredictResponse) String() string {
 func (*PredictResponse) ProtoMessage() {}
 
 func (x *PredictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[2]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +281,7 @@ func (x *PredictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PredictResponse.ProtoReflect.Descriptor instead.
 func (*PredictResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{2}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PredictResponse) GetModelName() string {
@@ -258,7 +325,7 @@ type Prediction struct {
 
 func (x *Prediction) Reset() {
 	*x = Prediction{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +337,7 @@ func (x *Prediction) String() string {
 func (*Prediction) ProtoMessage() {}
 
 func (x *Prediction) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +350,7 @@ func (x *Prediction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prediction.ProtoReflect.Descriptor instead.
 func (*Prediction) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{3}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Prediction) GetLabel() string {
@@ -309,7 +376,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +388,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +401,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{4}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{5}
 }
 
 // Response of ListModels.
@@ -348,7 +415,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +427,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +440,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{5}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -396,7 +463,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +475,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +488,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{6}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetModelRequest) GetName() string {
@@ -449,7 +516,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +528,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +541,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{7}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetModelResponse) GetModel() *ModelInfo {
@@ -501,7 +568,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +580,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +593,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{8}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ModelInfo) GetName() string {
@@ -572,7 +639,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +651,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +664,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{9}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Feature) GetName() string {
@@ -634,7 +701,12 @@ const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\x06inputs\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x06inputs\"R\n" +
 	"\x12PredictJsonRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
-	"\x04body\x18\x02 \x01(\v2\x14.google.api.HttpBodyR\x04body\"\x9e\x01\n" +
+	"\x04body\x18\x02 \x01(\v2\x14.google.api.HttpBodyR\x04body\"\x85\x01\n" +
+	"\x15ModelInferJsonRequest\x12\x1d\n" +
+	"\n" +
+	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
+	"\rmodel_version\x18\x02 \x01(\tR\fmodelVersion\x12(\n" +
+	"\x04body\x18\x03 \x01(\v2\x14.google.api.HttpBodyR\x04body\"\x9e\x01\n" +
 	"\x0fPredictResponse\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
@@ -666,10 +738,11 @@ const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
 	"\n" +
 	"categories\x18\x03 \x03(\tR\n" +
-	"categories2\x81\x03\n" +
+	"categories2\xb9\x04\n" +
 	"\x11PredictionService\x12@\n" +
 	"\aPredict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\x12k\n" +
-	"\vPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"'\x82\xd3\xe4\x93\x02!:\x04body\"\x19/v1/models/{name}:predict\x12]\n" +
+	"\vPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"'\x82\xd3\xe4\x93\x02!:\x04body\"\x19/v1/models/{name}:predict\x12\xb5\x01\n" +
+	"\x0eModelInferJson\x12 .pronto.v1.ModelInferJsonRequest\x1a\x14.google.api.HttpBody\"k\x82\xd3\xe4\x93\x02e:\x04bodyZ>:\x04body\"6/v2/models/{model_name}/versions/{model_version}/infer\"\x1d/v2/models/{model_name}/infer\x12]\n" +
 	"\n" +
 	"ListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
 	"/v1/models\x12^\n" +
@@ -687,44 +760,48 @@ func file_pronto_v1_prediction_proto_rawDescGZIP() []byte {
 	return file_pronto_v1_prediction_proto_rawDescData
 }
 
-var file_pronto_v1_prediction_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pronto_v1_prediction_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_pronto_v1_prediction_proto_goTypes = []any{
-	(*PredictRequest)(nil),     // 0: pronto.v1.PredictRequest
-	(*PredictJsonRequest)(nil), // 1: pronto.v1.PredictJsonRequest
-	(*PredictResponse)(nil),    // 2: pronto.v1.PredictResponse
-	(*Prediction)(nil),         // 3: pronto.v1.Prediction
-	(*ListModelsRequest)(nil),  // 4: pronto.v1.ListModelsRequest
-	(*ListModelsResponse)(nil), // 5: pronto.v1.ListModelsResponse
-	(*GetModelRequest)(nil),    // 6: pronto.v1.GetModelRequest
-	(*GetModelResponse)(nil),   // 7: pronto.v1.GetModelResponse
-	(*ModelInfo)(nil),          // 8: pronto.v1.ModelInfo
-	(*Feature)(nil),            // 9: pronto.v1.Feature
-	nil,                        // 10: pronto.v1.Prediction.ProbabilitiesEntry
-	(*structpb.Struct)(nil),    // 11: google.protobuf.Struct
-	(*httpbody.HttpBody)(nil),  // 12: google.api.HttpBody
+	(*PredictRequest)(nil),        // 0: pronto.v1.PredictRequest
+	(*PredictJsonRequest)(nil),    // 1: pronto.v1.PredictJsonRequest
+	(*ModelInferJsonRequest)(nil), // 2: pronto.v1.ModelInferJsonRequest
+	(*PredictResponse)(nil),       // 3: pronto.v1.PredictResponse
+	(*Prediction)(nil),            // 4: pronto.v1.Prediction
+	(*ListModelsRequest)(nil),     // 5: pronto.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),    // 6: pronto.v1.ListModelsResponse
+	(*GetModelRequest)(nil),       // 7: pronto.v1.GetModelRequest
+	(*GetModelResponse)(nil),      // 8: pronto.v1.GetModelResponse
+	(*ModelInfo)(nil),             // 9: pronto.v1.ModelInfo
+	(*Feature)(nil),               // 10: pronto.v1.Feature
+	nil,                           // 11: pronto.v1.Prediction.ProbabilitiesEntry
+	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
+	(*httpbody.HttpBody)(nil),     // 13: google.api.HttpBody
 }
 var file_pronto_v1_prediction_proto_depIdxs = []int32{
-	11, // 0: pronto.v1.PredictRequest.instances:type_name -> google.protobuf.Struct
-	11, // 1: pronto.v1.PredictRequest.inputs:type_name -> google.protobuf.Struct
-	12, // 2: pronto.v1.PredictJsonRequest.body:type_name -> google.api.HttpBody
-	3,  // 3: pronto.v1.PredictResponse.predictions:type_name -> pronto.v1.Prediction
-	10, // 4: pronto.v1.Prediction.probabilities:type_name -> pronto.v1.Prediction.ProbabilitiesEntry
-	8,  // 5: pronto.v1.ListModelsResponse.models:type_name -> pronto.v1.ModelInfo
-	8,  // 6: pronto.v1.GetModelResponse.model:type_name -> pronto.v1.ModelInfo
-	9,  // 7: pronto.v1.ModelInfo.features:type_name -> pronto.v1.Feature
-	0,  // 8: pronto.v1.PredictionService.Predict:input_type -> pronto.v1.PredictRequest
-	1,  // 9: pronto.v1.PredictionService.PredictJson:input_type -> pronto.v1.PredictJsonRequest
-	4,  // 10: pronto.v1.PredictionService.ListModels:input_type -> pronto.v1.ListModelsRequest
-	6,  // 11: pronto.v1.PredictionService.GetModel:input_type -> pronto.v1.GetModelRequest
-	2,  // 12: pronto.v1.PredictionService.Predict:output_type -> pronto.v1.PredictResponse
-	12, // 13: pronto.v1.PredictionService.PredictJson:output_type -> google.api.HttpBody
-	5,  // 14: pronto.v1.PredictionService.ListModels:output_type -> pronto.v1.ListModelsResponse
-	7,  // 15: pronto.v1.PredictionService.GetModel:output_type -> pronto.v1.GetModelResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 0: pronto.v1.PredictRequest.instances:type_name -> google.protobuf.Struct
+	12, // 1: pronto.v1.PredictRequest.inputs:type_name -> google.protobuf.Struct
+	13, // 2: pronto.v1.PredictJsonRequest.body:type_name -> google.api.HttpBody
+	13, // 3: pronto.v1.ModelInferJsonRequest.body:type_name -> google.api.HttpBody
+	4,  // 4: pronto.v1.PredictResponse.predictions:type_name -> pronto.v1.Prediction
+	11, // 5: pronto.v1.Prediction.probabilities:type_name -> pronto.v1.Prediction.ProbabilitiesEntry
+	9,  // 6: pronto.v1.ListModelsResponse.models:type_name -> pronto.v1.ModelInfo
+	9,  // 7: pronto.v1.GetModelResponse.model:type_name -> pronto.v1.ModelInfo
+	10, // 8: pronto.v1.ModelInfo.features:type_name -> pronto.v1.Feature
+	0,  // 9: pronto.v1.PredictionService.Predict:input_type -> pronto.v1.PredictRequest
+	1,  // 10: pronto.v1.PredictionService.PredictJson:input_type -> pronto.v1.PredictJsonRequest
+	2,  // 11: pronto.v1.PredictionService.ModelInferJson:input_type -> pronto.v1.ModelInferJsonRequest
+	5,  // 12: pronto.v1.PredictionService.ListModels:input_type -> pronto.v1.ListModelsRequest
+	7,  // 13: pronto.v1.PredictionService.GetModel:input_type -> pronto.v1.GetModelRequest
+	3,  // 14: pronto.v1.PredictionService.Predict:output_type -> pronto.v1.PredictResponse
+	13, // 15: pronto.v1.PredictionService.PredictJson:output_type -> google.api.HttpBody
+	13, // 16: pronto.v1.PredictionService.ModelInferJson:output_type -> google.api.HttpBody
+	6,  // 17: pronto.v1.PredictionService.ListModels:output_type -> pronto.v1.ListModelsResponse
+	8,  // 18: pronto.v1.PredictionService.GetModel:output_type -> pronto.v1.GetModelResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pronto_v1_prediction_proto_init() }
@@ -738,7 +815,7 @@ func file_pronto_v1_prediction_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pronto_v1_prediction_proto_rawDesc), len(file_pronto_v1_prediction_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

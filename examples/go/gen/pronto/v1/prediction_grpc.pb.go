@@ -24,10 +24,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PredictionService_Predict_FullMethodName     = "/pronto.v1.PredictionService/Predict"
-	PredictionService_PredictJson_FullMethodName = "/pronto.v1.PredictionService/PredictJson"
-	PredictionService_ListModels_FullMethodName  = "/pronto.v1.PredictionService/ListModels"
-	PredictionService_GetModel_FullMethodName    = "/pronto.v1.PredictionService/GetModel"
+	PredictionService_Predict_FullMethodName        = "/pronto.v1.PredictionService/Predict"
+	PredictionService_PredictJson_FullMethodName    = "/pronto.v1.PredictionService/PredictJson"
+	PredictionService_ModelInferJson_FullMethodName = "/pronto.v1.PredictionService/ModelInferJson"
+	PredictionService_ListModels_FullMethodName     = "/pronto.v1.PredictionService/ListModels"
+	PredictionService_GetModel_FullMethodName       = "/pronto.v1.PredictionService/GetModel"
 )
 
 // PredictionServiceClient is the client API for PredictionService service.
@@ -44,6 +45,15 @@ type PredictionServiceClient interface {
 	// gRPC callers use Predict.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	PredictJson(ctx context.Context, in *PredictJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
+	// The Open Inference Protocol's REST infer (POST /v2/models/{model_name}/infer)
+	// for REST callers: the body is passed through by the gateway untouched and
+	// parsed by the server. It takes the protocol's REST form (tensors in "data",
+	// optionally followed by binary tensor data, as KServe's, Triton's and
+	// MLServer's REST clients send) or the proto3 JSON form of
+	// inference.ModelInferRequest, and the reply takes the form of the request.
+	// gRPC callers use inference.GRPCInferenceService.ModelInfer.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	ModelInferJson(ctx context.Context, in *ModelInferJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
 	// Lists the models being served with their versions.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// Describes one model: versions, features and class labels.
@@ -72,6 +82,16 @@ func (c *predictionServiceClient) PredictJson(ctx context.Context, in *PredictJs
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(httpbody.HttpBody)
 	err := c.cc.Invoke(ctx, PredictionService_PredictJson_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *predictionServiceClient) ModelInferJson(ctx context.Context, in *ModelInferJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(httpbody.HttpBody)
+	err := c.cc.Invoke(ctx, PredictionService_ModelInferJson_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +132,15 @@ type PredictionServiceServer interface {
 	// gRPC callers use Predict.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	PredictJson(context.Context, *PredictJsonRequest) (*httpbody.HttpBody, error)
+	// The Open Inference Protocol's REST infer (POST /v2/models/{model_name}/infer)
+	// for REST callers: the body is passed through by the gateway untouched and
+	// parsed by the server. It takes the protocol's REST form (tensors in "data",
+	// optionally followed by binary tensor data, as KServe's, Triton's and
+	// MLServer's REST clients send) or the proto3 JSON form of
+	// inference.ModelInferRequest, and the reply takes the form of the request.
+	// gRPC callers use inference.GRPCInferenceService.ModelInfer.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	ModelInferJson(context.Context, *ModelInferJsonRequest) (*httpbody.HttpBody, error)
 	// Lists the models being served with their versions.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// Describes one model: versions, features and class labels.
@@ -131,6 +160,9 @@ func (UnimplementedPredictionServiceServer) Predict(context.Context, *PredictReq
 }
 func (UnimplementedPredictionServiceServer) PredictJson(context.Context, *PredictJsonRequest) (*httpbody.HttpBody, error) {
 	return nil, status.Error(codes.Unimplemented, "method PredictJson not implemented")
+}
+func (UnimplementedPredictionServiceServer) ModelInferJson(context.Context, *ModelInferJsonRequest) (*httpbody.HttpBody, error) {
+	return nil, status.Error(codes.Unimplemented, "method ModelInferJson not implemented")
 }
 func (UnimplementedPredictionServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
@@ -195,6 +227,24 @@ func _PredictionService_PredictJson_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PredictionService_ModelInferJson_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ModelInferJsonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PredictionServiceServer).ModelInferJson(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PredictionService_ModelInferJson_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PredictionServiceServer).ModelInferJson(ctx, req.(*ModelInferJsonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PredictionService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListModelsRequest)
 	if err := dec(in); err != nil {
@@ -245,6 +295,10 @@ var PredictionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PredictJson",
 			Handler:    _PredictionService_PredictJson_Handler,
+		},
+		{
+			MethodName: "ModelInferJson",
+			Handler:    _PredictionService_ModelInferJson_Handler,
 		},
 		{
 			MethodName: "ListModels",

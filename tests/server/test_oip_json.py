@@ -1,0 +1,375 @@
+"""REST infer bodies read by the worker: the protocol's REST form (``data``, and Triton's
+binary tensor data extension) decodes to exactly what the same tensors give over gRPC,
+the proto3 JSON form to exactly what the transcoder made of it, and anything either form
+does not allow is a 400 with the reason."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.core import InferRequest, InferResponse, Tensor
+from server.datatypes import DATATYPES, encode_bytes_raw
+from server.errors import InvalidInput
+from server.generated.inference import grpc_service_pb2 as pb
+from server.oip_codec import decode_infer_request, encode_infer_response
+from server.oip_json import InferBody, InferReply, parse_infer_body
+from tests.server.oip_requests import infer_request, rows
+
+LIMIT = 1 << 22
+WORDS = ["", "Sky Airline", "Ñuñoa", "日本語", "a\x00b"]
+
+
+def _parse(body: object, header: str | None = None, data: bytes | None = None) -> InferBody:
+    raw = data if data is not None else json.dumps(body).encode()
+    return parse_infer_body("m", "", raw, header, LIMIT, 1 << 16)
+
+
+def _rest(columns: dict[str, list[Any]]) -> dict[str, Any]:
+    """The REST form of :func:`infer_request`'s tensors."""
+    return {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(values), 1],
+                "datatype": "BYTES" if isinstance(values[0], str) else "FP32",
+                "data": values,
+            }
+            for name, values in columns.items()
+        ]
+    }
+
+
+def _same(ours: InferRequest, theirs: InferRequest) -> None:
+    assert [t.name for t in ours.inputs] == [t.name for t in theirs.inputs]
+    for a, b in zip(ours.inputs, theirs.inputs, strict=True):
+        assert a.datatype is b.datatype, a.name
+        assert a.data.dtype == b.data.dtype and a.data.shape == b.data.shape, a.name
+        np.testing.assert_array_equal(a.data, b.data, err_msg=a.name)
+
+
+def test_the_rest_form_decodes_as_the_grpc_request() -> None:
+    columns = rows(5)
+    body = _parse(_rest(columns))
+    assert body.rest_form and body.binary_outputs == frozenset()
+    _same(body.request, decode_infer_request(infer_request(columns), LIMIT, 1 << 16))
+
+
+def _values(dt: str) -> st.SearchStrategy[Any]:
+    if dt == "BYTES":
+        return st.one_of(st.sampled_from(WORDS), st.text(max_size=8))
+    if dt == "BOOL":
+        return st.booleans()
+    if dt.startswith("FP"):
+        width = {"FP16": 16, "FP32": 32, "FP64": 64}[dt]
+        return st.floats(-1e4, 1e4, allow_nan=False, width=width)  # type: ignore[arg-type]
+    info = np.iinfo(DATATYPES[dt].dtype)
+    return st.integers(int(info.min), int(info.max))
+
+
+@st.composite
+def tensors(draw: st.DrawFn) -> tuple[str, tuple[int, int], list[Any]]:
+    dt = draw(st.sampled_from(sorted(DATATYPES)))
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)))
+    values = draw(st.lists(_values(dt), min_size=shape[0] * shape[1], max_size=shape[0] * shape[1]))
+    return dt, shape, values
+
+
+def _raw(dt: str, values: list[Any]) -> bytes:
+    datatype = DATATYPES[dt]
+    if not datatype.itemsize:
+        return encode_bytes_raw(np.array(values, dtype=object))
+    return np.array(values, dtype=datatype.dtype).tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(tensor=tensors(), nested=st.booleans())
+def test_data_and_binary_data_decode_as_raw_contents(
+    tensor: tuple[str, tuple[int, int], list[Any]], nested: bool
+) -> None:
+    """Every datatype: flat or nested ``data``, and binary tensor data, give exactly what
+    the same values in ``raw_input_contents`` give over gRPC."""
+    dt, shape, values = tensor
+    grpc = pb.ModelInferRequest(model_name="m")
+    grpc.inputs.add(name="x", datatype=dt, shape=shape)
+    grpc.raw_input_contents.append(_raw(dt, values))
+    expected = decode_infer_request(grpc, LIMIT, 1 << 16)
+    data: list[Any] = values
+    if nested:
+        data = [values[i * shape[1] : (i + 1) * shape[1]] for i in range(shape[0])]
+    typed = _parse({"inputs": [{"name": "x", "shape": list(shape), "datatype": dt, "data": data}]})
+    _same(typed.request, expected)
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": list(shape), "datatype": dt,
+                     "parameters": {"binary_data_size": len(grpc.raw_input_contents[0])}}]}
+    ).encode()  # fmt: skip
+    binary = _parse(None, str(len(header)), header + grpc.raw_input_contents[0])
+    _same(binary.request, expected)
+
+
+def test_binary_inputs_take_their_bytes_in_order_and_mix_with_data() -> None:
+    columns = rows(3)
+    inputs: list[dict[str, Any]] = []
+    buffers: list[bytes] = []
+    for name, values in columns.items():
+        if name == "DIA":  # one input stays in JSON
+            inputs.append({"name": name, "shape": [3, 1], "datatype": "FP32", "data": values})
+            continue
+        dt = "BYTES" if isinstance(values[0], str) else "FP32"
+        buffers.append(_raw(dt, values))
+        inputs.append(
+            {"name": name, "shape": [3, 1], "datatype": dt,
+             "parameters": {"binary_data_size": len(buffers[-1])}}
+        )  # fmt: skip
+    header = json.dumps({"inputs": inputs, "id": "r-1"}).encode()
+    body = _parse(None, str(len(header)), header + b"".join(buffers))
+    assert body.request.id == "r-1"
+    _same(body.request, decode_infer_request(infer_request(columns), LIMIT, 1 << 16))
+
+
+def test_requested_outputs_and_binary_ones_are_read() -> None:
+    body = _rest(rows(1))
+    body["outputs"] = [
+        {"name": "label"},
+        {"name": "probabilities", "parameters": {"binary_data": True}},
+    ]
+    parsed = _parse(body)
+    assert parsed.request.outputs == ["label", "probabilities"]
+    assert parsed.binary_outputs == frozenset({"probabilities"})
+    body["parameters"] = {"binary_data_output": True}
+    assert _parse(body).binary_outputs is None
+
+
+def _bad(**edit: Any) -> dict[str, Any]:
+    body = _rest(rows(2))
+    first = body["inputs"][0]
+    for key, value in edit.items():
+        if key.startswith("input_"):
+            first[key[6:]] = value
+        else:
+            body[key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment", "reason"),
+    [
+        (b'{"inputs": [{', "not valid JSON", "decode"),
+        (b"[1]", "must be an object, got a list", "request"),
+        (_bad(tensors=[]), 'unknown field "tensors" in the inference request', "unknown_field"),
+        (_bad(input_dtype="x"), 'unknown field "dtype" in input 0', "unknown_field"),
+        (_bad(outputs=[{"name": "label", "shape": [1]}]), 'unknown field "shape" in output 0',
+         "unknown_field"),
+        (_bad(inputs={"a": 1}), "inputs must be a list, got an object", "request"),
+        ({}, "request has no inputs", "missing_input"),
+        (_bad(id=7), "id must be a string, got a number", "request"),
+        (_bad(input_datatype="FP99"), "unknown datatype 'FP99'", "datatype"),
+        (_bad(input_shape=[2, "1"]), "shape must be a list of integers", "shape"),
+        (_bad(input_shape=[3, 1]), "has 2 values, shape [3, 1] needs 3", "shape_mismatch"),
+        (_bad(input_shape=[-1, 1]), "negative dimension", "shape"),
+        (_bad(input_shape=[2**40, 2**20]), "is too large", "shape"),
+        (_bad(input_data=[1, "N"]), "BYTES: its data must be strings, got a number", "datatype"),
+        (_bad(input_datatype="FP32", input_data=["x", "y"]),
+         "FP32: its data must be numbers, got a string", "datatype"),
+        (_bad(input_datatype="FP32", input_data=[1.0, True]),
+         "FP32: its data must be numbers, got a boolean", "datatype"),
+        (_bad(input_datatype="INT32", input_data=[1, 2.5]),
+         "INT32: its data must be integers, got a number", "datatype"),
+        (_bad(input_datatype="BOOL", input_data=[1, 0]),
+         "BOOL: its data must be booleans, got a number", "datatype"),
+        (_bad(input_datatype="INT8", input_data=[1, 300]), "out of range for INT8", "range"),
+        (_bad(input_datatype="UINT8", input_data=[1, -1]), "out of range for UINT8", "range"),
+        (_bad(input_datatype="FP32", input_data=[1.0, 1e300]), "out of range for FP32", "range"),
+        (_bad(input_data=[["N"], "I"]), "nests lists and values alike", "shape"),
+        (_bad(input_data="N"), "data must be a list, got a string", "request"),
+        (_bad(input_data=None, input_parameters=None), "has no data", "missing_input"),
+        (_bad(input_parameters={"binary_data_size": 4}), "both data and binary_data_size",
+         "raw_size"),
+        (_bad(input_parameters={"p": [1]}), 'parameter "p" of input \'OPERA\' must be a boolean',
+         "request"),
+        (_bad(parameters={"binary_data_output": "yes"}),
+         'parameter "binary_data_output" of the request must be a boolean, got a string',
+         "request"),
+    ],
+    ids=["truncated", "list", "unknown-top", "unknown-input", "unknown-output", "inputs-object",
+         "no-inputs", "id-number", "datatype", "shape-string", "count", "negative", "huge",
+         "bytes-number", "fp32-string", "fp32-bool", "int-float", "bool-number", "int8-range",
+         "uint8-negative", "fp32-overflow", "ragged", "data-string", "no-data", "data-and-binary",
+         "parameter-list", "binary-flag-string"],
+)  # fmt: skip
+def test_bad_rest_bodies_are_invalid_input_with_the_reason(
+    body: object, fragment: str, reason: str
+) -> None:
+    if isinstance(body, dict) and body.get("inputs") and isinstance(body["inputs"], list):
+        body["inputs"][0] = {k: v for k, v in body["inputs"][0].items() if v is not None}
+    with pytest.raises(InvalidInput) as caught:
+        _parse(None, data=body) if isinstance(body, bytes) else _parse(body)
+    assert fragment in caught.value.message
+    assert caught.value.reason == reason
+
+
+def _binary_body(sizes: list[int], tail: bytes) -> tuple[bytes, str]:
+    inputs = [
+        {"name": f"x{i}", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": n}}
+        for i, n in enumerate(sizes)
+    ]
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + tail, str(len(header))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "tail", "header", "fragment"),
+    [
+        ([4, 4], b"\0" * 4, None, "runs past the binary data (0 bytes left)"),
+        ([4], b"\0" * 6, None, "holds 6 bytes, the inputs' binary_data_size add up to 4"),
+        ([3], b"\0" * 3, None, "raw contents hold 3 bytes"),
+        ([4], b"\0" * 4, "12x", "Inference-Header-Content-Length must be a length"),
+        ([4], b"\0" * 4, "999999", "Inference-Header-Content-Length must be a length"),
+        ([-1], b"", None, "binary_data_size -1 runs past"),
+    ],
+    ids=["past-the-end", "left-over", "short-for-shape", "header-not-a-number", "header-too-long",
+         "negative-size"],
+)  # fmt: skip
+def test_bad_binary_data_is_invalid_input(
+    sizes: list[int], tail: bytes, header: str | None, fragment: str
+) -> None:
+    data, length = _binary_body(sizes, tail)
+    with pytest.raises(InvalidInput) as caught:
+        _parse(None, header or length, data)
+    assert fragment in caught.value.message
+
+
+def test_binary_data_without_the_header_is_refused() -> None:
+    data, _ = _binary_body([4], b"\0" * 4)
+    with pytest.raises(InvalidInput) as caught:
+        _parse(None, None, data)
+    assert caught.value.reason == "decode"  # the JSON is followed by bytes that are not JSON
+
+
+def _proto3(request: pb.ModelInferRequest) -> dict[str, Any]:
+    return json_format.MessageToDict(request, preserving_proto_field_name=True)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["contents", "raw_input_contents"])
+def test_the_proto3_form_decodes_as_the_transcoder_made_it(raw: bool) -> None:
+    request = infer_request(rows(4), raw=raw, model="m", version="")
+    request.id = "p-9"
+    body = _parse(_proto3(request))
+    assert not body.rest_form
+    expected = decode_infer_request(request, LIMIT, 1 << 16)
+    _same(body.request, expected)
+    assert (body.request.id, body.request.raw_output) == ("p-9", raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment", "reason"),
+    [
+        ({"inputs": [{"name": "a", "contents": {"fp32_contents": [1]}, "dtype": 1}]},
+         'has no field named "dtype"', "unknown_field"),
+        ({"inputs": [], "parameters": {"p": {"bool_param": True, "typo": 1}}},
+         '"typo"', "unknown_field"),
+        ({"raw_input_contents": ["@@@"], "inputs": [{"name": "a"}]}, "not valid base64",
+         "request"),
+        ({"inputs": [{"name": "a", "contents": {"bytesContents": ["QQ==", "Q@=="]}}]},
+         "not valid base64", "request"),
+        ({"model_name": "other", "inputs": [{"name": "a", "contents": {}}]},
+         'model_name "other" in the body differs from "m" in the path', "request"),
+    ],
+    ids=["unknown-nested", "unknown-in-map", "raw-not-base64", "bytes-not-base64", "other-model"],
+)  # fmt: skip
+def test_bad_proto3_bodies_are_invalid_input(body: object, fragment: str, reason: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        _parse(body)
+    assert fragment in caught.value.message
+    assert caught.value.reason == reason
+
+
+def test_the_path_s_version_and_name_win() -> None:
+    request = infer_request(rows(1), model="m")
+    body = parse_infer_body("m", "3", json.dumps(_proto3(request)).encode(), None, LIMIT, 64)
+    assert (body.request.model_name, body.request.model_version) == ("m", "3")
+    body = parse_infer_body("m", "3", json.dumps(_rest(rows(1))).encode(), None, LIMIT, 64)
+    assert (body.request.model_name, body.request.model_version) == ("m", "3")
+
+
+def _response(raw: bool = False) -> InferResponse:
+    labels = np.array(["late", "on time"], dtype=object).reshape(2, 1)
+    proba = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
+    outputs = [
+        Tensor("label", DATATYPES["BYTES"], labels),
+        Tensor("probabilities", DATATYPES["FP32"], proba),
+    ]
+    return InferResponse("m", "2", "p-1", outputs, raw)
+
+
+def test_the_rest_reply_carries_data() -> None:
+    reply = InferReply(_parse(_rest(rows(2))), _response())
+    assert (reply.content_type, reply.header_length) == ("application/json", None)
+    assert json.loads(reply.data) == {
+        "model_name": "m",
+        "model_version": "2",
+        "id": "p-1",
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [2, 1], "data": ["late", "on time"]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [2, 2],
+             "data": [0.25, 0.75, 0.5, 0.5]},
+        ],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("everything", [False, True])
+def test_binary_outputs_follow_the_json(everything: bool) -> None:
+    body = _rest(rows(2))
+    if everything:
+        body["parameters"] = {"binary_data_output": True}
+    else:
+        body["outputs"] = [
+            {"name": "label"},
+            {"name": "probabilities", "parameters": {"binary_data": True}},
+        ]
+    response = _response()
+    reply = InferReply(_parse(body), response)
+    assert reply.content_type == "application/octet-stream"
+    assert reply.header_length is not None
+    head = json.loads(reply.data[: reply.header_length])
+    tail = reply.data[reply.header_length :]
+    outputs = {o["name"]: o for o in head["outputs"]}
+    proba = response.outputs[1].data.tobytes()
+    assert outputs["probabilities"]["parameters"] == {"binary_data_size": len(proba)}
+    assert "data" not in outputs["probabilities"]
+    if everything:
+        labels = b"".join(struct.pack("<I", len(w)) + w for w in (b"late", b"on time"))
+        assert outputs["label"]["parameters"] == {"binary_data_size": len(labels)}
+        assert tail == labels + proba
+    else:
+        assert outputs["label"]["data"] == ["late", "on time"]
+        assert tail == proba
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_the_proto3_reply_is_what_the_transcoder_printed(raw: bool) -> None:
+    request = infer_request(rows(2), raw=raw, model="m")
+    response = _response(raw)
+    reply = InferReply(_parse(_proto3(request)), response)
+    assert reply.content_type == "application/json" and reply.header_length is None
+    printed = json_format.MessageToDict(
+        encode_infer_response(response),
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    assert json.loads(reply.data) == printed
+
+
+def test_the_reply_serialises_as_an_http_body() -> None:
+    from google.api import httpbody_pb2
+
+    reply = InferReply(_parse(_rest(rows(1))), _response())
+    parsed = httpbody_pb2.HttpBody.FromString(InferReply.serialize(reply))
+    assert (parsed.content_type, parsed.data) == ("application/json", reply.data)
