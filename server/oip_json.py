@@ -21,10 +21,16 @@ A request is in the proto3 form when it has ``raw_input_contents`` or an input w
 part; otherwise it is in the REST form. The reply takes the request's form. Both decode
 into the same core request, so shapes, datatypes and values are checked exactly as for gRPC
 callers (:mod:`server.oip_codec`).
+
+Neither form goes through protobuf's JSON code on the common path: REST-form values become
+arrays with one numpy call per tensor, a proto3 body in the usual shape becomes its message
+with one ``extend`` per tensor (anything unusual takes ``json_format.ParseDict``, whose
+semantics and errors the proto3 form keeps), and replies are written with orjson.
 """
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +47,6 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.oip_codec import (
     decode_infer_request,
     decode_raw,
-    encode_infer_response,
     tensor_shape,
 )
 from server.predict_codec import field
@@ -67,6 +72,45 @@ _PROTO3_FIELDS = ("raw_input_contents", "rawInputContents")
 _BINARY_SIZE = "binary_data_size"
 _BINARY_OUTPUT = "binary_data_output"
 _BINARY = "binary_data"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+# proto3 JSON names (proto and lowerCamel) -> field, for the common shape of a body
+_P3_REQUEST = {
+    **{name: name for name in ("id", "inputs", "outputs")},
+    **{n: f for f in ("model_name", "model_version", "raw_input_contents") for n in (f, _camel(f))},
+}
+_P3_INPUT = {name: name for name in ("name", "datatype", "shape", "contents")}
+_P3_OUTPUT = {"name": "name"}
+_P3_CONTENTS = {
+    n: f
+    for dt in DATATYPES.values()
+    if dt.field is not None
+    for f in (dt.field,)
+    for n in (f, _camel(f))
+}
+# JSON values each repeated field takes as they are (bool is not an int here)
+_CONTENT_TYPES: dict[str, set[type]] = {
+    "shape": {int},
+    "bool_contents": {bool},
+    "int_contents": {int},
+    "int64_contents": {int},
+    "uint_contents": {int},
+    "uint64_contents": {int},
+    "fp32_contents": {int, float},
+    "fp64_contents": {int, float},
+}
+_STR = {str}
+_a2b = binascii.a2b_base64
+_b2a = binascii.b2a_base64
+# InferTensorContents' fields in field-number order, as proto3 JSON prints them
+_CONTENT_FIELDS = tuple(f.name for f in pb.InferTensorContents.DESCRIPTOR.fields)
+_STRING_FIELDS = frozenset(("int64_contents", "uint64_contents"))  # 64-bit: strings in JSON
+_EMPTY: list[Any] = []
 # base64 in either alphabet (proto3 JSON accepts both), padded or not
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2,3})?={0,2}")
 # the JSON values a tensor's data may hold, by numpy kind of its datatype
@@ -245,18 +289,84 @@ def _base64(body: dict[str, Any]) -> None:
             raise InvalidInput(f"not valid base64 where bytes belong: {text[:32]!r}", "request")
 
 
+def _texts(values: list[Any]) -> list[bytes]:
+    """Standard, padded base64 strings as bytes; raises ``ValueError`` for anything else."""
+    if not set(map(type, values)) <= _STR:
+        raise ValueError("not strings")
+    return [_a2b(v, strict_mode=True) for v in values]
+
+
+def _numbers(values: list[Any], field_name: str) -> list[Any]:
+    """Values the field takes as they are in proto3 JSON; raises ``ValueError`` for the
+    rest (64-bit integers as strings, NaN as a string, ...), which the plain parser reads."""
+    if not set(map(type, values)) <= _CONTENT_TYPES[field_name]:
+        raise ValueError("values the plain parser reads")
+    return values
+
+
+def _fields(body: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """``body`` keyed by field name; raises ``ValueError`` for an unknown key, or a field
+    given under both its names."""
+    fields = {names[key]: value for key, value in body.items()}
+    if len(fields) != len(body):
+        raise ValueError("a field under both names")
+    return fields
+
+
+def _quick_message(body: dict[str, Any]) -> pb.ModelInferRequest:
+    """The ``ModelInferRequest`` of a proto3 JSON body in the common shape (strings where
+    the message has strings, numbers in numeric contents, standard base64, no parameters),
+    built with one ``extend`` per tensor. ``json_format.ParseDict`` takes Python work per
+    value (140 µs for one row of flight-delay, 2.6 ms for 256); this takes a few. Raises
+    ``ValueError``, ``TypeError`` or ``KeyError`` for any other body, which
+    :func:`_proto3` then hands to ``ParseDict`` for its exact semantics and errors."""
+    message = pb.ModelInferRequest()
+    for key, value in _fields(body, _P3_REQUEST).items():
+        if key == "inputs":
+            for item in value:
+                inp = _fields(item, _P3_INPUT)
+                tensor = message.inputs.add(
+                    name=inp.get("name", ""), datatype=inp.get("datatype", "")
+                )
+                tensor.shape.extend(_numbers(inp.get("shape", []), "shape"))
+                contents = inp.get("contents")
+                if contents is None:
+                    continue
+                tensor.contents.SetInParent()
+                for field_name, values in _fields(contents, _P3_CONTENTS).items():
+                    if type(values) is not list:
+                        raise TypeError("contents must be lists")
+                    data = (
+                        _texts(values)
+                        if field_name == "bytes_contents"
+                        else _numbers(values, field_name)
+                    )
+                    getattr(tensor.contents, field_name).extend(data)
+        elif key == "outputs":
+            for item in value:
+                message.outputs.add(name=_fields(item, _P3_OUTPUT)["name"])
+        elif key == "raw_input_contents":
+            message.raw_input_contents.extend(_texts(value))
+        else:
+            setattr(message, key, value)
+    return message
+
+
 def _proto3(
     model_name: str, model_version: str, body: dict[str, Any], max_elements: int, max_batch: int
 ) -> InferBody:
-    _base64(body)
-    message = pb.ModelInferRequest()
     try:
-        json_format.ParseDict(body, message)
-    except json_format.ParseError as exc:
-        text = str(exc).split("\n", 1)[0]
-        reason = "unknown_field" if "has no field named" in text else "request"
-        message_text = f"request body is not an inference.ModelInferRequest: {text}"
-        raise InvalidInput(message_text, reason) from None
+        message = _quick_message(body)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        _base64(body)
+        message = pb.ModelInferRequest()
+        try:
+            json_format.ParseDict(body, message)
+        except json_format.ParseError as exc:
+            text = str(exc).split("\n", 1)[0]
+            reason = "unknown_field" if "has no field named" in text else "request"
+            message_text = f"request body is not an inference.ModelInferRequest: {text}"
+            raise InvalidInput(message_text, reason) from None
     for key, path in (("model_name", model_name), ("model_version", model_version)):
         named = getattr(message, key)
         if named and path and named != path:
@@ -385,6 +495,57 @@ def _rest_reply(body: InferBody, response: InferResponse) -> tuple[bytes, int | 
     return head + b"".join(buffers), len(head)
 
 
+def _proto3_reply(response: InferResponse) -> bytes:
+    """The proto3 JSON of ``encode_infer_response(response)`` as the transcoder printed it
+    (proto field names, every field without presence printed, 64-bit integers and shapes
+    as strings, bytes in base64), written from the arrays with orjson:
+    ``json_format.MessageToJson`` took 1.3 ms for 256 rows."""
+    outputs = []
+    raw: list[str] = []
+    for t in response.outputs:
+        contents: dict[str, Any] = dict.fromkeys(_CONTENT_FIELDS, _EMPTY)
+        entry: dict[str, Any] = {
+            "name": t.name,
+            "datatype": t.datatype.name,
+            "shape": [str(d) for d in t.data.shape],
+            "parameters": {},
+        }
+        data = t.data
+        if response.raw_output:
+            if t.datatype.itemsize:
+                buffer = np.ascontiguousarray(data, dtype=t.datatype.dtype).tobytes()
+            else:
+                buffer = encode_bytes_raw(data)
+            raw.append(_b2a(buffer, newline=False).decode())
+        elif not t.datatype.itemsize:
+            contents["bytes_contents"] = [
+                _b2a(x if isinstance(x, bytes) else str(x).encode(), newline=False).decode()
+                for x in data.ravel().tolist()
+            ]
+            entry["contents"] = contents
+        else:
+            name = t.datatype.field or "fp32_contents"
+            if name in _STRING_FIELDS:
+                contents[name] = list(map(str, data.ravel().tolist()))
+            else:
+                # FP16 travels in fp32_contents
+                values = data.astype(np.float32) if t.datatype.field is None else data
+                contents[name] = np.ascontiguousarray(values).ravel()
+            entry["contents"] = contents
+        outputs.append(entry)
+    return orjson.dumps(
+        {
+            "model_name": response.model_name,
+            "model_version": response.model_version,
+            "id": response.id,
+            "parameters": {},
+            "outputs": outputs,
+            "raw_output_contents": raw,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
 class InferReply:
     """``ModelInferJson``'s reply: serialises as a ``google.api.HttpBody``, names the model
     and version that answered (for the request metrics) and, when binary tensor data
@@ -399,12 +560,7 @@ class InferReply:
         if body.rest_form:
             self.data, self.header_length = _rest_reply(body, response)
         else:
-            self.data = json_format.MessageToJson(
-                encode_infer_response(response),
-                preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True,
-                indent=None,
-            ).encode()
+            self.data = _proto3_reply(response)
         self.content_type = JSON_CONTENT_TYPE if self.header_length is None else BINARY_CONTENT_TYPE
 
     def SerializeToString(self) -> bytes:

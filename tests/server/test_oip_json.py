@@ -5,6 +5,7 @@ does not allow is a 400 with the reason."""
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from typing import Any
@@ -20,7 +21,7 @@ from server.datatypes import DATATYPES, encode_bytes_raw
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
 from server.oip_codec import decode_infer_request, encode_infer_response
-from server.oip_json import InferBody, InferReply, parse_infer_body
+from server.oip_json import InferBody, InferReply, _quick_message, parse_infer_body
 from tests.server.oip_requests import infer_request, rows
 
 LIMIT = 1 << 22
@@ -373,3 +374,147 @@ def test_the_reply_serialises_as_an_http_body() -> None:
     reply = InferReply(_parse(_rest(rows(1))), _response())
     parsed = httpbody_pb2.HttpBody.FromString(InferReply.serialize(reply))
     assert (parsed.content_type, parsed.data) == ("application/json", reply.data)
+
+
+# The proto3 form's quick paths against protobuf's own JSON parser and printer.
+
+_FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "bool_contents": st.booleans(),
+    "int_contents": st.integers(-(2**31), 2**31 - 1),
+    "int64_contents": st.integers(-(2**63), 2**63 - 1),
+    "uint_contents": st.integers(0, 2**32 - 1),
+    "uint64_contents": st.integers(0, 2**64 - 1),
+    "fp32_contents": st.one_of(
+        st.integers(-(10**6), 10**6), st.floats(-(2.0**100), 2.0**100, width=32)
+    ),
+    "fp64_contents": st.floats(allow_nan=False, allow_infinity=False),
+    "bytes_contents": st.binary(max_size=12),
+}
+
+
+def _camel(name: str, camel: bool) -> str:
+    if not camel:
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+@st.composite
+def proto3_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """Bodies in the common shape: numbers as numbers, standard base64, either spelling."""
+    camel = draw(st.booleans())
+    inputs = []
+    for i in range(draw(st.integers(0, 3))):
+        inp: dict[str, Any] = {
+            "name": f"x{i}",
+            "datatype": draw(st.sampled_from(sorted(DATATYPES))),
+        }
+        inp["shape"] = draw(st.lists(st.integers(0, 5), max_size=3))
+        if draw(st.booleans()):
+            fields = draw(st.lists(st.sampled_from(sorted(_FIELD_VALUES)), max_size=2, unique=True))
+            contents = {}
+            for name in fields:
+                values = draw(st.lists(_FIELD_VALUES[name], max_size=6))
+                if name == "bytes_contents":
+                    values = [base64.b64encode(v).decode() for v in values]
+                contents[_camel(name, camel)] = values
+            inp["contents"] = contents
+        inputs.append(inp)
+    body: dict[str, Any] = {"inputs": inputs}
+    if draw(st.booleans()):
+        body["outputs"] = [{"name": n} for n in draw(st.lists(st.sampled_from("abc"), max_size=2))]
+    if draw(st.booleans()):
+        body["id"] = draw(st.text(max_size=5))
+    if draw(st.booleans()):
+        body[_camel("model_name", camel)] = "m"
+    if draw(st.booleans()):
+        raw = draw(st.lists(st.binary(max_size=9), max_size=3))
+        body[_camel("raw_input_contents", camel)] = [base64.b64encode(r).decode() for r in raw]
+    return body
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=proto3_bodies())
+def test_the_quick_proto3_parser_builds_the_plain_parser_s_message(body: dict[str, Any]) -> None:
+    expected = json_format.ParseDict(body, pb.ModelInferRequest())
+    assert _quick_message(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [{"name": "a", "contents": {"int64_contents": ["5"]}}]},  # 64-bit as string
+        {"inputs": [{"name": "a", "contents": {"fp32_contents": ["NaN", 1]}}]},
+        {"inputs": [{"name": "a", "contents": {"int_contents": [True]}}]},
+        {"inputs": [{"name": "a", "contents": {"bytes_contents": ["QQ"]}}]},  # unpadded
+        {"inputs": [{"name": "a", "contents": {"bytes_contents": ["-_8="]}}]},  # URL alphabet
+        {"inputs": [{"name": None, "shape": ["2"]}]},
+        {"inputs": [{"name": "a", "parameters": {"p": {"bool_param": True}}}]},
+        {"inputs": [], "model_name": "m", "modelName": "m"},
+    ],
+    ids=["int64-string", "nan-string", "bool-in-int", "unpadded", "url-alphabet",
+         "null-and-string-shape", "parameters", "both-spellings"],
+)  # fmt: skip
+def test_other_proto3_bodies_take_the_plain_parser(body: dict[str, Any]) -> None:
+    with pytest.raises((ValueError, TypeError, KeyError, AttributeError)):
+        _quick_message(body)
+    try:
+        expected: InferBody | str = InferBody(
+            decode_infer_request(json_format.ParseDict(body, pb.ModelInferRequest()), LIMIT, 64),
+            rest_form=False,
+        )
+    except (json_format.ParseError, InvalidInput) as exc:
+        expected = type(exc).__name__
+    try:
+        got: InferBody | str = _parse(body)
+    except InvalidInput as exc:
+        got = (
+            "ParseError" if "not an inference.ModelInferRequest" in exc.message else "InvalidInput"
+        )
+    if isinstance(expected, str):
+        assert got == expected
+    else:
+        assert isinstance(got, InferBody)
+        _same(got.request, expected.request)
+
+
+def _array(dt: str, draw: st.DrawFn, shape: tuple[int, ...]) -> np.ndarray:
+    count = int(np.prod(shape))
+    values = draw(st.lists(_values(dt), min_size=count, max_size=count))
+    datatype = DATATYPES[dt]
+    return np.array(values, dtype=datatype.dtype).reshape(shape)
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> InferResponse:
+    outputs = []
+    for i in range(draw(st.integers(1, 3))):
+        dt = draw(st.sampled_from(sorted(DATATYPES)))
+        shape = (draw(st.integers(1, 4)), draw(st.integers(1, 2)))
+        outputs.append(Tensor(f"y{i}", DATATYPES[dt], _array(dt, draw, shape)))
+    return InferResponse("m", "3", draw(st.text(max_size=4)), outputs, draw(st.booleans()))
+
+
+def _float32_lists(value: Any) -> Any:
+    """``value`` with every fp32_contents list as float32: the printers may write another
+    decimal for the same float32 (protobuf from 6 digits up, orjson the shortest)."""
+    if isinstance(value, dict):
+        return {
+            k: np.array(v, dtype=np.float32).tolist() if k == "fp32_contents" else _float32_lists(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_float32_lists(v) for v in value]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(response=responses())
+def test_the_quick_proto3_reply_is_what_protobuf_prints(response: InferResponse) -> None:
+    printed = json_format.MessageToDict(
+        encode_infer_response(response),
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    ours = json.loads(InferReply(InferBody(InferRequest("m", "", []), False), response).data)
+    assert _float32_lists(ours) == _float32_lists(printed)
