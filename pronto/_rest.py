@@ -1,7 +1,8 @@
-"""REST clients for the routes Envoy transcodes (``/v2/...`` OIP and ``/v1/models/...``).
+"""REST clients for the gateway's routes (``/v2/...`` OIP and ``/v1/models/...``).
 
-Bodies are the proto3 JSON form of the gRPC messages, so requests are built and replies
-decoded by the same code as over gRPC (``pronto._codec``), with bytes as base64.
+Bodies are the proto3 JSON form of the gRPC messages (REST infer takes that form as well as
+the protocol's REST form), so requests are built and replies decoded by the same code as
+over gRPC (``pronto._codec``), with bytes as base64.
 """
 
 from __future__ import annotations
