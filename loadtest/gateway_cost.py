@@ -2,16 +2,18 @@
 the configuration as rendered and with the Lua filter (the JSON guard) taken out.
 
     python -m loadtest.gateway_cost [--model-repository models] [--seconds 4] [--rounds 3]
+                                    [--rows 256] [--variant "as rendered"]
 
 Starts ``pronto serve`` (two workers) and, per variant, Envoy on the rendered
 configuration (``pronto gateway --render``, no authentication, as ``pronto up`` runs it)
-with ``--concurrency 2``. wrk (16 connections) sends the single-row REST bodies of the load
-data: OIP ``/v2/models/{model}/infer`` in the proto3 JSON form of ``ModelInferRequest`` and
-in the protocol's REST form (values in ``data``), and REST Predict. All three are passed
-through to the worker (the guard only waits for the body; the transcoder wraps it in a
-``google.api.HttpBody``). Rounds alternate the variant order. Each run reads Envoy's CPU
-time and the server's (supervisor, template and workers), so the figures are each side's
-own microseconds per request; the difference between the variants is what the guard costs.
+with ``--concurrency 2``. wrk (16 connections) sends the single-row (or, with
+``--rows 256``, 256-row) REST bodies of the load data: OIP ``/v2/models/{model}/infer`` in
+the proto3 JSON form of ``ModelInferRequest`` and in the protocol's REST form (values in
+``data``), and REST Predict. All three are passed through to the worker (the guard only
+waits for the body; the transcoder wraps it in a ``google.api.HttpBody``). Rounds alternate
+the variant order. Each run reads Envoy's CPU time and the server's (supervisor, template
+and workers), so the figures are each side's own microseconds per request; the difference
+between the variants is what the guard costs.
 Taking the guard out is only for this measurement: without it the transcoder drops
 unknown JSON fields of the bodies it does transcode (feedback) without a word.
 """
@@ -80,14 +82,26 @@ def _envoy(config: Path, listen: int, log: Path) -> Iterator[int]:
         stop_process(proc)
 
 
+def _bodies(name: str, rows: int) -> Path:
+    """The load data's body file of ``name`` (``rest_oip.jsonl``) for ``rows`` per request."""
+    return DATA_DIR / (name if rows == 1 else name.replace(".jsonl", f"_b{rows}.jsonl"))
+
+
 def measure(
-    repository: Path, model: str, seconds: float, rounds: int, out: Path
+    repository: Path,
+    model: str,
+    seconds: float,
+    rounds: int,
+    out: Path,
+    rows: int = 1,
+    variants: list[str] | None = None,
 ) -> dict[str, dict[str, list[list[float]]]]:
-    """Per request form and variant, ``[requests/s, Envoy CPU µs per request, server CPU µs
-    per request]`` per round."""
+    """Per request form and variant (all of :data:`VARIANTS` unless named), ``[requests/s,
+    Envoy CPU µs per request, server CPU µs per request]`` per round."""
     out.mkdir(parents=True, exist_ok=True)
+    names = variants or list(VARIANTS)
     found: dict[str, dict[str, list[list[float]]]] = {
-        form: {name: [] for name in VARIANTS} for form in FORMS
+        form: {name: [] for name in names} for form in FORMS
     }
     with local_stack(repository, 2, False, out / "logs") as stack:
         (server,) = stack.server_pids
@@ -100,7 +114,6 @@ def measure(
             "--upstream-host", "127.0.0.1",
         ]  # fmt: skip
         subprocess.run(render, check=True, capture_output=True)
-        names = list(VARIANTS)
         for round_ in range(rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
                 config = without(yaml.safe_load(rendered.read_text()), VARIANTS[name])
@@ -111,7 +124,7 @@ def measure(
                         run = WrkRun(
                             url=f"http://127.0.0.1:{listen}",
                             path=path.format(model=model),
-                            bodies_file=DATA_DIR / bodies,
+                            bodies_file=_bodies(bodies, rows),
                             duration_s=seconds,
                             connections=16,
                             threads=1,
@@ -151,10 +164,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="flight-delay")
     parser.add_argument("--seconds", type=int, default=4, help="per round, form and variant")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument(
+        "--rows", type=int, default=1, choices=(1, 256), help="rows per request body"
+    )
+    parser.add_argument(
+        "--variant", action="append", choices=list(VARIANTS), help="only this one (repeatable)"
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pronto-gateway-cost-") as tmp:
-        found = measure(args.model_repository, args.model, args.seconds, args.rounds, Path(tmp))
+        found = measure(
+            args.model_repository,
+            args.model,
+            args.seconds,
+            args.rounds,
+            Path(tmp),
+            args.rows,
+            args.variant,
+        )
     print(table(found))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
