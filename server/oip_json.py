@@ -187,22 +187,26 @@ def _flag(params: dict[str, Any], key: str, what: str) -> bool:
     return value
 
 
-def _flat(data: list[Any], name: str) -> list[Any]:
-    """Row-major values of nested lists (the REST form allows both flat and nested)."""
-    if not data or type(data[0]) is not list:
-        return data
-    out: list[Any] = []
-    for item in data:
-        if type(item) is not list:
-            raise InvalidInput(f"input '{name}': data nests lists and values alike", "shape")
-        out.extend(_flat(item, name))
-    return out
+def _flat(data: list[Any], name: str, rank: int) -> list[Any]:
+    """Row-major values of nested lists (the REST form allows both flat and nested), the
+    outer list and one level per further dimension at most: lists nested deeper are left
+    for the type check."""
+    for _ in range(rank - 1):
+        if not data or type(data[0]) is not list:
+            break
+        out: list[Any] = []
+        for item in data:
+            if type(item) is not list:
+                raise InvalidInput(f"input '{name}': data nests lists and values alike", "shape")
+            out.extend(item)
+        data = out
+    return data
 
 
 def _typed(name: str, dt: Datatype, data: Any, shape: tuple[int, ...], count: int) -> np.ndarray:
     """An input's ``data`` as an array of ``shape``: strings for BYTES, booleans for BOOL,
     integers for the integer types, numbers for the floating-point ones."""
-    values = _flat(_list(data, f"input '{name}' data"), name)
+    values = _flat(_list(data, f"input '{name}' data"), name, len(shape))
     if len(values) != count:
         raise InvalidInput(
             f"input '{name}' has {len(values)} values, shape {list(shape)} needs {count}",
@@ -230,7 +234,7 @@ def _typed(name: str, dt: Datatype, data: Any, shape: tuple[int, ...], count: in
 def _header_length(value: str | None, size: int) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or int(value) > size:
+    if not (value.isascii() and value.isdigit()) or int(value) > size:
         raise InvalidInput(
             f"Inference-Header-Content-Length must be a length within the body's {size} "
             f"bytes, got {value[:32]!r}",
@@ -249,11 +253,12 @@ def _loads(data: bytes) -> Any:
 
 
 def _is_proto3(body: dict[str, Any], binary: bool) -> bool:
-    """Whether a body is in the proto3 JSON form (see the module's docstring)."""
-    if any(key in body for key in _PROTO3_FIELDS):
-        return True
+    """Whether a body is in the proto3 JSON form (see the module's docstring); never when
+    binary data follows it (an extension of the REST form)."""
     if binary:
         return False
+    if any(key in body for key in _PROTO3_FIELDS):
+        return True
     inputs = body.get("inputs")
     if type(inputs) is not list:
         return False  # the REST form's error says what is wrong

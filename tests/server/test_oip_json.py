@@ -189,6 +189,8 @@ def _bad(**edit: Any) -> dict[str, Any]:
         (_bad(input_datatype="UINT8", input_data=[1, -1]), "out of range for UINT8", "range"),
         (_bad(input_datatype="FP32", input_data=[1.0, 1e300]), "out of range for FP32", "range"),
         (_bad(input_data=[["N"], "I"]), "nests lists and values alike", "shape"),
+        (_bad(input_data=[[["N"]], [["I"]]]), "must be strings, got a list", "datatype"),
+        (_bad(input_data=json.loads("[" * 900 + "]" * 900)), "has 1 values", "shape_mismatch"),
         (_bad(input_data="N"), "data must be a list, got a string", "request"),
         (_bad(input_data=None, input_parameters=None), "has no data", "missing_input"),
         (_bad(input_parameters={"binary_data_size": 4}), "both data and binary_data_size",
@@ -202,7 +204,8 @@ def _bad(**edit: Any) -> dict[str, Any]:
     ids=["truncated", "list", "unknown-top", "unknown-input", "unknown-output", "inputs-object",
          "no-inputs", "id-number", "datatype", "shape-string", "count", "negative", "huge",
          "bytes-number", "fp32-string", "fp32-bool", "int-float", "bool-number", "int8-range",
-         "uint8-negative", "fp32-overflow", "ragged", "data-string", "no-data", "data-and-binary",
+         "uint8-negative", "fp32-overflow", "ragged", "deeper-than-shape", "900-levels",
+         "data-string", "no-data", "data-and-binary",
          "parameter-list", "binary-flag-string"],
 )  # fmt: skip
 def test_bad_rest_bodies_are_invalid_input_with_the_reason(
@@ -233,9 +236,11 @@ def _binary_body(sizes: list[int], tail: bytes) -> tuple[bytes, str]:
         ([3], b"\0" * 3, None, "raw contents hold 3 bytes"),
         ([4], b"\0" * 4, "12x", "Inference-Header-Content-Length must be a length"),
         ([4], b"\0" * 4, "999999", "Inference-Header-Content-Length must be a length"),
+        ([4], b"\0" * 4, "1²", "Inference-Header-Content-Length must be a length"),
         ([-1], b"", None, "binary_data_size -1 runs past"),
     ],
     ids=["past-the-end", "left-over", "short-for-shape", "header-not-a-number", "header-too-long",
+         "header-not-ascii",
          "negative-size"],
 )  # fmt: skip
 def test_bad_binary_data_is_invalid_input(
@@ -252,6 +257,13 @@ def test_binary_data_without_the_header_is_refused() -> None:
     with pytest.raises(InvalidInput) as caught:
         _parse(None, None, data)
     assert caught.value.reason == "decode"  # the JSON is followed by bytes that are not JSON
+
+
+def test_binary_data_follows_only_the_rest_form() -> None:
+    header = json.dumps({"raw_input_contents": ["AAAAAA=="], "inputs": [{"name": "x"}]}).encode()
+    with pytest.raises(InvalidInput) as caught:
+        _parse(None, str(len(header)), header + b"\0" * 4)
+    assert 'unknown field "raw_input_contents"' in caught.value.message
 
 
 def _proto3(request: pb.ModelInferRequest) -> dict[str, Any]:
