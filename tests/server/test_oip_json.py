@@ -5,23 +5,28 @@ does not allow is a 400 with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.core import InferRequest, InferResponse, Tensor
+from server.core import InferenceCore, InferRequest, InferResponse, Tensor
 from server.datatypes import DATATYPES, encode_bytes_raw
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
+from server.generated.pronto.v1 import prediction_pb2 as ppb
+from server.metrics import RequestRecorder
 from server.oip_codec import decode_infer_request, encode_infer_response
 from server.oip_json import InferBody, InferReply, _quick_message, parse_infer_body
+from server.servicers import PredictionServicer
 from tests.server.oip_requests import infer_request, rows
 
 LIMIT = 1 << 22
@@ -530,3 +535,55 @@ def test_the_quick_proto3_reply_is_what_protobuf_prints(response: InferResponse)
     )
     ours = json.loads(InferReply(InferBody(InferRequest("m", "", []), False), response).data)
     assert _float32_lists(ours) == _float32_lists(printed)
+
+
+class _Context:
+    """What ``ModelInferJson`` reads of a grpc.aio servicer context."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.metadata = metadata
+        self.sent: tuple[tuple[str, str], ...] | None = None
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.sent = metadata
+
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        self.aborted = (code, message)
+        raise grpc.aio.AbortError()
+
+
+def test_rest_infer_is_served_and_counted_as_model_infer(flights_core: InferenceCore) -> None:
+    """Through the servicer: the reply, the header length of a binary reply, and the
+    request metrics under ``ModelInfer`` with the model's labels and the refusal's reason."""
+    recorder = RequestRecorder(None, flights_core.registry)
+    servicer = PredictionServicer(flights_core, recorder, LIMIT)
+    version = flights_core.registry.versions("flights")[0]
+
+    def call(body: dict[str, Any], context: _Context) -> Any:
+        request = ppb.ModelInferJsonRequest(model_name="flights")
+        request.body.data = json.dumps(body).encode()
+
+        async def served() -> Any:
+            return await servicer.ModelInferJson(request, context)
+
+        return asyncio.run(served())
+
+    reply = call(_rest(rows(2)), _Context())
+    assert json.loads(reply.data)["model_name"] == "flights" and reply.header_length is None
+    binary = call(
+        {**_rest(rows(2)), "parameters": {"binary_data_output": True}}, context := _Context()
+    )
+    assert context.sent == (("inference-header-content-length", str(binary.header_length)),)
+    bad = _rest(rows(2))
+    bad["inputs"][0]["data"] = [1, 2]
+    with pytest.raises(grpc.aio.AbortError):
+        call(bad, context := _Context())
+    assert context.aborted is not None and context.aborted[0] is grpc.StatusCode.INVALID_ARGUMENT
+    counts = recorder._counts
+    assert counts[("flights", version, "ModelInfer", "OK")] == 2
+    assert counts[("flights", "", "ModelInfer", "INVALID_ARGUMENT")] == 1
+    assert recorder._reasons["datatype"] == 1
