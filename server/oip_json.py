@@ -57,6 +57,8 @@ __all__ = [
     "HEADER_LENGTH",
     "InferBody",
     "InferReply",
+    "JsonBody",
+    "metadata_json",
     "parse_infer_body",
 ]
 
@@ -575,4 +577,38 @@ class InferReply:
     @staticmethod
     def serialize(reply: InferReply) -> bytes:
         """The gRPC response serializer of ``ModelInferJson``."""
+        return reply.SerializeToString()
+
+
+def metadata_json(reply: pb.ModelMetadataResponse) -> bytes:
+    """REST model metadata: the proto3 JSON of ``reply`` as the transcoder printed it
+    (proto field names, every field without presence printed), except that shapes are
+    JSON numbers, as the protocol's REST form (and every REST client of it) has them."""
+    body = json_format.MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    for key in ("inputs", "outputs"):
+        for tensor in body[key]:
+            tensor["shape"] = [int(d) for d in tensor["shape"]]
+    return orjson.dumps(body)
+
+
+class JsonBody:
+    """A ``google.api.HttpBody`` holding JSON, naming the model it is about (for the
+    request metrics)."""
+
+    __slots__ = ("data", "model_name", "model_version")
+
+    def __init__(self, data: bytes, model_name: str, model_version: str = "") -> None:
+        self.data = data
+        self.model_name = model_name
+        self.model_version = model_version
+
+    def SerializeToString(self) -> bytes:
+        kind = JSON_CONTENT_TYPE.encode()
+        return _CONTENT_TYPE_TAG + bytes([len(kind)]) + kind + field(_DATA_TAG, self.data)
+
+    @staticmethod
+    def serialize(reply: JsonBody) -> bytes:
+        """The gRPC response serializer of a method answering a :class:`JsonBody`."""
         return reply.SerializeToString()

@@ -21,13 +21,13 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import PLATFORM, ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
-from server.oip_json import HEADER_LENGTH, InferReply, parse_infer_body
+from server.oip_json import HEADER_LENGTH, InferReply, JsonBody, metadata_json, parse_infer_body
 from server.predict_codec import predict_response
 from server.predict_json import JsonReply, parse_predict_body
 from server.shedding import queued_at
 from server.status import Recorder, rpc, rpc_as
 
-__all__ = ["InferenceServicer", "PredictionServicer"]
+__all__ = ["InferenceServicer", "MetadataReplies", "PredictionServicer"]
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -44,18 +44,71 @@ def _tensor_metadata(
     return meta
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """``inference.GRPCInferenceService`` (Open Inference Protocol v2)."""
+class MetadataReplies:
+    """``ModelMetadata`` replies, and their REST JSON, shared by the servicers.
 
-    def __init__(self, core: InferenceCore, recorder: Recorder, max_elements: int) -> None:
+    They are immutable per handle and registry snapshot: each is built once, and all are
+    forgotten when a reload installs a new snapshot (the versions list changes, and
+    unloaded handles must not be kept alive here).
+    """
+
+    def __init__(self, core: InferenceCore) -> None:
+        self.core = core
+        self._replies: dict[int, tuple[ModelHandle, pb.ModelMetadataResponse, list[bytes]]] = {}
+        self._snapshot: object = None
+
+    def _entry(
+        self, name: str, version: str
+    ) -> tuple[ModelHandle, pb.ModelMetadataResponse, list[bytes]]:
+        handle = self.core.model(name, version)
+        snapshot = self.core.registry.snapshot()
+        if snapshot is not self._snapshot:
+            self._replies.clear()
+            self._snapshot = snapshot
+        cached = self._replies.get(id(handle))
+        if cached is not None and cached[0] is handle:
+            return cached
+        reply = pb.ModelMetadataResponse(
+            name=handle.name,
+            versions=self.core.registry.versions(handle.name),
+            platform=PLATFORM,
+            inputs=[_tensor_metadata(s, handle.packed.get(s.name)) for s in handle.inputs.values()],
+            outputs=[_tensor_metadata(s) for s in handle.outputs.values()],
+        )
+        entry: tuple[ModelHandle, pb.ModelMetadataResponse, list[bytes]] = (handle, reply, [])
+        self._replies[id(handle)] = entry
+        return entry
+
+    def reply(self, name: str, version: str) -> pb.ModelMetadataResponse:
+        return self._entry(name, version)[1]
+
+    def json(self, name: str, version: str) -> JsonBody:
+        handle, reply, text = self._entry(name, version)
+        if not text:
+            text.append(metadata_json(reply))
+        return JsonBody(text[0], handle.name)  # labelled as ModelMetadata's reply is
+
+
+class _Servicer:
+    """What each servicer holds: the core, the request recorder, the largest tensor a
+    request may carry, and the metadata replies (shared, so that gRPC and REST callers
+    read one cache)."""
+
+    def __init__(
+        self,
+        core: InferenceCore,
+        recorder: Recorder,
+        max_elements: int,
+        metadata: MetadataReplies | None = None,
+    ) -> None:
         self.core = core
         self.recorder = recorder
         self.max_elements = max_elements
-        # metadata replies are immutable per handle and registry snapshot: build each once,
-        # and forget them all when a reload installs a new snapshot (the versions list
-        # changes, and unloaded handles must not be kept alive here)
-        self._metadata: dict[int, tuple[ModelHandle, pb.ModelMetadataResponse]] = {}
-        self._snapshot: object = None
+        self.metadata = metadata or MetadataReplies(core)
+
+
+class InferenceServicer(_Servicer, pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` (Open Inference Protocol v2)."""
 
     @rpc
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> Any:
@@ -76,23 +129,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> Any:
-        handle = self.core.model(request.name, request.version)
-        snapshot = self.core.registry.snapshot()
-        if snapshot is not self._snapshot:
-            self._metadata.clear()
-            self._snapshot = snapshot
-        cached = self._metadata.get(id(handle))
-        if cached is not None and cached[0] is handle:
-            return cached[1]
-        reply = pb.ModelMetadataResponse(
-            name=handle.name,
-            versions=self.core.registry.versions(handle.name),
-            platform=PLATFORM,
-            inputs=[_tensor_metadata(s, handle.packed.get(s.name)) for s in handle.inputs.values()],
-            outputs=[_tensor_metadata(s) for s in handle.outputs.values()],
-        )
-        self._metadata[id(handle)] = (handle, reply)
-        return reply
+        return self.metadata.reply(request.name, request.version)
 
     @tracing.traced("ModelInfer")
     @rpc
@@ -117,13 +154,8 @@ def _model_info(core: InferenceCore, handle: ModelHandle) -> ppb.ModelInfo:
     )
 
 
-class PredictionServicer(ppb_grpc.PredictionServiceServicer):
+class PredictionServicer(_Servicer, ppb_grpc.PredictionServiceServicer):
     """``pronto.v1.PredictionService``: named features in, labels and probabilities out."""
-
-    def __init__(self, core: InferenceCore, recorder: Recorder, max_elements: int) -> None:
-        self.core = core
-        self.recorder = recorder
-        self.max_elements = max_elements
 
     @tracing.traced("Predict")
     @rpc
@@ -172,6 +204,12 @@ class PredictionServicer(ppb_grpc.PredictionServiceServicer):
         if reply.header_length is not None:
             await context.send_initial_metadata(((HEADER_LENGTH, str(reply.header_length)),))
         return reply
+
+    @rpc_as("ModelMetadata")
+    async def ModelMetadataJson(
+        self, request: ppb.ModelMetadataJsonRequest, context: Context
+    ) -> Any:
+        return self.metadata.json(request.name, request.version)
 
     @rpc
     async def ListModels(self, request: ppb.ListModelsRequest, context: Context) -> Any:

@@ -37,7 +37,7 @@ from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
-from server.oip_json import InferReply
+from server.oip_json import InferReply, JsonBody
 from server.predict_json import JsonReply
 from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
@@ -45,7 +45,7 @@ from server.reload import Reloader, _stamp, version_policies
 from server.repository import LoadFailure, Registry
 from server.rollout import RolloutRouter, combine_sinks
 from server.safe_decode import add_servicer
-from server.servicers import InferenceServicer, PredictionServicer
+from server.servicers import InferenceServicer, MetadataReplies, PredictionServicer
 from server.settings import ServeSettings
 from server.shedding import QueueDelayGuard
 from server.template import Preloaded, cached_handle
@@ -213,16 +213,22 @@ def _grpc_server(
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
+    max_elements = max_elements_for(settings.max_message_bytes)
+    metadata = MetadataReplies(core)
     add_servicer(
         pb_grpc.add_GRPCInferenceServiceServicer_to_server,
-        InferenceServicer(core, recorder, max_elements_for(settings.max_message_bytes)),
+        InferenceServicer(core, recorder, max_elements, metadata),
         server,
     )
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server,
-        PredictionServicer(core, recorder, max_elements_for(settings.max_message_bytes)),
+        PredictionServicer(core, recorder, max_elements, metadata),
         server,
-        serializers={"PredictJson": JsonReply.serialize, "ModelInferJson": InferReply.serialize},
+        serializers={
+            "PredictJson": JsonReply.serialize,
+            "ModelInferJson": InferReply.serialize,
+            "ModelMetadataJson": JsonBody.serialize,
+        },
     )
     quality.add_to(server, recorder)
     router.add_admin_to(server, recorder, reloader.trigger, index)

@@ -73,10 +73,7 @@ def test_descriptor_set_has_both_services_with_http_rules() -> None:
     oip = _http_rules(services["inference.GRPCInferenceService"])
     assert oip["ServerLive"] == ["GET /v2/health/live"]
     assert oip["ServerReady"] == ["GET /v2/health/ready"]
-    assert oip["ModelMetadata"] == [
-        "GET /v2/models/{name}",
-        "GET /v2/models/{name}/versions/{version}",
-    ]
+    assert oip["ModelMetadata"] == []  # its REST path is ModelMetadataJson's
     assert oip["ModelReady"][0] == "GET /v2/models/{name}/ready"
     pronto = _http_rules(services["pronto.v1.PredictionService"])
     # REST Predict is PredictJson and REST infer is ModelInferJson (the body passed
@@ -88,6 +85,10 @@ def test_descriptor_set_has_both_services_with_http_rules() -> None:
         "POST /v2/models/{model_name}/versions/{model_version}/infer",
     ]
     assert oip["ModelInfer"] == []
+    assert pronto["ModelMetadataJson"] == [
+        "GET /v2/models/{name}",
+        "GET /v2/models/{name}/versions/{version}",
+    ]
 
 
 def test_descriptor_set_includes_imports_for_envoy() -> None:

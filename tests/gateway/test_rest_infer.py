@@ -129,16 +129,25 @@ def test_tritonclient_http_calls_the_gateway(
     try:
         assert client.is_server_live() and client.is_server_ready()
         assert client.is_model_ready(MODEL)
-        carrier = triton_http.InferInput("carrier", [5, 1], "BYTES")
-        carrier.set_data_from_numpy(np.array(CARRIER, dtype=object).reshape(5, 1), binary)
-        hour = triton_http.InferInput("hour", [5, 1], "FP32")
-        hour.set_data_from_numpy(np.array(HOUR, dtype=np.float32).reshape(5, 1), binary)
+        # inputs built from the model's metadata, as its users do
+        metadata = client.get_model_metadata(MODEL)
+        specs = {i["name"]: i for i in metadata["inputs"]}
+        assert specs["carrier"]["shape"] == [-1, 1] and specs["hour"]["datatype"] == "FP32"
+        values = {
+            "carrier": np.array(CARRIER, dtype=object).reshape(5, 1),
+            "hour": np.array(HOUR, dtype=np.float32).reshape(5, 1),
+        }
+        inputs = []
+        for name, spec in specs.items():
+            shape = [5 if d == -1 else d for d in spec["shape"]]
+            inputs.append(triton_http.InferInput(name, shape, spec["datatype"]))
+            inputs[-1].set_data_from_numpy(values[name], binary)
         outputs = [
             triton_http.InferRequestedOutput("label", binary_data=binary),
             triton_http.InferRequestedOutput("probabilities", binary_data=binary),
         ]
-        result = client.infer(MODEL, [carrier, hour], outputs=outputs, request_id="t-1")
-        default = client.infer(MODEL, [carrier, hour])  # every output, in binary
+        result = client.infer(MODEL, inputs, outputs=outputs, request_id="t-1")
+        default = client.infer(MODEL, inputs)  # every output, in binary
     finally:
         client.close()
     for answer in (result, default):

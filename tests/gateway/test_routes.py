@@ -62,7 +62,11 @@ CALLS = {
     ("GET", "/v2/health/live"): ("/v2/health/live", None, lambda b: b == {"live": True}),
     ("GET", "/v2/health/ready"): ("/v2/health/ready", None, lambda b: b == {"ready": True}),
     ("GET", "/v2"): ("/v2", None, lambda b: "name" in b and "version" in b),
-    ("GET", "/v2/models/{name}"): (f"/v2/models/{MODEL}", None, lambda b: b["name"] == MODEL),
+    ("GET", "/v2/models/{name}"): (
+        f"/v2/models/{MODEL}",
+        None,  # shapes are JSON numbers, as OIP's REST form has them
+        lambda b: b["name"] == MODEL and b["inputs"][0]["shape"] == [-1, 1],
+    ),
     ("GET", "/v2/models/{name}/versions/{version}"): (
         f"/v2/models/{MODEL}/versions/1", None, lambda b: b["name"] == MODEL,
     ),

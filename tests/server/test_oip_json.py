@@ -25,8 +25,14 @@ from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.metrics import RequestRecorder
 from server.oip_codec import decode_infer_request, encode_infer_response
-from server.oip_json import InferBody, InferReply, _quick_message, parse_infer_body
-from server.servicers import PredictionServicer
+from server.oip_json import (
+    InferBody,
+    InferReply,
+    _quick_message,
+    metadata_json,
+    parse_infer_body,
+)
+from server.servicers import InferenceServicer, MetadataReplies, PredictionServicer
 from tests.server.oip_requests import infer_request, rows
 
 LIMIT = 1 << 22
@@ -587,3 +593,43 @@ def test_rest_infer_is_served_and_counted_as_model_infer(flights_core: Inference
     assert counts[("flights", version, "ModelInfer", "OK")] == 2
     assert counts[("flights", "", "ModelInfer", "INVALID_ARGUMENT")] == 1
     assert recorder._reasons["datatype"] == 1
+
+
+def test_rest_metadata_is_the_proto3_json_with_shapes_as_numbers() -> None:
+    reply = pb.ModelMetadataResponse(name="m", versions=["2", "1"], platform="onnxruntime_onnx")
+    reply.inputs.add(name="x", datatype="FP32", shape=[-1, 3]).parameters[
+        "columns"
+    ].string_param = '["a", "b", "c"]'
+    reply.outputs.add(name="label", datatype="INT64", shape=[-1])
+    printed = json_format.MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    ours = json.loads(metadata_json(reply))
+    assert ours["inputs"][0]["shape"] == [-1, 3] and ours["outputs"][0]["shape"] == [-1]
+    for key in ("inputs", "outputs"):
+        for tensor in printed[key]:
+            tensor["shape"] = [int(d) for d in tensor["shape"]]
+    assert ours == printed
+    # a proto3 JSON parser reads it back as the same message (numbers where int64 goes)
+    assert json_format.Parse(metadata_json(reply), pb.ModelMetadataResponse()) == reply
+
+
+def test_rest_metadata_is_served_from_the_grpc_reply_and_counted_as_model_metadata(
+    flights_core: InferenceCore,
+) -> None:
+    recorder = RequestRecorder(None, flights_core.registry)
+    metadata = MetadataReplies(flights_core)
+    rest = PredictionServicer(flights_core, recorder, LIMIT, metadata)
+    grpc_side = InferenceServicer(flights_core, recorder, LIMIT, metadata)
+
+    async def both() -> tuple[Any, Any]:
+        body = await rest.ModelMetadataJson(
+            ppb.ModelMetadataJsonRequest(name="flights"), _Context()
+        )
+        reply = await grpc_side.ModelMetadata(pb.ModelMetadataRequest(name="flights"), _Context())
+        return body, reply
+
+    body, reply = asyncio.run(both())
+    assert json.loads(body.data) == json.loads(metadata_json(reply))
+    assert all(type(d) is int for t in json.loads(body.data)["inputs"] for d in t["shape"])
+    assert recorder._counts[("flights", "", "ModelMetadata", "OK")] == 2

@@ -100,7 +100,10 @@ class GRPCInferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ModelMetadata(self, request, context):
-        """Describes one model: its versions, platform and tensor signature.
+        """Describes one model: its versions, platform and tensor signature. Its REST
+        path, GET /v2/models/{name}, is bound to
+        pronto.v1.PredictionService.ModelMetadataJson, which writes shapes as JSON
+        numbers, as the protocol's REST form has them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

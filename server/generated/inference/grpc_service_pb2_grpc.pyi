@@ -47,7 +47,11 @@ class GRPCInferenceServiceStub:
     ServerMetadata: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ServerMetadataRequest, _grpc_service_pb2.ServerMetadataResponse]
     """Describes the server: name, version and supported protocol extensions."""
     ModelMetadata: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelMetadataRequest, _grpc_service_pb2.ModelMetadataResponse]
-    """Describes one model: its versions, platform and tensor signature."""
+    """Describes one model: its versions, platform and tensor signature. Its REST
+    path, GET /v2/models/{name}, is bound to
+    pronto.v1.PredictionService.ModelMetadataJson, which writes shapes as JSON
+    numbers, as the protocol's REST form has them.
+    """
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]
     """Runs one inference request against a model. Its REST path,
     POST /v2/models/{model_name}/infer, is bound to
@@ -69,7 +73,11 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ServerMetadata: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ServerMetadataRequest, _grpc_service_pb2.ServerMetadataResponse]  # type: ignore[assignment]
     """Describes the server: name, version and supported protocol extensions."""
     ModelMetadata: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelMetadataRequest, _grpc_service_pb2.ModelMetadataResponse]  # type: ignore[assignment]
-    """Describes one model: its versions, platform and tensor signature."""
+    """Describes one model: its versions, platform and tensor signature. Its REST
+    path, GET /v2/models/{name}, is bound to
+    pronto.v1.PredictionService.ModelMetadataJson, which writes shapes as JSON
+    numbers, as the protocol's REST form has them.
+    """
     ModelInfer: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]  # type: ignore[assignment]
     """Runs one inference request against a model. Its REST path,
     POST /v2/models/{model_name}/infer, is bound to
@@ -118,7 +126,11 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _grpc_service_pb2.ModelMetadataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_grpc_service_pb2.ModelMetadataResponse, _abc.Awaitable[_grpc_service_pb2.ModelMetadataResponse]]:
-        """Describes one model: its versions, platform and tensor signature."""
+        """Describes one model: its versions, platform and tensor signature. Its REST
+        path, GET /v2/models/{name}, is bound to
+        pronto.v1.PredictionService.ModelMetadataJson, which writes shapes as JSON
+        numbers, as the protocol's REST form has them.
+        """
 
     @_abc_1.abstractmethod
     def ModelInfer(

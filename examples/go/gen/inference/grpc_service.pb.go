@@ -1401,15 +1401,15 @@ const file_inference_grpc_service_proto_rawDesc = "" +
 	"\x0fuint64_contents\x18\x05 \x03(\x04R\x0euint64Contents\x12#\n" +
 	"\rfp32_contents\x18\x06 \x03(\x02R\ffp32Contents\x12#\n" +
 	"\rfp64_contents\x18\a \x03(\x01R\ffp64Contents\x12%\n" +
-	"\x0ebytes_contents\x18\b \x03(\fR\rbytesContents2\xc4\x05\n" +
+	"\x0ebytes_contents\x18\b \x03(\fR\rbytesContents2\x80\x05\n" +
 	"\x14GRPCInferenceService\x12b\n" +
 	"\n" +
 	"ServerLive\x12\x1c.inference.ServerLiveRequest\x1a\x1d.inference.ServerLiveResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v2/health/live\x12f\n" +
 	"\vServerReady\x12\x1d.inference.ServerReadyRequest\x1a\x1e.inference.ServerReadyResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v2/health/ready\x12\x98\x01\n" +
 	"\n" +
 	"ModelReady\x12\x1c.inference.ModelReadyRequest\x1a\x1d.inference.ModelReadyResponse\"M\x82\xd3\xe4\x93\x02GZ,\x12*/v2/models/{name}/versions/{version}/ready\x12\x17/v2/models/{name}/ready\x12b\n" +
-	"\x0eServerMetadata\x12 .inference.ServerMetadataRequest\x1a!.inference.ServerMetadataResponse\"\v\x82\xd3\xe4\x93\x02\x05\x12\x03/v2\x12\x95\x01\n" +
-	"\rModelMetadata\x12\x1f.inference.ModelMetadataRequest\x1a .inference.ModelMetadataResponse\"A\x82\xd3\xe4\x93\x02;Z&\x12$/v2/models/{name}/versions/{version}\x12\x11/v2/models/{name}\x12I\n" +
+	"\x0eServerMetadata\x12 .inference.ServerMetadataRequest\x1a!.inference.ServerMetadataResponse\"\v\x82\xd3\xe4\x93\x02\x05\x12\x03/v2\x12R\n" +
+	"\rModelMetadata\x12\x1f.inference.ModelMetadataRequest\x1a .inference.ModelMetadataResponse\x12I\n" +
 	"\n" +
 	"ModelInfer\x12\x1c.inference.ModelInferRequest\x1a\x1d.inference.ModelInferResponseb\x06proto3"
 

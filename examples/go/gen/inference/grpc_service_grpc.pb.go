@@ -47,7 +47,10 @@ type GRPCInferenceServiceClient interface {
 	ModelReady(ctx context.Context, in *ModelReadyRequest, opts ...grpc.CallOption) (*ModelReadyResponse, error)
 	// Describes the server: name, version and supported protocol extensions.
 	ServerMetadata(ctx context.Context, in *ServerMetadataRequest, opts ...grpc.CallOption) (*ServerMetadataResponse, error)
-	// Describes one model: its versions, platform and tensor signature.
+	// Describes one model: its versions, platform and tensor signature. Its REST
+	// path, GET /v2/models/{name}, is bound to
+	// pronto.v1.PredictionService.ModelMetadataJson, which writes shapes as JSON
+	// numbers, as the protocol's REST form has them.
 	ModelMetadata(ctx context.Context, in *ModelMetadataRequest, opts ...grpc.CallOption) (*ModelMetadataResponse, error)
 	// Runs one inference request against a model. Its REST path,
 	// POST /v2/models/{model_name}/infer, is bound to
@@ -138,7 +141,10 @@ type GRPCInferenceServiceServer interface {
 	ModelReady(context.Context, *ModelReadyRequest) (*ModelReadyResponse, error)
 	// Describes the server: name, version and supported protocol extensions.
 	ServerMetadata(context.Context, *ServerMetadataRequest) (*ServerMetadataResponse, error)
-	// Describes one model: its versions, platform and tensor signature.
+	// Describes one model: its versions, platform and tensor signature. Its REST
+	// path, GET /v2/models/{name}, is bound to
+	// pronto.v1.PredictionService.ModelMetadataJson, which writes shapes as JSON
+	// numbers, as the protocol's REST form has them.
 	ModelMetadata(context.Context, *ModelMetadataRequest) (*ModelMetadataResponse, error)
 	// Runs one inference request against a model. Its REST path,
 	// POST /v2/models/{model_name}/infer, is bound to

@@ -27,7 +27,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x90\x01\n\x0ePredictRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\tinstances\x18\x03 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\n\n\x02id\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"F\n\x12PredictJsonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"f\n\x15ModelInferJsonRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\"\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"t\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x15.pronto.v1.Prediction\x12\n\n\x02id\x18\x04 \x01(\t\"\x92\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\rprobabilities\x18\x02 \x03(\x0b\x32(.pronto.v1.Prediction.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.pronto.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.pronto.v1.ModelInfo\"b\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12$\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x12.pronto.v1.Feature\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"9\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t2\xb9\x04\n\x11PredictionService\x12@\n\x07Predict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\x12k\n\x0bPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"\'\x82\xd3\xe4\x93\x02!\"\x19/v1/models/{name}:predict:\x04\x62ody\x12\xb5\x01\n\x0eModelInferJson\x12 .pronto.v1.ModelInferJsonRequest\x1a\x14.google.api.HttpBody\"k\x82\xd3\xe4\x93\x02\x65\"\x1d/v2/models/{model_name}/infer:\x04\x62odyZ>\"6/v2/models/{model_name}/versions/{model_version}/infer:\x04\x62ody\x12]\n\nListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12^\n\x08GetModel\x12\x1a.pronto.v1.GetModelRequest\x1a\x1b.pronto.v1.GetModelResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apronto/v1/prediction.proto\x12\tpronto.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x90\x01\n\x0ePredictRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\tinstances\x18\x03 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\n\n\x02id\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"F\n\x12PredictJsonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04\x62ody\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"f\n\x15ModelInferJsonRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\"\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"9\n\x18ModelMetadataJsonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"t\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x15.pronto.v1.Prediction\x12\n\n\x02id\x18\x04 \x01(\t\"\x92\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\rprobabilities\x18\x02 \x03(\x0b\x32(.pronto.v1.Prediction.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.pronto.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"7\n\x10GetModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.pronto.v1.ModelInfo\"b\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12$\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x12.pronto.v1.Feature\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"9\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t2\xcd\x05\n\x11PredictionService\x12@\n\x07Predict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\x12k\n\x0bPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"\'\x82\xd3\xe4\x93\x02!\"\x19/v1/models/{name}:predict:\x04\x62ody\x12\xb5\x01\n\x0eModelInferJson\x12 .pronto.v1.ModelInferJsonRequest\x1a\x14.google.api.HttpBody\"k\x82\xd3\xe4\x93\x02\x65\"\x1d/v2/models/{model_name}/infer:\x04\x62odyZ>\"6/v2/models/{model_name}/versions/{model_version}/infer:\x04\x62ody\x12\x91\x01\n\x11ModelMetadataJson\x12#.pronto.v1.ModelMetadataJsonRequest\x1a\x14.google.api.HttpBody\"A\x82\xd3\xe4\x93\x02;\x12\x11/v2/models/{name}Z&\x12$/v2/models/{name}/versions/{version}\x12]\n\nListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12^\n\x08GetModel\x12\x1a.pronto.v1.GetModelRequest\x1a\x1b.pronto.v1.GetModelResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/models/{name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTIONSERVICE'].methods_by_name['PredictJson']._serialized_options = b'\202\323\344\223\002!\"\031/v1/models/{name}:predict:\004body'
   _globals['_PREDICTIONSERVICE'].methods_by_name['ModelInferJson']._loaded_options = None
   _globals['_PREDICTIONSERVICE'].methods_by_name['ModelInferJson']._serialized_options = b'\202\323\344\223\002e\"\035/v2/models/{model_name}/infer:\004bodyZ>\"6/v2/models/{model_name}/versions/{model_version}/infer:\004body'
+  _globals['_PREDICTIONSERVICE'].methods_by_name['ModelMetadataJson']._loaded_options = None
+  _globals['_PREDICTIONSERVICE'].methods_by_name['ModelMetadataJson']._serialized_options = b'\202\323\344\223\002;\022\021/v2/models/{name}Z&\022$/v2/models/{name}/versions/{version}'
   _globals['_PREDICTIONSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_PREDICTIONSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_PREDICTIONSERVICE'].methods_by_name['GetModel']._loaded_options = None
@@ -50,24 +52,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTJSONREQUEST']._serialized_end=345
   _globals['_MODELINFERJSONREQUEST']._serialized_start=347
   _globals['_MODELINFERJSONREQUEST']._serialized_end=449
-  _globals['_PREDICTRESPONSE']._serialized_start=451
-  _globals['_PREDICTRESPONSE']._serialized_end=567
-  _globals['_PREDICTION']._serialized_start=570
-  _globals['_PREDICTION']._serialized_end=716
-  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_start=664
-  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_end=716
-  _globals['_LISTMODELSREQUEST']._serialized_start=718
-  _globals['_LISTMODELSREQUEST']._serialized_end=737
-  _globals['_LISTMODELSRESPONSE']._serialized_start=739
-  _globals['_LISTMODELSRESPONSE']._serialized_end=797
-  _globals['_GETMODELREQUEST']._serialized_start=799
-  _globals['_GETMODELREQUEST']._serialized_end=847
-  _globals['_GETMODELRESPONSE']._serialized_start=849
-  _globals['_GETMODELRESPONSE']._serialized_end=904
-  _globals['_MODELINFO']._serialized_start=906
-  _globals['_MODELINFO']._serialized_end=1004
-  _globals['_FEATURE']._serialized_start=1006
-  _globals['_FEATURE']._serialized_end=1063
-  _globals['_PREDICTIONSERVICE']._serialized_start=1066
-  _globals['_PREDICTIONSERVICE']._serialized_end=1635
+  _globals['_MODELMETADATAJSONREQUEST']._serialized_start=451
+  _globals['_MODELMETADATAJSONREQUEST']._serialized_end=508
+  _globals['_PREDICTRESPONSE']._serialized_start=510
+  _globals['_PREDICTRESPONSE']._serialized_end=626
+  _globals['_PREDICTION']._serialized_start=629
+  _globals['_PREDICTION']._serialized_end=775
+  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_start=723
+  _globals['_PREDICTION_PROBABILITIESENTRY']._serialized_end=775
+  _globals['_LISTMODELSREQUEST']._serialized_start=777
+  _globals['_LISTMODELSREQUEST']._serialized_end=796
+  _globals['_LISTMODELSRESPONSE']._serialized_start=798
+  _globals['_LISTMODELSRESPONSE']._serialized_end=856
+  _globals['_GETMODELREQUEST']._serialized_start=858
+  _globals['_GETMODELREQUEST']._serialized_end=906
+  _globals['_GETMODELRESPONSE']._serialized_start=908
+  _globals['_GETMODELRESPONSE']._serialized_end=963
+  _globals['_MODELINFO']._serialized_start=965
+  _globals['_MODELINFO']._serialized_end=1063
+  _globals['_FEATURE']._serialized_start=1065
+  _globals['_FEATURE']._serialized_end=1122
+  _globals['_PREDICTIONSERVICE']._serialized_start=1125
+  _globals['_PREDICTIONSERVICE']._serialized_end=1842
 # @@protoc_insertion_point(module_scope)

@@ -140,6 +140,32 @@ class ModelInferJsonRequest(_message.Message):
 Global___ModelInferJsonRequest: _TypeAlias = ModelInferJsonRequest  # noqa: Y015
 
 @_typing.final
+class ModelMetadataJsonRequest(_message.Message):
+    """Request of ModelMetadataJson (the fields of inference.ModelMetadataRequest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Model name."""
+    version: _builtins.str
+    """Model version; empty means the version the server picks by policy."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelMetadataJsonRequest: _TypeAlias = ModelMetadataJsonRequest  # noqa: Y015
+
+@_typing.final
 class PredictResponse(_message.Message):
     """Response of Predict."""
 

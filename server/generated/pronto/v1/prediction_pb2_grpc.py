@@ -51,6 +51,11 @@ class PredictionServiceStub:
                 request_serializer=pronto_dot_v1_dot_prediction__pb2.ModelInferJsonRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.ModelMetadataJson = channel.unary_unary(
+                '/pronto.v1.PredictionService/ModelMetadataJson',
+                request_serializer=pronto_dot_v1_dot_prediction__pb2.ModelMetadataJsonRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/pronto.v1.PredictionService/ListModels',
                 request_serializer=pronto_dot_v1_dot_prediction__pb2.ListModelsRequest.SerializeToString,
@@ -99,6 +104,18 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelMetadataJson(self, request, context):
+        """The Open Inference Protocol's REST model metadata (GET /v2/models/{name}):
+        inference.ModelMetadataResponse in proto3 JSON, except that tensor shapes
+        are JSON numbers, as the protocol's REST form has them (proto3 JSON would
+        print these int64 values as strings). gRPC callers use
+        inference.GRPCInferenceService.ModelMetadata.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models being served with their versions.
         """
@@ -129,6 +146,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
             'ModelInferJson': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInferJson,
                     request_deserializer=pronto_dot_v1_dot_prediction__pb2.ModelInferJsonRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ModelMetadataJson': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelMetadataJson,
+                    request_deserializer=pronto_dot_v1_dot_prediction__pb2.ModelMetadataJsonRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -223,6 +245,33 @@ class PredictionService:
             target,
             '/pronto.v1.PredictionService/ModelInferJson',
             pronto_dot_v1_dot_prediction__pb2.ModelInferJsonRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelMetadataJson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pronto.v1.PredictionService/ModelMetadataJson',
+            pronto_dot_v1_dot_prediction__pb2.ModelMetadataJsonRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

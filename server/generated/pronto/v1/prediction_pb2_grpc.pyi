@@ -56,6 +56,14 @@ class PredictionServiceStub:
     gRPC callers use inference.GRPCInferenceService.ModelInfer.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
+    ModelMetadataJson: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.ModelMetadataJsonRequest, _httpbody_pb2.HttpBody]
+    """The Open Inference Protocol's REST model metadata (GET /v2/models/{name}):
+    inference.ModelMetadataResponse in proto3 JSON, except that tensor shapes
+    are JSON numbers, as the protocol's REST form has them (proto3 JSON would
+    print these int64 values as strings). gRPC callers use
+    inference.GRPCInferenceService.ModelMetadata.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.ListModelsRequest, _prediction_pb2.ListModelsResponse]
     """Lists the models being served with their versions."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_prediction_pb2.GetModelRequest, _prediction_pb2.GetModelResponse]
@@ -83,6 +91,14 @@ class PredictionServiceAsyncStub(PredictionServiceStub):
     MLServer's REST clients send) or the proto3 JSON form of
     inference.ModelInferRequest, and the reply takes the form of the request.
     gRPC callers use inference.GRPCInferenceService.ModelInfer.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
+    ModelMetadataJson: _aio.UnaryUnaryMultiCallable[_prediction_pb2.ModelMetadataJsonRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """The Open Inference Protocol's REST model metadata (GET /v2/models/{name}):
+    inference.ModelMetadataResponse in proto3 JSON, except that tensor shapes
+    are JSON numbers, as the protocol's REST form has them (proto3 JSON would
+    print these int64 values as strings). gRPC callers use
+    inference.GRPCInferenceService.ModelMetadata.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_prediction_pb2.ListModelsRequest, _prediction_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -127,6 +143,20 @@ class PredictionServiceServicer(metaclass=_abc_1.ABCMeta):
         MLServer's REST clients send) or the proto3 JSON form of
         inference.ModelInferRequest, and the reply takes the form of the request.
         gRPC callers use inference.GRPCInferenceService.ModelInfer.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+
+    @_abc_1.abstractmethod
+    def ModelMetadataJson(
+        self,
+        request: _prediction_pb2.ModelMetadataJsonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """The Open Inference Protocol's REST model metadata (GET /v2/models/{name}):
+        inference.ModelMetadataResponse in proto3 JSON, except that tensor shapes
+        are JSON numbers, as the protocol's REST form has them (proto3 JSON would
+        print these int64 values as strings). gRPC callers use
+        inference.GRPCInferenceService.ModelMetadata.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 

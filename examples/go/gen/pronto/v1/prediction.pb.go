@@ -238,6 +238,61 @@ func (x *ModelInferJsonRequest) GetBody() *httpbody.HttpBody {
 	return nil
 }
 
+// Request of ModelMetadataJson (the fields of inference.ModelMetadataRequest).
+type ModelMetadataJsonRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Model version; empty means the version the server picks by policy.
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelMetadataJsonRequest) Reset() {
+	*x = ModelMetadataJsonRequest{}
+	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelMetadataJsonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelMetadataJsonRequest) ProtoMessage() {}
+
+func (x *ModelMetadataJsonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelMetadataJsonRequest.ProtoReflect.Descriptor instead.
+func (*ModelMetadataJsonRequest) Descriptor() ([]byte, []int) {
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ModelMetadataJsonRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ModelMetadataJsonRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 // Response of Predict.
 type PredictResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -256,7 +311,7 @@ type PredictResponse struct {
 
 func (x *PredictResponse) Reset() {
 	*x = PredictResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +323,7 @@ func (x *PredictResponse) String() string {
 func (*PredictResponse) ProtoMessage() {}
 
 func (x *PredictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[3]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +336,7 @@ func (x *PredictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PredictResponse.ProtoReflect.Descriptor instead.
 func (*PredictResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{3}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PredictResponse) GetModelName() string {
@@ -325,7 +380,7 @@ type Prediction struct {
 
 func (x *Prediction) Reset() {
 	*x = Prediction{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +392,7 @@ func (x *Prediction) String() string {
 func (*Prediction) ProtoMessage() {}
 
 func (x *Prediction) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[4]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +405,7 @@ func (x *Prediction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prediction.ProtoReflect.Descriptor instead.
 func (*Prediction) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{4}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Prediction) GetLabel() string {
@@ -376,7 +431,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +443,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[5]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +456,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{5}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{6}
 }
 
 // Response of ListModels.
@@ -415,7 +470,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +482,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[6]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +495,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{6}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -463,7 +518,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +530,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[7]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +543,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{7}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetModelRequest) GetName() string {
@@ -516,7 +571,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +583,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[8]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +596,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{8}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetModelResponse) GetModel() *ModelInfo {
@@ -568,7 +623,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +635,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[9]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +648,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{9}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelInfo) GetName() string {
@@ -639,7 +694,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_pronto_v1_prediction_proto_msgTypes[10]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +706,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_pronto_v1_prediction_proto_msgTypes[10]
+	mi := &file_pronto_v1_prediction_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +719,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{10}
+	return file_pronto_v1_prediction_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Feature) GetName() string {
@@ -706,7 +761,10 @@ const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\tR\fmodelVersion\x12(\n" +
-	"\x04body\x18\x03 \x01(\v2\x14.google.api.HttpBodyR\x04body\"\x9e\x01\n" +
+	"\x04body\x18\x03 \x01(\v2\x14.google.api.HttpBodyR\x04body\"H\n" +
+	"\x18ModelMetadataJsonRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"\x9e\x01\n" +
 	"\x0fPredictResponse\x12\x1d\n" +
 	"\n" +
 	"model_name\x18\x01 \x01(\tR\tmodelName\x12#\n" +
@@ -738,11 +796,12 @@ const file_pronto_v1_prediction_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
 	"\n" +
 	"categories\x18\x03 \x03(\tR\n" +
-	"categories2\xb9\x04\n" +
+	"categories2\xcd\x05\n" +
 	"\x11PredictionService\x12@\n" +
 	"\aPredict\x12\x19.pronto.v1.PredictRequest\x1a\x1a.pronto.v1.PredictResponse\x12k\n" +
 	"\vPredictJson\x12\x1d.pronto.v1.PredictJsonRequest\x1a\x14.google.api.HttpBody\"'\x82\xd3\xe4\x93\x02!:\x04body\"\x19/v1/models/{name}:predict\x12\xb5\x01\n" +
-	"\x0eModelInferJson\x12 .pronto.v1.ModelInferJsonRequest\x1a\x14.google.api.HttpBody\"k\x82\xd3\xe4\x93\x02e:\x04bodyZ>:\x04body\"6/v2/models/{model_name}/versions/{model_version}/infer\"\x1d/v2/models/{model_name}/infer\x12]\n" +
+	"\x0eModelInferJson\x12 .pronto.v1.ModelInferJsonRequest\x1a\x14.google.api.HttpBody\"k\x82\xd3\xe4\x93\x02e:\x04bodyZ>:\x04body\"6/v2/models/{model_name}/versions/{model_version}/infer\"\x1d/v2/models/{model_name}/infer\x12\x91\x01\n" +
+	"\x11ModelMetadataJson\x12#.pronto.v1.ModelMetadataJsonRequest\x1a\x14.google.api.HttpBody\"A\x82\xd3\xe4\x93\x02;Z&\x12$/v2/models/{name}/versions/{version}\x12\x11/v2/models/{name}\x12]\n" +
 	"\n" +
 	"ListModels\x12\x1c.pronto.v1.ListModelsRequest\x1a\x1d.pronto.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
 	"/v1/models\x12^\n" +
@@ -760,45 +819,48 @@ func file_pronto_v1_prediction_proto_rawDescGZIP() []byte {
 	return file_pronto_v1_prediction_proto_rawDescData
 }
 
-var file_pronto_v1_prediction_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_pronto_v1_prediction_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pronto_v1_prediction_proto_goTypes = []any{
-	(*PredictRequest)(nil),        // 0: pronto.v1.PredictRequest
-	(*PredictJsonRequest)(nil),    // 1: pronto.v1.PredictJsonRequest
-	(*ModelInferJsonRequest)(nil), // 2: pronto.v1.ModelInferJsonRequest
-	(*PredictResponse)(nil),       // 3: pronto.v1.PredictResponse
-	(*Prediction)(nil),            // 4: pronto.v1.Prediction
-	(*ListModelsRequest)(nil),     // 5: pronto.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),    // 6: pronto.v1.ListModelsResponse
-	(*GetModelRequest)(nil),       // 7: pronto.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 8: pronto.v1.GetModelResponse
-	(*ModelInfo)(nil),             // 9: pronto.v1.ModelInfo
-	(*Feature)(nil),               // 10: pronto.v1.Feature
-	nil,                           // 11: pronto.v1.Prediction.ProbabilitiesEntry
-	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
-	(*httpbody.HttpBody)(nil),     // 13: google.api.HttpBody
+	(*PredictRequest)(nil),           // 0: pronto.v1.PredictRequest
+	(*PredictJsonRequest)(nil),       // 1: pronto.v1.PredictJsonRequest
+	(*ModelInferJsonRequest)(nil),    // 2: pronto.v1.ModelInferJsonRequest
+	(*ModelMetadataJsonRequest)(nil), // 3: pronto.v1.ModelMetadataJsonRequest
+	(*PredictResponse)(nil),          // 4: pronto.v1.PredictResponse
+	(*Prediction)(nil),               // 5: pronto.v1.Prediction
+	(*ListModelsRequest)(nil),        // 6: pronto.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),       // 7: pronto.v1.ListModelsResponse
+	(*GetModelRequest)(nil),          // 8: pronto.v1.GetModelRequest
+	(*GetModelResponse)(nil),         // 9: pronto.v1.GetModelResponse
+	(*ModelInfo)(nil),                // 10: pronto.v1.ModelInfo
+	(*Feature)(nil),                  // 11: pronto.v1.Feature
+	nil,                              // 12: pronto.v1.Prediction.ProbabilitiesEntry
+	(*structpb.Struct)(nil),          // 13: google.protobuf.Struct
+	(*httpbody.HttpBody)(nil),        // 14: google.api.HttpBody
 }
 var file_pronto_v1_prediction_proto_depIdxs = []int32{
-	12, // 0: pronto.v1.PredictRequest.instances:type_name -> google.protobuf.Struct
-	12, // 1: pronto.v1.PredictRequest.inputs:type_name -> google.protobuf.Struct
-	13, // 2: pronto.v1.PredictJsonRequest.body:type_name -> google.api.HttpBody
-	13, // 3: pronto.v1.ModelInferJsonRequest.body:type_name -> google.api.HttpBody
-	4,  // 4: pronto.v1.PredictResponse.predictions:type_name -> pronto.v1.Prediction
-	11, // 5: pronto.v1.Prediction.probabilities:type_name -> pronto.v1.Prediction.ProbabilitiesEntry
-	9,  // 6: pronto.v1.ListModelsResponse.models:type_name -> pronto.v1.ModelInfo
-	9,  // 7: pronto.v1.GetModelResponse.model:type_name -> pronto.v1.ModelInfo
-	10, // 8: pronto.v1.ModelInfo.features:type_name -> pronto.v1.Feature
+	13, // 0: pronto.v1.PredictRequest.instances:type_name -> google.protobuf.Struct
+	13, // 1: pronto.v1.PredictRequest.inputs:type_name -> google.protobuf.Struct
+	14, // 2: pronto.v1.PredictJsonRequest.body:type_name -> google.api.HttpBody
+	14, // 3: pronto.v1.ModelInferJsonRequest.body:type_name -> google.api.HttpBody
+	5,  // 4: pronto.v1.PredictResponse.predictions:type_name -> pronto.v1.Prediction
+	12, // 5: pronto.v1.Prediction.probabilities:type_name -> pronto.v1.Prediction.ProbabilitiesEntry
+	10, // 6: pronto.v1.ListModelsResponse.models:type_name -> pronto.v1.ModelInfo
+	10, // 7: pronto.v1.GetModelResponse.model:type_name -> pronto.v1.ModelInfo
+	11, // 8: pronto.v1.ModelInfo.features:type_name -> pronto.v1.Feature
 	0,  // 9: pronto.v1.PredictionService.Predict:input_type -> pronto.v1.PredictRequest
 	1,  // 10: pronto.v1.PredictionService.PredictJson:input_type -> pronto.v1.PredictJsonRequest
 	2,  // 11: pronto.v1.PredictionService.ModelInferJson:input_type -> pronto.v1.ModelInferJsonRequest
-	5,  // 12: pronto.v1.PredictionService.ListModels:input_type -> pronto.v1.ListModelsRequest
-	7,  // 13: pronto.v1.PredictionService.GetModel:input_type -> pronto.v1.GetModelRequest
-	3,  // 14: pronto.v1.PredictionService.Predict:output_type -> pronto.v1.PredictResponse
-	13, // 15: pronto.v1.PredictionService.PredictJson:output_type -> google.api.HttpBody
-	13, // 16: pronto.v1.PredictionService.ModelInferJson:output_type -> google.api.HttpBody
-	6,  // 17: pronto.v1.PredictionService.ListModels:output_type -> pronto.v1.ListModelsResponse
-	8,  // 18: pronto.v1.PredictionService.GetModel:output_type -> pronto.v1.GetModelResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
+	3,  // 12: pronto.v1.PredictionService.ModelMetadataJson:input_type -> pronto.v1.ModelMetadataJsonRequest
+	6,  // 13: pronto.v1.PredictionService.ListModels:input_type -> pronto.v1.ListModelsRequest
+	8,  // 14: pronto.v1.PredictionService.GetModel:input_type -> pronto.v1.GetModelRequest
+	4,  // 15: pronto.v1.PredictionService.Predict:output_type -> pronto.v1.PredictResponse
+	14, // 16: pronto.v1.PredictionService.PredictJson:output_type -> google.api.HttpBody
+	14, // 17: pronto.v1.PredictionService.ModelInferJson:output_type -> google.api.HttpBody
+	14, // 18: pronto.v1.PredictionService.ModelMetadataJson:output_type -> google.api.HttpBody
+	7,  // 19: pronto.v1.PredictionService.ListModels:output_type -> pronto.v1.ListModelsResponse
+	9,  // 20: pronto.v1.PredictionService.GetModel:output_type -> pronto.v1.GetModelResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -815,7 +877,7 @@ func file_pronto_v1_prediction_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pronto_v1_prediction_proto_rawDesc), len(file_pronto_v1_prediction_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

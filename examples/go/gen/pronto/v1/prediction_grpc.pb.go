@@ -24,11 +24,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PredictionService_Predict_FullMethodName        = "/pronto.v1.PredictionService/Predict"
-	PredictionService_PredictJson_FullMethodName    = "/pronto.v1.PredictionService/PredictJson"
-	PredictionService_ModelInferJson_FullMethodName = "/pronto.v1.PredictionService/ModelInferJson"
-	PredictionService_ListModels_FullMethodName     = "/pronto.v1.PredictionService/ListModels"
-	PredictionService_GetModel_FullMethodName       = "/pronto.v1.PredictionService/GetModel"
+	PredictionService_Predict_FullMethodName           = "/pronto.v1.PredictionService/Predict"
+	PredictionService_PredictJson_FullMethodName       = "/pronto.v1.PredictionService/PredictJson"
+	PredictionService_ModelInferJson_FullMethodName    = "/pronto.v1.PredictionService/ModelInferJson"
+	PredictionService_ModelMetadataJson_FullMethodName = "/pronto.v1.PredictionService/ModelMetadataJson"
+	PredictionService_ListModels_FullMethodName        = "/pronto.v1.PredictionService/ListModels"
+	PredictionService_GetModel_FullMethodName          = "/pronto.v1.PredictionService/GetModel"
 )
 
 // PredictionServiceClient is the client API for PredictionService service.
@@ -54,6 +55,13 @@ type PredictionServiceClient interface {
 	// gRPC callers use inference.GRPCInferenceService.ModelInfer.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	ModelInferJson(ctx context.Context, in *ModelInferJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
+	// The Open Inference Protocol's REST model metadata (GET /v2/models/{name}):
+	// inference.ModelMetadataResponse in proto3 JSON, except that tensor shapes
+	// are JSON numbers, as the protocol's REST form has them (proto3 JSON would
+	// print these int64 values as strings). gRPC callers use
+	// inference.GRPCInferenceService.ModelMetadata.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	ModelMetadataJson(ctx context.Context, in *ModelMetadataJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
 	// Lists the models being served with their versions.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// Describes one model: versions, features and class labels.
@@ -92,6 +100,16 @@ func (c *predictionServiceClient) ModelInferJson(ctx context.Context, in *ModelI
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(httpbody.HttpBody)
 	err := c.cc.Invoke(ctx, PredictionService_ModelInferJson_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *predictionServiceClient) ModelMetadataJson(ctx context.Context, in *ModelMetadataJsonRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(httpbody.HttpBody)
+	err := c.cc.Invoke(ctx, PredictionService_ModelMetadataJson_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +159,13 @@ type PredictionServiceServer interface {
 	// gRPC callers use inference.GRPCInferenceService.ModelInfer.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	ModelInferJson(context.Context, *ModelInferJsonRequest) (*httpbody.HttpBody, error)
+	// The Open Inference Protocol's REST model metadata (GET /v2/models/{name}):
+	// inference.ModelMetadataResponse in proto3 JSON, except that tensor shapes
+	// are JSON numbers, as the protocol's REST form has them (proto3 JSON would
+	// print these int64 values as strings). gRPC callers use
+	// inference.GRPCInferenceService.ModelMetadata.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	ModelMetadataJson(context.Context, *ModelMetadataJsonRequest) (*httpbody.HttpBody, error)
 	// Lists the models being served with their versions.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// Describes one model: versions, features and class labels.
@@ -163,6 +188,9 @@ func (UnimplementedPredictionServiceServer) PredictJson(context.Context, *Predic
 }
 func (UnimplementedPredictionServiceServer) ModelInferJson(context.Context, *ModelInferJsonRequest) (*httpbody.HttpBody, error) {
 	return nil, status.Error(codes.Unimplemented, "method ModelInferJson not implemented")
+}
+func (UnimplementedPredictionServiceServer) ModelMetadataJson(context.Context, *ModelMetadataJsonRequest) (*httpbody.HttpBody, error) {
+	return nil, status.Error(codes.Unimplemented, "method ModelMetadataJson not implemented")
 }
 func (UnimplementedPredictionServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
@@ -245,6 +273,24 @@ func _PredictionService_ModelInferJson_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PredictionService_ModelMetadataJson_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ModelMetadataJsonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PredictionServiceServer).ModelMetadataJson(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PredictionService_ModelMetadataJson_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PredictionServiceServer).ModelMetadataJson(ctx, req.(*ModelMetadataJsonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PredictionService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListModelsRequest)
 	if err := dec(in); err != nil {
@@ -299,6 +345,10 @@ var PredictionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ModelInferJson",
 			Handler:    _PredictionService_ModelInferJson_Handler,
+		},
+		{
+			MethodName: "ModelMetadataJson",
+			Handler:    _PredictionService_ModelMetadataJson_Handler,
 		},
 		{
 			MethodName: "ListModels",
