@@ -24,6 +24,8 @@ def assert_status(reply: Reply, status: int, fragment: str = "") -> None:
     assert reply.headers["content-type"].startswith("application/json"), reply.headers
     assert isinstance(reply.body, dict) and reply.body["code"] == GRPC_CODE[status], reply.body
     assert fragment in reply.body["message"], reply.body
+    # the Open Inference Protocol's REST error key, read by KServe's and Triton's clients
+    assert reply.body["error"] == reply.body["message"], reply.body
 
 
 @pytest.fixture(scope="module")

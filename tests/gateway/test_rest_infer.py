@@ -187,3 +187,24 @@ def test_binary_data_past_its_header_is_400(gateway: Gateway) -> None:
     )  # fmt: skip
     assert reply.status == 400, reply.body
     assert "binary_data_size 8 runs past the binary data" in reply.body["message"], reply.body
+
+
+def test_tritonclient_http_reads_the_error_of_a_refused_request(gateway: Gateway) -> None:
+    """OIP's REST errors carry "error", which tritonclient raises with the server's text."""
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_http.InferenceServerClient(url=gateway.address)
+    try:
+        hour = triton_http.InferInput("hour", [1, 1], "FP32")
+        hour.set_data_from_numpy(np.array([[3.0]], dtype=np.float32), binary_data=False)
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer(MODEL, [hour])
+        with pytest.raises(InferenceServerException) as missing:
+            client.get_model_metadata("nope")
+    finally:
+        client.close()
+    # the server's text itself, not the client's note that it could not read the reply
+    for error, status, word in ((caught, "400", "carrier"), (missing, "404", "nope")):
+        text = error.value.message()
+        assert error.value.status() == status and word in text, text
+        assert "exception occurred in the client" not in text, text
