@@ -49,15 +49,13 @@ from server.oip_codec import (
     decode_raw,
     tensor_shape,
 )
-from server.predict_codec import field
-from server.predict_json import JSON_CONTENT_TYPE
+from server.predict_json import JSON_CONTENT_TYPE, HttpBodyReply
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
     "HEADER_LENGTH",
     "InferBody",
     "InferReply",
-    "JsonBody",
     "metadata_json",
     "parse_infer_body",
 ]
@@ -76,25 +74,27 @@ _BINARY_OUTPUT = "binary_data_output"
 _BINARY = "binary_data"
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+def _json_names(message: Any, *fields: str) -> dict[str, str]:
+    """proto3 JSON names (proto and lowerCamel) -> field, for ``fields`` of ``message``
+    (all of them when none is named)."""
+    return {
+        n: f.name
+        for f in message.DESCRIPTOR.fields
+        if not fields or f.name in fields
+        for n in (f.name, f.json_name)
+    }
 
 
-# proto3 JSON names (proto and lowerCamel) -> field, for the common shape of a body
-_P3_REQUEST = {
-    **{name: name for name in ("id", "inputs", "outputs")},
-    **{n: f for f in ("model_name", "model_version", "raw_input_contents") for n in (f, _camel(f))},
-}
-_P3_INPUT = {name: name for name in ("name", "datatype", "shape", "contents")}
-_P3_OUTPUT = {"name": "name"}
-_P3_CONTENTS = {
-    n: f
-    for dt in DATATYPES.values()
-    if dt.field is not None
-    for f in (dt.field,)
-    for n in (f, _camel(f))
-}
+# the fields of a body in the common shape (no parameters)
+_P3_REQUEST = _json_names(
+    pb.ModelInferRequest, "id", "inputs", "outputs", "model_name", "model_version",
+    "raw_input_contents",
+)  # fmt: skip
+_P3_INPUT = _json_names(
+    pb.ModelInferRequest.InferInputTensor, "name", "datatype", "shape", "contents"
+)
+_P3_OUTPUT = _json_names(pb.ModelInferRequest.InferRequestedOutputTensor, "name")
+_P3_CONTENTS = _json_names(pb.InferTensorContents)
 # JSON values each repeated field takes as they are (bool is not an int here)
 _CONTENT_TYPES: dict[str, set[type]] = {
     "shape": {int},
@@ -124,10 +124,6 @@ _JSON_TYPES: dict[str, set[type]] = {
     "f": {int, float},
 }
 _JSON_NAMES = {"O": "strings", "b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}
-
-# google.api.HttpBody: content_type = 1, data = 2 (both length-delimited)
-_CONTENT_TYPE_TAG = b"\x0a"
-_DATA_TAG = b"\x12"
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,31 +549,20 @@ def _proto3_reply(response: InferResponse) -> bytes:
     )
 
 
-class InferReply:
-    """``ModelInferJson``'s reply: serialises as a ``google.api.HttpBody``, names the model
-    and version that answered (for the request metrics) and, when binary tensor data
-    follows the JSON, the JSON's length (for the reply header)."""
+class InferReply(HttpBodyReply):
+    """``ModelInferJson``'s reply, in the form of the request; when binary tensor data
+    follows the JSON, ``header_length`` is the JSON's length (for the reply header)."""
 
-    __slots__ = ("content_type", "data", "header_length", "model_name", "model_version")
+    __slots__ = ("header_length",)
 
     def __init__(self, body: InferBody, response: InferResponse) -> None:
-        self.model_name = response.model_name
-        self.model_version = response.model_version
         self.header_length: int | None = None
         if body.rest_form:
-            self.data, self.header_length = _rest_reply(body, response)
+            data, self.header_length = _rest_reply(body, response)
         else:
-            self.data = _proto3_reply(response)
-        self.content_type = JSON_CONTENT_TYPE if self.header_length is None else BINARY_CONTENT_TYPE
-
-    def SerializeToString(self) -> bytes:
-        kind = self.content_type.encode()
-        return _CONTENT_TYPE_TAG + bytes([len(kind)]) + kind + field(_DATA_TAG, self.data)
-
-    @staticmethod
-    def serialize(reply: InferReply) -> bytes:
-        """The gRPC response serializer of ``ModelInferJson``."""
-        return reply.SerializeToString()
+            data = _proto3_reply(response)
+        kind = JSON_CONTENT_TYPE if self.header_length is None else BINARY_CONTENT_TYPE
+        super().__init__(data, response.model_name, response.model_version, kind)
 
 
 def metadata_json(reply: pb.ModelMetadataResponse) -> bytes:
@@ -591,24 +576,3 @@ def metadata_json(reply: pb.ModelMetadataResponse) -> bytes:
         for tensor in body[key]:
             tensor["shape"] = [int(d) for d in tensor["shape"]]
     return orjson.dumps(body)
-
-
-class JsonBody:
-    """A ``google.api.HttpBody`` holding JSON, naming the model it is about (for the
-    request metrics)."""
-
-    __slots__ = ("data", "model_name", "model_version")
-
-    def __init__(self, data: bytes, model_name: str, model_version: str = "") -> None:
-        self.data = data
-        self.model_name = model_name
-        self.model_version = model_version
-
-    def SerializeToString(self) -> bytes:
-        kind = JSON_CONTENT_TYPE.encode()
-        return _CONTENT_TYPE_TAG + bytes([len(kind)]) + kind + field(_DATA_TAG, self.data)
-
-    @staticmethod
-    def serialize(reply: JsonBody) -> bytes:
-        """The gRPC response serializer of a method answering a :class:`JsonBody`."""
-        return reply.SerializeToString()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_CONTENT_TYPE",
+    "HttpBodyReply",
     "JsonReply",
     "PredictBody",
     "parse_predict_body",
@@ -42,8 +43,9 @@ _MESSAGE = "pronto.v1.PredictRequest"
 _FIELDS = frozenset(("name", "version", "instances", "inputs", "id"))
 
 # google.api.HttpBody: content_type = 1, data = 2 (both length-delimited)
-_CONTENT_TYPE_FIELD = b"\x0a" + bytes([len(JSON_CONTENT_TYPE)]) + JSON_CONTENT_TYPE.encode()
+_CONTENT_TYPE_TAG = b"\x0a"
 _DATA_TAG = b"\x12"
+_JSON_FIELD = _CONTENT_TYPE_TAG + bytes([len(JSON_CONTENT_TYPE)]) + JSON_CONTENT_TYPE.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,21 +160,42 @@ def predict_json(result: Prediction) -> bytes:
     return head + b"".join(parts) + tail
 
 
-class JsonReply:
-    """``PredictJson``'s reply: serialises as a ``google.api.HttpBody`` holding the JSON,
-    and names the model and version that answered, for the request metrics."""
+class HttpBodyReply:
+    """A reply that serialises as a ``google.api.HttpBody`` (its content type and bytes),
+    naming the model and version it is about, for the request metrics."""
 
-    __slots__ = ("data", "model_name", "model_version")
+    __slots__ = ("content_type", "data", "model_name", "model_version")
 
-    def __init__(self, result: Prediction) -> None:
-        self.model_name = result.model_name
-        self.model_version = result.model_version
-        self.data = predict_json(result)
+    def __init__(
+        self,
+        data: bytes,
+        model_name: str,
+        model_version: str = "",
+        content_type: str = JSON_CONTENT_TYPE,
+    ) -> None:
+        self.data = data
+        self.model_name = model_name
+        self.model_version = model_version
+        self.content_type = content_type
 
     def SerializeToString(self) -> bytes:
-        return _CONTENT_TYPE_FIELD + field(_DATA_TAG, self.data)
+        if self.content_type == JSON_CONTENT_TYPE:
+            head = _JSON_FIELD
+        else:
+            kind = self.content_type.encode()
+            head = _CONTENT_TYPE_TAG + bytes([len(kind)]) + kind
+        return head + field(_DATA_TAG, self.data)
 
     @staticmethod
-    def serialize(reply: JsonReply) -> bytes:
-        """The gRPC response serializer of ``PredictJson``."""
+    def serialize(reply: HttpBodyReply) -> bytes:
+        """The gRPC response serializer of the methods that answer one."""
         return reply.SerializeToString()
+
+
+class JsonReply(HttpBodyReply):
+    """``PredictJson``'s reply: the JSON form of ``PredictResponse``."""
+
+    __slots__ = ()
+
+    def __init__(self, result: Prediction) -> None:
+        super().__init__(predict_json(result), result.model_name, result.model_version)

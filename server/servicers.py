@@ -21,9 +21,9 @@ from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import PLATFORM, ModelHandle, TensorSpec
 from server.oip_codec import decode_infer_request, encode_infer_response
-from server.oip_json import HEADER_LENGTH, InferReply, JsonBody, metadata_json, parse_infer_body
+from server.oip_json import HEADER_LENGTH, InferReply, metadata_json, parse_infer_body
 from server.predict_codec import predict_response
-from server.predict_json import JsonReply, parse_predict_body
+from server.predict_json import HttpBodyReply, JsonReply, parse_predict_body
 from server.shedding import queued_at
 from server.status import Recorder, rpc, rpc_as
 
@@ -82,11 +82,11 @@ class MetadataReplies:
     def reply(self, name: str, version: str) -> pb.ModelMetadataResponse:
         return self._entry(name, version)[1]
 
-    def json(self, name: str, version: str) -> JsonBody:
+    def json(self, name: str, version: str) -> HttpBodyReply:
         handle, reply, text = self._entry(name, version)
         if not text:
             text.append(metadata_json(reply))
-        return JsonBody(text[0], handle.name)  # labelled as ModelMetadata's reply is
+        return HttpBodyReply(text[0], handle.name)  # labelled as ModelMetadata's reply is
 
 
 class _Servicer:

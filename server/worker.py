@@ -37,8 +37,7 @@ from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
 from server.oip_codec import max_elements_for
-from server.oip_json import InferReply, JsonBody
-from server.predict_json import JsonReply
+from server.predict_json import HttpBodyReply
 from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
 from server.reload import Reloader, _stamp, version_policies
@@ -224,11 +223,9 @@ def _grpc_server(
         ppb_grpc.add_PredictionServiceServicer_to_server,
         PredictionServicer(core, recorder, max_elements, metadata),
         server,
-        serializers={
-            "PredictJson": JsonReply.serialize,
-            "ModelInferJson": InferReply.serialize,
-            "ModelMetadataJson": JsonBody.serialize,
-        },
+        serializers=dict.fromkeys(
+            ("PredictJson", "ModelInferJson", "ModelMetadataJson"), HttpBodyReply.serialize
+        ),
     )
     quality.add_to(server, recorder)
     router.add_admin_to(server, recorder, reloader.trigger, index)
