@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GhzRun", "LoadResult", "find_tool", "run_ghz", "write_ghz_html"]
+__all__ = ["GhzRun", "LoadResult", "children_cpu", "find_tool", "run_ghz", "write_ghz_html"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,8 @@ class LoadResult:
     error_kinds: dict[str, int] = field(default_factory=dict)
     #: responses per HTTP status (wrk with ``statuses=True``)
     statuses: dict[int, int] = field(default_factory=dict)
+    #: CPU seconds the load generator's own process used (it shares the machine)
+    client_cpu_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,7 +131,9 @@ def run_ghz(run: GhzRun, out_dir: Path, name: str) -> LoadResult:
     """Run ghz once, keep its JSON report and its own HTML report in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}.ghz.json"
+    before = children_cpu()
     proc = subprocess.run(run.command(json_path, "json"), capture_output=True, text=True)
+    client_cpu = children_cpu() - before
     if not json_path.exists() or json_path.stat().st_size == 0:
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     write_ghz_html(json_path, out_dir / f"{name}.ghz.html")
@@ -137,7 +142,15 @@ def run_ghz(run: GhzRun, out_dir: Path, name: str) -> LoadResult:
     # (the HTML report keeps them for its charts).
     report.pop("details", None)
     json_path.write_text(json.dumps(report, indent=1))
-    return parse_ghz_report(report)
+    result = parse_ghz_report(report)
+    result.client_cpu_s = client_cpu
+    return result
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's children that have been waited for."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def write_ghz_html(json_path: Path, html_path: Path) -> None:

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.ghz import LoadResult, find_tool
+from loadtest.ghz import LoadResult, children_cpu, find_tool
 
 __all__ = ["WrkRun", "run_wrk"]
 
@@ -59,7 +59,9 @@ def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
         str(_SCRIPT),
         run.url,
     ]
+    before = children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    client_cpu = children_cpu() - before
     (out_dir / f"{name}.wrk.txt").write_text(proc.stdout + proc.stderr)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if line is None:
@@ -90,4 +92,5 @@ def run_wrk(run: WrkRun, out_dir: Path, name: str) -> LoadResult:
             for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
             if raw[k]
         },
+        client_cpu_s=client_cpu,
     )

@@ -9,6 +9,8 @@
   p99 of all answers (successes and refusals) is within ``overload_p99_ms``, the goodput
   (successes per second) is at least ``goodput_ratio`` of the baseline rate, every
   failure is a refusal (429 / RESOURCE_EXHAUSTED) and the stack answers at once after.
+  Each phase also records the cores that Envoy, the server and the load generator used
+  on average: where the CPU of a shared machine went when goodput fell.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loadtest.chaos.faults import ChaosConfig, FaultResult, _result, _stack
 from loadtest.chaos.probe import recovery_seconds
-from loadtest.chaos.stack import Instance
+from loadtest.chaos.stack import Gateway, Instance
 from loadtest.ghz import GhzRun, LoadResult, run_ghz
+from loadtest.procstats import ProcessSampler
 from loadtest.wrk import WrkRun, run_wrk
 
 __all__ = ["kill_grpc", "kill_rest", "overload_grpc", "overload_rest"]
@@ -172,8 +175,40 @@ def kill_grpc(cfg: ChaosConfig) -> FaultResult:
     return _crash_result(name, load, detail)
 
 
+def _measured(
+    load: Callable[[], LoadResult], server: Instance, gateway: Gateway
+) -> tuple[LoadResult, dict[str, float]]:
+    """Run one load; with it, the cores that Envoy, the server and the load generator used
+    on average while it ran."""
+    assert server.proc is not None and gateway.proc is not None
+    with ProcessSampler([gateway.proc.pid]) as envoy, ProcessSampler([server.proc.pid]) as served:
+        result = load()
+    seconds = result.duration_s or 1.0
+    return result, {
+        "Envoy": round(envoy.stats.cpu_seconds / seconds, 2),
+        "server": round(served.stats.cpu_seconds / seconds, 2),
+        result.tool: round(result.client_cpu_s / seconds, 2),
+    }
+
+
+def _cores_text(cores: dict[str, dict[str, float]]) -> str:
+    """``cores at 16 -> 512 callers: Envoy 0.65 -> 1.10, ...``"""
+    phases = list(cores)
+    parties = cores[phases[0]]
+    each = ", ".join(
+        f"{party} " + " -> ".join(f"{cores[p][party]:.2f}" for p in phases) for party in parties
+    )
+    return f"cores at {' -> '.join(phases)} callers: {each}"
+
+
 def _overload_verdict(
-    name: str, cfg: ChaosConfig, base: LoadResult, over: LoadResult, refused: int, after: float
+    name: str,
+    cfg: ChaosConfig,
+    base: LoadResult,
+    over: LoadResult,
+    refused: int,
+    after: float,
+    cores: dict[str, dict[str, float]],
 ) -> FaultResult:
     goodput = over.ok / over.duration_s if over.duration_s else 0.0
     ratio = goodput / base.rps if base.rps else 0.0
@@ -183,7 +218,7 @@ def _overload_verdict(
         f"baseline {base.rps:.0f}/s at {cfg.baseline_connections}; at "
         f"{cfg.overload_connections}: {refused} refused, goodput {goodput:.0f}/s "
         f"({ratio:.0%} of baseline), p99 {p99:.0f} ms (p50 {over.latency_ms.get('p50', 0):.1f}); "
-        f"a request succeeds {after:.2f} s after"
+        f"a request succeeds {after:.2f} s after; {_cores_text(cores)}"
     )
     failures = []
     if p99 > cfg.overload_p99_ms:
@@ -207,39 +242,46 @@ def _overload_verdict(
         p99_ms=round(p99, 2),
         max_ms=round(over.latency_ms.get("max", 0.0), 2),
         zero_loss=False,
+        cores=cores,
     )
 
 
 def overload_rest(cfg: ChaosConfig) -> FaultResult:
     """Closed-loop REST callers far past what the workers serve: refusals, not a queue."""
     name = f"overload, REST ({cfg.overload_connections} conns)"
-    with _stack(cfg, "overload-rest") as (_, gateway):
+    base_n, over_n = cfg.baseline_connections, cfg.overload_connections
+    with _stack(cfg, "overload-rest") as (servers, gateway):
         seconds = cfg.overload_duration_s
-        base = run_wrk(
-            _wrk(cfg, gateway.address, cfg.baseline_connections, seconds), cfg.out, "base-rest"
+        base_run = _wrk(cfg, gateway.address, base_n, seconds)
+        over_run = _wrk(cfg, gateway.address, over_n, seconds)
+        base, base_cores = _measured(
+            lambda: run_wrk(base_run, cfg.out, "base-rest"), servers[0], gateway
         )
-        over = run_wrk(
-            _wrk(cfg, gateway.address, cfg.overload_connections, seconds), cfg.out, "overload-rest"
+        over, over_cores = _measured(
+            lambda: run_wrk(over_run, cfg.out, "overload-rest"), servers[0], gateway
         )
         after = recovery_seconds(gateway.address, limit=30.0)
     refused = sum(n for status, n in over.statuses.items() if status in (429, 503))
     over.errors -= over.error_kinds.get("status_errors", 0)
-    return _overload_verdict(name, cfg, base, over, refused, after)
+    cores = {str(base_n): base_cores, str(over_n): over_cores}
+    return _overload_verdict(name, cfg, base, over, refused, after, cores)
 
 
 def overload_grpc(cfg: ChaosConfig) -> FaultResult:
     """The same with ghz: RESOURCE_EXHAUSTED refusals, bounded latency, goodput kept."""
     name = f"overload, gRPC (ghz, {cfg.overload_connections} calls)"
-    with _stack(cfg, "overload-grpc") as (_, gateway):
+    base_n, over_n = cfg.baseline_connections, cfg.overload_connections
+    with _stack(cfg, "overload-grpc") as (servers, gateway):
         seconds = cfg.overload_duration_s
-        base = run_ghz(
-            _ghz(gateway.address, cfg.baseline_connections, seconds, None), cfg.out, "base-grpc"
+        base_run = _ghz(gateway.address, base_n, seconds, None)
+        over_run = _ghz(gateway.address, over_n, seconds, None)
+        base, base_cores = _measured(
+            lambda: run_ghz(base_run, cfg.out, "base-grpc"), servers[0], gateway
         )
-        over = run_ghz(
-            _ghz(gateway.address, cfg.overload_connections, seconds, None),
-            cfg.out,
-            "overload-grpc",
+        over, over_cores = _measured(
+            lambda: run_ghz(over_run, cfg.out, "overload-grpc"), servers[0], gateway
         )
         after = recovery_seconds(gateway.address, limit=30.0)
     refused = int(over.error_kinds.get("ResourceExhausted", 0))
-    return _overload_verdict(name, cfg, base, over, refused, after)
+    cores = {str(base_n): base_cores, str(over_n): over_cores}
+    return _overload_verdict(name, cfg, base, over, refused, after, cores)

@@ -69,6 +69,8 @@ class FaultResult:
     max_ms: float = 0.0
     #: failures count against the fault (false for the slow model: deadlines are expected)
     zero_loss: bool = True
+    #: overload faults: cores used on average by each party, per phase (callers -> party)
+    cores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

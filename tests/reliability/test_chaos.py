@@ -8,6 +8,7 @@ fast, with the same pass rules.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,12 @@ def test_overload_is_refused_not_queued(cfg: ChaosConfig) -> None:
     assert result.verdict == "pass", result.detail
     assert result.sent > result.succeeded > 0, result
     assert " 0 refused" not in result.detail, result.detail
+    # where the CPU went in each phase: every party of the running stack used some
+    assert list(result.cores) == ["16", "128"], result.cores
+    for phase in result.cores.values():
+        assert list(phase) == ["Envoy", "server", "wrk"], phase
+        assert all(0 < cores <= 2 * (os.cpu_count() or 1) for cores in phase.values()), phase
+    assert "cores at 16 -> 128 callers: Envoy " in result.detail, result.detail
 
 
 def test_rolling_restart_loses_no_request(cfg: ChaosConfig) -> None:
