@@ -18,7 +18,17 @@ from typing import Any
 
 from server.event_loop import run_loop
 
-__all__ = ["main"]
+__all__ = ["constant_reply", "main"]
+
+
+def constant_reply() -> Any:
+    """The ModelInferResponse the floor answers every request with."""
+    from server.generated.inference import grpc_service_pb2 as pb
+
+    reply = pb.ModelInferResponse(model_name="bare", model_version="1")
+    out = reply.outputs.add(name="probabilities", datatype="FP32", shape=[1, 2])
+    out.contents.fp32_contents.extend([0.5, 0.5])
+    return reply
 
 
 def _serve(port: int, event_loop: str = "asyncio") -> None:
@@ -28,9 +38,7 @@ def _serve(port: int, event_loop: str = "asyncio") -> None:
     from server.generated.inference import grpc_service_pb2 as pb
     from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
-    reply = pb.ModelInferResponse(model_name="bare", model_version="1")
-    out = reply.outputs.add(name="probabilities", datatype="FP32", shape=[1, 2])
-    out.contents.fp32_contents.extend([0.5, 0.5])
+    reply = constant_reply()
 
     class Bare(pb_grpc.GRPCInferenceServiceServicer):
         async def ModelInfer(self, request: Any, context: Any) -> Any:
