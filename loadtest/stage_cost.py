@@ -157,15 +157,17 @@ def in_process(
 ) -> dict[str, dict[str, float]]:
     """Median µs of each stage in process, hot and cold (caches evicted before each call),
     over ``rounds`` rounds of ``calls`` hot and ``calls / 8`` cold calls per stage."""
-    from pronto_contract import version_dir
+    from pronto_contract import latest_version, version_dir
     from server.core import InferenceCore
     from server.generated.inference import grpc_service_pb2 as pb
     from server.model import load_model
     from server.oip_codec import decode_infer_request, encode_infer_response
     from server.repository import Registry
 
-    versions = sorted(int(p.name) for p in (repository / model).iterdir() if p.name.isdigit())
-    handle = load_model(model, versions[-1], version_dir(repository, model, versions[-1]))
+    version = latest_version(repository, model)
+    if version is None:
+        raise FileNotFoundError(f"no published version of {model!r} in {repository}")
+    handle = load_model(model, version, version_dir(repository, model, version))
     registry = Registry()
     registry.replace([handle])
     core = InferenceCore(registry)
