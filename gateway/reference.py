@@ -20,13 +20,14 @@ REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 PROFILES: dict[str, tuple[dict[str, object], str]] = {
     # `pronto up` / `pronto gateway` on a laptop: no auth, two workers on loopback.
     "envoy-local.yaml": (
-        {"workers": 2, "listen_address": "127.0.0.1"},
+        {"workers": 2, "envoy_concurrency": 2, "listen_address": "127.0.0.1"},
         "/tmp/pronto-envoy/pronto.pb",
     ),
     # The chart's sidecar, rendered by the init container into /etc/envoy.
     "envoy-chart.yaml": (
         {
             "workers": 2,
+            "envoy_concurrency": 2,
             "listen_address": "0.0.0.0",
             "jwt_jwks_file": "/etc/pronto/auth/jwks.json",
             "jwt_issuer": "https://issuer.example.com",

@@ -7,6 +7,7 @@ the Helm chart render in an init container and a test pin the result.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -57,7 +58,18 @@ PUBLIC_PATHS = tuple(("path", p) for p in (*PUBLIC_REST_PATHS, *PUBLIC_GRPC_PATH
 # Caller identity, set by the auth filters from the verified credential; whatever a client
 # sends under these names is removed before any filter runs.
 IDENTITY_HEADER = "x-pronto-client"
-STRIPPED_HEADERS = (IDENTITY_HEADER, PUBLIC_HEALTH_HEADER)
+# Set by the admission filter on an inference request past its thread's share of the
+# in-flight limit, with the fault filter's hold and refusal headers.
+SHED_HEADER = "x-pronto-shed"
+FAULT_HEADERS = ("x-envoy-fault-delay-request", "x-envoy-fault-abort-request")
+STRIPPED_HEADERS = (
+    IDENTITY_HEADER,
+    PUBLIC_HEALTH_HEADER,
+    SHED_HEADER,
+    *FAULT_HEADERS,
+    "x-envoy-fault-abort-grpc-request",
+    "x-envoy-fault-throughput-response",
+)
 # gRPC message encodings Envoy forwards: a compressed message is refused before it
 # reaches a worker (whose message cap would apply to the compressed size only).
 ACCEPTED_GRPC_ENCODING = "identity"
@@ -179,12 +191,31 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, An
 SHED_MESSAGE = "gateway overloaded: too many inference requests in flight; retry later"
 
 
+def _admission(settings: GatewaySettings, cap: int) -> dict[str, Any] | None:
+    """The held refusals (see docs/reliability.md): each Envoy thread admits its share of
+    the in-flight limit, and holds what it refuses for ``shed_hold_ms`` first; None where
+    there is no limit or no hold (then the circuit breaker refuses at once)."""
+    hold = round(settings.shed_hold_ms)
+    if not cap or not hold:
+        return None
+    threads = settings.envoy_concurrency or usable_cpus()  # the launcher's own default
+    return {
+        "limit": max(1, math.ceil(cap / threads)),
+        "hold_ms": hold,
+        "paths": [value for _, value in INFER_PATHS],
+        "shed_header": SHED_HEADER,
+        "delay_header": FAULT_HEADERS[0],
+        "abort_header": FAULT_HEADERS[1],
+    }
+
+
 def _resilience(settings: GatewaySettings, workers: int) -> dict[str, Any]:
     """Retries, circuit breakers and outlier detection (see docs/reliability.md)."""
     cap = settings.max_requests_per_worker * workers
     if settings.retry_backoff_max < settings.retry_backoff_base:
         raise ValueError("retry_backoff_max must be at least retry_backoff_base")
     return {
+        "admission": _admission(settings, cap),
         "queued_at_header": QUEUED_AT_HEADER,
         "backoff_base": _seconds(settings.retry_backoff_base),
         "backoff_max": _seconds(settings.retry_backoff_max),
@@ -284,16 +315,21 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
     source = Path(settings.descriptor_set or PACKAGED_DESCRIPTOR_SET).read_bytes()
     services = transcoded_services(source)
     guard = _environment().get_template("json_guard.lua.j2")
+    admission = _environment().get_template("admission.lua.j2")
     keys = read_api_keys(settings.api_keys_file) if settings.api_keys_file else []
     workers = worker_count(settings)
     _check(settings, workers, keys)
+    resilience = _resilience(settings, workers)
     return {
         **_listener_context(settings),
         **_auth_context(settings, keys),
         **_upstream_context(settings, workers),
         "routes": _routes(settings, services),
         "public_paths": PUBLIC_PATHS,
-        "resilience": _resilience(settings, workers),
+        "resilience": resilience,
+        "admission_lua": admission.render(admission=resilience["admission"])
+        if resilience["admission"]
+        else "",
         "descriptor_set": descriptor_path,
         "services": services,
         "json_guard": guard.render(schema=lua_schema(source, services)),

@@ -97,6 +97,14 @@ class GatewaySettings(BaseSettings):
         description="Inference requests in flight per worker before Envoy refuses more "
         "(429 / RESOURCE_EXHAUSTED with retry-after; 0 = no limit).",
     )
+    shed_hold_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=10_000,
+        description="Milliseconds a refused inference request is held before its refusal is "
+        "sent (0 = refuse at once). Callers that retry the moment they are refused would "
+        "otherwise turn the refusals into a busy loop that takes the workers' CPU.",
+    )
     retry_budget_percent: float = Field(
         default=25.0,
         gt=0,

@@ -8,6 +8,7 @@ with exactly the environment the pod gets and compare it with a direct
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import yaml
 
 from gateway.settings import GatewaySettings
 from server.settings import ServeSettings
-from tests.chart.helm import REPO, container, needs_helm, pod_spec, render
+from tests.chart.helm import REPO, container, cpu_quantity, needs_helm, pod_spec, render
 from tests.chart.pod import POD_AUTH_DIR, POD_DESCRIPTOR_DIR, POD_ENVOY_DIR, PodFiles, container_env
 
 pytestmark = needs_helm
@@ -63,6 +64,8 @@ def _flags_from_values(values: dict[str, Any], files: PodFiles, workers: str) ->
         f"--rate-limit-rps={g['rateLimit']['rps']}",
         f"--rate-limit-burst={g['rateLimit']['burst']}",
         f"--envoy-log-level={g['logLevel']}",
+        # Envoy runs one thread per CPU of its limit, and each thread admits its share
+        f"--envoy-concurrency={math.ceil(cpu_quantity(g['resources']['limits']['cpu']))}",
         "--access-log" if g["accessLog"] else "--no-access-log",
     ]
     auth = g["auth"]

@@ -94,6 +94,49 @@ def test_retries_end_inside_half_of_every_route_timeout(retries: int) -> None:
         assert count == retries or more > timeout / 2, route["name"]
 
 
+def _http_filters(config: dict) -> list[dict]:
+    listener = config["static_resources"]["listeners"][0]
+    manager = next(
+        f for f in listener["filter_chains"][0]["filters"] if "http_connection_manager" in f["name"]
+    )
+    return manager["typed_config"]["http_filters"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("threads", "per_worker", "share"), [(1, 32, 64), (2, 32, 32), (4, 32, 16), (3, 1, 1)]
+)
+def test_each_envoy_thread_admits_its_share_and_holds_the_rest(
+    threads: int, per_worker: int, share: int
+) -> None:
+    settings = GatewaySettings(
+        workers=2, envoy_concurrency=threads, max_requests_per_worker=per_worker, shed_hold_ms=70
+    )
+    filters = _http_filters(yaml.safe_load(render.render(settings, "/d.pb")))
+    names = [f["name"] for f in filters]
+    # after the transcoder (gRPC method paths), then the hold, then the router
+    assert names[-4:] == [
+        "envoy.filters.http.grpc_json_transcoder",
+        "pronto.admission",
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]
+    lua = filters[-3]["typed_config"]["default_source_code"]["inline_string"]
+    assert f"local LIMIT = {share}\n" in lua and 'local HOLD_MS = "70"' in lua
+    assert all(f'["{path}"] = true' in lua for _, path in render.INFER_PATHS)
+    fault = filters[-2]["typed_config"]
+    assert fault["headers"] == [{"name": render.SHED_HEADER, "present_match": True}]
+    # a caller cannot mark its own request, nor ask for a fault
+    for header in (render.SHED_HEADER, *render.FAULT_HEADERS):
+        assert header in render.STRIPPED_HEADERS
+
+
+@pytest.mark.parametrize("off", [{"shed_hold_ms": 0}, {"max_requests_per_worker": 0}])
+def test_without_a_hold_or_a_limit_there_is_no_admission_filter(off: dict[str, int]) -> None:
+    settings = GatewaySettings.model_validate({"workers": 2, **off})
+    names = [f["name"] for f in _http_filters(yaml.safe_load(render.render(settings, "/d.pb")))]
+    assert "pronto.admission" not in names and "envoy.filters.http.fault" not in names
+
+
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRONTO_LISTEN_PORT", "8181")
     monkeypatch.setenv("PRONTO_WORKERS", "1")

@@ -41,7 +41,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Ga
     build_slow_model(root / "slow" / "1", layers=800)  # ~0.5 s per 1,024 rows on one core
     with (
         run_server(root, workers=1) as server,
-        run_gateway(server, "--max-requests-per-worker", str(HELD)) as gateway,
+        # one Envoy thread, so that its share of the limit is all of it
+        run_gateway(
+            server, "--max-requests-per-worker", str(HELD), "--envoy-concurrency", "1"
+        ) as gateway,
     ):
         yield server, gateway
 
@@ -78,9 +81,11 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
                 deadline = time.monotonic() + 30
                 while _active(gateway) < HELD and time.monotonic() < deadline:
                     time.sleep(0.002)
+                sent = time.monotonic()
                 rest = request(
                     gateway, "POST", f"/v1/models/{MODEL}:predict", {"instances": [instance()]}
                 )
+                rest_took = time.monotonic() - sent
                 grpc_refusal: grpc.RpcError | None = None
                 try:
                     req = ppb.PredictRequest(name=MODEL)
@@ -104,6 +109,9 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
         else:
             pytest.fail("the held requests never outlasted the checks")
         assert rest.status == 429, rest
+        # held by the gateway (--shed-hold-ms, 50 by default) before it was refused, so a
+        # caller that retries at once cannot spin; Envoy's timer never fires early
+        assert rest_took >= 0.05 * 0.9, rest_took
         assert rest.headers.get("retry-after") == "1", rest.headers
         assert rest.body["code"] == 8 and "overloaded" in rest.body["message"], rest.body
         assert grpc_refusal is not None
@@ -124,6 +132,23 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
         )
     finally:
         channel.close()
+
+
+def test_callers_cannot_mark_their_own_requests_for_refusal(
+    stack: tuple[Server, Gateway],
+) -> None:
+    _, gateway = stack
+    marks = {
+        "x-pronto-shed": "1",
+        "x-envoy-fault-abort-request": "503",
+        "x-envoy-fault-delay-request": "5000",
+    }
+    sent = time.monotonic()
+    reply = request(
+        gateway, "POST", f"/v1/models/{MODEL}:predict", {"instances": [instance()]}, marks
+    )
+    assert reply.status == 200, reply
+    assert time.monotonic() - sent < 5, "the caller's delay header was honoured"
 
 
 class _FirstTryFails(ppb_grpc.PredictionServiceServicer):
