@@ -46,7 +46,7 @@ from loadtest.h2load import (
     write_request,
 )
 from loadtest.runner import DATA_DIR, machine_description
-from loadtest.trace_cost import _tree_cpu, add_side_by_side_arguments, ratio_table
+from loadtest.trace_cost import add_side_by_side_arguments, h2load_round, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
 __all__ = [
@@ -174,16 +174,9 @@ def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict
         for round_ in range(rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
                 address, pid = servers[name]
-                run = H2loadRun(
-                    address=address, body=body, duration_s=seconds, warmup_s=0, clients=2, streams=8
-                )
-                before = _tree_cpu(pid)
-                result = run_h2load(run)
-                used = _tree_cpu(pid) - before
-                if result.errors or not result.count:
-                    raise RuntimeError(f"{name}: {result.errors} failed requests")
-                rps[name].append(result.rps)
-                cpu_us[name].append(1e6 * used / result.count)
+                served, cpu = h2load_round(name, address, pid, body, seconds)
+                rps[name].append(served)
+                cpu_us[name].append(cpu)
                 (worker,) = worker_processes(psutil.Process(pid))
                 rss_mib[name].append(worker.memory_info().rss / 2**20)
     return {"rps": rps, "cpu_us_per_request": cpu_us, "worker_rss_mib": rss_mib}

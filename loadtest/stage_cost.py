@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +51,8 @@ from loadtest.h2load import (
     write_request,
 )
 from loadtest.runner import machine_description
-from loadtest.trace_cost import ROOT, _tree_cpu, add_side_by_side_arguments, ratio_table
-from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
+from loadtest.trace_cost import add_side_by_side_arguments, h2load_round, ratio_table, serving
+from pronto_cli.procs import free_port
 
 __all__ = ["ARMS", "STAGES", "in_process", "main", "measure", "patch", "stage_table"]
 
@@ -113,13 +112,8 @@ def _arm(name: str, repository: Path, model: str) -> Iterator[tuple[str, int]]:
         cmd += ["--model-repository", str(repository), "--models", model, "--workers", "1"]
         cmd += ["--port", str(port), "--metrics-port", str(free_port())]
         cmd += ["--log-level", "WARNING"]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    try:
-        address = f"127.0.0.1:{port}"
-        wait_for_grpc_health(address, timeout=120, proc=proc)
-        yield address, proc.pid
-    finally:
-        stop_process(proc)
+    with serving(cmd, port) as pid:
+        yield f"127.0.0.1:{port}", pid
 
 
 def measure(
@@ -139,16 +133,9 @@ def measure(
         for round_ in range(rounds):
             for name in ARMS if round_ % 2 == 0 else ARMS[::-1]:
                 address, pid = arms[name]
-                run = H2loadRun(
-                    address=address, body=body, duration_s=seconds, warmup_s=0, clients=2, streams=8
-                )
-                before = _tree_cpu(pid)
-                result = run_h2load(run)
-                used = _tree_cpu(pid) - before
-                if result.errors or not result.count:
-                    raise RuntimeError(f"{name}: {result.errors} failed requests")
-                rps[name].append(result.rps)
-                cpu_us[name].append(1e6 * used / result.count)
+                served, cpu = h2load_round(name, address, pid, body, seconds)
+                rps[name].append(served)
+                cpu_us[name].append(cpu)
     return {"rps": rps, "cpu_us_per_request": cpu_us, "answered_by": answered}
 
 

@@ -47,7 +47,7 @@ from loadtest.h2load import (
 from loadtest.runner import DATA_DIR, machine_description
 from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_grpc_health
 
-__all__ = ["VARIANTS", "main", "ratio_table"]
+__all__ = ["VARIANTS", "h2load_round", "main", "ratio_table", "serving"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -111,6 +111,46 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
+def h2load_round(
+    name: str,
+    address: str,
+    pid: int,
+    body: Path,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+) -> tuple[float, float]:
+    """One measured round of a side-by-side study: h2load (2 connections x 8 streams, no
+    warm-up, so the CPU window is the load's) against ``address``: requests per second
+    and server CPU µs per request (``pid``'s process tree)."""
+    run = H2loadRun(
+        address=address,
+        body=body,
+        duration_s=seconds,
+        warmup_s=0,
+        clients=2,
+        streams=8,
+        headers=headers or {},
+    )
+    before = _tree_cpu(pid)
+    result = run_h2load(run)
+    used = _tree_cpu(pid) - before
+    if result.errors or not result.count:
+        raise RuntimeError(f"{name}: {result.errors} failed requests")
+    return result.rps, 1e6 * used / result.count
+
+
+@contextmanager
+def serving(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run a server command until the block ends, once it answers gRPC health checks on
+    ``port``; yields its pid."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    try:
+        wait_for_grpc_health(f"127.0.0.1:{port}", timeout=120, proc=proc)
+        yield proc.pid
+    finally:
+        stop_process(proc)
+
+
 @contextmanager
 def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[tuple[str, int]]:
     """One single-worker server: its worker's address (h2load talks to it) and the
@@ -127,13 +167,8 @@ def _server(repository: Path, model: str, otlp_port: int | None) -> Iterator[tup
         "--workers", "1", "--port", str(port), "--worker-base-port", str(worker),
         "--metrics-port", "0", "--log-level", "WARNING",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    try:
-        address = f"127.0.0.1:{worker}"
-        wait_for_grpc_health(address, timeout=120, proc=proc)
-        yield address, proc.pid
-    finally:
-        stop_process(proc)
+    with serving(cmd, worker, env) as pid:
+        yield f"127.0.0.1:{worker}", pid
 
 
 def measure(
@@ -160,22 +195,10 @@ def measure(
                 for name in names if round_ % 2 == 0 else names[::-1]:
                     traced, traceparent = VARIANTS[name]
                     address, pid = on if traced else off
-                    run = H2loadRun(
-                        address=address,
-                        body=body,
-                        duration_s=seconds,
-                        warmup_s=0,
-                        clients=2,
-                        streams=8,
-                        headers={"traceparent": traceparent} if traceparent else {},
-                    )
-                    before = _tree_cpu(pid)
-                    result = run_h2load(run)
-                    used = _tree_cpu(pid) - before
-                    if result.errors or not result.count:
-                        raise RuntimeError(f"{name}: {result.errors} failed requests")
-                    results[name].append(result.rps)
-                    cpu_us[name].append(1e6 * used / result.count)
+                    headers = {"traceparent": traceparent} if traceparent else {}
+                    rps, cpu = h2load_round(name, address, pid, body, seconds, headers)
+                    results[name].append(rps)
+                    cpu_us[name].append(cpu)
             spans = counter.spans
     return {"rps": results, "cpu_us_per_request": cpu_us, "spans_exported": spans}
 
