@@ -191,6 +191,11 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, An
 SHED_MESSAGE = "gateway overloaded: too many inference requests in flight; retry later"
 
 
+#: how long the admission filter counts a request it let through, answered or not: a
+#: stream the caller resets never reports its end, so this bounds what a reset costs
+ADMISSION_FORGET_MS = 1000
+
+
 def _admission(settings: GatewaySettings, cap: int) -> dict[str, Any] | None:
     """The held refusals (see docs/reliability.md): each Envoy thread admits its share of
     the in-flight limit, and holds what it refuses for ``shed_hold_ms`` first; None where
@@ -202,6 +207,7 @@ def _admission(settings: GatewaySettings, cap: int) -> dict[str, Any] | None:
     return {
         "limit": max(1, math.ceil(cap / threads)),
         "hold_ms": hold,
+        "forget_ms": ADMISSION_FORGET_MS,
         "paths": [value for _, value in INFER_PATHS],
         "shed_header": SHED_HEADER,
         "delay_header": FAULT_HEADERS[0],

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from gateway.render import ADMISSION_FORGET_MS
 from loadtest import grpc_web
 from server.generated.inference import grpc_service_pb2 as pb
 from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
@@ -130,6 +131,41 @@ def test_inference_past_the_limit_is_refused_with_a_retry_hint(
             ).status
             == 200
         )
+    finally:
+        channel.close()
+
+
+def test_requests_their_callers_reset_do_not_hold_their_place(
+    stack: tuple[Server, Gateway],
+) -> None:
+    """A caller that cancels, or whose deadline passes, resets its stream: Envoy never
+    passes a reply back through the admission filter for it. Its place is taken back all
+    the same, so a burst of cancelled calls cannot leave the gateway refusing everything."""
+    _, gateway = stack
+    channel = grpc.insecure_channel(gateway.address)
+    infer = pb_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        infer.ServerLive(pb.ServerLiveRequest(), timeout=10)
+        calls = [infer.ModelInfer.future(_slow_request(), timeout=60) for _ in range(HELD)]
+        deadline = time.monotonic() + 30
+        while _active(gateway) < HELD and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert _active(gateway) == HELD, "the calls never reached the worker"
+        for call in calls:
+            assert call.cancel()  # still running on the worker: a reset, not a reply
+        reset = time.monotonic()
+        # Envoy dropped the upstream streams: the circuit breaker has room again at once
+        while _active(gateway) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert _active(gateway) == 0
+        # and the admission filter once the reset calls are older than it counts a call
+        while time.monotonic() < reset + ADMISSION_FORGET_MS / 1000 + 0.05:
+            time.sleep(0.01)
+        replies = [
+            request(gateway, "POST", f"/v1/models/{MODEL}:predict", {"instances": [instance()]})
+            for _ in range(HELD + 1)
+        ]
+        assert [r.status for r in replies] == [200] * (HELD + 1), replies
     finally:
         channel.close()
 
