@@ -67,13 +67,18 @@ def test_workers_survive_the_corpus_with_flat_memory(secured: SecuredStack) -> N
     assert growth < 0.05, f"worker RSS grew {growth:.1%}: {before >> 20} -> {after >> 20} MiB"
 
 
-def test_oversized_bodies_leave_at_most_one_buffer_behind(secured: SecuredStack) -> None:
-    """Sent ten times each, the corpus's largest bodies leave each worker holding at most
-    about one of them more than before: memory that does not grow with their number."""
+def test_oversized_bodies_leave_no_growing_memory_behind(secured: SecuredStack) -> None:
+    """Sent ten times each, the corpus's largest bodies leave each worker holding a few of
+    them more than before at most: memory that does not grow with their number.
+
+    Right after a refusal a worker may still hold the message gRPC received and a copy
+    of it, and the allocator rounds up (two bodies and a few hundred KiB have been seen),
+    so each reading allows three; a body kept per call would pass that by the fourth call
+    a worker takes, and of ten calls one worker takes at least five."""
     pids = secured.server.worker_pids()
     large = [c for c in CASES if len(c.body) >= LARGE]
     assert large, "the corpus has no oversized body"
-    bound = 2 * max(len(c.body) for c in large)
+    bound = 3 * max(len(c.body) for c in large)
     before = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
     for _ in range(10):
         for case in large:
