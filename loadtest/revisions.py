@@ -46,7 +46,7 @@ from loadtest.h2load import (
     write_request,
 )
 from loadtest.runner import DATA_DIR, machine_description
-from loadtest.trace_cost import add_side_by_side_arguments, h2load_round, ratio_table
+from loadtest.trace_cost import add_side_by_side_arguments, alternating_rounds, ratio_table
 from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
 __all__ = [
@@ -164,21 +164,13 @@ def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict
 
     with tempfile.TemporaryDirectory() as tmp:
         body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
-        for address, _ in servers.values():
-            check_request(address, body)
-            run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
-        rps: dict[str, list[float]] = {name: [] for name in servers}
-        cpu_us: dict[str, list[float]] = {name: [] for name in servers}
         rss_mib: dict[str, list[float]] = {name: [] for name in servers}
-        names = list(servers)
-        for round_ in range(rounds):
-            for name in names if round_ % 2 == 0 else names[::-1]:
-                address, pid = servers[name]
-                served, cpu = h2load_round(name, address, pid, body, seconds)
-                rps[name].append(served)
-                cpu_us[name].append(cpu)
-                (worker,) = worker_processes(psutil.Process(pid))
-                rss_mib[name].append(worker.memory_info().rss / 2**20)
+
+        def read_rss(name: str, pid: int) -> None:
+            (worker,) = worker_processes(psutil.Process(pid))
+            rss_mib[name].append(worker.memory_info().rss / 2**20)
+
+        _, rps, cpu_us = alternating_rounds(servers, body, seconds, rounds, after_each=read_rss)
     return {"rps": rps, "cpu_us_per_request": cpu_us, "worker_rss_mib": rss_mib}
 
 

@@ -44,14 +44,16 @@ from typing import Any
 import numpy as np
 
 from loadtest.h2load import (
-    H2loadRun,
-    check_request,
     raw_request_from_json,
-    run_h2load,
     write_request,
 )
 from loadtest.runner import machine_description
-from loadtest.trace_cost import add_side_by_side_arguments, h2load_round, ratio_table, serving
+from loadtest.trace_cost import (
+    add_side_by_side_arguments,
+    alternating_rounds,
+    ratio_table,
+    serving,
+)
 from pronto_cli.procs import free_port
 
 __all__ = ["ARMS", "STAGES", "in_process", "main", "measure", "patch", "stage_table"]
@@ -124,18 +126,8 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="stage-cost-") as tmp, ExitStack() as stack:
         body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
         arms = {name: stack.enter_context(_arm(name, repository, model)) for name in ARMS}
-        answered = {}
-        for name, (address, _) in arms.items():
-            answered[name] = check_request(address, body).model_name
-            run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
-        rps: dict[str, list[float]] = {name: [] for name in ARMS}
-        cpu_us: dict[str, list[float]] = {name: [] for name in ARMS}
-        for round_ in range(rounds):
-            for name in ARMS if round_ % 2 == 0 else ARMS[::-1]:
-                address, pid = arms[name]
-                served, cpu = h2load_round(name, address, pid, body, seconds)
-                rps[name].append(served)
-                cpu_us[name].append(cpu)
+        replies, rps, cpu_us = alternating_rounds(arms, body, seconds, rounds)
+    answered = {name: reply.model_name for name, reply in replies.items()}
     return {"rps": rps, "cpu_us_per_request": cpu_us, "answered_by": answered}
 
 

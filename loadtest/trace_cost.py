@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +47,7 @@ from loadtest.h2load import (
 from loadtest.runner import DATA_DIR, machine_description
 from pronto_cli.procs import PRONTO, free_port, stop_process, wait_for_grpc_health
 
-__all__ = ["VARIANTS", "h2load_round", "main", "ratio_table", "serving"]
+__all__ = ["VARIANTS", "alternating_rounds", "h2load_round", "main", "ratio_table", "serving"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -139,6 +139,38 @@ def h2load_round(
     return result.rps, 1e6 * used / result.count
 
 
+def alternating_rounds(
+    arms: dict[str, tuple[str, int]],
+    body: Path,
+    seconds: float,
+    rounds: int,
+    headers: dict[str, dict[str, str]] | None = None,
+    after_each: Callable[[str, int], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, list[float]], dict[str, list[float]]]:
+    """A side-by-side study: each arm (name -> address and server pid) answers ``body``
+    once (its reply, by name, is returned) and each server takes 0.5 s of unmeasured
+    load; then :func:`h2load_round` on every arm, ``rounds`` times, in an order that
+    alternates so no arm always runs first or last. Returns the replies, and requests per
+    second and server CPU µs per request per arm and round. ``headers`` (by arm name) go
+    with that arm's requests; ``after_each(name, pid)`` runs after each measured round."""
+    replies = {name: check_request(address, body) for name, (address, _) in arms.items()}
+    for address in dict.fromkeys(address for address, _ in arms.values()):
+        run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
+    rps: dict[str, list[float]] = {name: [] for name in arms}
+    cpu_us: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            address, pid = arms[name]
+            extra = (headers or {}).get(name)
+            served, cpu = h2load_round(name, address, pid, body, seconds, extra)
+            rps[name].append(served)
+            cpu_us[name].append(cpu)
+            if after_each is not None:
+                after_each(name, pid)
+    return replies, rps, cpu_us
+
+
 @contextmanager
 def serving(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
     """Run a server command until the block ends, once it answers gRPC health checks on
@@ -179,26 +211,14 @@ def measure(
     measured window, which h2load runs without a warm-up for this reason."""
     with tempfile.TemporaryDirectory(prefix="trace-cost-") as tmp:
         body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
-        results: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        cpu_us: dict[str, list[float]] = {name: [] for name in VARIANTS}
         with (
             _receiver() as (otlp_port, counter),
             _server(repository, model, None) as off,
             _server(repository, model, otlp_port) as on,
         ):
-            for address, _ in (off, on):
-                check_request(address, body)
-                run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
-            names = list(VARIANTS)
-            for round_ in range(rounds):
-                # alternate the order, so no variant always runs first or last
-                for name in names if round_ % 2 == 0 else names[::-1]:
-                    traced, traceparent = VARIANTS[name]
-                    address, pid = on if traced else off
-                    headers = {"traceparent": traceparent} if traceparent else {}
-                    rps, cpu = h2load_round(name, address, pid, body, seconds, headers)
-                    results[name].append(rps)
-                    cpu_us[name].append(cpu)
+            arms = {name: on if traced else off for name, (traced, _) in VARIANTS.items()}
+            headers = {name: {"traceparent": tp} for name, (_, tp) in VARIANTS.items() if tp}
+            _, results, cpu_us = alternating_rounds(arms, body, seconds, rounds, headers)
             spans = counter.spans
     return {"rps": results, "cpu_us_per_request": cpu_us, "spans_exported": spans}
 
