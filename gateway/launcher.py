@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from gateway.render import write_config
+from gateway.render import envoy_threads, write_config
 from gateway.settings import GatewaySettings
-from pronto_contract.fields import usable_cpus
 
 __all__ = ["Validation", "envoy_binary", "envoy_command", "run", "validate"]
 
@@ -32,8 +31,6 @@ def envoy_binary() -> str:
 
 
 def envoy_command(config: Path, settings: GatewaySettings, *extra: str) -> list[str]:
-    # Envoy's own default counts host threads, not the CPUs this process may use.
-    concurrency = settings.envoy_concurrency or usable_cpus()
     return [
         envoy_binary(),
         "--config-path",
@@ -41,7 +38,7 @@ def envoy_command(config: Path, settings: GatewaySettings, *extra: str) -> list[
         "--log-level",
         settings.envoy_log_level,
         "--concurrency",
-        str(concurrency),
+        str(envoy_threads(settings)),
         # Several Envoys share a machine in tests and local runs; hot restart would make
         # them contend for one shared-memory region.
         "--disable-hot-restart",

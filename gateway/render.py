@@ -32,6 +32,7 @@ __all__ = [
     "TEMPLATE",
     "ApiKey",
     "build_context",
+    "envoy_threads",
     "read_api_keys",
     "render",
     "transcoded_services",
@@ -143,6 +144,12 @@ def worker_count(settings: GatewaySettings) -> int:
     return usable_cpus()  # the same default as `pronto serve`
 
 
+def envoy_threads(settings: GatewaySettings) -> int:
+    """Envoy's worker thread count: ``--concurrency`` as the launcher passes it (Envoy's own
+    default counts host threads, not the CPUs this process may use)."""
+    return settings.envoy_concurrency or usable_cpus()
+
+
 def _seconds(value: float) -> str:
     return f"{value:g}"
 
@@ -203,7 +210,7 @@ def _admission(settings: GatewaySettings, cap: int) -> dict[str, Any] | None:
     hold = round(settings.shed_hold_ms)
     if not cap or not hold:
         return None
-    threads = settings.envoy_concurrency or usable_cpus()  # the launcher's own default
+    threads = envoy_threads(settings)
     return {
         "limit": max(1, math.ceil(cap / threads)),
         "hold_ms": hold,
