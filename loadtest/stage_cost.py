@@ -43,17 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.h2load import (
-    raw_request_from_json,
-    write_request,
-)
+from loadtest.h2load import raw_request_from_json, write_request
 from loadtest.runner import machine_description
-from loadtest.trace_cost import (
-    add_side_by_side_arguments,
-    alternating_rounds,
-    ratio_table,
-    serving,
-)
+from loadtest.trace_cost import add_side_by_side_arguments, alternating_rounds, ratio_table, serving
 from pronto_cli.procs import free_port
 
 __all__ = ["ARMS", "STAGES", "in_process", "main", "measure", "patch", "stage_table"]
