@@ -111,6 +111,28 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
+def _run(
+    address: str,
+    body: Path,
+    seconds: float,
+    load: dict[str, int] | None,
+    headers: dict[str, str] | None = None,
+) -> H2loadRun:
+    """An h2load run without warm-up: 2 connections x 8 streams on one thread unless
+    ``load`` gives ``clients``, ``streams`` or ``threads``."""
+    shape = {"clients": 2, "streams": 8, "threads": 1} | (load or {})
+    return H2loadRun(
+        address=address,
+        body=body,
+        duration_s=seconds,
+        warmup_s=0,
+        clients=shape["clients"],
+        streams=shape["streams"],
+        threads=shape["threads"],
+        headers=headers or {},
+    )
+
+
 def h2load_round(
     name: str,
     address: str,
@@ -118,21 +140,14 @@ def h2load_round(
     body: Path,
     seconds: float,
     headers: dict[str, str] | None = None,
+    load: dict[str, int] | None = None,
 ) -> tuple[float, float]:
-    """One measured round of a side-by-side study: h2load (2 connections x 8 streams, no
+    """One measured round of a side-by-side study: h2load (2 connections x 8 streams on
+    one thread unless ``load`` says otherwise: ``clients``, ``streams``, ``threads``; no
     warm-up, so the CPU window is the load's) against ``address``: requests per second
     and server CPU µs per request (``pid``'s process tree)."""
-    run = H2loadRun(
-        address=address,
-        body=body,
-        duration_s=seconds,
-        warmup_s=0,
-        clients=2,
-        streams=8,
-        headers=headers or {},
-    )
     before = _tree_cpu(pid)
-    result = run_h2load(run)
+    result = run_h2load(_run(address, body, seconds, load, headers))
     used = _tree_cpu(pid) - before
     if result.errors or not result.count:
         raise RuntimeError(f"{name}: {result.errors} failed requests")
@@ -141,21 +156,27 @@ def h2load_round(
 
 def alternating_rounds(
     arms: dict[str, tuple[str, int]],
-    body: Path,
+    body: Path | dict[str, Path],
     seconds: float,
     rounds: int,
     headers: dict[str, dict[str, str]] | None = None,
     after_each: Callable[[str, int], None] | None = None,
+    load: dict[str, int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[float]], dict[str, list[float]]]:
-    """A side-by-side study: each arm (name -> address and server pid) answers ``body``
-    once (its reply, by name, is returned) and each server takes 0.5 s of unmeasured
-    load; then :func:`h2load_round` on every arm, ``rounds`` times, in an order that
-    alternates so no arm always runs first or last. Returns the replies, and requests per
-    second and server CPU µs per request per arm and round. ``headers`` (by arm name) go
-    with that arm's requests; ``after_each(name, pid)`` runs after each measured round."""
-    replies = {name: check_request(address, body) for name, (address, _) in arms.items()}
-    for address in dict.fromkeys(address for address, _ in arms.values()):
-        run_h2load(H2loadRun(address=address, body=body, duration_s=0.5, warmup_s=0))
+    """A side-by-side study: each arm (name -> address and server pid) answers its body
+    (``body``, or ``body[name]`` when given per arm) once (its reply, by name, is
+    returned) and each server takes 0.5 s of unmeasured load; then :func:`h2load_round`
+    on every arm, ``rounds`` times, in an order that alternates so no arm always runs
+    first or last. Returns the replies, and requests per second and server CPU µs per
+    request per arm and round. ``headers`` (by arm name) go with that arm's requests;
+    ``after_each(name, pid)`` runs after each measured round; ``load`` shapes h2load
+    (:func:`h2load_round`)."""
+    bodies = body if isinstance(body, dict) else dict.fromkeys(arms, body)
+    replies = {name: check_request(address, bodies[name]) for name, (address, _) in arms.items()}
+    for address, warm in dict.fromkeys(
+        (address, bodies[name]) for name, (address, _) in arms.items()
+    ):
+        run_h2load(_run(address, warm, 0.5, load))
     rps: dict[str, list[float]] = {name: [] for name in arms}
     cpu_us: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
@@ -163,7 +184,7 @@ def alternating_rounds(
         for name in names if round_ % 2 == 0 else names[::-1]:
             address, pid = arms[name]
             extra = (headers or {}).get(name)
-            served, cpu = h2load_round(name, address, pid, body, seconds, extra)
+            served, cpu = h2load_round(name, address, pid, bodies[name], seconds, extra, load)
             rps[name].append(served)
             cpu_us[name].append(cpu)
             if after_each is not None:
