@@ -1,13 +1,15 @@
 """CPU cost of drift bookkeeping for 256-row requests, in process: bucket counting by value
-(the plain rule) against the vectorised count the server uses.
+(the plain rule) against the vectorised count the server uses, every row counted, and the
+server's default: large requests' inputs counted from a sample.
 
     python -m loadtest.drift_cost [--rounds 7]
 
 Trains the flight-delay model on 20,000 generated flights into a temporary repository,
 decodes the 32 distinct 256-row Predict bodies of ``loadtest/data/rest_predict_b256.jsonl``
 into model inputs, runs the model once per body, then times the drift monitor binning all
-32 requests (what the metrics timer does) with each counting rule, alternating, best of the
-rounds, in process CPU time; ONNX Runtime's run of one body is timed alongside for scale.
+32 requests (what the metrics timer does) with each counting rule and sampling, alternating,
+best of the rounds, in process CPU time; ONNX Runtime's run of one body is timed alongside
+for scale.
 
 Then one binning pass over as many rows as a worker may hold between two flushes, for
 several sizes up to a second of 256-row traffic on one worker: its CPU time (how long it
@@ -25,6 +27,7 @@ import time
 import timeit
 import tracemalloc
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,30 +57,36 @@ def requests(repo: Path) -> tuple[Any, list[dict[str, np.ndarray]], list[np.ndar
 
 def measure(repo: Path, rounds: int = 7) -> dict[str, float]:
     """µs of CPU per 256-row request: drift with each counting rule, and the model run."""
-    from server.drift import DriftMonitor
+    from server.drift import SAMPLE_ROWS, DriftMonitor
     from server.monitoring.buckets import FeatureBuckets
 
     handle, feeds, probas = requests(repo)
     outputs = [handle.label_output or "", handle.proba_output or ""]
-    monitor = DriftMonitor(export=False)
-    monitor.register(handle)
 
-    def drift() -> None:
+    def drift(monitor: DriftMonitor) -> None:
         for f, p in zip(feeds, probas, strict=True):
             monitor.observe(handle, f, p, len(p))
         monitor.process()
 
+    # name -> (counting rule, rows sampled per large request: 0 = every row)
     rules: dict[str, Any] = {
-        "drift, plain count": FeatureBuckets.count_plain,
-        "drift, vectorised count": FeatureBuckets.count,
+        "drift, every row, plain count": (FeatureBuckets.count_plain, 0),
+        "drift, every row, vectorised count": (FeatureBuckets.count, 0),
+        f"drift, {SAMPLE_ROWS}-row sample (the default)": (FeatureBuckets.count, SAMPLE_ROWS),
     }
+    monitors = {
+        name: DriftMonitor(export=False, sample_rows=sample) for name, (_, sample) in rules.items()
+    }
+    for monitor in monitors.values():
+        monitor.register(handle)
     vectorised = FeatureBuckets.count
     best = dict.fromkeys([*rules, "ONNX Runtime run"], float("inf"))
     try:
         for _ in range(rounds):
-            for name, rule in rules.items():
+            for name, (rule, _) in rules.items():
                 FeatureBuckets.count = rule  # type: ignore[method-assign]
-                t = timeit.timeit(drift, number=3, timer=time.process_time) / 3 / len(feeds)
+                run = partial(drift, monitors[name])
+                t = timeit.timeit(run, number=3, timer=time.process_time) / 3 / len(feeds)
                 best[name] = min(best[name], t)
             t = timeit.timeit(
                 lambda: handle.run(feeds[0], outputs), number=20, timer=time.process_time
@@ -111,7 +120,7 @@ def passes(
                 for i in range(count)
             ]
             drift.MAX_PENDING_ROWS = count * per + 1  # one pass for all of them
-            monitor = drift.DriftMonitor(export=False)
+            monitor = drift.DriftMonitor(export=False, sample_rows=0)  # every row held
             monitor.register(handle)
             best, peak = float("inf"), 0
             for round_ in range(rounds + 1):

@@ -5,6 +5,12 @@ The hot path only appends the request's already-built input arrays to a list
 flush in one vectorised pass per feature and moves the counts into Prometheus counters.
 Large batches are binned sooner, once :data:`MAX_PENDING_ROWS` rows wait.
 
+A request of many rows has its inputs counted from a sample (:data:`SAMPLE_ROWS`): every
+k-th row, from an offset that turns from one such request to the next, each sampled row
+counted k times. Every row has the same chance to be counted, so the bucket counts stay
+unbiased estimates of the rows served (exact for single rows and small batches), while a
+256-row request costs the binning of 32 rows. Scores are always counted in full.
+
 Each feature's reference distribution becomes a fixed set of buckets: one per training
 category plus ``__unseen__`` for categorical features; the ten training histogram bins plus
 ``under`` and ``over`` for numeric ones. Workers export raw counts per bucket
@@ -52,6 +58,9 @@ _SCORE_BOUNDS = np.asarray(SCORE_BOUNDS)
 #: flight-delay rows, over 100 ms for a second of 256-row traffic); per row, larger passes
 #: are no cheaper (``python -m loadtest.drift_cost``).
 MAX_PENDING_ROWS = 16_384
+#: inputs of a request with at least twice this many rows are counted from a sample of
+#: ``rows // SAMPLE_ROWS``-th rows (``pronto serve --drift-sample-rows``; 0 counts every row)
+SAMPLE_ROWS = 32
 
 
 @dataclass
@@ -113,11 +122,19 @@ class ModelReference:
     def buckets(self) -> list[FeatureBuckets]:
         return [*self.features.values(), *([self.score] if self.score is not None else [])]
 
-    def add(self, feeds: Mapping[str, np.ndarray | list[Any]], proba: np.ndarray | None) -> None:
+    def add(
+        self,
+        feeds: Mapping[str, np.ndarray | list[Any]],
+        proba: np.ndarray | None,
+        weight: int = 1,
+    ) -> None:
+        """Count input columns (each value ``weight`` times: a sampled row stands for that
+        many) and the scores of ``proba``."""
         for name, fb in self.features.items():
             column = feeds.get(name)
             if column is not None:
-                self._count(fb, column if isinstance(column, list) else column.reshape(-1))
+                values = column if isinstance(column, list) else column.reshape(-1)
+                self._count(fb, values, weight)
         if proba is not None and proba.ndim == 2 and len(proba):
             if self.positive_index is not None and self.score_of == "positive_class_probability":
                 scores = proba[:, self.positive_index]
@@ -133,8 +150,10 @@ class ModelReference:
             if self.score is not None:
                 self._count(self.score, np.clip(scores, 0.0, 1.0))
 
-    def _count(self, fb: FeatureBuckets, values: np.ndarray | list[Any]) -> None:
+    def _count(self, fb: FeatureBuckets, values: np.ndarray | list[Any], weight: int = 1) -> None:
         counts = fb.count(values)
+        if weight != 1:
+            counts = counts * weight
         acc = self.counts.get(fb.name)
         self.counts[fb.name] = counts if acc is None else acc + counts
 
@@ -142,24 +161,42 @@ class ModelReference:
 class DriftMonitor:
     """Per-process drift accumulation for every loaded model version."""
 
-    def __init__(self, enabled: bool = True, export: bool = True) -> None:
+    def __init__(
+        self, enabled: bool = True, export: bool = True, sample_rows: int = SAMPLE_ROWS
+    ) -> None:
         self.enabled = enabled
         self._export = export
+        self.sample_rows = sample_rows
         self._metrics: Any = None
         self._models: dict[tuple[str, str], ModelReference] = {}
-        self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any, int]] = []
+        #: (handle, inputs kept, probabilities, rows served, weight of each kept row)
+        self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any, int, int]] = []
         self._pending_rows = 0
+        self._turn = 0  # the sampled rows' offset turns with each sampled request
 
     # -- hot path --------------------------------------------------------------
     def observe(
         self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
     ) -> None:
-        """Remember one served request's inputs and scores; binning waits for the timer, or
-        runs now once :data:`MAX_PENDING_ROWS` rows wait."""
+        """Remember one served request's inputs (a sample of them for a large batch) and
+        scores; binning waits for the timer, or runs now once :data:`MAX_PENDING_ROWS` rows
+        wait."""
         if not self.enabled:
             return
-        self._pending.append((handle, feeds, proba, rows))
-        self._pending_rows += rows
+        stride = rows // self.sample_rows if self.sample_rows else 1
+        kept = rows
+        if stride > 1 and all(
+            isinstance(a, np.ndarray) and a.ndim and len(a) == rows for a in feeds.values()
+        ):
+            start = self._turn % stride
+            self._turn += 1
+            # copies, so the request's full arrays are not held until the flush
+            feeds = {name: a[start::stride].copy() for name, a in feeds.items()}
+            kept = len(range(start, rows, stride))
+        else:
+            stride = 1
+        self._pending.append((handle, feeds, proba, rows, stride))
+        self._pending_rows += kept
         if self._pending_rows >= MAX_PENDING_ROWS:
             self.process()
 
@@ -206,10 +243,22 @@ class DriftMonitor:
 
     @staticmethod
     def _add(ref: ModelReference, items: list[Any], sources: Mapping[str, tuple[str, int]]) -> None:
+        weights = sorted({item[4] for item in items})
+        for weight in weights:
+            group = items if len(weights) == 1 else [i for i in items if i[4] == weight]
+            ref.add(DriftMonitor._columns(ref, group, sources), None, weight)
+        probas = [p for _, _, p, _, _ in items if p is not None]
+        ref.add({}, np.concatenate(probas, axis=0, dtype=np.float64) if probas else None)
+
+    @staticmethod
+    def _columns(
+        ref: ModelReference, items: list[Any], sources: Mapping[str, tuple[str, int]]
+    ) -> dict[str, np.ndarray | list[Any]]:
+        """Each feature's values in the requests of ``items``, in one column."""
         # Most requests carry one row: reading the scalar out of each [1, 1] array is
         # several times cheaper than concatenating thousands of tiny arrays.
-        ones = [f for _, f, _, rows in items if rows == 1]
-        many = [f for _, f, _, rows in items if rows != 1]
+        ones = [f for _, f, _, rows, _ in items if rows == 1]
+        many = [f for _, f, _, rows, _ in items if rows != 1]
         columns: dict[str, np.ndarray | list[Any]] = {}
         # packed inputs (``sources``: feature -> (input, column)): one [rows, k] matrix per
         # input for all the requests, then a column per feature
@@ -217,7 +266,7 @@ class DriftMonitor:
         for source, index in sources.values():
             if index >= 0 and source not in matrices:
                 try:
-                    matrices[source] = np.concatenate([f[source] for _, f, _, _ in items])
+                    matrices[source] = np.concatenate([f[source] for _, f, _, _, _ in items])
                 except KeyError:
                     matrices[source] = None
         for name, fb in ref.features.items():
@@ -241,9 +290,7 @@ class DriftMonitor:
                 columns[name] = scalars + batch.tolist()
             else:  # numbers stay in numpy
                 columns[name] = np.concatenate((np.asarray(scalars, np.float64), batch), None)
-        probas = [p for _, _, p, _ in items if p is not None]
-        proba = np.concatenate(probas, axis=0, dtype=np.float64) if probas else None
-        ref.add(columns, proba)
+        return columns
 
     def flush(self) -> None:
         """Bin pending requests and move the counts into the Prometheus counters."""

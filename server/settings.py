@@ -98,6 +98,13 @@ class ServeSettings(BaseSettings):
         description="Count inputs and scores per bucket of the manifest's reference statistics "
         "(drift metrics; needs the metrics port).",
     )
+    drift_sample_rows: int = Field(
+        32,
+        ge=0,
+        description="Drift counts the inputs of a request of at least twice this many rows "
+        "from a sample of about this many (every k-th row, each counted k times; 0 counts "
+        "every row).",
+    )
     metrics_flush_interval: float = Field(
         1.0,
         gt=0,

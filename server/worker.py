@@ -264,7 +264,9 @@ def _parts(settings: ServeSettings) -> _Parts:
     metrics = ServerMetrics() if ENV in os.environ else None
     registry = Registry()
     recorder = RequestRecorder(metrics, registry)
-    drift = DriftMonitor(enabled=settings.drift and metrics is not None)
+    drift = DriftMonitor(
+        enabled=settings.drift and metrics is not None, sample_rows=settings.drift_sample_rows
+    )
     health = GatewayAwareHealth()
     quality = WorkerQualityLoop(settings, metrics is not None, recorder.model_label)
     router = RolloutRouter.for_worker(settings, registry, metrics is not None)

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from pronto_contract import Manifest
-from server.drift import MAX_PENDING_ROWS, SCORE_FEATURE, DriftMonitor, FeatureBuckets, psi
+from server.drift import (
+    MAX_PENDING_ROWS,
+    SAMPLE_ROWS,
+    SCORE_FEATURE,
+    DriftMonitor,
+    FeatureBuckets,
+    psi,
+)
 
 MANIFEST: dict[str, Any] = {
     "signature": {
@@ -119,7 +126,7 @@ def test_large_batches_are_binned_in_bounded_chunks_with_the_same_counts() -> No
     xs = (rng.random(requests * rows) * 1.4 - 0.2).tolist()
     probas = rng.random((requests * rows, 1))
     probas = np.hstack([1 - probas, probas]).astype(np.float32)
-    mon = DriftMonitor(export=False)
+    mon = DriftMonitor(export=False, sample_rows=0)  # every row, to compare counts exactly
     h = handle()
     mon.register(h)
     held = []
@@ -137,6 +144,106 @@ def test_large_batches_are_binned_in_bounded_chunks_with_the_same_counts() -> No
     assert ref.counts["x"].tolist() == by_name["x"].count_plain(x32).tolist()
     assert ref.rows == requests * rows
     assert ref.positives == int(np.count_nonzero(probas[:, 1] > probas[:, 0]))
+
+
+def _batch(rng: np.random.Generator, rows: int) -> tuple[list[str], list[float], np.ndarray]:
+    colors = rng.choice(["red", "green", "blue", "teal"], rows, p=[0.5, 0.3, 0.15, 0.05])
+    xs = (rng.random(rows) * 1.4 - 0.2).tolist()
+    p = rng.random((rows, 1))
+    return colors.tolist(), xs, np.hstack([1 - p, p]).astype(np.float32)
+
+
+def _exact(colors: list[str], xs: list[float], probas: np.ndarray) -> dict[str, list[int]]:
+    """What counting every row gives."""
+    mon = DriftMonitor(export=False, sample_rows=0)
+    mon.observe(handle(), feeds(colors, xs), probas, len(colors))
+    mon.process()
+    return {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
+
+
+@pytest.mark.parametrize(("rows", "stride"), [(256, 8), (100, 3), (64, 2)])
+def test_a_large_request_keeps_a_sample_and_turns_its_offset_so_every_row_counts_alike(
+    rows: int, stride: int
+) -> None:
+    """Sent ``stride`` times, a request has each of its rows sampled exactly once, counted
+    ``stride`` times: the counts are those of every row of every copy."""
+    colors, xs, probas = _batch(np.random.default_rng(rows), rows)
+    mon = DriftMonitor(export=False)
+    h = handle()
+    request = feeds(colors, xs)
+    for _ in range(stride):
+        mon.observe(h, request, probas, rows)
+    kept = [len(f["color"]) for _, f, _, _, _ in mon._pending]
+    assert sum(kept) == rows and max(kept) <= rows // stride + 1 < rows
+    assert all(w == stride for *_, w in mon._pending)
+    # copies: the request's own arrays are not held until the flush
+    assert not any(np.shares_memory(f["color"], request["color"]) for _, f, *_ in mon._pending)
+    assert mon._pending_rows == rows
+    mon.process()
+    got = {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
+    exact = _exact(colors * stride, xs * stride, np.vstack([probas] * stride))
+    assert got == exact
+    ref = mon._models[("m", "1")]
+    assert ref.rows == stride * rows
+    assert ref.positives == stride * int(np.count_nonzero(probas[:, 1] > probas[:, 0]))
+
+
+def test_sampled_counts_estimate_the_rows_served() -> None:
+    """Many different 256-row requests: the sampled counts are multiples of the stride, add
+    up to the rows served, and give every bucket's share within a point; scores, rows and
+    positives are exact."""
+    rng = np.random.default_rng(7)
+    mon = DriftMonitor(export=False)
+    h = handle()
+    batches = [_batch(rng, 256) for _ in range(200)]
+    for colors, xs, probas in batches:
+        mon.observe(h, feeds(colors, xs), probas, 256)
+    assert mon._pending_rows == 200 * SAMPLE_ROWS
+    mon.process()
+    ref = mon._models[("m", "1")]
+    exact = _exact(
+        [c for b in batches for c in b[0]],
+        [x for b in batches for x in b[1]],
+        np.vstack([b[2] for b in batches]),
+    )
+    for name in ("color", "x"):
+        got = ref.counts[name]
+        assert got.sum() == 200 * 256 and not (got % 8).any(), name
+        shares = got / got.sum() - np.asarray(exact[name]) / sum(exact[name])
+        assert np.abs(shares).max() < 0.01, (name, got.tolist(), exact[name])
+        assert got.tolist() != exact[name]  # a sample, not every row
+    assert ref.counts[SCORE_FEATURE].tolist() == exact[SCORE_FEATURE]
+    assert ref.rows == 200 * 256
+
+
+def test_single_rows_and_sampled_batches_add_up_in_one_flush() -> None:
+    colors, xs, probas = _batch(np.random.default_rng(3), 64)
+    mon = DriftMonitor(export=False)
+    h = handle()
+    mon.observe(h, feeds(["teal"], [0.3]), probas[:1], 1)
+    mon.observe(h, feeds(colors, xs), probas, 64)
+    mon.observe(h, feeds(colors, xs), probas, 64)
+    mon.process()
+    got = {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
+    exact = _exact(
+        ["teal", *colors, *colors], [0.3, *xs, *xs], np.vstack([probas[:1], probas, probas])
+    )
+    assert got == exact
+
+
+def test_counting_every_row_and_requests_that_cannot_be_sampled_stay_exact() -> None:
+    colors, xs, probas = _batch(np.random.default_rng(5), 256)
+    every = DriftMonitor(export=False, sample_rows=0)
+    every.observe(handle(), feeds(colors, xs), probas, 256)
+    assert every._pending_rows == 256
+    every.process()
+    assert {k: v.tolist() for k, v in every._models[("m", "1")].counts.items()} == _exact(
+        colors, xs, probas
+    )
+    # an input whose rows do not match the request's: no sample, every row counted
+    odd = DriftMonitor(export=False)
+    odd.observe(handle(), feeds(colors, xs) | {"extra": np.zeros(3)}, probas, 256)
+    assert odd._pending_rows == 256 and odd._pending[0][4] == 1
 
 
 def test_shifted_feature_crosses_threshold_untouched_one_does_not() -> None:

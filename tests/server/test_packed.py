@@ -219,12 +219,15 @@ def test_the_packed_fast_path_equals_one_column_per_feature(
         np.testing.assert_array_equal(fast[PACKED_INPUT], expected)
 
 
-def test_drift_counts_packed_columns_like_per_column_inputs(core: InferenceCore) -> None:
+@pytest.mark.parametrize("sample_rows", [32, 8])  # 8: the 40-row batch is sampled
+def test_drift_counts_packed_columns_like_per_column_inputs(
+    core: InferenceCore, sample_rows: int
+) -> None:
     rows = _rows(core.model("wide"), 50)
     counts = {}
     for name in ("wide", "wide-plain"):
         handle = core.model(name)
-        monitor = DriftMonitor(export=False)
+        monitor = DriftMonitor(export=False, sample_rows=sample_rows)
         for start in (0, 1, 2, 10):  # single rows and batches take different paths
             batch = rows[start : start + (1 if start < 10 else 40)]
             feeds = columns_from_instances(handle.features, batch, handle.packed_features)
