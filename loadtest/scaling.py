@@ -2,7 +2,8 @@
 
     python -m loadtest.scaling --workers 1 2 4 8 12 --seconds 4 --rounds 2
 
-For each worker count N, Pronto (``pronto serve --workers N``, the default model) and the
+For each worker count N, Pronto (``pronto serve --workers N``, the default model, with a
+metrics port, so that metrics and drift are on as deployed) and the
 bare grpc.aio floor (``loadtest.compare.bare_server``, N processes on uvloop, as Pronto's
 workers run) are started pinned to the first N cores; h2load runs pinned to the cores
 left (at least one; with ``--colocate``, on the servers' cores), with ``4 N``
@@ -105,7 +106,7 @@ def _servers(repository: Path, model: str, workers: int) -> Iterator[dict[str, t
     pronto = [
         *PRONTO, "serve", "--model-repository", str(repository), "--models", model,
         "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
-        "--worker-base-port", str(port_block(workers)), "--metrics-port", "0",
+        "--worker-base-port", str(port_block(workers)), "--metrics-port", str(free_port()),
         "--log-level", "WARNING",
     ]  # fmt: skip
     with serving(floor, floor_port) as floor_pid, serving(pronto, port) as pronto_pid:
