@@ -243,12 +243,17 @@ class DriftMonitor:
 
     @staticmethod
     def _add(ref: ModelReference, items: list[Any], sources: Mapping[str, tuple[str, int]]) -> None:
-        weights = sorted({item[4] for item in items})
-        for weight in weights:
-            group = items if len(weights) == 1 else [i for i in items if i[4] == weight]
-            ref.add(DriftMonitor._columns(ref, group, sources), None, weight)
+        # every column is built before anything is counted, so that a request that fails
+        # here (and is then retried on its own) has not been counted in part
+        groups: dict[int, list[Any]] = {}
+        for item in items:  # by the weight of their rows: 1, or a sample's stride
+            groups.setdefault(item[4], []).append(item)
+        parts = [(DriftMonitor._columns(ref, group, sources), w) for w, group in groups.items()]
         probas = [p for _, _, p, _, _ in items if p is not None]
-        ref.add({}, np.concatenate(probas, axis=0, dtype=np.float64) if probas else None)
+        proba = np.concatenate(probas, axis=0, dtype=np.float64) if probas else None
+        for columns, weight in parts:
+            ref.add(columns, None, weight)
+        ref.add({}, proba)
 
     @staticmethod
     def _columns(

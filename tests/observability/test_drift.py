@@ -231,6 +231,24 @@ def test_single_rows_and_sampled_batches_add_up_in_one_flush() -> None:
     assert got == exact
 
 
+def test_a_bad_request_beside_a_sampled_one_costs_only_itself() -> None:
+    """The flush fails on the bad request and bins each request on its own: the sampled
+    one, already gathered, is counted once."""
+    colors, xs, probas = _batch(np.random.default_rng(4), 64)
+    mon = DriftMonitor(export=False)
+    h = handle()
+    mon.observe(h, feeds(colors, xs), probas, 64)
+    bad = {"color": np.array([["red", "blue"]], dtype=object), "x": np.array([[0.5, 0.6]])}
+    mon.observe(h, bad, None, 1)  # one row announced, two given
+    mon.process()
+    alone = DriftMonitor(export=False)
+    alone.observe(h, feeds(colors, xs), probas, 64)
+    alone.process()
+    got = {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
+    assert got == {k: v.tolist() for k, v in alone._models[("m", "1")].counts.items()}
+    assert sum(got["color"]) == 64
+
+
 def test_counting_every_row_and_requests_that_cannot_be_sampled_stay_exact() -> None:
     colors, xs, probas = _batch(np.random.default_rng(5), 256)
     every = DriftMonitor(export=False, sample_rows=0)
