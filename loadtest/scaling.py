@@ -2,18 +2,18 @@
 
     python -m loadtest.scaling --workers 1 2 4 8 12 --seconds 4 --rounds 2
 
-For each worker count N, Pronto (``pronto serve --workers N``, the default model, with a
-metrics port, so that metrics and drift are on as deployed) and the
-bare grpc.aio floor (``loadtest.compare.bare_server``, N processes on uvloop, as Pronto's
-workers run) are started pinned to the first N cores; h2load runs pinned to the cores
-left (at least one; with ``--colocate``, on the servers' cores), with ``4 N``
-connections of 8 streams each, on one thread per load core up to N. Both servers share
-one port across their processes (SO_REUSEPORT), and h2load talks to that port. Three
-arms take alternating rounds: the floor and Pronto with the single-row flight-delay
-body, and Pronto with the 256-row body (tritonclient's raw form; the first requests of
-the load data's ``oip.json`` and ``oip_b256.json``, as ``pronto bench compare`` sends
-them). Per arm and round: requests per second and the server's CPU µs per request (its
-process tree over the round).
+For each worker count N, Pronto (``pronto serve --workers N`` on the model repository,
+with a metrics port, so that metrics and drift are on as deployed) and the bare grpc.aio
+floor (``loadtest.compare.bare_server``, N processes on uvloop, as Pronto's workers run)
+are started as ``pronto bench compare`` starts them, pinned to the first N cores; h2load
+runs pinned to the cores left (at least one; with ``--colocate``, on the servers' cores),
+with ``4 N`` connections of 8 streams each, on one thread per load core up to N. Both
+servers share one port across their processes (SO_REUSEPORT), and h2load talks to that
+port. Three arms take alternating rounds: the floor and Pronto with the single-row
+flight-delay body, and Pronto with the 256-row body (tritonclient's raw form; the first
+requests of the load data's ``oip.json`` and ``oip_b256.json``, as ``pronto bench
+compare`` sends them). Per arm and round: requests per second and the server's CPU µs per
+request (its process tree over the round).
 
 The table gives, per N, the medians over rounds: requests/s of each arm, Pronto's ratio
 to the floor (median of per-round ratios), Pronto's requests/s per worker, 256-row rows/s,
@@ -35,10 +35,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from loadtest.compare.run import bare_floor
 from loadtest.h2load import raw_request_from_json, write_request
 from loadtest.runner import DATA_DIR, machine_description
-from loadtest.trace_cost import ROOT, alternating_rounds, serving
-from pronto_cli.procs import PRONTO, free_port, port_block
+from loadtest.stack import local_stack
+from loadtest.trace_cost import ROOT, alternating_rounds
 
 __all__ = ["ARMS", "load_shape", "main", "measure", "plan", "table"]
 
@@ -98,22 +99,14 @@ def _tree_affinity(pids: list[int]) -> list[int]:
 
 
 @contextmanager
-def _servers(repository: Path, model: str, workers: int) -> Iterator[dict[str, tuple[str, int]]]:
-    """The floor and Pronto with ``workers`` processes each: address and pid by name."""
-    floor_port, port = free_port(), free_port()
-    floor = [sys.executable, "-m", "loadtest.compare.bare_server", "--port", str(floor_port)]
-    floor += ["--workers", str(workers), "--event-loop", "uvloop"]
-    pronto = [
-        *PRONTO, "serve", "--model-repository", str(repository), "--models", model,
-        "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
-        "--worker-base-port", str(port_block(workers)), "--metrics-port", str(free_port()),
-        "--log-level", "WARNING",
-    ]  # fmt: skip
-    with serving(floor, floor_port) as floor_pid, serving(pronto, port) as pronto_pid:
-        yield {
-            "floor": (f"127.0.0.1:{floor_port}", floor_pid),
-            "pronto": (f"127.0.0.1:{port}", pronto_pid),
-        }
+def _servers(repository: Path, workers: int, log_dir: Path) -> Iterator[dict[str, tuple[str, int]]]:
+    """The floor and Pronto (as ``pronto bench compare`` starts them: metrics on, logs in
+    ``log_dir``) with ``workers`` processes each: address and pid by name."""
+    with (
+        bare_floor(workers, log_dir / "bare.log", "uvloop") as floor,
+        local_stack(repository, workers, False, log_dir) as pronto,
+    ):
+        yield {"floor": floor, "pronto": (pronto.grpc, pronto.server_pids[0])}
 
 
 def measure(
@@ -139,8 +132,10 @@ def measure(
             server_cpus, load_cpus = plan(cpus, n, colocate)
             shape = load_shape(n, len(load_cpus))
             with ExitStack() as stack:
+                logs = Path(tmp) / f"logs-{n}"
+                logs.mkdir()
                 with _pinned(server_cpus):
-                    servers = stack.enter_context(_servers(repository, model, n))
+                    servers = stack.enter_context(_servers(repository, n, logs))
                 ran_on = _tree_affinity([pid for _, pid in servers.values()])
                 arms = {
                     "floor": servers["floor"],
