@@ -51,6 +51,7 @@ from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
 
 __all__ = [
     "BASELINE",
+    "add_metrics_argument",
     "bench",
     "main",
     "measure",
@@ -174,9 +175,10 @@ def measure(servers: Servers, seconds: float, rounds: int, request: Any) -> dict
     return {"rps": rps, "cpu_us_per_request": cpu_us, "worker_rss_mib": rss_mib}
 
 
-def rss_table(rss_mib: dict[str, list[float]]) -> str:
-    """Markdown: each revision's worker resident memory as each round ended, and the most."""
-    lines = ["| revision | worker RSS MiB per round | most |", "| --- | --- | ---: |"]
+def rss_table(rss_mib: dict[str, list[float]], kind: str = "revision") -> str:
+    """Markdown: each revision's (``kind``'s) worker resident memory as each round ended,
+    and the most."""
+    lines = [f"| {kind} | worker RSS MiB per round | most |", "| --- | --- | ---: |"]
     for name, values in rss_mib.items():
         listed = ", ".join(f"{v:.0f}" for v in values)
         lines.append(f"| {name} | {listed} | {max(values):.0f} |")
@@ -292,6 +294,15 @@ def bench(results_dir: Path, repository: Path, model: str, baseline: str = BASEL
     return True
 
 
+def add_metrics_argument(parser: argparse.ArgumentParser) -> None:
+    """``--metrics``: the servers keep metrics and drift, as deployed."""
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve with a metrics port, so that metrics and drift are kept (off by default)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -301,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a git revision to serve (repeat; the first is the baseline; '.' = this tree)",
     )
     add_side_by_side_arguments(parser, seconds=2.0, rounds=6)
-    parser.add_argument(
-        "--metrics",
-        action="store_true",
-        help="serve with a metrics port, so that metrics and drift are kept (off by default)",
-    )
+    add_metrics_argument(parser)
     parser.add_argument(
         "--profile",
         type=int,
