@@ -1,6 +1,7 @@
 """CPU cost of drift bookkeeping for 256-row requests, in process: bucket counting by value
-(the plain rule) against the vectorised count the server uses, every row counted, and the
-server's default: large requests' inputs counted from a sample.
+(the plain rule) against the vectorised count the server uses, every row counted; a sample
+of every large request's rows; and the server's default: a sample of every 8th large
+request, the scores of the others.
 
     python -m loadtest.drift_cost [--rounds 7]
 
@@ -57,7 +58,7 @@ def requests(repo: Path) -> tuple[Any, list[dict[str, np.ndarray]], list[np.ndar
 
 def measure(repo: Path, rounds: int = 7) -> dict[str, float]:
     """µs of CPU per 256-row request: drift with each counting rule, and the model run."""
-    from server.drift import SAMPLE_ROWS, DriftMonitor
+    from server.drift import SAMPLE_REQUESTS, SAMPLE_ROWS, DriftMonitor
     from server.monitoring.buckets import FeatureBuckets
 
     handle, feeds, probas = requests(repo)
@@ -68,14 +69,22 @@ def measure(repo: Path, rounds: int = 7) -> dict[str, float]:
             monitor.observe(handle, f, p, len(p))
         monitor.process()
 
-    # name -> (counting rule, rows sampled per large request: 0 = every row)
+    # name -> (counting rule, rows sampled per large request: 0 = every row, and of the
+    # large requests, which give a sample: every n-th)
+    sample = f"drift, {SAMPLE_ROWS}-row sample"
     rules: dict[str, Any] = {
-        "drift, every row, plain count": (FeatureBuckets.count_plain, 0),
-        "drift, every row, vectorised count": (FeatureBuckets.count, 0),
-        f"drift, {SAMPLE_ROWS}-row sample (the default)": (FeatureBuckets.count, SAMPLE_ROWS),
+        "drift, every row, plain count": (FeatureBuckets.count_plain, 0, 1),
+        "drift, every row, vectorised count": (FeatureBuckets.count, 0, 1),
+        f"{sample} of every request": (FeatureBuckets.count, SAMPLE_ROWS, 1),
+        f"{sample} of every {SAMPLE_REQUESTS}th request, scores of the others (the default)": (
+            FeatureBuckets.count,
+            SAMPLE_ROWS,
+            SAMPLE_REQUESTS,
+        ),
     }
     monitors = {
-        name: DriftMonitor(export=False, sample_rows=sample) for name, (_, sample) in rules.items()
+        name: DriftMonitor(export=False, sample_rows=rows, sample_requests=every)
+        for name, (_, rows, every) in rules.items()
     }
     for monitor in monitors.values():
         monitor.register(handle)
@@ -83,7 +92,7 @@ def measure(repo: Path, rounds: int = 7) -> dict[str, float]:
     best = dict.fromkeys([*rules, "ONNX Runtime run"], float("inf"))
     try:
         for _ in range(rounds):
-            for name, (rule, _) in rules.items():
+            for name, (rule, _, _) in rules.items():
                 FeatureBuckets.count = rule  # type: ignore[method-assign]
                 run = partial(drift, monitors[name])
                 t = timeit.timeit(run, number=3, timer=time.process_time) / 3 / len(feeds)

@@ -6,10 +6,12 @@ flush in one vectorised pass per feature and moves the counts into Prometheus co
 Large batches are binned sooner, once :data:`MAX_PENDING_ROWS` rows wait.
 
 A request of many rows has its inputs counted from a sample (:data:`SAMPLE_ROWS`): every
-k-th row, from an offset that turns from one such request to the next, each sampled row
-counted k times. Every row has the same chance to be counted, so the bucket counts stay
-unbiased estimates of the rows served (exact for single rows and small batches), while a
-256-row request costs the binning of 32 rows. Scores are always counted in full.
+k-th row, from an offset that turns from one such request to the next. Only every m-th such
+request (:data:`SAMPLE_REQUESTS`) gives its sample; the others give their scores alone, and
+each sampled row is counted k x m times. Every row has the same chance to be counted, so the
+bucket counts stay unbiased estimates of the rows served (exact for single rows and small
+batches), while 256-row requests cost the binning of 32 rows in every m-th and, in the
+others, little more than keeping their scores. Scores are always counted in full.
 
 Each feature's reference distribution becomes a fixed set of buckets: one per training
 category plus ``__unseen__`` for categorical features; the ten training histogram bins plus
@@ -61,6 +63,10 @@ MAX_PENDING_ROWS = 16_384
 #: inputs of a request with at least twice this many rows are counted from a sample of
 #: ``rows // SAMPLE_ROWS``-th rows (``pronto serve --drift-sample-rows``; 0 counts every row)
 SAMPLE_ROWS = 32
+#: of the requests sampled that way, every this-many-th gives its sample, each row then
+#: counted ``k * SAMPLE_REQUESTS`` times; the others only their scores
+#: (``pronto serve --drift-sample-requests``; 1: every such request gives a sample)
+SAMPLE_REQUESTS = 8
 
 
 @dataclass
@@ -77,6 +83,8 @@ class ModelReference:
     reference_positive_rate: float | None = None
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     rows: int = 0
+    #: rows whose inputs were counted, each once whatever its weight (a PSI's support)
+    sampled: int = 0
     positives: int = 0
     #: scores per bucket of :data:`SCORE_BOUNDS` (Prometheus ``le`` semantics) and their sum
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BOUNDS) + 1, int))
@@ -130,11 +138,14 @@ class ModelReference:
     ) -> None:
         """Count input columns (each value ``weight`` times: a sampled row stands for that
         many) and the scores of ``proba``."""
+        counted = 0
         for name, fb in self.features.items():
             column = feeds.get(name)
             if column is not None:
                 values = column if isinstance(column, list) else column.reshape(-1)
                 self._count(fb, values, weight)
+                counted = max(counted, len(values))
+        self.sampled += counted
         if proba is not None and proba.ndim == 2 and len(proba):
             if self.positive_index is not None and self.score_of == "positive_class_probability":
                 scores = proba[:, self.positive_index]
@@ -162,37 +173,54 @@ class DriftMonitor:
     """Per-process drift accumulation for every loaded model version."""
 
     def __init__(
-        self, enabled: bool = True, export: bool = True, sample_rows: int = SAMPLE_ROWS
+        self,
+        enabled: bool = True,
+        export: bool = True,
+        sample_rows: int = SAMPLE_ROWS,
+        sample_requests: int = SAMPLE_REQUESTS,
     ) -> None:
+        if sample_requests < 1:
+            raise ValueError(f"sample_requests must be at least 1, not {sample_requests}")
         self.enabled = enabled
         self._export = export
         self.sample_rows = sample_rows
+        self.sample_requests = sample_requests
         self._metrics: Any = None
         self._models: dict[tuple[str, str], ModelReference] = {}
-        #: (handle, inputs kept, probabilities, rows served, weight of each kept row)
+        #: (handle, inputs kept, probabilities, rows served, weight of each kept row; 0:
+        #: scores only)
         self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any, int, int]] = []
         self._pending_rows = 0
-        self._turn = 0  # the sampled rows' offset turns with each sampled request
+        self._turn = 0  # counts sampled requests: which give a sample, from which offset
 
     # -- hot path --------------------------------------------------------------
     def observe(
         self, handle: ModelHandle, feeds: Mapping[str, np.ndarray], proba: Any, rows: int
     ) -> None:
-        """Remember one served request's inputs (a sample of them for a large batch) and
-        scores; binning waits for the timer, or runs now once :data:`MAX_PENDING_ROWS` rows
-        wait."""
+        """Remember one served request's inputs (a sample of them for a large batch, or none
+        but its scores) and scores; binning waits for the timer, or runs now once
+        :data:`MAX_PENDING_ROWS` rows wait."""
         if not self.enabled:
             return
         stride = rows // self.sample_rows if self.sample_rows else 1
         kept = rows
-        if stride > 1 and all(
-            isinstance(a, np.ndarray) and a.ndim and len(a) == rows for a in feeds.values()
-        ):
-            start = self._turn % stride
+        if stride > 1:
+            turn, every = self._turn, self.sample_requests
             self._turn += 1
-            # copies, so the request's full arrays are not held until the flush
-            feeds = {name: a[start::stride].copy() for name, a in feeds.items()}
-            kept = len(range(start, rows, stride))
+            if turn % every:
+                # scores only; it counts the rows a sample would have, so that binning
+                # passes come as often and what waits for one stays as bounded
+                feeds, stride, kept = {}, 0, rows // stride
+            elif all(
+                isinstance(a, np.ndarray) and a.ndim and len(a) == rows for a in feeds.values()
+            ):
+                start = turn // every % stride
+                # copies, so the request's full arrays are not held until the flush
+                feeds = {name: a[start::stride].copy() for name, a in feeds.items()}
+                kept = len(range(start, rows, stride))
+                stride *= every
+            else:  # inputs that cannot be sampled row-wise: every row, for the skipped too
+                stride = every
         else:
             stride = 1
         self._pending.append((handle, feeds, proba, rows, stride))
@@ -246,9 +274,9 @@ class DriftMonitor:
         # every column is built before anything is counted, so that a request that fails
         # here (and is then retried on its own) has not been counted in part
         groups: dict[int, list[Any]] = {}
-        for item in items:  # by the weight of their rows: 1, or a sample's stride
+        for item in items:  # by the weight of their rows: 1, a sample's, or 0 (scores only)
             groups.setdefault(item[4], []).append(item)
-        parts = [(DriftMonitor._columns(ref, group, sources), w) for w, group in groups.items()]
+        parts = [(DriftMonitor._columns(ref, g, sources), w) for w, g in groups.items() if w]
         probas = [p for _, _, p, _, _ in items if p is not None]
         proba = np.concatenate(probas, axis=0, dtype=np.float64) if probas else None
         for columns, weight in parts:
@@ -304,7 +332,7 @@ class DriftMonitor:
             counts, ref.counts = ref.counts, {}
             if self._metrics is not None:
                 self._metrics.add(ref, counts)
-            ref.rows = ref.positives = 0
+            ref.rows = ref.positives = ref.sampled = 0
             ref.score_hist = np.zeros_like(ref.score_hist)
             ref.score_sum = 0.0
 

@@ -105,6 +105,14 @@ class ServeSettings(BaseSettings):
         "from a sample of about this many (every k-th row, each counted k times; 0 counts "
         "every row).",
     )
+    drift_sample_requests: int = Field(
+        8,
+        ge=1,
+        description="Of the requests whose inputs drift counts from a sample (see "
+        "--drift-sample-rows), every this-many-th gives its sample, each row then counted k "
+        "times this; the others give only their scores, which are always counted in full (1: "
+        "every such request gives a sample).",
+    )
     metrics_flush_interval: float = Field(
         1.0,
         gt=0,

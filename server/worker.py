@@ -265,7 +265,9 @@ def _parts(settings: ServeSettings) -> _Parts:
     registry = Registry()
     recorder = RequestRecorder(metrics, registry)
     drift = DriftMonitor(
-        enabled=settings.drift and metrics is not None, sample_rows=settings.drift_sample_rows
+        enabled=settings.drift and metrics is not None,
+        sample_rows=settings.drift_sample_rows,
+        sample_requests=settings.drift_sample_requests,
     )
     health = GatewayAwareHealth()
     quality = WorkerQualityLoop(settings, metrics is not None, recorder.model_label)

@@ -57,6 +57,14 @@ class DriftMetrics:
             buckets=SCORE_BOUNDS,
             registry=None,
         )
+        self.sampled = Counter(
+            "pronto_drift_sampled_rows",
+            "Rows whose inputs were counted into the drift buckets, each once whatever it "
+            "stands for there (large requests are sampled): the observations an input PSI "
+            "rests on.",
+            ["model", "version"],
+            registry=None,
+        )
         self.predictions = Counter(
             "pronto_predictions",
             "Rows scored (requests that returned probabilities).",
@@ -89,6 +97,7 @@ class DriftMetrics:
             elif fb.name in ref.features:
                 self.out_of_range.labels(m, v, fb.name)
         self.score.labels(m, v)
+        self.sampled.labels(m, v)
         self.predictions.labels(m, v)
         self.positive.labels(m, v)
         if ref.reference_positive_rate is not None:
@@ -109,6 +118,8 @@ class DriftMetrics:
                     self.unseen.labels(m, v, name).inc(int(arr[-1]))
             elif arr[0] or arr[-1]:
                 self.out_of_range.labels(m, v, name).inc(int(arr[0] + arr[-1]))
+        if ref.sampled:
+            self.sampled.labels(m, v).inc(ref.sampled)
         if ref.rows:
             self.predictions.labels(m, v).inc(ref.rows)
             if ref.positive_index is not None:

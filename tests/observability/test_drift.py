@@ -12,6 +12,7 @@ import pytest
 from pronto_contract import Manifest
 from server.drift import (
     MAX_PENDING_ROWS,
+    SAMPLE_REQUESTS,
     SAMPLE_ROWS,
     SCORE_FEATURE,
     DriftMonitor,
@@ -161,44 +162,55 @@ def _exact(colors: list[str], xs: list[float], probas: np.ndarray) -> dict[str, 
     return {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
 
 
+@pytest.mark.parametrize("every", [1, 3, SAMPLE_REQUESTS])
 @pytest.mark.parametrize(("rows", "stride"), [(256, 8), (100, 3), (64, 2)])
 def test_a_large_request_keeps_a_sample_and_turns_its_offset_so_every_row_counts_alike(
-    rows: int, stride: int
+    rows: int, stride: int, every: int
 ) -> None:
-    """Sent ``stride`` times, a request has each of its rows sampled exactly once, counted
-    ``stride`` times: the counts are those of every row of every copy."""
+    """Sent ``stride * every`` times, a request has each of its rows sampled exactly once,
+    counted ``stride * every`` times: the counts are those of every row of every copy. The
+    copies that give no sample give their scores."""
     colors, xs, probas = _batch(np.random.default_rng(rows), rows)
-    mon = DriftMonitor(export=False)
+    mon = DriftMonitor(export=False, sample_requests=every)
     h = handle()
     request = feeds(colors, xs)
-    for _ in range(stride):
+    copies = stride * every
+    for _ in range(copies):
         mon.observe(h, request, probas, rows)
-    kept = [len(f["color"]) for _, f, _, _, _ in mon._pending]
+    sampled = [(f, w) for _, f, _, _, w in mon._pending if w]
+    kept = [len(f["color"]) for f, _ in sampled]
+    assert len(sampled) == stride
     assert sum(kept) == rows and max(kept) <= rows // stride + 1 < rows
-    assert all(w == stride for *_, w in mon._pending)
+    assert all(w == stride * every for _, w in sampled)
+    assert all(not f for _, f, _, _, w in mon._pending if not w)  # scores only
+    assert [w > 0 for *_, w in mon._pending] == [i % every == 0 for i in range(copies)]
     # copies: the request's own arrays are not held until the flush
-    assert not any(np.shares_memory(f["color"], request["color"]) for _, f, *_ in mon._pending)
-    assert mon._pending_rows == rows
+    assert not any(np.shares_memory(f["color"], request["color"]) for f, _ in sampled)
+    # the requests that gave no sample count the rows a sample would have held, about
+    assert rows * every - copies < mon._pending_rows <= rows * every
     mon.process()
     got = {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
-    exact = _exact(colors * stride, xs * stride, np.vstack([probas] * stride))
+    exact = _exact(colors * copies, xs * copies, np.vstack([probas] * copies))
     assert got == exact
     ref = mon._models[("m", "1")]
-    assert ref.rows == stride * rows
-    assert ref.positives == stride * int(np.count_nonzero(probas[:, 1] > probas[:, 0]))
+    assert ref.rows == copies * rows
+    assert ref.sampled == rows  # observed: each row once
+    assert ref.positives == copies * int(np.count_nonzero(probas[:, 1] > probas[:, 0]))
 
 
 def test_sampled_counts_estimate_the_rows_served() -> None:
-    """Many different 256-row requests: the sampled counts are multiples of the stride, add
-    up to the rows served, and give every bucket's share within a point; scores, rows and
-    positives are exact."""
+    """Many different 256-row requests: the sampled counts are multiples of the weight of a
+    sampled row, add up to the rows served, and give every bucket's share within a point;
+    scores, rows and positives are exact."""
     rng = np.random.default_rng(7)
     mon = DriftMonitor(export=False)
     h = handle()
-    batches = [_batch(rng, 256) for _ in range(200)]
+    n = 200 * SAMPLE_REQUESTS  # 200 samples of 32 rows observed
+    batches = [_batch(rng, 256) for _ in range(n)]
     for colors, xs, probas in batches:
         mon.observe(h, feeds(colors, xs), probas, 256)
-    assert mon._pending_rows == 200 * SAMPLE_ROWS
+    # a pass ran on the way; what waits is what came after it
+    assert mon._pending_rows == n * SAMPLE_ROWS % MAX_PENDING_ROWS
     mon.process()
     ref = mon._models[("m", "1")]
     exact = _exact(
@@ -208,12 +220,13 @@ def test_sampled_counts_estimate_the_rows_served() -> None:
     )
     for name in ("color", "x"):
         got = ref.counts[name]
-        assert got.sum() == 200 * 256 and not (got % 8).any(), name
+        assert got.sum() == n * 256 and not (got % (8 * SAMPLE_REQUESTS)).any(), name
         shares = got / got.sum() - np.asarray(exact[name]) / sum(exact[name])
         assert np.abs(shares).max() < 0.01, (name, got.tolist(), exact[name])
         assert got.tolist() != exact[name]  # a sample, not every row
     assert ref.counts[SCORE_FEATURE].tolist() == exact[SCORE_FEATURE]
-    assert ref.rows == 200 * 256
+    assert ref.rows == n * 256
+    assert ref.sampled == n // SAMPLE_REQUESTS * SAMPLE_ROWS  # each observed once
 
 
 def test_single_rows_and_sampled_batches_add_up_in_one_flush() -> None:
@@ -221,32 +234,36 @@ def test_single_rows_and_sampled_batches_add_up_in_one_flush() -> None:
     mon = DriftMonitor(export=False)
     h = handle()
     mon.observe(h, feeds(["teal"], [0.3]), probas[:1], 1)
-    mon.observe(h, feeds(colors, xs), probas, 64)
-    mon.observe(h, feeds(colors, xs), probas, 64)
+    copies = 2 * SAMPLE_REQUESTS  # a stride of 2: each row sampled once over these
+    for _ in range(copies):
+        mon.observe(h, feeds(colors, xs), probas, 64)
     mon.process()
     got = {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
     exact = _exact(
-        ["teal", *colors, *colors], [0.3, *xs, *xs], np.vstack([probas[:1], probas, probas])
+        ["teal", *colors * copies], [0.3, *xs * copies], np.vstack([probas[:1], *[probas] * copies])
     )
     assert got == exact
 
 
 def test_a_bad_request_beside_a_sampled_one_costs_only_itself() -> None:
     """The flush fails on the bad request and bins each request on its own: the sampled
-    one, already gathered, is counted once."""
+    one, already gathered, is counted once, and so are the scores of one that gave none."""
     colors, xs, probas = _batch(np.random.default_rng(4), 64)
     mon = DriftMonitor(export=False)
     h = handle()
     mon.observe(h, feeds(colors, xs), probas, 64)
+    mon.observe(h, feeds(colors, xs), probas, 64)  # scores only
     bad = {"color": np.array([["red", "blue"]], dtype=object), "x": np.array([[0.5, 0.6]])}
     mon.observe(h, bad, None, 1)  # one row announced, two given
     mon.process()
     alone = DriftMonitor(export=False)
     alone.observe(h, feeds(colors, xs), probas, 64)
+    alone.observe(h, feeds(colors, xs), probas, 64)
     alone.process()
     got = {k: v.tolist() for k, v in mon._models[("m", "1")].counts.items()}
     assert got == {k: v.tolist() for k, v in alone._models[("m", "1")].counts.items()}
-    assert sum(got["color"]) == 64
+    assert sum(got["color"]) == 64 * SAMPLE_REQUESTS
+    assert sum(got[SCORE_FEATURE]) == 2 * 64 == mon._models[("m", "1")].rows
 
 
 def test_counting_every_row_and_requests_that_cannot_be_sampled_stay_exact() -> None:
@@ -258,15 +275,25 @@ def test_counting_every_row_and_requests_that_cannot_be_sampled_stay_exact() -> 
     assert {k: v.tolist() for k, v in every._models[("m", "1")].counts.items()} == _exact(
         colors, xs, probas
     )
-    # an input whose rows do not match the request's: no sample, every row counted
+    # an input whose rows do not match the request's: no sample, every row counted, for
+    # itself and for the requests that give no sample until the next one that does
     odd = DriftMonitor(export=False)
-    odd.observe(handle(), feeds(colors, xs) | {"extra": np.zeros(3)}, probas, 256)
-    assert odd._pending_rows == 256 and odd._pending[0][4] == 1
+    for _ in range(SAMPLE_REQUESTS):
+        odd.observe(handle(), feeds(colors, xs) | {"extra": np.zeros(3)}, probas, 256)
+    assert odd._pending[0][4] == SAMPLE_REQUESTS and len(odd._pending[0][1]["color"]) == 256
+    assert all(not f for _, f, *_ in odd._pending[1:])
+    odd.process()
+    ref = odd._models[("m", "1")]
+    assert (
+        ref.counts["color"].tolist()
+        == (np.asarray(_exact(colors, xs, probas)["color"]) * SAMPLE_REQUESTS).tolist()
+    )
+    assert ref.sampled == 256 and ref.rows == 256 * SAMPLE_REQUESTS
 
 
 def test_shifted_feature_crosses_threshold_untouched_one_does_not() -> None:
     rng = np.random.default_rng(0)
-    mon = DriftMonitor(export=False)
+    mon = DriftMonitor(export=False, sample_rows=0)  # 4,000 rows: every one counted
     h = handle()
     colors = rng.choice(["red", "green", "blue"], 4000, p=[0.5, 0.3, 0.2]).tolist()
     xs = (rng.random(4000) * 0.5 + 0.6).tolist()  # shifted up, partly out of range
@@ -325,3 +352,8 @@ def test_disabled_monitor_keeps_nothing() -> None:
     mon = DriftMonitor(enabled=False, export=False)
     mon.observe(handle(), feeds(["red"], [0.5]), None, 1)
     assert not mon._pending
+
+
+def test_every_large_request_gives_a_sample_at_least_once_in_a_while() -> None:
+    with pytest.raises(ValueError, match="sample_requests"):
+        DriftMonitor(export=False, sample_requests=0)

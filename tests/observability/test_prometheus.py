@@ -210,6 +210,9 @@ def test_drifted_traffic_crosses_the_psi_threshold(stack: Stack, normal: SimpleN
     total = len(normal.rows) + DRIFT_ROWS
     mes = f'sum(pronto_drift_bucket_total{{model="{MODEL}",feature="MES"}})'
     assert wait_for(api, f"{mes} >= {total}", timeout=60), "drifted rows not scraped"
+    # batches of 50 rows are not sampled: every row counted is one observed
+    sampled = f'sum(pronto_drift_sampled_rows_total{{model="{MODEL}"}})'
+    assert wait_for(api, f"{sampled} == {mes} >= {total}", timeout=30), "observed rows"
     rows = f'pronto:drift_rows:increase1h{{model="{MODEL}",feature="MES"}}'
     # the PSI rule comes later in the same group: it has seen the same samples
     assert wait_for(api, f"{rows} >= {total - 0.5}", timeout=30), "rules lag behind"
