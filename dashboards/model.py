@@ -44,7 +44,7 @@ ROWS = [
                     "{{feature}} v{{version}}",
                 )
             ],
-            description="< 0.1 stable, 0.1-0.2 moderate, > 0.2 significant (alert after 30 min with at least 1000 rows).",
+            description="< 0.1 stable, 0.1-0.2 moderate, > 0.2 significant (alert after 30 min with at least 1000 rows observed).",
             thresholds=[("green", None), ("orange", 0.1), ("red", 0.2)],
             w=16,
             h=8,
@@ -59,6 +59,26 @@ ROWS = [
                 )
             ],
             thresholds=[("green", None), ("orange", 0.1), ("red", 0.2)],
+        ),
+    ),
+    Row(
+        "Rows behind the PSI",
+        timeseries_panel(
+            "Rows served and rows observed (1h)",
+            [
+                query(
+                    'sum by (version) (pronto:drift_rows:increase1h{model=~"$model", version=~"$version", feature="__score__"})',
+                    "served v{{version}}",
+                ),
+                query(
+                    'sum by (version) (pronto:drift_sampled_rows:increase1h{model=~"$model", version=~"$version"})',
+                    "inputs observed v{{version}}",
+                ),
+            ],
+            description="Scores are counted for every row; inputs of large requests from a sample (--drift-sample-rows, --drift-sample-requests). The input PSI rests on the rows observed; its alert waits for 1000 of them.",
+            unit="short",
+            w=24,
+            h=6,
         ),
     ),
     Row(
