@@ -191,7 +191,10 @@ class DriftMonitor:
         #: scores only)
         self._pending: list[tuple[ModelHandle, Mapping[str, np.ndarray], Any, int, int]] = []
         self._pending_rows = 0
-        self._turn = 0  # counts sampled requests: which give a sample, from which offset
+        #: per model version (by id), its sampled requests so far: which give a sample, and
+        #: from which offset (one count for all would let versions served in turn always
+        #: land on the same turns)
+        self._turns: dict[int, int] = {}
 
     # -- hot path --------------------------------------------------------------
     def observe(
@@ -205,8 +208,9 @@ class DriftMonitor:
         stride = rows // self.sample_rows if self.sample_rows else 1
         kept = rows
         if stride > 1:
-            turn, every = self._turn, self.sample_requests
-            self._turn += 1
+            every, key = self.sample_requests, id(handle)
+            turn = self._turns.get(key, 0)
+            self._turns[key] = turn + 1
             if turn % every:
                 # scores only; it counts the rows a sample would have, so that binning
                 # passes come as often and what waits for one stays as bounded

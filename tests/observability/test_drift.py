@@ -198,6 +198,25 @@ def test_a_large_request_keeps_a_sample_and_turns_its_offset_so_every_row_counts
     assert ref.positives == copies * int(np.count_nonzero(probas[:, 1] > probas[:, 0]))
 
 
+def test_versions_served_in_turn_each_have_every_row_sampled_once() -> None:
+    """Two model versions whose large requests alternate: each version's requests take
+    their own turns, so neither always lands on the turns that give no sample."""
+    colors, xs, probas = _batch(np.random.default_rng(9), 64)
+    mon = DriftMonitor(export=False)
+    one, two = handle(), handle()
+    two.version_str = "2"
+    copies = 2 * SAMPLE_REQUESTS  # a stride of 2
+    for _ in range(copies):
+        mon.observe(one, feeds(colors, xs), probas, 64)
+        mon.observe(two, feeds(colors, xs), probas, 64)
+    mon.process()
+    exact = _exact(colors * copies, xs * copies, np.vstack([probas] * copies))
+    for version in ("1", "2"):
+        ref = mon._models[("m", version)]
+        assert {k: v.tolist() for k, v in ref.counts.items()} == exact, version
+        assert ref.sampled == 64 and ref.rows == 64 * copies, version
+
+
 def test_sampled_counts_estimate_the_rows_served() -> None:
     """Many different 256-row requests: the sampled counts are multiples of the weight of a
     sampled row, add up to the rows served, and give every bucket's share within a point;
@@ -277,9 +296,9 @@ def test_counting_every_row_and_requests_that_cannot_be_sampled_stay_exact() -> 
     )
     # an input whose rows do not match the request's: no sample, every row counted, for
     # itself and for the requests that give no sample until the next one that does
-    odd = DriftMonitor(export=False)
+    odd, h = DriftMonitor(export=False), handle()
     for _ in range(SAMPLE_REQUESTS):
-        odd.observe(handle(), feeds(colors, xs) | {"extra": np.zeros(3)}, probas, 256)
+        odd.observe(h, feeds(colors, xs) | {"extra": np.zeros(3)}, probas, 256)
     assert odd._pending[0][4] == SAMPLE_REQUESTS and len(odd._pending[0][1]["color"]) == 256
     assert all(not f for _, f, *_ in odd._pending[1:])
     odd.process()
