@@ -6,8 +6,8 @@ flush in one vectorised pass per feature and moves the counts into Prometheus co
 Large batches are binned sooner, once :data:`MAX_PENDING_ROWS` rows wait.
 
 A request of many rows has its inputs counted from a sample (:data:`SAMPLE_ROWS`): every
-k-th row, from an offset that turns from one such request to the next. Only every m-th such
-request (:data:`SAMPLE_REQUESTS`) gives its sample; the others give their scores alone, and
+k-th row, from an offset that turns from one such request of a model version to its next.
+Only every m-th such request (:data:`SAMPLE_REQUESTS`) gives its sample; the others give their scores alone, and
 each sampled row is counted k x m times. Every row has the same chance to be counted, so the
 bucket counts stay unbiased estimates of the rows served (exact for single rows and small
 batches), while 256-row requests cost the binning of 32 rows in every m-th and, in the
