@@ -7,11 +7,12 @@ Large batches are binned sooner, once :data:`MAX_PENDING_ROWS` rows wait.
 
 A request of many rows has its inputs counted from a sample (:data:`SAMPLE_ROWS`): every
 k-th row, from an offset that turns from one such request of a model version to its next.
-Only every m-th such request (:data:`SAMPLE_REQUESTS`) gives its sample; the others give their scores alone, and
-each sampled row is counted k x m times. Every row has the same chance to be counted, so the
-bucket counts stay unbiased estimates of the rows served (exact for single rows and small
-batches), while 256-row requests cost the binning of 32 rows in every m-th and, in the
-others, little more than keeping their scores. Scores are always counted in full.
+Only every m-th such request (:data:`SAMPLE_REQUESTS`) gives its sample; the others give
+their scores alone, and each sampled row is counted k x m times. Every row has the same
+chance to be counted, so the bucket counts stay unbiased estimates of the rows served (exact
+for single rows and small batches), while 256-row requests cost the binning of 32 rows in
+every m-th and, in the others, little more than keeping their scores. Scores are always
+counted in full.
 
 Each feature's reference distribution becomes a fixed set of buckets: one per training
 category plus ``__unseen__`` for categorical features; the ten training histogram bins plus
