@@ -201,11 +201,13 @@ def test_sigterm_drains_in_flight_requests(fresh_server: Server) -> None:
         for ch in channels:
             ch.close()
     assert all(r.outputs[0].shape == [ROWS, SLOW_WIDTH] for r in ok)
-    # Every request a worker had accepted finished successfully; only requests that had not
-    # reached a worker before it stopped listening were refused, with UNAVAILABLE.
+    # Every request a worker's servicer had started finished successfully (the workers'
+    # own counts hold nothing but OK); the others were refused without being run: with
+    # UNAVAILABLE once the worker stopped listening, or with CANCELLED when gRPC's core had
+    # taken the stream but not yet handed it to the servicer as the server stopped.
     assert _handled(server.metrics_dir, "ModelInfer") == {"OK": float(len(ok))}
-    assert len(ok) >= 6
-    assert set(refused) <= {grpc.StatusCode.UNAVAILABLE}
+    assert len(ok) >= 6 and len(ok) + len(refused) == len(futures)
+    assert set(refused) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
 def test_broken_model_is_skipped(model_repo: Path, tmp_path: Path) -> None:
