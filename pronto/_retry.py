@@ -40,7 +40,9 @@ class RetryPolicy:
     max_backoff: float = 2.0
     multiplier: float = 2.0
     jitter: float = 0.2
-    retryable: frozenset[str] = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
+    #: CANCELLED from the server: a stopping worker resets the calls its gRPC core had
+    #: received but not started (a call cancelled on this side raises, unretried)
+    retryable: frozenset[str] = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"})
     on_retry: Callable[[RetryEvent], None] | None = None
 
     def delay(self, attempt: int, error: InferenceError) -> float | None:

@@ -23,8 +23,11 @@ __all__ = ["CHANNEL_OPTIONS", "RETRY_SERVICE_CONFIG", "PredictSettings", "predic
 
 #: gRPC service config for clients that call the workers' shared port directly: a call
 #: that meets a worker as it dies (UNAVAILABLE) is retried, and waits for a connection to
-#: a live worker instead of failing while the channel reconnects. Every call to the server
-#: is idempotent. Published in docs/reliability.md for clients in other languages.
+#: a live worker instead of failing while the channel reconnects. So is a call a stopping
+#: worker's gRPC core had received but not yet started when it stopped: the core resets
+#: such a stream, which the client sees as CANCELLED (a call the client cancels itself is
+#: never retried). Every call to the server is idempotent. Published in
+#: docs/reliability.md for clients in other languages.
 RETRY_SERVICE_CONFIG: dict[str, Any] = {
     "methodConfig": [
         {
@@ -38,7 +41,7 @@ RETRY_SERVICE_CONFIG: dict[str, Any] = {
                 "initialBackoff": "0.05s",
                 "maxBackoff": "1s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
             },
         }
     ],

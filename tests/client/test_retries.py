@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -20,6 +21,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 import pronto
+from pronto_cli.predict import CHANNEL_OPTIONS, RETRY_SERVICE_CONFIG
 from server.generated.pronto.v1 import prediction_pb2 as pv1
 from server.generated.pronto.v1 import prediction_pb2_grpc as pv1_grpc
 from tests.gateway.harness import Server, run_gateway, run_server
@@ -109,6 +111,47 @@ def test_retry_hint_is_honoured(
     assert result.model_version == "7"
     assert [(e.attempt, e.error.code, e.delay) for e in events] == [(1, "RESOURCE_EXHAUSTED", hint)]
     assert servicer.calls[1] - servicer.calls[0] >= hint
+
+
+class Reset(pv1_grpc.PredictionServiceServicer):
+    """Answers its first ``resets`` calls with CANCELLED and nothing else, as a stopping
+    worker's gRPC core answers the calls it had received but not started."""
+
+    def __init__(self, resets: int) -> None:
+        self.resets = resets
+        self.calls = 0
+
+    def Predict(
+        self, request: pv1.PredictRequest, context: grpc.ServicerContext
+    ) -> pv1.PredictResponse:
+        self.calls += 1
+        if self.calls <= self.resets:
+            context.abort(grpc.StatusCode.CANCELLED, "Server Shutdown")
+        return pv1.PredictResponse(model_name=request.name, model_version="7")
+
+
+@pytest.mark.parametrize("caller", ["pronto.Client", "published service config"])
+def test_a_call_a_stopping_server_resets_is_retried(
+    overloaded: tuple[str, list[Any]], caller: str
+) -> None:
+    address, current = overloaded
+    servicer = Reset(2)
+    current.append(servicer)
+    if caller == "pronto.Client":
+        with pronto.Client(address, retry=pronto.RetryPolicy(initial_backoff=0.001)) as client:
+            assert client.predict(MODEL, ROW).model_version == "7"
+    else:
+        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = pv1_grpc.PredictionServiceStub(channel)
+            reply = stub.Predict(pv1.PredictRequest(name=MODEL), timeout=10)
+            assert reply.model_version == "7"
+    assert servicer.calls == 3
+    # a policy without it lets the reset through
+    servicer.calls = 0
+    policy = pronto.RetryPolicy(retryable=frozenset({"UNAVAILABLE"}))
+    with pronto.Client(address, retry=policy) as c, pytest.raises(pronto.InferenceError) as caught:
+        c.predict(MODEL, ROW)
+    assert caught.value.code == "CANCELLED" and servicer.calls == 1
 
 
 def test_negative_pushback_stops_retries(overloaded: tuple[str, list[Overloaded]]) -> None:
@@ -246,3 +289,10 @@ def test_retry_on_a_killed_worker(repository: Path) -> None:
                 os.kill(supervisor.pid, signal.SIGCONT)
         assert events and events[0].error.code == "UNAVAILABLE"
         assert _listener(supervisor, server.base_port).pid != worker.pid
+
+
+def test_published_service_config_is_the_one_pronto_predict_applies() -> None:
+    """docs/reliability.md gives clients in other languages the same JSON."""
+    text = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text()
+    block = text.split("**Direct gRPC clients**", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == RETRY_SERVICE_CONFIG
