@@ -10,8 +10,9 @@
 #   docker build --target serve-baked -t pronto:baked .     # needs ./models
 #   docker build --target trainer -t pronto-trainer .
 #
-# Builder and runtime share one pinned slim base. Every dependency installs from wheels,
-# so no stage has a compiler; the runtime stages get only the finished virtualenv.
+# Builder and runtime share one pinned slim base. Every dependency installs from wheels;
+# the serving builder has a C compiler for the project's own small extension
+# (server/_textcodes.c), and the runtime stages get only the finished virtualenv.
 
 FROM python:3.11.14-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -30,6 +31,12 @@ RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
 # ---------------------------------------------------------------------------------------
 FROM base AS build-serve
 WORKDIR /src
+# The compiler for server/_textcodes.c, in this stage only. gcc is pinned; libc6-dev is
+# not, as it must match the libc6 of whatever the security archive holds on the build day.
+# hadolint ignore=DL3008
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends gcc=4:12.2.0-3 libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv "$VIRTUAL_ENV"
 COPY .ci/constraints.txt .ci/constraints.txt
 COPY pyproject.toml README.md ./
@@ -46,6 +53,7 @@ COPY gateway gateway
 # Then the project itself, built by the pinned setuptools of pyproject.toml; pip leaves the
 # environment afterwards: the runtime needs no installer.
 RUN pip install --no-deps --only-binary=:all: --no-binary=pronto-serving . \
+    && python -I -c 'import server._textcodes' \
     && pip check \
     && pip uninstall --yes pip \
     && pronto --help >/dev/null

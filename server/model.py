@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from pronto_contract import MANIFEST_FILE, MODEL_FILE, Manifest, ManifestError, read_manifest
 from server.datatypes import DATATYPES, ONNX_TO_DATATYPE, Datatype
+from server.textcodes import VOCABULARY, CodedSession, CodeTable, rewrite_categorical
 
 if TYPE_CHECKING:
     from server.batching import Batcher
@@ -162,7 +163,8 @@ class ModelHandle:
     name: str
     version: int
     path: Path
-    session: ort.InferenceSession
+    #: a :class:`~server.textcodes.CodedSession` when categorical inputs run as codes
+    session: ort.InferenceSession | CodedSession
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     features: tuple[FeatureSpec, ...]
@@ -278,7 +280,31 @@ def _features(
     return tuple(features)
 
 
-def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -> ModelHandle:
+def _session(
+    name: str, version: int, path: Path, options: ort.SessionOptions, category_codes: bool
+) -> ort.InferenceSession | CodedSession:
+    """The model's session; over the graph with categorical inputs taking integer codes
+    (:mod:`server.textcodes`) when ``category_codes`` and the graph allows it."""
+    providers = ["CPUExecutionProvider"]
+    rewritten = None
+    if category_codes and VOCABULARY is not None:
+        try:
+            rewritten = rewrite_categorical((path / MODEL_FILE).read_bytes())
+        except Exception as exc:  # not a graph we can read: ONNX Runtime says why below
+            log.debug("%s version %d: categorical inputs not rewritten (%r)", name, version, exc)
+    if rewritten is None:
+        file = str(path / MODEL_FILE)
+        return ort.InferenceSession(file, sess_options=options, providers=providers)
+    session = ort.InferenceSession(rewritten.model, sess_options=options, providers=providers)
+    tables = {n: CodeTable(n, c) for n, c in rewritten.categories.items()}
+    log.info("%s version %d: categorical inputs run as codes: %s",
+             name, version, ", ".join(tables))  # fmt: skip
+    return CodedSession(session, tables)
+
+
+def load_model(
+    name: str, version: int, path: Path, intra_op_threads: int = 1, category_codes: bool = True
+) -> ModelHandle:
     """Load ``path/model.onnx`` (and ``model.json`` when present), then warm it up.
 
     A ``model.json`` that does not validate raises
@@ -293,9 +319,7 @@ def load_model(name: str, version: int, path: Path, intra_op_threads: int = 1) -
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(
-        str(path / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = _session(name, version, path, options, category_codes)
     inputs = _tensor_specs(session.get_inputs())
     outputs = _tensor_specs(session.get_outputs())
     classes_raw = manifest.signature.classes

@@ -24,6 +24,7 @@ from server.datatypes import (
 )
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
+from server.textcodes import VOCABULARY, split_known
 
 __all__ = [
     "check_finite",
@@ -80,6 +81,10 @@ def decode_raw(name: str, dt: Datatype, raw: bytes, shape: tuple[int, ...], coun
         if dt.is_float:
             check_finite(name, data, None)
         return data
+    if count > 1:  # text and vocabulary slots in one native pass (one row: plain is cheaper)
+        known = split_known(raw, count, shape)
+        if known is not None:
+            return known
     try:
         return np.array(split_text_raw(raw, count), dtype=object).reshape(shape)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -129,11 +134,13 @@ class _Text(NamedTuple):
 
 
 def _split_texts(tensors: list[Tensor], texts: list[_Text]) -> None:
-    """Fill in the raw BYTES tensors of a request: two or more with enough elements between
-    them are split at once (:func:`frame_texts`); otherwise, or when that steps aside, each
-    goes its own way (where a lone large one is framed on its own)."""
+    """Fill in the raw BYTES tensors of a request: each on its own through the native
+    vocabulary when it is built (:func:`~server.textcodes.split_known`); otherwise two or
+    more with enough elements between them are split at once (:func:`frame_texts`), and
+    when that steps aside each goes its own way (where a lone large one is framed on its
+    own)."""
     framed = None
-    if len(texts) > 1 and sum(t.elements for t in texts) >= FRAMED_FROM:
+    if VOCABULARY is None and len(texts) > 1 and sum(t.elements for t in texts) >= FRAMED_FROM:
         framed = frame_texts([t.buffer for t in texts], [t.elements for t in texts])
     for k, text in enumerate(texts):
         if framed is None:

@@ -182,6 +182,11 @@ class ServeSettings(BaseSettings):
         ge=1,
         description="ONNX Runtime intra-op threads per session (parallelism comes from processes).",
     )
+    category_codes: bool = Field(
+        True,
+        description="Run a model's one-hot encoded string inputs as integer codes: the same "
+        "results without ONNX Runtime's string work (needs the native text extension).",
+    )
     log_level: str = Field("INFO", description="Log level of supervisor and workers.")
     capture_dir: Path | None = Field(
         None,

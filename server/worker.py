@@ -72,7 +72,7 @@ def _load(
     settings: ServeSettings, preloaded: Preloaded | None, name: str, version: int, path: Path
 ) -> ModelHandle:
     handle = cached_handle(preloaded, name, version, path) or load_model(
-        name, version, path, settings.intra_op_threads
+        name, version, path, settings.intra_op_threads, settings.category_codes
     )
     config = BatchingConfig.resolve(
         handle.manifest, settings.batching_max_batch_size, settings.batching_max_queue_delay_us
@@ -101,7 +101,9 @@ def preload_models(settings: ServeSettings, preloaded: Preloaded) -> bool:
                     stamp = _stamp(path)
                     preloaded[(name, version)] = (
                         stamp,
-                        load_model(name, version, path, settings.intra_op_threads),
+                        load_model(
+                            name, version, path, settings.intra_op_threads, settings.category_codes
+                        ),
                     )
                     changed = True
     for key in set(preloaded) - keep:
