@@ -60,8 +60,9 @@ class TextArray(np.ndarray):  # type: ignore[type-arg]
     """An object array of str that also carries each element's :data:`VOCABULARY` slot
     (the name's id + 1; 0 for a name not in the vocabulary).
 
-    ``slots`` belongs to the array as decoded; any view or result derived from it (a slice,
-    a concatenation) has ``slots`` None and is looked up again when a model needs codes.
+    ``slots`` belongs to the array as decoded, which is read-only so that they keep
+    describing it; any copy, view or result derived from it (a slice, a concatenation) has
+    ``slots`` None and is looked up again when a model needs codes.
     """
 
     slots: np.ndarray | None = None
@@ -79,6 +80,7 @@ def split_known(raw: bytes, count: int, shape: tuple[int, ...]) -> np.ndarray | 
         return None
     data = np.array(items, dtype=object).reshape(shape).view(TextArray)
     data.slots = slots
+    data.flags.writeable = False  # the slots must keep describing the elements
     return data
 
 

@@ -302,4 +302,5 @@ def test_split_known_shapes_and_steps_aside() -> None:
     data = split_known(raw, 4, (2, 2))
     assert data is not None and data.shape == (2, 2) and data.tolist() == [["N", "I"], ["zz", "N"]]
     assert data.slots is not None and data.slots[2] == 0 and data.slots[0] == data.slots[3] > 0
+    assert not data.flags.writeable  # an edit would leave the slots describing old text
     assert split_known(raw + b"\x00", 4, (4, 1)) is None
