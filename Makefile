@@ -17,7 +17,7 @@ HELM_K8S_MINOR     := 34
 HELM_LDFLAGS       := $(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
 ACTIONLINT_VERSION := v1.7.12
 FAKE_GCS_VERSION   := v1.56.1
-APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client
+APT_PACKAGES := prometheus prometheus-alertmanager wrk nghttp2-client gcc libc6-dev
 
 SETUP_STAMP := $(VENV)/.pronto-setup
 PYTEST_ARGS ?=
@@ -47,8 +47,10 @@ $(SETUP_STAMP): pyproject.toml .ci/constraints.txt server/_textcodes.c
 	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null
 	touch $@
 
-setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool), wrk, h2load (nghttp2-client)
+setup-apt: ## Debian packages: prometheus (promtool), prometheus-alertmanager (amtool), wrk, h2load (nghttp2-client), a C compiler
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \

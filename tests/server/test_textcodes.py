@@ -54,7 +54,9 @@ def _split(raw: bytes, count: int) -> tuple[list[str] | None, list[int]]:
 
 def test_the_native_vocabulary_is_built() -> None:
     # an install that lost its compiler would fall back silently: make that a failure here
-    assert VOCABULARY is not None
+    assert VOCABULARY is not None, (
+        "server/_textcodes.c was not built: make setup needs gcc and Python's headers"
+    )
 
 
 def test_vocabulary_numbers_each_name_once() -> None:
