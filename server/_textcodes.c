@@ -6,8 +6,7 @@
  * the bytes, per element) and gives each element's slot and a str: the vocabulary's own
  * object for a known name (a new reference, no allocation), a freshly decoded one for any
  * other. A slot is the name's id + 1, and 0 for a name not in the vocabulary, so that it
- * indexes a table with "unknown" first. ids() gives the slots of a sequence of str or
- * bytes. The
+ * indexes a table with "unknown" first. ids() gives the slots of a sequence of str. The
  * ids let a model whose categorical inputs were rewritten to integer codes run without
  * ONNX Runtime converting strings (server/textcodes.py).
  *
@@ -251,16 +250,13 @@ static PyObject *Vocabulary_ids(Vocabulary *v, PyObject *const *args, Py_ssize_t
         Py_ssize_t n;
         if (PyUnicode_Check(item)) {
             p = PyUnicode_AsUTF8AndSize(item, &n);
-            if (p == NULL) { /* lone surrogates: no UTF-8 form, so no category */
-                PyErr_Clear();
-                ids[i] = 0;
-                continue;
+            if (p == NULL) { /* lone surrogates: UnicodeEncodeError, as ONNX Runtime raises */
+                PyBuffer_Release(&idv);
+                Py_DECREF(seq);
+                return NULL;
             }
-        } else if (PyBytes_Check(item)) {
-            p = PyBytes_AS_STRING(item);
-            n = PyBytes_GET_SIZE(item);
         } else {
-            result = Py_False; /* not text: the caller decides */
+            result = Py_False; /* not str: the caller stringifies, as ONNX Runtime does */
             break;
         }
         ids[i] = (int64_t)find(v, p, n) + 1;
@@ -291,8 +287,8 @@ static PyMethodDef Vocabulary_methods[] = {
      "slots (writable int64) gets each element's id + 1, 0 for a name not in the "
      "vocabulary. None for a buffer not handled here."},
     {"ids", (PyCFunction)(void (*)(void))Vocabulary_ids, METH_FASTCALL,
-     "ids(items, slots) -> bool: the slot (id + 1, 0: unknown) of each str or bytes item; "
-     "False when an item is neither."},
+     "ids(items, slots) -> bool: the slot (id + 1, 0: unknown) of each str item; "
+     "False when an item is not a str."},
     {"word", (PyCFunction)Vocabulary_word, METH_O, "word(id) -> str"},
     {NULL, NULL, 0, NULL},
 };

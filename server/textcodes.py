@@ -96,26 +96,28 @@ class CodeTable:
         # clipped onto the last entry: neither can be one of these names
         self._codes = np.full(len(VOCABULARY) + 2, -1, np.int64)
         self._codes[np.asarray(ids, np.int64) + 1] = np.arange(len(ids), dtype=np.int64)
-        self._by_name: dict[str | bytes, int] = {}
-        for code, category in enumerate(self.categories):
-            self._by_name[category] = self._by_name[category.encode()] = code
+        self._by_name = {category: code for code, category in enumerate(self.categories)}
         # one row's codes, ready made (read-only: ONNX Runtime only reads its inputs);
         # the last is "unknown", at index -1
         self._cells = np.append(np.arange(len(ids), dtype=np.int64), -1).reshape(-1, 1, 1)
         self._cells.flags.writeable = False
 
     def codes(self, data: np.ndarray) -> np.ndarray:
-        """``data`` (text, any shape) as int64 codes of the same shape."""
+        """``data`` (any shape) as int64 codes of the same shape. An element that is not a
+        str counts as ``str(element)``, as ONNX Runtime reads it in a string tensor."""
         slots = data.slots if type(data) is TextArray else None
         if slots is None or slots.size != data.size:
             if data.shape == (1, 1):  # one row: a dict lookup beats any array work
                 item = data.item()
-                if not isinstance(item, str | bytes):
-                    raise ValueError(f"input '{self.name}' holds a value that is not text")
-                return self._cells[self._by_name.get(item, -1)]  # type: ignore[no-any-return]
-            slots = np.empty(data.size, np.int64)
-            if not VOCABULARY.ids(data.ravel().tolist(), slots):
-                raise ValueError(f"input '{self.name}' holds values that are not text")
+                text = item if isinstance(item, str) else str(item)
+                code = self._by_name.get(text, -1)
+                if code < 0:
+                    text.encode()  # lone surrogates raise here, as in ONNX Runtime
+                return self._cells[code]  # type: ignore[no-any-return]
+            items = data.ravel().tolist()
+            slots = np.empty(len(items), np.int64)
+            if not VOCABULARY.ids(items, slots):
+                VOCABULARY.ids([x if isinstance(x, str) else str(x) for x in items], slots)
         return self._codes.take(slots, mode="clip").reshape(data.shape)
 
 
