@@ -292,10 +292,14 @@ def _session(
             rewritten = rewrite_categorical((path / MODEL_FILE).read_bytes())
         except Exception as exc:  # not a graph we can read: ONNX Runtime says why below
             log.debug("%s version %d: categorical inputs not rewritten (%r)", name, version, exc)
+    file = str(path / MODEL_FILE)
     if rewritten is None:
-        file = str(path / MODEL_FILE)
         return ort.InferenceSession(file, sess_options=options, providers=providers)
-    session = ort.InferenceSession(rewritten.model, sess_options=options, providers=providers)
+    try:
+        session = ort.InferenceSession(rewritten.model, sess_options=options, providers=providers)
+    except Exception as exc:  # never a reason not to serve the model as it is
+        log.warning("%s version %d: categorical inputs stay text (%r)", name, version, exc)
+        return ort.InferenceSession(file, sess_options=options, providers=providers)
     tables = {n: CodeTable(n, c) for n, c in rewritten.categories.items()}
     log.info("%s version %d: categorical inputs run as codes: %s",
              name, version, ", ".join(tables))  # fmt: skip

@@ -23,6 +23,7 @@ from server.textcodes import (
     VOCABULARY,
     CodedSession,
     CodeTable,
+    RewrittenModel,
     TextArray,
     rewrite_categorical,
     split_known,
@@ -355,3 +356,15 @@ def test_split_known_shapes_and_steps_aside() -> None:
     assert data.slots is not None and data.slots[2] == 0 and data.slots[0] == data.slots[3] > 0
     assert not data.flags.writeable  # an edit would leave the slots describing old text
     assert split_known(raw + b"\x00", 4, (4, 1)) is None
+
+
+def test_a_rewrite_onnx_runtime_refuses_leaves_the_model_as_it_is(
+    model_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.model
+
+    broken = RewrittenModel(b"not a graph", {"OPERA": ("Avianca",)})
+    monkeypatch.setattr(server.model, "rewrite_categorical", lambda _: broken)
+    handle = load_model("flights", 1, model_repo / "flights" / "1")
+    assert isinstance(handle.session, ort.InferenceSession)
+    assert handle.run(handle.sample_feeds(2), handle.output_names)[0].shape[0] == 2
