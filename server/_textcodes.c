@@ -173,6 +173,10 @@ static PyObject *Vocabulary_split(Vocabulary *v, PyObject *const *args, Py_ssize
     Py_buffer raw, idv;
     if (PyObject_GetBuffer(args[0], &raw, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
+    if (count > raw.len / 4) { /* each element needs its 4-byte prefix: allocate nothing */
+        PyBuffer_Release(&raw);
+        Py_RETURN_NONE;
+    }
     if (id_buffer(args[2], &idv, count) < 0) {
         PyBuffer_Release(&raw);
         return NULL;

@@ -72,7 +72,9 @@ def split_known(raw: bytes, count: int, shape: tuple[int, ...]) -> np.ndarray | 
     """The ``count`` elements of a raw BYTES buffer as a :class:`TextArray` of ``shape``;
     None when the vocabulary is not built or the buffer is one it leaves to the plain
     decoder (malformed, or not UTF-8), which then raises its precise error."""
-    if VOCABULARY is None:
+    if VOCABULARY is None or count * 4 > len(raw):
+        # every element needs its 4-byte prefix: a shape the buffer cannot hold allocates
+        # nothing here, and the plain decoder says what is wrong
         return None
     slots = np.empty(count, np.int64)
     items = VOCABULARY.split(raw, count, slots)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from server.datatypes import decode_bytes_raw
+from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
 from server.model import ModelHandle, load_model
 from server.oip_codec import decode_infer_request
@@ -347,6 +348,32 @@ def test_values_that_are_not_str_count_as_onnx_runtime_reads_them(
     outputs = plain.output_names
     for a, b in zip(coded.run(feeds, outputs), plain.run(feeds, outputs), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_count_the_buffer_cannot_hold_allocates_nothing() -> None:
+    """A few bytes that claim millions of elements must not make the worker allocate for
+    them: refused before any list or id array is built."""
+    import tracemalloc
+
+    raw = _layout([b"N"])
+    tracemalloc.start()
+    try:
+        assert split_known(raw, 50_000_000, (50_000_000, 1)) is None
+        slots = np.empty(1, np.int64)
+        assert VOCABULARY.split(raw, 50_000_000, slots) is None  # the native check alone
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    with pytest.raises(InvalidInput, match="OPERA"):  # the plain decoder's error, as before
+        decode_infer_request(_huge_shape_request(raw), 1 << 30, 1 << 30)
+
+
+def _huge_shape_request(raw: bytes) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="flights")
+    request.inputs.add(name="OPERA", datatype="BYTES", shape=[50_000_000, 1])
+    request.raw_input_contents.append(raw)
+    return request
 
 
 def test_split_known_shapes_and_steps_aside() -> None:
