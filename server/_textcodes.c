@@ -50,6 +50,14 @@ static inline int32_t find(const Vocabulary *v, const char *p, Py_ssize_t n) {
     }
 }
 
+/* word s into the first free slot of its probe sequence */
+static inline void place(int32_t *table, size_t mask, const char *p, Py_ssize_t n, int32_t s) {
+    size_t h = (size_t)hash_bytes(p, n) & mask;
+    while (table[h] >= 0)
+        h = (h + 1) & mask;
+    table[h] = s;
+}
+
 static int rehash(Vocabulary *v, size_t slots) {
     int32_t *table = PyMem_Malloc(slots * sizeof(int32_t));
     if (table == NULL) {
@@ -58,12 +66,8 @@ static int rehash(Vocabulary *v, size_t slots) {
     }
     memset(table, 0xff, slots * sizeof(int32_t));
     size_t mask = slots - 1;
-    for (Py_ssize_t s = 0; s < v->size; s++) {
-        size_t h = (size_t)hash_bytes(v->texts[s], v->lengths[s]) & mask;
-        while (table[h] >= 0)
-            h = (h + 1) & mask;
-        table[h] = (int32_t)s;
-    }
+    for (Py_ssize_t s = 0; s < v->size; s++)
+        place(table, mask, v->texts[s], v->lengths[s], (int32_t)s);
     PyMem_Free(v->slots);
     v->slots = table;
     v->mask = mask;
@@ -140,10 +144,7 @@ static PyObject *Vocabulary_add(Vocabulary *v, PyObject *word) {
     v->texts[s] = p;
     v->lengths[s] = n;
     v->size = s + 1;
-    size_t h = (size_t)hash_bytes(p, n) & v->mask;
-    while (v->slots[h] >= 0)
-        h = (h + 1) & v->mask;
-    v->slots[h] = (int32_t)s;
+    place(v->slots, v->mask, p, n, (int32_t)s);
     return PyLong_FromSsize_t(s);
 }
 
