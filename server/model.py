@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLATFORM",
+    "DirectSession",
     "FeatureColumns",
     "FeatureSpec",
     "ModelHandle",
@@ -164,7 +165,7 @@ class ModelHandle:
     version: int
     path: Path
     #: a :class:`~server.textcodes.CodedSession` when categorical inputs run as codes
-    session: ort.InferenceSession | CodedSession
+    session: DirectSession | CodedSession
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     features: tuple[FeatureSpec, ...]
@@ -280,9 +281,39 @@ def _features(
     return tuple(features)
 
 
+class DirectSession:
+    """An ONNX Runtime session whose ``run`` calls the binding itself.
+
+    ``InferenceSession.run`` checks on every call that each required input is in the feed
+    (a Python loop over the graph's inputs), that no fed OrtValue belongs to another
+    session's device, and that no graph capture is on. The request path has already
+    checked the feeds against the model's specs (numpy arrays, one per input), and those
+    checks took about a quarter of a single-row run of the default model (2.3 of 9.3 µs;
+    1.1 of 4.1 µs for a 30-feature packed one). An input missing all the same still
+    fails, in ONNX Runtime itself.
+    """
+
+    __slots__ = ("_run", "session")
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        binding = getattr(session, "_sess", None)  # absent: keep the checked call
+        self._run = session.run if binding is None else binding.run
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[Any]:
+        # both take (output names, feeds, run options); no names means every output
+        return self._run(outputs or [o.name for o in self.session.get_outputs()], feeds, None)  # type: ignore[no-any-return]
+
+    def get_inputs(self) -> list[Any]:
+        return self.session.get_inputs()  # type: ignore[no-any-return]
+
+    def get_outputs(self) -> list[Any]:
+        return self.session.get_outputs()  # type: ignore[no-any-return]
+
+
 def _session(
     name: str, version: int, path: Path, options: ort.SessionOptions, category_codes: bool
-) -> ort.InferenceSession | CodedSession:
+) -> DirectSession | CodedSession:
     """The model's session; over the graph with categorical inputs taking integer codes
     (:mod:`server.textcodes`) when ``category_codes`` and the graph allows it."""
     providers = ["CPUExecutionProvider"]
@@ -294,16 +325,16 @@ def _session(
             log.debug("%s version %d: categorical inputs not rewritten (%r)", name, version, exc)
     file = str(path / MODEL_FILE)
     if rewritten is None:
-        return ort.InferenceSession(file, sess_options=options, providers=providers)
+        return DirectSession(ort.InferenceSession(file, sess_options=options, providers=providers))
     try:
         session = ort.InferenceSession(rewritten.model, sess_options=options, providers=providers)
     except Exception as exc:  # never a reason not to serve the model as it is
         log.warning("%s version %d: categorical inputs stay text (%r)", name, version, exc)
-        return ort.InferenceSession(file, sess_options=options, providers=providers)
+        return DirectSession(ort.InferenceSession(file, sess_options=options, providers=providers))
     tables = {n: CodeTable(n, c) for n, c in rewritten.categories.items()}
     log.info("%s version %d: categorical inputs run as codes: %s",
              name, version, ", ".join(tables))  # fmt: skip
-    return CodedSession(session, tables)
+    return CodedSession(DirectSession(session), tables)
 
 
 def load_model(

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from server.datatypes import decode_bytes_raw
 from server.errors import InvalidInput
 from server.generated.inference import grpc_service_pb2 as pb
-from server.model import ModelHandle, load_model
+from server.model import DirectSession, ModelHandle, load_model
 from server.oip_codec import decode_infer_request
 from server.textcodes import (
     VOCABULARY,
@@ -279,7 +279,8 @@ def handles(model_repo: Path) -> tuple[ModelHandle, ModelHandle]:
     coded = load_model("flights", 1, path)
     plain = load_model("flights", 1, path, category_codes=False)
     assert isinstance(coded.session, CodedSession)
-    assert isinstance(plain.session, ort.InferenceSession)
+    assert isinstance(plain.session, DirectSession)
+    assert isinstance(plain.session.session, ort.InferenceSession)
     return coded, plain
 
 
@@ -393,5 +394,5 @@ def test_a_rewrite_onnx_runtime_refuses_leaves_the_model_as_it_is(
     broken = RewrittenModel(b"not a graph", {"OPERA": ("Avianca",)})
     monkeypatch.setattr(server.model, "rewrite_categorical", lambda _: broken)
     handle = load_model("flights", 1, model_repo / "flights" / "1")
-    assert isinstance(handle.session, ort.InferenceSession)
+    assert isinstance(handle.session, DirectSession)
     assert handle.run(handle.sample_feeds(2), handle.output_names)[0].shape[0] == 2
