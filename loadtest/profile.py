@@ -12,7 +12,9 @@ Only samples that hold the GIL are kept: time in gRPC's Cython layer shows up un
 frame that dispatches the event loop's callbacks (asyncio's `Handle._run`; with uvloop, whose
 loop calls them from C, the `Runner.run` that started it), counted as one row
 :data:`EVENT_LOOP` so that tables of either loop compare; time in ONNX Runtime shows under
-`Session.run`.
+`Session.run` (the frame of ONNX Runtime's Python wrapper, or of the server's
+``DirectSession.run``, which calls the binding without it: one row, so that revisions
+compare).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ EVENT_LOOP = "event loop (gRPC's Cython layer)"
 #: sit right under the ``Runner.run`` of ``uvloop.run`` (under asyncio that frame has no
 #: time of its own: it only waits in ``run_until_complete``)
 _LOOP_FRAMES = frozenset({"Handle._run", "Runner.run"})
+#: the Python frame under which ONNX Runtime runs, by the name older revisions give it
+_RUN_FRAMES = {"DirectSession.run": "Session.run"}
 
 _CALLS = {
     "oip": "inference.GRPCInferenceService.ModelInfer",
@@ -69,7 +73,7 @@ def top_frames(collapsed: Path, limit: int = 15) -> tuple[list[tuple[str, int, i
         n = int(count)
         total += n
         frames = [f.split(" (")[0] for f in stack.split(";")]
-        frames = [EVENT_LOOP if f in _LOOP_FRAMES else f for f in frames]
+        frames = [EVENT_LOOP if f in _LOOP_FRAMES else _RUN_FRAMES.get(f, f) for f in frames]
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n

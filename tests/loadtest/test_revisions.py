@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.profile import EVENT_LOOP
+from loadtest.profile import EVENT_LOOP, top_frames
 from loadtest.revisions import (
     checkout,
     measure,
@@ -73,3 +73,22 @@ def test_each_revision_s_worker_is_profiled_under_load(tmp_path: Path) -> None:
         f"| frame | {first}: own % | {first}: incl. % | {second}: own % | {second}: incl. % |"
     )
     assert any(line.startswith(f"| `{EVENT_LOOP}` |") for line in lines[2:])
+
+
+def test_the_event_loop_and_onnx_runtime_frames_fold_into_one_row_each(tmp_path: Path) -> None:
+    """py-spy's collapsed stacks from either event loop, and from ONNX Runtime's wrapper or
+    the server's direct call, give the same rows, so that revisions compare."""
+    collapsed = tmp_path / "stacks.txt"
+    collapsed.write_text(
+        "Runner.run (uvloop);ModelInfer (server/servicers.py:140);"
+        "DirectSession.run (server/model.py:213) 30\n"
+        "Handle._run (asyncio/events.py:80);ModelInfer (server/servicers.py:140);"
+        "Session.run (onnxruntime_inference_collection.py:406) 10\n"
+        "Runner.run (uvloop) 60\n"
+    )
+    rows, total = top_frames(collapsed)
+    assert total == 100
+    assert {frame: (own, incl) for frame, own, incl in rows} == {
+        EVENT_LOOP: (60, 100),
+        "Session.run": (40, 40),
+    }
