@@ -133,7 +133,11 @@ def _wrk(cfg: ChaosConfig, address: str, connections: int, duration: float) -> W
     )
 
 
-def _ghz(address: str, concurrency: int, duration: float, rps: int | None) -> GhzRun:
+def _ghz(
+    address: str, concurrency: int, duration: float, rps: int | None, every_answer: bool = False
+) -> GhzRun:
+    """``every_answer``: latency percentiles of every answer, refusals too (ghz leaves
+    non-OK answers out of them unless told)."""
     return GhzRun(
         address=address,
         call=CALL,
@@ -142,6 +146,7 @@ def _ghz(address: str, concurrency: int, duration: float, rps: int | None) -> Gh
         connections=max(2, concurrency // 32),
         duration_s=duration,
         rps=rps,
+        extra=["--count-errors"] if every_answer else [],
     )
 
 
@@ -273,8 +278,8 @@ def overload_grpc(cfg: ChaosConfig) -> FaultResult:
     base_n, over_n = cfg.baseline_connections, cfg.overload_connections
     with _stack(cfg, "overload-grpc") as (servers, gateway):
         seconds = cfg.overload_duration_s
-        base_run = _ghz(gateway.address, base_n, seconds, None)
-        over_run = _ghz(gateway.address, over_n, seconds, None)
+        base_run = _ghz(gateway.address, base_n, seconds, None, every_answer=True)
+        over_run = _ghz(gateway.address, over_n, seconds, None, every_answer=True)
         base, base_cores = _measured(
             lambda: run_ghz(base_run, cfg.out, "base-grpc"), servers[0], gateway
         )

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.settings import GatewaySettings
 from loadtest.chaos import FAULTS, ChaosConfig, FaultResult
 from loadtest.chaos.__main__ import main
-from loadtest.chaos.crash_overload import kill_grpc, kill_rest, overload_rest
+from loadtest.chaos.crash_overload import kill_grpc, kill_rest, overload_grpc, overload_rest
 from loadtest.chaos.faults import hot_reload, rolling_restart, slow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -61,6 +62,22 @@ def test_overload_is_refused_not_queued(cfg: ChaosConfig) -> None:
         assert list(phase) == ["Envoy", "server", "wrk"], phase
         assert all(0 < cores <= 2 * (os.cpu_count() or 1) for cores in phase.values()), phase
     assert "cores at 16 -> 128 callers: Envoy " in result.detail, result.detail
+
+
+def test_grpc_overload_counts_the_refusals_in_its_latency(cfg: ChaosConfig) -> None:
+    """The p99 judged is of every answer: Envoy holds each refusal for the shed hold before
+    it answers RESOURCE_EXHAUSTED, so once refusals are more than 1 % of the answers the
+    p99 cannot be under the hold (ghz leaves refusals out of its percentiles unless told)."""
+    short = dataclasses.replace(
+        cfg, overload_duration_s=3.0, overload_connections=128, overload_p99_ms=1e9,
+        goodput_ratio=0.0,
+    )  # fmt: skip
+    result = overload_grpc(short)
+    assert result.verdict == "pass", result.detail
+    refused = result.errors.get("ResourceExhausted", 0)
+    assert refused == result.failed > 0, (result.errors, result.detail)
+    assert refused > 0.01 * result.sent, result
+    assert result.p99_ms >= GatewaySettings().shed_hold_ms, result
 
 
 def test_rolling_restart_loses_no_request(cfg: ChaosConfig) -> None:
