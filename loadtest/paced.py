@@ -33,8 +33,8 @@ import numpy as np
 
 from loadtest.ghz import find_tool
 from loadtest.h2load import INFER_PATH, check_request, raw_request_from_json, write_request
-from loadtest.runner import DATA_DIR, machine_description
-from loadtest.trace_cost import serving
+from loadtest.runner import machine_description
+from loadtest.trace_cost import add_side_by_side_arguments, serving
 from pronto_cli.procs import free_port
 
 __all__ = ["latencies_ms", "main", "measure", "paced_command", "summarize", "table"]
@@ -155,20 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Client-side latency at a paced rate (h2load), Pronto next to the bare "
         "grpc.aio floor."
     )
-    parser.add_argument("--model-repository", type=Path, default=Path("models"))
-    parser.add_argument("--model", default="flight-delay")
-    parser.add_argument(
-        "--request",
-        type=Path,
-        default=DATA_DIR / "oip.json",
-        help="ghz-style JSON requests; the first is sent (default: the load data's first "
-        "single-row flight-delay request)",
-    )
-    parser.add_argument("--workers", type=int, default=2, help="Processes of each server.")
-    parser.add_argument("--rate", type=float, default=1200, help="Requests a second in all.")
-    parser.add_argument("--seconds", type=float, default=15, help="Per round and server.")
-    parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds.")
-    parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
+    add_side_by_side_arguments(parser, seconds=15.0, rounds=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes of each server")
+    parser.add_argument("--rate", type=float, default=1200, help="requests a second in all")
     args = parser.parse_args(argv)
     request = json.loads(args.request.read_text())[0]
     with tempfile.TemporaryDirectory(prefix="paced-") as tmp, ExitStack() as stack:

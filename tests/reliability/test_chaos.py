@@ -38,6 +38,15 @@ def _check(result: FaultResult) -> None:
     assert result.failed == 0, (result.errors, result.detail)
 
 
+def _short_overload(cfg: ChaosConfig) -> ChaosConfig:
+    """3 s phases, 128 callers; the pass rules of the full run (p99, goodput) belong to an
+    idle machine: here only that the surplus is refused and nothing else fails."""
+    return dataclasses.replace(
+        cfg, overload_duration_s=3.0, overload_connections=128, overload_p99_ms=1e9,
+        goodput_ratio=0.0,
+    )  # fmt: skip
+
+
 def test_kill_9_under_rest_and_grpc_loses_no_request(cfg: ChaosConfig) -> None:
     short = dataclasses.replace(cfg, duration_s=5.0, kill_interval_s=2.0)
     for result in (kill_rest(short), kill_grpc(short)):
@@ -46,12 +55,7 @@ def test_kill_9_under_rest_and_grpc_loses_no_request(cfg: ChaosConfig) -> None:
 
 
 def test_overload_is_refused_not_queued(cfg: ChaosConfig) -> None:
-    # the pass rules of the full run (p99, goodput) belong to an idle machine: here only
-    # that the surplus is refused (429) and nothing else fails
-    short = dataclasses.replace(
-        cfg, overload_duration_s=3.0, overload_connections=128, overload_p99_ms=1e9,
-        goodput_ratio=0.0,
-    )  # fmt: skip
+    short = _short_overload(cfg)
     result = overload_rest(short)
     assert result.verdict == "pass", result.detail
     assert result.sent > result.succeeded > 0, result
@@ -68,10 +72,7 @@ def test_grpc_overload_counts_the_refusals_in_its_latency(cfg: ChaosConfig) -> N
     """The p99 judged is of every answer: Envoy holds each refusal for the shed hold before
     it answers RESOURCE_EXHAUSTED, so once refusals are more than 1 % of the answers the
     p99 cannot be under the hold (ghz leaves refusals out of its percentiles unless told)."""
-    short = dataclasses.replace(
-        cfg, overload_duration_s=3.0, overload_connections=128, overload_p99_ms=1e9,
-        goodput_ratio=0.0,
-    )  # fmt: skip
+    short = _short_overload(cfg)
     result = overload_grpc(short)
     assert result.verdict == "pass", result.detail
     refused = result.errors.get("ResourceExhausted", 0)
