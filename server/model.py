@@ -301,8 +301,8 @@ class DirectSession:
         self._run = session.run if binding is None else binding.run
 
     def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[Any]:
-        # both take (output names, feeds, run options); no names means every output
-        return self._run(outputs or [o.name for o in self.session.get_outputs()], feeds, None)  # type: ignore[no-any-return]
+        names = outputs or [o.name for o in self.session.get_outputs()]  # none: every output
+        return self._run(names, feeds, None)  # type: ignore[no-any-return]
 
     def get_inputs(self) -> list[Any]:
         return self.session.get_inputs()  # type: ignore[no-any-return]
