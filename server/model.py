@@ -316,25 +316,29 @@ def _session(
 ) -> DirectSession | CodedSession:
     """The model's session; over the graph with categorical inputs taking integer codes
     (:mod:`server.textcodes`) when ``category_codes`` and the graph allows it."""
-    providers = ["CPUExecutionProvider"]
+
+    def open_graph(graph: str | bytes) -> DirectSession:
+        return DirectSession(
+            ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+        )
+
     rewritten = None
     if category_codes and VOCABULARY is not None:
         try:
             rewritten = rewrite_categorical((path / MODEL_FILE).read_bytes())
         except Exception as exc:  # not a graph we can read: ONNX Runtime says why below
             log.debug("%s version %d: categorical inputs not rewritten (%r)", name, version, exc)
-    file = str(path / MODEL_FILE)
     if rewritten is None:
-        return DirectSession(ort.InferenceSession(file, sess_options=options, providers=providers))
+        return open_graph(str(path / MODEL_FILE))
     try:
-        session = ort.InferenceSession(rewritten.model, sess_options=options, providers=providers)
+        session = open_graph(rewritten.model)
     except Exception as exc:  # never a reason not to serve the model as it is
         log.warning("%s version %d: categorical inputs stay text (%r)", name, version, exc)
-        return DirectSession(ort.InferenceSession(file, sess_options=options, providers=providers))
+        return open_graph(str(path / MODEL_FILE))
     tables = {n: CodeTable(n, c) for n, c in rewritten.categories.items()}
     log.info("%s version %d: categorical inputs run as codes: %s",
              name, version, ", ".join(tables))  # fmt: skip
-    return CodedSession(DirectSession(session), tables)
+    return CodedSession(session, tables)
 
 
 def load_model(

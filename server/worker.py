@@ -68,11 +68,16 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _load_fresh(settings: ServeSettings, name: str, version: int, path: Path) -> ModelHandle:
+    """A model version loaded from disk with the serve settings that shape its session."""
+    return load_model(name, version, path, settings.intra_op_threads, settings.category_codes)
+
+
 def _load(
     settings: ServeSettings, preloaded: Preloaded | None, name: str, version: int, path: Path
 ) -> ModelHandle:
-    handle = cached_handle(preloaded, name, version, path) or load_model(
-        name, version, path, settings.intra_op_threads, settings.category_codes
+    handle = cached_handle(preloaded, name, version, path) or _load_fresh(
+        settings, name, version, path
     )
     config = BatchingConfig.resolve(
         handle.manifest, settings.batching_max_batch_size, settings.batching_max_queue_delay_us
@@ -101,9 +106,7 @@ def preload_models(settings: ServeSettings, preloaded: Preloaded) -> bool:
                     stamp = _stamp(path)
                     preloaded[(name, version)] = (
                         stamp,
-                        load_model(
-                            name, version, path, settings.intra_op_threads, settings.category_codes
-                        ),
+                        _load_fresh(settings, name, version, path),
                     )
                     changed = True
     for key in set(preloaded) - keep:
