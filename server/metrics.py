@@ -12,12 +12,13 @@ does, before forking workers).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ __all__ = [
     "RequestRecorder",
     "ServerMetrics",
     "mark_worker_dead",
+    "observe_all",
     "prepare_multiprocess_dir",
     "start_metrics_server",
 ]
@@ -237,9 +239,7 @@ class RequestRecorder:
         for key, n in counts.items():
             m.requests.labels(*key).inc(n)
         for lkey, values in latencies.items():
-            child = m.latency.labels(*lkey)
-            for v in values:
-                child.observe(v)
+            observe_all(m.latency.labels(*lkey), values)
         for reason, n in reasons.items():
             m.validation_errors.labels(reason).inc(n)
         for skey, n in shed.items():
@@ -258,6 +258,25 @@ class RequestRecorder:
             except Exception:
                 # keep flushing (and so keep the buffers bounded) even if one flush fails
                 log.exception("metrics flush failed")
+
+
+def observe_all(child: Any, values: Sequence[float]) -> None:
+    """``child.observe(v)`` for each of ``values``, with one write per bucket touched and
+    one to the sum instead of two per value: a multiprocess value's write takes a lock and
+    checks the pid (about 2 µs), so the flush of a worker's requests costs 0.2 µs each
+    instead of 2. Falls back to ``observe`` on a histogram without the buckets it knows."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for v in values:
+            child.observe(v)
+        return
+    child._raise_if_not_observable()
+    # observe() counts a value in the first bucket whose bound is at least the value
+    for index, n in Counter(bisect.bisect_left(bounds, v) for v in values).items():
+        buckets[index].inc(n)
+    total.inc(sum(values))
 
 
 def mark_worker_dead(pid: int) -> None:
