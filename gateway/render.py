@@ -198,6 +198,14 @@ def _routes(settings: GatewaySettings, services: list[str]) -> list[dict[str, An
 SHED_MESSAGE = "gateway overloaded: too many inference requests in flight; retry later"
 
 
+#: bucket bounds (ms) of Envoy's request-time histograms: 10 ms steps through the range of
+#: the shed hold and the latency targets, then Envoy's own coarse bounds out to its timeouts
+LATENCY_BUCKETS_MS = (
+    0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150, 200, 250, 500,
+    1000, 2500, 5000, 10000, 30000, 60000,
+)  # fmt: skip
+
+
 #: how long the admission filter counts a request it let through, answered or not: a
 #: stream the caller resets never reports its end, so this bounds what a reset costs
 ADMISSION_FORGET_MS = 1000
@@ -348,6 +356,7 @@ def build_context(settings: GatewaySettings, descriptor_path: str) -> dict[str, 
         "json_guard": guard.render(schema=lua_schema(source, services)),
         "otlp": _host_port(settings.otlp_endpoint) if settings.otlp_endpoint else None,
         "trace_sampling_per_million": round(settings.trace_sampling * 1_000_000),
+        "latency_buckets_ms": list(LATENCY_BUCKETS_MS),
     }
 
 

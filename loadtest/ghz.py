@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["GhzRun", "LoadResult", "children_cpu", "find_tool", "run_ghz", "write_ghz_html"]
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +41,8 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     #: CPU seconds the load generator's own process used (it shares the machine)
     client_cpu_s: float = 0.0
+    #: p50 and p99 per answer status, where the tool reports each answer (ghz's details)
+    latency_by_status_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +112,17 @@ def _percentiles(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _by_status(details: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """p50 and p99 (ms) of each status's answers, from ghz's per-call details."""
+    latencies: dict[str, list[float]] = {}
+    for call in details:
+        latencies.setdefault(str(call.get("status", "")), []).append(call["latency"] / 1e6)
+    return {
+        status: {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+        for status, values in sorted(latencies.items())
+    }
+
+
 def parse_ghz_report(report: dict[str, Any]) -> LoadResult:
     codes: dict[str, int] = dict(report.get("statusCodeDistribution") or {})
     ok = int(codes.get("OK", 0))
@@ -124,6 +139,7 @@ def parse_ghz_report(report: dict[str, Any]) -> LoadResult:
         rps=float(report.get("rps", 0.0)),
         latency_ms=_percentiles(report),
         error_kinds=kinds,
+        latency_by_status_ms=_by_status(report.get("details") or []),
     )
 
 
@@ -138,11 +154,11 @@ def run_ghz(run: GhzRun, out_dir: Path, name: str) -> LoadResult:
         raise RuntimeError(f"ghz failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     write_ghz_html(json_path, out_dir / f"{name}.ghz.html")
     report = json.loads(json_path.read_text())
-    # The per-request details make the JSON large and add nothing to the summary
-    # (the HTML report keeps them for its charts).
+    result = parse_ghz_report(report)
+    # The per-request details make the JSON large; what the summary takes from them (the
+    # percentiles per status) is in the result, and the HTML report keeps them for its charts.
     report.pop("details", None)
     json_path.write_text(json.dumps(report, indent=1))
-    result = parse_ghz_report(report)
     result.client_cpu_s = client_cpu
     return result
 

@@ -9,6 +9,9 @@
   p99 of all answers (successes and refusals) is within ``overload_p99_ms``, the goodput
   (successes per second) is at least ``goodput_ratio`` of the baseline rate, every
   failure is a refusal (429 / RESOURCE_EXHAUSTED) and the stack answers at once after.
+  The p99 is judged twice: as the load generator timed the answers, and as Envoy did (its
+  ``downstream_rq_time`` histogram, :mod:`loadtest.envoy_stats`), which leaves out the
+  time an answer waits for a load generator that shares the machine's cores.
   Each phase also records the cores that Envoy, the server and the load generator used
   on average: where the CPU of a shared machine went when goodput fell.
 """
@@ -23,12 +26,14 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadtest import envoy_stats
 from loadtest.chaos.faults import ChaosConfig, FaultResult, _result, _stack
 from loadtest.chaos.probe import recovery_seconds
 from loadtest.chaos.stack import Gateway, Instance
@@ -180,20 +185,31 @@ def kill_grpc(cfg: ChaosConfig) -> FaultResult:
     return _crash_result(name, load, detail)
 
 
-def _measured(
-    load: Callable[[], LoadResult], server: Instance, gateway: Gateway
-) -> tuple[LoadResult, dict[str, float]]:
+@dataclass
+class Phase:
+    """One load of an overload fault: what the load generator saw, the cores each party
+    used on average while it ran, and the request times Envoy itself recorded."""
+
+    load: LoadResult
+    cores: dict[str, float]
+    at_envoy: envoy_stats.Histogram
+
+
+def _measured(load: Callable[[], LoadResult], server: Instance, gateway: Gateway) -> Phase:
     """Run one load; with it, the cores that Envoy, the server and the load generator used
-    on average while it ran."""
+    on average, and Envoy's request times once its stats hold every answer of the load."""
     assert server.proc is not None and gateway.proc is not None
+    before = envoy_stats.read(gateway.admin)
     with ProcessSampler([gateway.proc.pid]) as envoy, ProcessSampler([server.proc.pid]) as served:
         result = load()
+    after = envoy_stats.settled(gateway.admin, before.count + result.count)
     seconds = result.duration_s or 1.0
-    return result, {
+    cores = {
         "Envoy": round(envoy.stats.cpu_seconds / seconds, 2),
         "server": round(served.stats.cpu_seconds / seconds, 2),
         result.tool: round(result.client_cpu_s / seconds, 2),
     }
+    return Phase(result, cores, after - before)
 
 
 def _cores_text(cores: dict[str, dict[str, float]]) -> str:
@@ -206,28 +222,52 @@ def _cores_text(cores: dict[str, dict[str, float]]) -> str:
     return f"cores at {' -> '.join(phases)} callers: {each}"
 
 
+def _at_envoy(phase: Phase) -> tuple[float | None, str]:
+    """Envoy's own p99 of a phase's answers, and how the detail column says it."""
+    histogram, answers = phase.at_envoy, phase.load.count
+    p99 = histogram.quantile(0.99)
+    if p99 is None:
+        return None, "Envoy recorded no request time"
+    text = f"p99 at Envoy {p99:.0f} ms (p50 {histogram.quantile(0.5) or 0:.1f})"
+    if histogram.count < answers:
+        text += f" of {histogram.count} of the {answers} answers"
+    return p99, text
+
+
 def _overload_verdict(
     name: str,
     cfg: ChaosConfig,
-    base: LoadResult,
-    over: LoadResult,
+    base: Phase,
+    over_phase: Phase,
     refused: int,
     after: float,
-    cores: dict[str, dict[str, float]],
 ) -> FaultResult:
+    over = over_phase.load
+    cores = {
+        str(cfg.baseline_connections): base.cores,
+        str(cfg.overload_connections): over_phase.cores,
+    }
     goodput = over.ok / over.duration_s if over.duration_s else 0.0
-    ratio = goodput / base.rps if base.rps else 0.0
+    ratio = goodput / base.load.rps if base.load.rps else 0.0
     p99 = over.latency_ms.get("p99", 0.0)
+    at_envoy, envoy_text = _at_envoy(over_phase)
     other = over.count - over.ok - refused
+    by_status = "".join(
+        f", {status} p99 {p['p99']:.0f} ms (p50 {p['p50']:.1f})"
+        for status, p in over.latency_by_status_ms.items()
+    )
     detail = (
-        f"baseline {base.rps:.0f}/s at {cfg.baseline_connections}; at "
+        f"baseline {base.load.rps:.0f}/s at {cfg.baseline_connections}; at "
         f"{cfg.overload_connections}: {refused} refused, goodput {goodput:.0f}/s "
-        f"({ratio:.0%} of baseline), p99 {p99:.0f} ms (p50 {over.latency_ms.get('p50', 0):.1f}); "
-        f"a request succeeds {after:.2f} s after; {_cores_text(cores)}"
+        f"({ratio:.0%} of baseline), p99 {p99:.0f} ms (p50 {over.latency_ms.get('p50', 0):.1f})"
+        f"{by_status}, {envoy_text}; a request succeeds {after:.2f} s after; "
+        f"{_cores_text(cores)}"
     )
     failures = []
     if p99 > cfg.overload_p99_ms:
         failures.append(f"p99 over {cfg.overload_p99_ms:g} ms")
+    if at_envoy is None or at_envoy > cfg.overload_p99_ms:
+        failures.append(f"p99 at Envoy over {cfg.overload_p99_ms:g} ms")
     if ratio < cfg.goodput_ratio:
         failures.append(f"goodput under {cfg.goodput_ratio:.0%}")
     if other:
@@ -248,6 +288,7 @@ def _overload_verdict(
         max_ms=round(over.latency_ms.get("max", 0.0), 2),
         zero_loss=False,
         cores=cores,
+        gateway_p99_ms=None if at_envoy is None else round(at_envoy, 2),
     )
 
 
@@ -259,17 +300,13 @@ def overload_rest(cfg: ChaosConfig) -> FaultResult:
         seconds = cfg.overload_duration_s
         base_run = _wrk(cfg, gateway.address, base_n, seconds)
         over_run = _wrk(cfg, gateway.address, over_n, seconds)
-        base, base_cores = _measured(
-            lambda: run_wrk(base_run, cfg.out, "base-rest"), servers[0], gateway
-        )
-        over, over_cores = _measured(
-            lambda: run_wrk(over_run, cfg.out, "overload-rest"), servers[0], gateway
-        )
+        base = _measured(lambda: run_wrk(base_run, cfg.out, "base-rest"), servers[0], gateway)
+        over = _measured(lambda: run_wrk(over_run, cfg.out, "overload-rest"), servers[0], gateway)
         after = recovery_seconds(gateway.address, limit=30.0)
-    refused = sum(n for status, n in over.statuses.items() if status in (429, 503))
-    over.errors -= over.error_kinds.get("status_errors", 0)
-    cores = {str(base_n): base_cores, str(over_n): over_cores}
-    return _overload_verdict(name, cfg, base, over, refused, after, cores)
+    statuses = over.load.statuses
+    refused = sum(n for status, n in statuses.items() if status in (429, 503))
+    over.load.errors -= over.load.error_kinds.get("status_errors", 0)
+    return _overload_verdict(name, cfg, base, over, refused, after)
 
 
 def overload_grpc(cfg: ChaosConfig) -> FaultResult:
@@ -280,13 +317,8 @@ def overload_grpc(cfg: ChaosConfig) -> FaultResult:
         seconds = cfg.overload_duration_s
         base_run = _ghz(gateway.address, base_n, seconds, None, every_answer=True)
         over_run = _ghz(gateway.address, over_n, seconds, None, every_answer=True)
-        base, base_cores = _measured(
-            lambda: run_ghz(base_run, cfg.out, "base-grpc"), servers[0], gateway
-        )
-        over, over_cores = _measured(
-            lambda: run_ghz(over_run, cfg.out, "overload-grpc"), servers[0], gateway
-        )
+        base = _measured(lambda: run_ghz(base_run, cfg.out, "base-grpc"), servers[0], gateway)
+        over = _measured(lambda: run_ghz(over_run, cfg.out, "overload-grpc"), servers[0], gateway)
         after = recovery_seconds(gateway.address, limit=30.0)
-    refused = int(over.error_kinds.get("ResourceExhausted", 0))
-    cores = {str(base_n): base_cores, str(over_n): over_cores}
-    return _overload_verdict(name, cfg, base, over, refused, after, cores)
+    refused = int(over.load.error_kinds.get("ResourceExhausted", 0))
+    return _overload_verdict(name, cfg, base, over, refused, after)

@@ -71,6 +71,8 @@ class FaultResult:
     zero_loss: bool = True
     #: overload faults: cores used on average by each party, per phase (callers -> party)
     cores: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: overload faults: p99 of the answers' times as Envoy recorded them (ms)
+    gateway_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.render import PACKAGED_DESCRIPTOR_SET
+from loadtest import envoy_stats
 from server.generated.inference import grpc_service_pb2 as oip
 from server.generated.inference import grpc_service_pb2_grpc as oip_grpc
 from server.generated.pronto.v1 import prediction_pb2, prediction_pb2_grpc
@@ -171,6 +172,25 @@ def test_prometheus_stats_are_published_and_admin_is_not(gateway: Gateway) -> No
         stats.close()
     admin = request(gateway, "GET", "/config_dump")
     assert admin.status == 404  # the API listener does not reach the admin interface either
+
+
+def test_request_times_are_recorded_in_10_ms_steps_up_to_100_ms(gateway: Gateway) -> None:
+    """Envoy takes the bucket settings, and the overload faults' reader finds every request
+    of the API listener in them once Envoy has flushed its stats."""
+    before = envoy_stats.read(gateway.admin_port)
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        for i in range(20):
+            body = {"instances": [instance(i)]}
+            reply = request(conn, "POST", f"/v1/models/{MODEL}:predict", body)
+            assert reply.status == 200, reply.body
+    finally:
+        conn.close()
+    delta = envoy_stats.settled(gateway.admin_port, before.count + 20) - before
+    assert delta.count >= 20
+    assert {50.0, 60.0, 70.0, 80.0, 90.0, 100.0} <= set(delta.bounds)
+    p99 = delta.quantile(0.99)
+    assert p99 is not None and 0 < p99 < 10_000
 
 
 def test_camel_case_json_names_are_accepted(gateway: Gateway) -> None:
