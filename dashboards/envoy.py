@@ -49,6 +49,22 @@ ROWS = [
                 )
             ],
         ),
+        timeseries_panel(
+            "Downstream latency p50 / p99 (caller to Envoy and back)",
+            [
+                query(
+                    'histogram_quantile(0.5, sum by (le) (rate(envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="api"}[$__rate_interval])))',
+                    "p50",
+                ),
+                query(
+                    'histogram_quantile(0.99, sum by (le) (rate(envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="api"}[$__rate_interval])))',
+                    "p99",
+                ),
+            ],
+            description="Every request on the API listener, from its first byte in to the last byte of its answer out: transcoding, retries, and the hold of a shed request (shed_hold_ms) included. Buckets of 10 ms up to 100 ms.",
+            unit="ms",
+            w=24,
+        ),
     ),
     Row(
         "Upstream (workers)",
