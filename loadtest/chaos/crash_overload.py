@@ -230,7 +230,7 @@ def _at_envoy(phase: Phase) -> tuple[float | None, str]:
         return None, "Envoy recorded no request time"
     text = f"p99 at Envoy {p99:.0f} ms (p50 {histogram.quantile(0.5) or 0:.1f})"
     if histogram.count < answers:
-        text += f" of {histogram.count} of the {answers} answers"
+        text += f" (Envoy had recorded {histogram.count} of the {answers} answers)"
     return p99, text
 
 
