@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.compare.run import bare_floor
 from loadtest.ghz import find_tool
 from loadtest.h2load import INFER_PATH, check_request, raw_request_from_json, write_request
 from loadtest.runner import machine_description
@@ -143,13 +144,6 @@ def _pronto(repository: Path, model: str, workers: int, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _floor(workers: int, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "loadtest.compare.bare_server",
-        "--port", str(port), "--workers", str(workers), "--event-loop", "uvloop",
-    ]  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Client-side latency at a paced rate (h2load), Pronto next to the bare "
@@ -162,16 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(args.request.read_text())[0]
     with tempfile.TemporaryDirectory(prefix="paced-") as tmp, ExitStack() as stack:
         body = write_request(raw_request_from_json(request), Path(tmp) / "request.bin")
-        arms: dict[str, str] = {}
-        for name in ("pronto", "floor"):
-            port = free_port()
-            if name == "pronto":
-                cmd = _pronto(args.model_repository, args.model, args.workers, port)
-            else:
-                cmd = _floor(args.workers, port)
-            stack.enter_context(serving(cmd, port))
-            arms[name] = f"127.0.0.1:{port}"
-            check_request(arms[name], body)  # an error is never counted as an answer
+        port = free_port()
+        stack.enter_context(
+            serving(_pronto(args.model_repository, args.model, args.workers, port), port)
+        )
+        floor, _ = stack.enter_context(bare_floor(args.workers, event_loop="uvloop"))
+        arms = {"pronto": f"127.0.0.1:{port}", "floor": floor}
+        for address in arms.values():
+            check_request(address, body)  # an error is never counted as an answer
         found = measure(arms, body, args.rate, args.seconds, args.rounds, Path(tmp))
     machine = ", ".join(f"{k}: {v}" for k, v in machine_description().items())
     print(f"{machine}; {args.rate:g} requests/s, {args.seconds:g} s a round")

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loadtest.compare.run import bare_floor
 from loadtest.h2load import INFER_PATH, raw_request_from_json, write_request
 from loadtest.paced import CONNECTIONS, latencies_ms, measure, paced_command, summarize, table
 from loadtest.runner import DATA_DIR
-from pronto_cli.procs import free_port, stop_process, wait_for_grpc_health
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_rate_is_shared_by_the_connections_and_every_request_is_logged(
@@ -53,17 +49,10 @@ def test_summary_percentiles_and_counts_over_the_bounds() -> None:
 
 @pytest.mark.integration
 def test_a_short_paced_run_against_the_floor(tmp_path: Path) -> None:
-    port = free_port()
-    cmd = [sys.executable, "-m", "loadtest.compare.bare_server", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--workers", "1"], cwd=ROOT)
-    try:
-        address = f"127.0.0.1:{port}"
-        wait_for_grpc_health(address, timeout=60, proc=proc)
+    with bare_floor(1) as (address, _):
         first = (DATA_DIR / "oip.json").read_text()
         body = write_request(raw_request_from_json(json.loads(first)[0]), tmp_path / "b.bin")
         found = measure({"floor": address}, body, 200, 1.0, 2, tmp_path)
-    finally:
-        stop_process(proc)
     assert len(found["floor"]) == 2
     for s in found["floor"]:
         # paced: at most the rate, and every request answered HTTP 200
