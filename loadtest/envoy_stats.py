@@ -12,12 +12,13 @@ flush (every 5 s by default): :func:`settled` waits until a phase's answers are 
 
 from __future__ import annotations
 
-import math
 import time
 import urllib.request
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.runner import histogram_quantile
 
 __all__ = ["Histogram", "parse", "read", "settled"]
 
@@ -46,22 +47,11 @@ class Histogram:
         return Histogram(self.bounds, diff)
 
     def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile, interpolated linearly inside its bucket as Prometheus's
-        ``histogram_quantile`` does; None without observations. A quantile in the last,
-        unbounded bucket is reported as the highest finite bound."""
+        """The ``q`` quantile as Prometheus's ``histogram_quantile`` gives it
+        (:func:`loadtest.runner.histogram_quantile`); None without observations."""
         if not 0.0 <= q <= 1.0:
             raise ValueError("q must be within [0, 1]")
-        if not self.count:
-            return None
-        rank = q * self.count
-        lower, below = 0.0, 0.0
-        for bound, cumulative in zip(self.bounds, self.cumulative, strict=True):
-            if cumulative >= rank and cumulative > below:
-                if math.isinf(bound):
-                    return lower
-                return lower + (bound - lower) * (rank - below) / (cumulative - below)
-            lower, below = bound, cumulative
-        return lower
+        return histogram_quantile(q, dict(zip(self.bounds, self.cumulative, strict=True)))
 
 
 def parse(text: str, prefix: str = API_PREFIX) -> Histogram:
