@@ -36,7 +36,7 @@ from loadtest.ghz import find_tool
 from loadtest.h2load import INFER_PATH, check_request, raw_request_from_json, write_request
 from loadtest.runner import machine_description
 from loadtest.trace_cost import add_side_by_side_arguments, serving
-from pronto_cli.procs import free_port
+from pronto_cli.procs import free_port, port_block
 
 __all__ = ["latencies_ms", "main", "measure", "paced_command", "summarize", "table"]
 
@@ -140,6 +140,7 @@ def _pronto(repository: Path, model: str, workers: int, port: int) -> list[str]:
         sys.executable, "-m", "pronto_cli", "serve",
         "--model-repository", str(repository), "--models", model,
         "--workers", str(workers), "--port", str(port),
+        "--worker-base-port", str(port_block(workers)),
         "--metrics-port", str(free_port()), "--log-level", "WARNING",
     ]  # fmt: skip
 

@@ -104,8 +104,8 @@ def _arm(name: str, repository: Path, model: str) -> Iterator[tuple[str, int]]:
     else:
         cmd = [sys.executable, "-m", "loadtest.stage_cost", "--serve", name, "--"]
         cmd += ["--model-repository", str(repository), "--models", model, "--workers", "1"]
-        cmd += ["--port", str(port), "--metrics-port", str(free_port())]
-        cmd += ["--log-level", "WARNING"]
+        cmd += ["--port", str(port), "--worker-base-port", str(free_port())]
+        cmd += ["--metrics-port", str(free_port()), "--log-level", "WARNING"]
     with serving(cmd, port) as pid:
         yield f"127.0.0.1:{port}", pid
 
