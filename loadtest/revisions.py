@@ -6,7 +6,8 @@
 Each revision is checked out (``git worktree add --detach``) into a temporary folder
 and served from there by this interpreter (its packages come first on ``PYTHONPATH``;
 third-party packages are this environment's, so the revisions compared must share their
-pins). ``.`` is the working tree as it is. Every server runs one worker; h2load sends the
+pins; each checkout's native extension is compiled in it). ``.`` is the working tree as it
+is. Every server runs one worker; h2load sends the
 same single-row ``ModelInfer`` bytes (tritonclient's raw form) to each, in rounds whose
 order alternates, and each round reads the server's CPU time (supervisor, template and
 worker) over the measured window. The table gives requests per second and server CPU
@@ -75,6 +76,28 @@ def _entry_point(tree: Path) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+#: builds a checkout's native extension in place, as its install would
+_BUILD_EXTENSION = """
+import numpy
+from setuptools import Distribution, Extension
+ext = Extension("server._textcodes", ["server/_textcodes.c"],
+                include_dirs=[numpy.get_include()], extra_compile_args=["-O2"])
+dist = Distribution({"ext_modules": [ext], "script_args": ["build_ext", "--inplace", "-q"]})
+dist.parse_command_line()
+dist.run_commands()
+"""
+
+
+def build_extension(tree: Path) -> None:
+    """Compile the revision's ``server/_textcodes.c`` into its checkout (a worktree has
+    sources only), so that every revision runs with its own native code, as installed."""
+    if (tree / "server" / "_textcodes.c").exists():
+        subprocess.run(
+            [sys.executable, "-c", _BUILD_EXTENSION], cwd=tree, check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
 @contextmanager
 def checkout(rev: str) -> Iterator[tuple[str, Path]]:
     """``(commit, tree)``: the revision in a temporary worktree; ``.`` is this tree."""
@@ -103,6 +126,7 @@ def checkout(rev: str) -> Iterator[tuple[str, Path]]:
             check=True,
         )
         try:
+            build_extension(tree)
             yield commit, tree
         finally:
             subprocess.run(
