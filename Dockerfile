@@ -39,7 +39,8 @@ RUN apt-get update -qq \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv "$VIRTUAL_ENV"
 COPY .ci/constraints.txt .ci/constraints.txt
-COPY pyproject.toml README.md ./
+# setup.py builds the extension against numpy's headers
+COPY pyproject.toml setup.py README.md ./
 # Dependencies first, listed from pyproject.toml alone: this layer is rebuilt only when the
 # pins change, not on every code change. Exact pins (pyproject + the full constraints file),
 # all as wheels.

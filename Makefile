@@ -36,7 +36,7 @@ help: ## list targets
 
 setup: $(SETUP_STAMP) ## install Python packages, Go tools (ghz, helm) and Debian packages
 
-$(SETUP_STAMP): pyproject.toml .ci/constraints.txt server/_textcodes.c
+$(SETUP_STAMP): pyproject.toml setup.py .ci/constraints.txt server/_textcodes.c
 	$(MAKE) setup-apt setup-go
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)

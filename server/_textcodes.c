@@ -12,11 +12,20 @@
  *
  * split() returns None for any buffer it does not handle (malformed, or an element that is
  * not valid UTF-8): the caller then takes the plain path, which raises the precise error.
+ *
+ * decode_infer() reads a ModelInfer request from its wire bytes in one pass, without a
+ * protobuf message or a Python call per tensor: the common form (tritonclient's raw
+ * contents, no parameters) becomes the decoded request's fields, each tensor a numpy array.
+ * Anything else, including every request the decoder would refuse, gives None, and the
+ * caller takes the plain path through the protobuf message (server/oip_codec.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
 
 typedef struct {
     PyObject_HEAD
@@ -314,13 +323,417 @@ static PyTypeObject VocabularyType = {
     .tp_new = Vocabulary_new,
 };
 
+/* ---- ModelInfer requests from their wire bytes ---------------------------------------- */
+
+enum { KIND_INT, KIND_FP32, KIND_FP64, KIND_BYTES };
+
+typedef struct {
+    const char *name;
+    int typenum;
+    int itemsize;
+    int kind;
+} WireType;
+
+/* the datatypes decoded here; BOOL and FP16 take the plain path */
+static const WireType WIRE_TYPES[] = {
+    {"UINT8", NPY_UINT8, 1, KIND_INT},   {"UINT16", NPY_UINT16, 2, KIND_INT},
+    {"UINT32", NPY_UINT32, 4, KIND_INT}, {"UINT64", NPY_UINT64, 8, KIND_INT},
+    {"INT8", NPY_INT8, 1, KIND_INT},     {"INT16", NPY_INT16, 2, KIND_INT},
+    {"INT32", NPY_INT32, 4, KIND_INT},   {"INT64", NPY_INT64, 8, KIND_INT},
+    {"FP32", NPY_FLOAT32, 4, KIND_FP32}, {"FP64", NPY_FLOAT64, 8, KIND_FP64},
+    {"BYTES", NPY_OBJECT, 0, KIND_BYTES},
+};
+#define N_WIRE_TYPES (sizeof(WIRE_TYPES) / sizeof(WIRE_TYPES[0]))
+#define MAX_TENSORS 256 /* more inputs or outputs: the plain path */
+#define MAX_DIMS 32
+
+/* set by configure(): the Python objects a decoded request is made of */
+static PyObject *tensor_type = NULL;     /* server.core.Tensor(name, datatype, data) */
+static PyObject *text_array_type = NULL; /* server.textcodes.TextArray */
+static PyObject *wire_datatypes[N_WIRE_TYPES]; /* server.datatypes.Datatype of each */
+static PyObject *slots_attr = NULL;      /* "slots" */
+
+typedef struct {
+    const uint8_t *p;
+    Py_ssize_t n;
+} Span;
+
+/* 0, or -1 for a varint that runs past the end or over ten bytes */
+static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+    const uint8_t *p = *pp;
+    uint64_t value = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (p >= end)
+            return -1;
+        uint8_t b = *p++;
+        value |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *pp = p;
+            *out = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* a length-delimited field's bytes; -1 when they run past the end */
+static inline int read_span(const uint8_t **pp, const uint8_t *end, Span *span) {
+    uint64_t n;
+    if (read_varint(pp, end, &n) < 0 || n > (uint64_t)(end - *pp))
+        return -1;
+    span->p = *pp;
+    span->n = (Py_ssize_t)n;
+    *pp += n;
+    return 0;
+}
+
+/* a proto3 string as str; NULL with no exception set when it is not valid UTF-8 */
+static PyObject *span_str(Span s) {
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)s.p, s.n, "strict");
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+        PyErr_Clear();
+    return text;
+}
+
+typedef struct {
+    Span name, datatype;
+    npy_intp dims[MAX_DIMS];
+    int ndim;
+} WireInput;
+
+/* 1: parsed; 0: not a form decoded here */
+static int parse_input(Span msg, WireInput *in) {
+    const uint8_t *p = msg.p, *end = msg.p + msg.n;
+    in->name.n = in->datatype.n = 0;
+    in->ndim = 0;
+    while (p < end) {
+        uint64_t key;
+        if (read_varint(&p, end, &key) < 0)
+            return 0;
+        uint64_t field = key >> 3, wire = key & 7;
+        if (field == 3 && wire == 0) { /* one shape value, unpacked */
+            uint64_t d;
+            if (read_varint(&p, end, &d) < 0 || in->ndim == MAX_DIMS ||
+                d > (uint64_t)NPY_MAX_INTP)
+                return 0; /* a negative dimension among them: the plain path says so */
+            in->dims[in->ndim++] = (npy_intp)d;
+            continue;
+        }
+        if (wire != 2)
+            return 0;
+        Span s;
+        if (read_span(&p, end, &s) < 0)
+            return 0;
+        if (field == 1) {
+            in->name = s;
+        } else if (field == 2) {
+            in->datatype = s;
+        } else if (field == 3) { /* packed shape */
+            const uint8_t *q = s.p, *qend = s.p + s.n;
+            while (q < qend) {
+                uint64_t d;
+                if (read_varint(&q, qend, &d) < 0 || in->ndim == MAX_DIMS ||
+                    d > (uint64_t)NPY_MAX_INTP)
+                    return 0;
+                in->dims[in->ndim++] = (npy_intp)d;
+            }
+        } else {
+            return 0; /* parameters or typed contents */
+        }
+    }
+    return 1;
+}
+
+/* the element count, or -1 when the shape is one the plain path refuses (or empty) */
+static Py_ssize_t element_count(const WireInput *in, Py_ssize_t max_elements,
+                                Py_ssize_t max_batch) {
+    if (in->ndim == 0 || in->dims[0] > max_batch)
+        return -1;
+    Py_ssize_t count = 1;
+    for (int k = 0; k < in->ndim; k++) {
+        npy_intp d = in->dims[k];
+        if (d <= 0 || d > max_elements)
+            return -1;
+        count *= d; /* both at most max_elements, which fits in 31 bits... */
+        if (count > max_elements)
+            return -1; /* ...and so does every product checked here */
+    }
+    return count;
+}
+
+/* one str for an element: the vocabulary's own object when known; its slot in *slot */
+static PyObject *element_str(Vocabulary *v, const uint8_t *p, Py_ssize_t n, int64_t *slot) {
+    int32_t s = find(v, (const char *)p, n);
+    *slot = (int64_t)s + 1;
+    if (s >= 0)
+        return Py_NewRef(v->words[s]);
+    return span_str((Span){p, n});
+}
+
+/* a raw BYTES tensor: a plain object array for one element, a TextArray with its slots for
+ * more (as server.textcodes.split_known gives); NULL and no exception: not handled */
+static PyObject *decode_text(Vocabulary *v, Span raw, const WireInput *in, Py_ssize_t count) {
+    if (count > raw.n / 4)
+        return NULL;
+    PyObject *slots = NULL;
+    int64_t one_slot;
+    int64_t *ids = &one_slot;
+    if (count > 1) {
+        npy_intp n = count;
+        slots = PyArray_SimpleNew(1, &n, NPY_INT64);
+        if (slots == NULL)
+            return NULL;
+        ids = PyArray_DATA((PyArrayObject *)slots);
+    }
+    PyTypeObject *type = count > 1 ? (PyTypeObject *)text_array_type : &PyArray_Type;
+    PyArray_Descr *descr = PyArray_DescrFromType(NPY_OBJECT);
+    PyObject *arr = PyArray_NewFromDescr(type, descr, in->ndim, (npy_intp *)in->dims, NULL,
+                                         NULL, 0, NULL); /* object items start as NULL */
+    if (arr == NULL) {
+        Py_XDECREF(slots);
+        return NULL;
+    }
+    PyObject **items = PyArray_DATA((PyArrayObject *)arr);
+    const uint8_t *buf = raw.p;
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (raw.n - pos < 4)
+            goto unhandled;
+        uint32_t n = (uint32_t)buf[pos] | (uint32_t)buf[pos + 1] << 8 |
+                     (uint32_t)buf[pos + 2] << 16 | (uint32_t)buf[pos + 3] << 24;
+        pos += 4;
+        if ((Py_ssize_t)n > raw.n - pos)
+            goto unhandled;
+        PyObject *item = element_str(v, buf + pos, (Py_ssize_t)n, &ids[i]);
+        if (item == NULL)
+            goto unhandled; /* not UTF-8, or out of memory: the exception says which */
+        items[i] = item;
+        pos += n;
+    }
+    if (pos != raw.n)
+        goto unhandled;
+    if (slots != NULL) {
+        if (PyObject_SetAttr(arr, slots_attr, slots) < 0)
+            goto unhandled;
+        Py_DECREF(slots);
+        PyArray_CLEARFLAGS((PyArrayObject *)arr, NPY_ARRAY_WRITEABLE);
+    }
+    return arr;
+unhandled:
+    Py_DECREF(arr); /* NULL items are skipped when the array is freed */
+    Py_XDECREF(slots);
+    return NULL;
+}
+
+static int all_finite(const WireType *t, const uint8_t *p, Py_ssize_t count) {
+    if (t->kind == KIND_FP32) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            float f;
+            memcpy(&f, p + 4 * i, 4);
+            if (!isfinite(f))
+                return 0;
+        }
+    } else if (t->kind == KIND_FP64) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            double f;
+            memcpy(&f, p + 8 * i, 8);
+            if (!isfinite(f))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* one input as a Tensor; NULL and no exception: not handled */
+static PyObject *decode_tensor(Vocabulary *v, Span msg, Span raw, Py_ssize_t max_elements,
+                               Py_ssize_t max_batch) {
+    WireInput in;
+    if (!parse_input(msg, &in))
+        return NULL;
+    const WireType *t = NULL;
+    Py_ssize_t type_index = 0;
+    for (; type_index < (Py_ssize_t)N_WIRE_TYPES; type_index++) {
+        const WireType *c = &WIRE_TYPES[type_index];
+        if ((size_t)in.datatype.n == strlen(c->name) &&
+            memcmp(in.datatype.p, c->name, (size_t)in.datatype.n) == 0) {
+            t = c;
+            break;
+        }
+    }
+    if (t == NULL)
+        return NULL;
+    Py_ssize_t count = element_count(&in, max_elements, max_batch);
+    if (count < 0)
+        return NULL;
+    PyObject *data;
+    if (t->kind == KIND_BYTES) {
+        data = decode_text(v, raw, &in, count);
+    } else {
+        if (raw.n != count * t->itemsize || !all_finite(t, raw.p, count))
+            return NULL;
+        data = PyArray_SimpleNew(in.ndim, in.dims, t->typenum);
+        if (data != NULL)
+            memcpy(PyArray_DATA((PyArrayObject *)data), raw.p, (size_t)raw.n);
+    }
+    if (data == NULL)
+        return NULL;
+    PyObject *name = span_str(in.name);
+    if (name == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyObject *args[3] = {name, wire_datatypes[type_index], data};
+    PyObject *tensor = PyObject_Vectorcall(tensor_type, args, 3, NULL);
+    Py_DECREF(name);
+    Py_DECREF(data);
+    return tensor;
+}
+
+/* the name of a requested output; NULL and no exception: not handled */
+static PyObject *output_name(Span msg) {
+    const uint8_t *p = msg.p, *end = msg.p + msg.n;
+    Span name = {p, 0};
+    while (p < end) {
+        uint64_t key;
+        Span s;
+        if (read_varint(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0)
+            return NULL;
+        if ((key >> 3) != 1)
+            return NULL; /* parameters */
+        name = s;
+    }
+    return span_str(name);
+}
+
+static PyObject *decode_infer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyObject_TypeCheck(args[0], &VocabularyType) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode_infer(vocabulary, data: bytes, max_elements, max_batch)");
+        return NULL;
+    }
+    if (tensor_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "decode_infer before configure");
+        return NULL;
+    }
+    Vocabulary *v = (Vocabulary *)args[0];
+    Py_ssize_t max_elements = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t max_batch = PyLong_AsSsize_t(args[3]);
+    if ((max_elements == -1 || max_batch == -1) && PyErr_Occurred())
+        return NULL;
+    if (max_elements > INT32_MAX)
+        max_elements = INT32_MAX; /* keeps element_count's products in range */
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(args[1]);
+    const uint8_t *end = p + PyBytes_GET_SIZE(args[1]);
+    Span strings[3] = {{p, 0}, {p, 0}, {p, 0}}; /* model_name, model_version, id */
+    Span inputs[MAX_TENSORS], outputs[MAX_TENSORS], raws[MAX_TENSORS];
+    Py_ssize_t n_inputs = 0, n_outputs = 0, n_raws = 0;
+    while (p < end) {
+        uint64_t key;
+        Span s;
+        if (read_varint(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0)
+            Py_RETURN_NONE;
+        switch (key >> 3) {
+        case 1: case 2: case 3:
+            strings[(key >> 3) - 1] = s;
+            break;
+        case 5:
+            if (n_inputs == MAX_TENSORS)
+                Py_RETURN_NONE;
+            inputs[n_inputs++] = s;
+            break;
+        case 6:
+            if (n_outputs == MAX_TENSORS)
+                Py_RETURN_NONE;
+            outputs[n_outputs++] = s;
+            break;
+        case 7:
+            if (n_raws == MAX_TENSORS)
+                Py_RETURN_NONE;
+            raws[n_raws++] = s;
+            break;
+        default: /* parameters, or a field this message does not have */
+            Py_RETURN_NONE;
+        }
+    }
+    if (n_inputs == 0 || n_raws != n_inputs)
+        Py_RETURN_NONE; /* typed contents, or a request the plain path refuses */
+    PyObject *result = NULL, *tensors = NULL, *names = NULL;
+    PyObject *text[3] = {NULL, NULL, NULL};
+    tensors = PyList_New(n_inputs);
+    names = PyList_New(n_outputs);
+    if (tensors == NULL || names == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n_inputs; i++) {
+        PyObject *tensor = decode_tensor(v, inputs[i], raws[i], max_elements, max_batch);
+        if (tensor == NULL)
+            goto done;
+        PyList_SET_ITEM(tensors, i, tensor);
+    }
+    for (Py_ssize_t i = 0; i < n_outputs; i++) {
+        PyObject *name = output_name(outputs[i]);
+        if (name == NULL)
+            goto done;
+        PyList_SET_ITEM(names, i, name);
+    }
+    for (int k = 0; k < 3; k++) {
+        text[k] = span_str(strings[k]);
+        if (text[k] == NULL)
+            goto done;
+    }
+    result = PyTuple_Pack(5, text[0], text[1], tensors, names, text[2]);
+done:
+    Py_XDECREF(tensors);
+    Py_XDECREF(names);
+    for (int k = 0; k < 3; k++)
+        Py_XDECREF(text[k]);
+    if (result == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return result;
+}
+
+static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyType_Check(args[1]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[1], &PyArray_Type) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure(tensor_type, text_array_type, datatypes: dict)");
+        return NULL;
+    }
+    PyObject *found[N_WIRE_TYPES];
+    for (size_t k = 0; k < N_WIRE_TYPES; k++) {
+        found[k] = PyDict_GetItemString(args[2], WIRE_TYPES[k].name); /* borrowed */
+        if (found[k] == NULL) {
+            PyErr_Format(PyExc_KeyError, "no datatype %s", WIRE_TYPES[k].name);
+            return NULL;
+        }
+    }
+    for (size_t k = 0; k < N_WIRE_TYPES; k++)
+        Py_XSETREF(wire_datatypes[k], Py_NewRef(found[k]));
+    Py_XSETREF(tensor_type, Py_NewRef(args[0]));
+    Py_XSETREF(text_array_type, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"decode_infer", (PyCFunction)(void (*)(void))decode_infer, METH_FASTCALL,
+     "decode_infer(vocabulary, data, max_elements, max_batch) -> tuple | None: "
+     "(model_name, model_version, tensors, output names, id) of a ModelInfer request in "
+     "raw form, read from its wire bytes; None for any request left to the plain path."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "configure(tensor_type, text_array_type, datatypes): what decode_infer builds."},
+    {NULL, NULL, 0, NULL},
+};
+
+
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_textcodes", "Category text without a Python object per element.",
-    -1, NULL,
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__textcodes(void) {
-    if (PyType_Ready(&VocabularyType) < 0)
+    import_array();
+    slots_attr = PyUnicode_InternFromString("slots");
+    if (slots_attr == NULL || PyType_Ready(&VocabularyType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

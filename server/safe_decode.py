@@ -60,17 +60,20 @@ def add_servicer(
     servicer: Any,
     server: Any,
     serializers: Mapping[str, Callable[[Any], bytes]] | None = None,
+    deserializers: Mapping[str, Callable[[bytes], Any]] | None = None,
 ) -> None:
     """``add_fn(servicer, server)`` with deserializers that never raise; ``serializers``
     replaces the response serializer of the methods it names (a reply that writes its own
-    wire bytes)."""
+    wire bytes), ``deserializers`` the request deserializer (a method that reads the wire
+    bytes itself: it must not raise either)."""
     capture = _Capture()
     add_fn(servicer, capture)
     serializers = serializers or {}
+    deserializers = deserializers or {}
     for name, handlers in capture.services.items():
         safe = {
             method: handler._replace(  # type: ignore[attr-defined]
-                request_deserializer=_safe(handler.request_deserializer),
+                request_deserializer=_safe(deserializers.get(method, handler.request_deserializer)),
                 response_serializer=serializers.get(method, handler.response_serializer),
             )
             for method, handler in handlers.items()

@@ -20,7 +20,7 @@ from server.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from server.generated.pronto.v1 import prediction_pb2 as ppb
 from server.generated.pronto.v1 import prediction_pb2_grpc as ppb_grpc
 from server.model import PLATFORM, ModelHandle, TensorSpec
-from server.oip_codec import decode_infer_request, encode_infer_response
+from server.oip_codec import InferWire, decode_infer, encode_infer_response
 from server.oip_json import HEADER_LENGTH, InferReply, metadata_json, parse_infer_body
 from server.predict_codec import predict_response
 from server.predict_json import HttpBodyReply, JsonReply, parse_predict_body
@@ -133,11 +133,11 @@ class InferenceServicer(_Servicer, pb_grpc.GRPCInferenceServiceServicer):
 
     @tracing.traced("ModelInfer")
     @rpc
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> Any:
+    async def ModelInfer(self, request: InferWire | pb.ModelInferRequest, context: Context) -> Any:
         metadata = context.invocation_metadata() or ()  # read once: queue stamp, trace context
         if tracing.ENABLED and tracing.recording():
             return await tracing.traced_infer(self, request, queued_at(metadata))
-        req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
+        req = decode_infer(request, self.max_elements, self.core.max_batch_size)
         if self.core.sink is not None and not tracing.ENABLED:
             tracing.note_traceparent(metadata)  # captured payloads carry the caller's trace
         return encode_infer_response(await self.core.infer(req, queued_at(metadata)))

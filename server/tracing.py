@@ -189,11 +189,11 @@ def traced(name: str) -> Callable[[F], F]:
 
 async def traced_infer(servicer: Any, request: Any, queued_at: float = 0.0) -> Any:
     """The body of ``ModelInfer`` with ``decode`` and ``encode`` spans."""
-    from server.oip_codec import decode_infer_request, encode_infer_response
+    from server.oip_codec import decode_infer, encode_infer_response
 
     tracer = _tracer()
     with tracer.start_as_current_span("decode"):
-        req = decode_infer_request(request, servicer.max_elements, servicer.core.max_batch_size)
+        req = decode_infer(request, servicer.max_elements, servicer.core.max_batch_size)
     response = await servicer.core.infer(req, queued_at)
     with tracer.start_as_current_span("encode"):
         return encode_infer_response(response)

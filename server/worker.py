@@ -36,7 +36,7 @@ from server.guard import AdmissionGuard
 from server.health import GatewayAwareHealth
 from server.metrics import ENV, RequestRecorder, ServerMetrics
 from server.model import ModelHandle, load_model
-from server.oip_codec import max_elements_for
+from server.oip_codec import InferWire, max_elements_for
 from server.predict_json import HttpBodyReply
 from server.quality_loop import FEEDBACK_SERVICE, WorkerQualityLoop
 from server.reflection import enable_reflection
@@ -223,6 +223,7 @@ def _grpc_server(
         pb_grpc.add_GRPCInferenceServiceServicer_to_server,
         InferenceServicer(core, recorder, max_elements, metadata),
         server,
+        deserializers={"ModelInfer": InferWire},  # read from the wire bytes (oip_codec)
     )
     add_servicer(
         ppb_grpc.add_PredictionServiceServicer_to_server,

@@ -542,6 +542,22 @@ def test_images_carry_no_load_test_data() -> None:
     assert sum(f.stat().st_size for f in files) < 2_000_000
 
 
+def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:
+    """A COPY whose source .dockerignore leaves out fails only at ``docker build``."""
+    sent = {f.relative_to(ROOT).as_posix() for f in _context_files()}
+    copied = []
+    for instructions in _dockerfile_stages().values():
+        for line in instructions:
+            words = line.split()
+            if words[0] == "COPY" and not any(w.startswith("--from") for w in words):
+                copied += [w for w in words[1:-1] if not w.startswith("--")]
+    assert {"setup.py", "pyproject.toml", "server"} <= set(copied)
+    # models/ is trained, not committed: serve-baked needs it there (see the Dockerfile)
+    missing = [c for c in copied if c != "models/" and c.rstrip("/") not in sent
+               and not any(f.startswith(c.rstrip("/") + "/") for f in sent)]  # fmt: skip
+    assert missing == []
+
+
 def test_docker_build_installs_dependencies_before_copying_code() -> None:
     """A code change must not invalidate the dependency layer."""
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
