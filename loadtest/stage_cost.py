@@ -65,7 +65,7 @@ def patch(stage: str) -> None:
         return
     from loadtest.compare.bare_server import constant_reply
     from server import servicers
-    from server.oip_codec import decode_infer_request
+    from server.oip_codec import decode_infer
     from server.status import rpc
 
     reply = constant_reply()
@@ -74,7 +74,7 @@ def patch(stage: str) -> None:
     @rpc
     async def ModelInfer(self: Any, request: Any, context: Any) -> Any:
         if upto >= STAGES.index("decode"):
-            req = decode_infer_request(request, self.max_elements, self.core.max_batch_size)
+            req = decode_infer(request, self.max_elements, self.core.max_batch_size)
             if upto >= STAGES.index("feeds"):
                 core = self.core
                 handle = core.registry.get(req.model_name, req.model_version)
@@ -130,9 +130,8 @@ def in_process(
     over ``rounds`` rounds of ``calls`` hot and ``calls / 8`` cold calls per stage."""
     from pronto_contract import latest_version, version_dir
     from server.core import InferenceCore
-    from server.generated.inference import grpc_service_pb2 as pb
     from server.model import load_model
-    from server.oip_codec import decode_infer_request, encode_infer_response
+    from server.oip_codec import InferWire, decode_infer, encode_infer_response
     from server.repository import Registry
 
     version = latest_version(repository, model)
@@ -145,13 +144,12 @@ def in_process(
     core.ready = True
     loop = asyncio.new_event_loop()
     data = raw_request_from_json(request).SerializeToString()
-    message = pb.ModelInferRequest.FromString(data)
-    decoded = decode_infer_request(message, 1 << 24, 1 << 20)
+    decoded = decode_infer(InferWire(data), 1 << 24, 1 << 20)
     feeds = core._feeds(handle, decoded)
     names = decoded.outputs or handle.output_names
     response = loop.run_until_complete(core.infer(decoded))
     stages: dict[str, Callable[[], object]] = {
-        "decode": lambda: decode_infer_request(message, 1 << 24, 1 << 20),
+        "decode": lambda: decode_infer(InferWire(data), 1 << 24, 1 << 20),  # as served
         "feeds": lambda: core._feeds(handle, decoded),
         "run": lambda: handle.run(feeds, names),
         "full": lambda: loop.run_until_complete(core.infer(decoded)),

@@ -112,9 +112,8 @@ def in_process_costs(repo: Path, bodies: dict[str, Path], rounds: int = 7) -> di
     import timeit
 
     from server.core import InferenceCore
-    from server.generated.inference import grpc_service_pb2 as pb
     from server.model import load_model
-    from server.oip_codec import decode_infer_request, encode_infer_response
+    from server.oip_codec import InferWire, decode_infer, encode_infer_response
     from server.repository import Registry
 
     handles = [load_model(name, 1, version_dir(repo, name, 1)) for name in MODELS]
@@ -127,12 +126,12 @@ def in_process_costs(repo: Path, bodies: dict[str, Path], rounds: int = 7) -> di
     for handle in handles:
         data = bodies[handle.name].read_bytes()[5:]
 
-        def path(data: bytes = data) -> bytes:
-            request = decode_infer_request(pb.ModelInferRequest.FromString(data), 1 << 24, 1 << 20)
+        def path(data: bytes = data) -> bytes:  # as served: from the wire bytes
+            request = decode_infer(InferWire(data), 1 << 24, 1 << 20)
             response = loop.run_until_complete(core.infer(request))
             return encode_infer_response(response).SerializeToString()  # type: ignore[no-any-return]
 
-        decoded = decode_infer_request(pb.ModelInferRequest.FromString(data), 1 << 24, 1 << 20)
+        decoded = decode_infer(InferWire(data), 1 << 24, 1 << 20)
         feeds = core._feeds(handle, decoded)
         cases[f"{handle.name} request path"] = path
         cases[f"{handle.name} ONNX Runtime"] = lambda h=handle, f=feeds: h.run(f, ["probabilities"])

@@ -14,8 +14,9 @@
  * not valid UTF-8): the caller then takes the plain path, which raises the precise error.
  *
  * decode_infer() reads a ModelInfer request from its wire bytes in one pass, without a
- * protobuf message or a Python call per tensor: the common form (tritonclient's raw
- * contents, no parameters) becomes the decoded request's fields, each tensor a numpy array.
+ * protobuf message or a Python call per tensor: the common forms (tritonclient's raw
+ * contents, or typed contents, with no parameters) become the decoded request's fields,
+ * each tensor a numpy array.
  * Anything else, including every request the decoder would refuse, gives None, and the
  * caller takes the plain path through the protobuf message (server/oip_codec.py).
  */
@@ -332,16 +333,24 @@ typedef struct {
     int typenum;
     int itemsize;
     int kind;
+    int field;  /* of InferTensorContents for typed contents */
+    int64_t lo; /* the range of an integer type's values */
+    uint64_t hi;
 } WireType;
 
 /* the datatypes decoded here; BOOL and FP16 take the plain path */
 static const WireType WIRE_TYPES[] = {
-    {"UINT8", NPY_UINT8, 1, KIND_INT},   {"UINT16", NPY_UINT16, 2, KIND_INT},
-    {"UINT32", NPY_UINT32, 4, KIND_INT}, {"UINT64", NPY_UINT64, 8, KIND_INT},
-    {"INT8", NPY_INT8, 1, KIND_INT},     {"INT16", NPY_INT16, 2, KIND_INT},
-    {"INT32", NPY_INT32, 4, KIND_INT},   {"INT64", NPY_INT64, 8, KIND_INT},
-    {"FP32", NPY_FLOAT32, 4, KIND_FP32}, {"FP64", NPY_FLOAT64, 8, KIND_FP64},
-    {"BYTES", NPY_OBJECT, 0, KIND_BYTES},
+    {"UINT8", NPY_UINT8, 1, KIND_INT, 4, 0, UINT8_MAX},
+    {"UINT16", NPY_UINT16, 2, KIND_INT, 4, 0, UINT16_MAX},
+    {"UINT32", NPY_UINT32, 4, KIND_INT, 4, 0, UINT32_MAX},
+    {"UINT64", NPY_UINT64, 8, KIND_INT, 5, 0, UINT64_MAX},
+    {"INT8", NPY_INT8, 1, KIND_INT, 2, INT8_MIN, INT8_MAX},
+    {"INT16", NPY_INT16, 2, KIND_INT, 2, INT16_MIN, INT16_MAX},
+    {"INT32", NPY_INT32, 4, KIND_INT, 2, INT32_MIN, INT32_MAX},
+    {"INT64", NPY_INT64, 8, KIND_INT, 3, INT64_MIN, INT64_MAX},
+    {"FP32", NPY_FLOAT32, 4, KIND_FP32, 6, 0, 0},
+    {"FP64", NPY_FLOAT64, 8, KIND_FP64, 7, 0, 0},
+    {"BYTES", NPY_OBJECT, 0, KIND_BYTES, 8, 0, 0},
 };
 #define N_WIRE_TYPES (sizeof(WIRE_TYPES) / sizeof(WIRE_TYPES[0]))
 #define MAX_TENSORS 256 /* more inputs or outputs: the plain path */
@@ -396,7 +405,8 @@ static PyObject *span_str(Span s) {
 }
 
 typedef struct {
-    Span name, datatype;
+    Span name, datatype, contents;
+    int has_contents;
     npy_intp dims[MAX_DIMS];
     int ndim;
 } WireInput;
@@ -405,7 +415,7 @@ typedef struct {
 static int parse_input(Span msg, WireInput *in) {
     const uint8_t *p = msg.p, *end = msg.p + msg.n;
     in->name.n = in->datatype.n = 0;
-    in->ndim = 0;
+    in->ndim = in->has_contents = 0;
     while (p < end) {
         uint64_t key;
         if (read_varint(&p, end, &key) < 0)
@@ -437,8 +447,11 @@ static int parse_input(Span msg, WireInput *in) {
                     return 0;
                 in->dims[in->ndim++] = (npy_intp)d;
             }
+        } else if (field == 5 && !in->has_contents) {
+            in->contents = s;
+            in->has_contents = 1;
         } else {
-            return 0; /* parameters or typed contents */
+            return 0; /* parameters, or contents sent in parts */
         }
     }
     return 1;
@@ -488,7 +501,7 @@ static PyObject *decode_text(Vocabulary *v, Span raw, const WireInput *in, Py_ss
     PyTypeObject *type = count > 1 ? (PyTypeObject *)text_array_type : &PyArray_Type;
     PyArray_Descr *descr = PyArray_DescrFromType(NPY_OBJECT);
     PyObject *arr = PyArray_NewFromDescr(type, descr, in->ndim, (npy_intp *)in->dims, NULL,
-                                         NULL, 0, NULL); /* object items start as NULL */
+                                         NULL, 0, NULL);
     if (arr == NULL) {
         Py_XDECREF(slots);
         return NULL;
@@ -507,7 +520,7 @@ static PyObject *decode_text(Vocabulary *v, Span raw, const WireInput *in, Py_ss
         PyObject *item = element_str(v, buf + pos, (Py_ssize_t)n, &ids[i]);
         if (item == NULL)
             goto unhandled; /* not UTF-8, or out of memory: the exception says which */
-        items[i] = item;
+        Py_XSETREF(items[i], item);
         pos += n;
     }
     if (pos != raw.n)
@@ -520,7 +533,7 @@ static PyObject *decode_text(Vocabulary *v, Span raw, const WireInput *in, Py_ss
     }
     return arr;
 unhandled:
-    Py_DECREF(arr); /* NULL items are skipped when the array is freed */
+    Py_DECREF(arr); /* items not yet set are NULL or None: freeing skips or releases them */
     Py_XDECREF(slots);
     return NULL;
 }
@@ -544,12 +557,95 @@ static int all_finite(const WireType *t, const uint8_t *p, Py_ssize_t count) {
     return 1;
 }
 
-/* one input as a Tensor; NULL and no exception: not handled */
-static PyObject *decode_tensor(Vocabulary *v, Span msg, Span raw, Py_ssize_t max_elements,
-                               Py_ssize_t max_batch) {
-    WireInput in;
-    if (!parse_input(msg, &in))
+/* typed contents: the datatype's own field of InferTensorContents and no other, packed;
+ * NULL and no exception: not handled */
+static PyObject *decode_typed(Vocabulary *v, Span contents, const WireType *t,
+                              const WireInput *in, Py_ssize_t count) {
+    const uint8_t *p = contents.p, *end = contents.p + contents.n;
+    Span values = {p, 0};
+    int seen = 0;
+    Py_ssize_t n_texts = 0;
+    while (p < end) { /* find the field, and count BYTES elements */
+        uint64_t key;
+        Span s;
+        if (read_varint(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0 ||
+            (int)(key >> 3) != t->field)
+            return NULL; /* another field, or one sent unpacked */
+        if (t->kind == KIND_BYTES) {
+            n_texts++;
+        } else if (seen++) {
+            return NULL; /* packed in several parts */
+        }
+        values = s;
+    }
+    if (t->kind == KIND_BYTES) {
+        if (n_texts != count)
+            return NULL;
+        PyObject *arr = PyArray_SimpleNew(in->ndim, (npy_intp *)in->dims, NPY_OBJECT);
+        if (arr == NULL)
+            return NULL;
+        PyObject **items = PyArray_DATA((PyArrayObject *)arr);
+        p = contents.p;
+        for (Py_ssize_t i = 0; i < count; i++) { /* the walk above checked every step */
+            uint64_t key;
+            Span s;
+            read_varint(&p, end, &key);
+            read_span(&p, end, &s);
+            int64_t slot;
+            PyObject *item = element_str(v, s.p, s.n, &slot);
+            if (item == NULL) {
+                Py_DECREF(arr);
+                return NULL;
+            }
+            Py_XSETREF(items[i], item);
+        }
+        return arr;
+    }
+    if (t->kind != KIND_INT) { /* floats: fixed width */
+        if (values.n != count * t->itemsize || !all_finite(t, values.p, count))
+            return NULL;
+        PyObject *arr = PyArray_SimpleNew(in->ndim, (npy_intp *)in->dims, t->typenum);
+        if (arr != NULL && values.n)
+            memcpy(PyArray_DATA((PyArrayObject *)arr), values.p, (size_t)values.n);
+        return arr;
+    }
+    if (values.n < count) /* a varint takes at least a byte: allocate nothing */
         return NULL;
+    PyObject *arr = PyArray_SimpleNew(in->ndim, (npy_intp *)in->dims, t->typenum);
+    if (arr == NULL)
+        return NULL;
+    char *out = PyArray_DATA((PyArrayObject *)arr);
+    const uint8_t *q = values.p, *qend = values.p + values.n;
+    int is_signed = t->field == 2 || t->field == 3;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t raw;
+        if (read_varint(&q, qend, &raw) < 0)
+            goto unhandled;
+        if (t->field == 2 || t->field == 4) /* int32 and uint32 fields keep 32 bits */
+            raw = t->field == 2 ? (uint64_t)(int64_t)(int32_t)(uint32_t)raw : (uint32_t)raw;
+        if (is_signed ? ((int64_t)raw < t->lo || (int64_t)raw > (int64_t)t->hi) : raw > t->hi)
+            goto unhandled; /* out of the datatype's range: the plain path says so */
+        switch (t->itemsize) {
+        case 1: { uint8_t x = (uint8_t)raw; memcpy(out + i, &x, 1); break; }
+        case 2: { uint16_t x = (uint16_t)raw; memcpy(out + 2 * i, &x, 2); break; }
+        case 4: { uint32_t x = (uint32_t)raw; memcpy(out + 4 * i, &x, 4); break; }
+        default: memcpy(out + 8 * i, &raw, 8);
+        }
+    }
+    if (q != qend)
+        goto unhandled; /* more values than the shape holds */
+    return arr;
+unhandled:
+    Py_DECREF(arr);
+    return NULL;
+}
+
+/* one input as a Tensor; NULL and no exception: not handled */
+static PyObject *decode_tensor(Vocabulary *v, Span msg, const Span *raw,
+                               Py_ssize_t max_elements, Py_ssize_t max_batch) {
+    WireInput in;
+    if (!parse_input(msg, &in) || (raw != NULL) == in.has_contents)
+        return NULL; /* both raw and typed contents, or neither: the plain path's error */
     const WireType *t = NULL;
     Py_ssize_t type_index = 0;
     for (; type_index < (Py_ssize_t)N_WIRE_TYPES; type_index++) {
@@ -566,14 +662,16 @@ static PyObject *decode_tensor(Vocabulary *v, Span msg, Span raw, Py_ssize_t max
     if (count < 0)
         return NULL;
     PyObject *data;
-    if (t->kind == KIND_BYTES) {
-        data = decode_text(v, raw, &in, count);
+    if (raw == NULL) {
+        data = decode_typed(v, in.contents, t, &in, count);
+    } else if (t->kind == KIND_BYTES) {
+        data = decode_text(v, *raw, &in, count);
     } else {
-        if (raw.n != count * t->itemsize || !all_finite(t, raw.p, count))
+        if (raw->n != count * t->itemsize || !all_finite(t, raw->p, count))
             return NULL;
         data = PyArray_SimpleNew(in.ndim, in.dims, t->typenum);
         if (data != NULL)
-            memcpy(PyArray_DATA((PyArrayObject *)data), raw.p, (size_t)raw.n);
+            memcpy(PyArray_DATA((PyArrayObject *)data), raw->p, (size_t)raw->n);
     }
     if (data == NULL)
         return NULL;
@@ -655,8 +753,8 @@ static PyObject *decode_infer(PyObject *Py_UNUSED(module), PyObject *const *args
             Py_RETURN_NONE;
         }
     }
-    if (n_inputs == 0 || n_raws != n_inputs)
-        Py_RETURN_NONE; /* typed contents, or a request the plain path refuses */
+    if (n_inputs == 0 || (n_raws && n_raws != n_inputs))
+        Py_RETURN_NONE; /* a request the plain path refuses */
     PyObject *result = NULL, *tensors = NULL, *names = NULL;
     PyObject *text[3] = {NULL, NULL, NULL};
     tensors = PyList_New(n_inputs);
@@ -664,7 +762,8 @@ static PyObject *decode_infer(PyObject *Py_UNUSED(module), PyObject *const *args
     if (tensors == NULL || names == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n_inputs; i++) {
-        PyObject *tensor = decode_tensor(v, inputs[i], raws[i], max_elements, max_batch);
+        PyObject *tensor =
+            decode_tensor(v, inputs[i], n_raws ? &raws[i] : NULL, max_elements, max_batch);
         if (tensor == NULL)
             goto done;
         PyList_SET_ITEM(tensors, i, tensor);
@@ -680,7 +779,8 @@ static PyObject *decode_infer(PyObject *Py_UNUSED(module), PyObject *const *args
         if (text[k] == NULL)
             goto done;
     }
-    result = PyTuple_Pack(5, text[0], text[1], tensors, names, text[2]);
+    result = PyTuple_Pack(6, text[0], text[1], tensors, names, text[2],
+                          n_raws ? Py_True : Py_False);
 done:
     Py_XDECREF(tensors);
     Py_XDECREF(names);
@@ -716,8 +816,9 @@ static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *const *args, P
 static PyMethodDef module_methods[] = {
     {"decode_infer", (PyCFunction)(void (*)(void))decode_infer, METH_FASTCALL,
      "decode_infer(vocabulary, data, max_elements, max_batch) -> tuple | None: "
-     "(model_name, model_version, tensors, output names, id) of a ModelInfer request in "
-     "raw form, read from its wire bytes; None for any request left to the plain path."},
+     "(model_name, model_version, tensors, output names, id, raw output) of a ModelInfer "
+     "request with raw or typed contents and no parameters, read from its wire bytes; None "
+     "for any request left to the plain path."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "configure(tensor_type, text_array_type, datatypes): what decode_infer builds."},
     {NULL, NULL, 0, NULL},

@@ -6,10 +6,10 @@ model. Raw contents decode with ``np.frombuffer`` (no copy); typed contents conv
 repeated field in one numpy call.
 
 A ModelInfer request reaches the servicer as :class:`InferWire`, its bytes as received.
-:func:`decode_infer` reads the common form (raw contents, no parameters) straight from those
-bytes in the native extension, one pass and no protobuf message; every other request, and
-every one it would refuse, goes through the message and :func:`decode_infer_request`, the
-plain path, which says precisely what is wrong.
+:func:`decode_infer` reads the common forms (raw or typed contents, no parameters) straight
+from those bytes in the native extension, one pass and no protobuf message; every other
+request, and every one it would refuse, goes through the message and
+:func:`decode_infer_request`, the plain path, which says precisely what is wrong.
 """
 
 from __future__ import annotations
@@ -265,8 +265,7 @@ def decode_infer(
         if _decode_wire is not None:
             fast = _decode_wire(VOCABULARY, request.data, max_elements, max_batch)
             if fast is not None:
-                name, version, tensors, outputs, id_ = fast
-                return InferRequest(name, version, tensors, outputs, id_, True)
+                return InferRequest(*fast)
         request = request.message()
     return decode_infer_request(request, max_elements, max_batch)
 

@@ -93,32 +93,34 @@ def _assert_agree(data: bytes, max_elements: int = LIMIT, max_batch: int = LIMIT
     return "native" if native is not None else "plain"
 
 
-def _raw_request(columns: list[tuple[str, list[Any]]], rows: int) -> pb.ModelInferRequest:
-    req = _request(columns, rows, raw=True)
+def _raw_request(
+    columns: list[tuple[str, list[Any]]], rows: int, raw: bool = True
+) -> pb.ModelInferRequest:
+    req = _request(columns, rows, raw=raw)
     req.id = "req-1"
     req.model_version = "3"
     req.outputs.add(name="probabilities")
     return req
 
 
-@settings(max_examples=200, deadline=None)
-@given(_columns())
+@settings(max_examples=300, deadline=None)
+@given(_columns(), st.booleans())
 def test_every_natively_read_datatype_gives_the_plain_tensors(
-    drawn: tuple[list[tuple[str, list[Any]]], int],
+    drawn: tuple[list[tuple[str, list[Any]]], int], raw: bool
 ) -> None:
     columns, rows = drawn
-    data = _raw_request(columns, rows).SerializeToString()
+    data = _raw_request(columns, rows, raw).SerializeToString()
     taken = _assert_agree(data)
     assert taken == ("native" if {d for d, _ in columns} <= set(NATIVE) else "plain")
 
 
-@settings(max_examples=400, deadline=None)
-@given(_columns(), st.data())
+@settings(max_examples=500, deadline=None)
+@given(_columns(), st.booleans(), st.data())
 def test_mutated_bytes_get_the_plain_answer(
-    drawn: tuple[list[tuple[str, list[Any]]], int], data: st.DataObject
+    drawn: tuple[list[tuple[str, list[Any]]], int], raw: bool, data: st.DataObject
 ) -> None:
     columns, rows = drawn
-    wire = bytearray(_raw_request(columns, rows).SerializeToString())
+    wire = bytearray(_raw_request(columns, rows, raw).SerializeToString())
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(wire)))
         kind = data.draw(st.sampled_from(["flip", "cut", "insert", "drop"]))
@@ -202,28 +204,38 @@ def test_a_field_sent_twice_keeps_its_last_value() -> None:
         "request parameters",
         "input parameters",
         "output parameters",
-        "typed contents",
         "BOOL",
         "FP16",
         "unknown field",
+        "typed, unpacked",
+        "typed, in two parts",
+        "typed, another field too",
     ],
 )
 def test_other_forms_take_the_plain_path(change: str) -> None:
     req = _raw_request([("FP32", [1.0, 2.0])], 2)
+    typed = _raw_request([("INT64", [1, 2])], 2, raw=False)
     if change == "request parameters":
         req.parameters["binary_data_output"].bool_param = True
     elif change == "input parameters":
         req.inputs[0].parameters["x"].int64_param = 1
     elif change == "output parameters":
         req.outputs[0].parameters["binary_data"].bool_param = True
-    elif change == "typed contents":
-        req = _request([("FP32", [1.0, 2.0])], 2, raw=False)
+    elif change == "typed, another field too":
+        req = typed
+        req.inputs[0].contents.fp32_contents.append(1.0)  # ignored by the plain path
     elif change in ("BOOL", "FP16"):
         req.inputs[0].datatype = change
         req.raw_input_contents[0] = bytes(2 * DATATYPES[change].itemsize)
     data = req.SerializeToString()
     if change == "unknown field":
         data += _delimited(15, b"future")
+    elif change in ("typed, unpacked", "typed, in two parts"):
+        values = _key(3, 0) + b"\x01" + _key(3, 0) + b"\x02"  # int64_contents, unpacked
+        if change == "typed, in two parts":
+            values = _delimited(3, b"\x01") + _delimited(3, b"\x02")
+        tensor = _delimited(1, b"x") + _delimited(2, b"INT64") + _delimited(3, b"\x02\x01")
+        data = _delimited(1, b"m") + _delimited(5, tensor + _delimited(5, values))
     assert _native(data) is None
     assert _assert_agree(data) == "plain"
 
@@ -241,7 +253,13 @@ def test_other_forms_take_the_plain_path(change: str) -> None:
         ("text and more", "input 'x1': bad raw BYTES contents"),
         ("one text and more", "input 'x1': bad raw BYTES contents"),
         ("raw count", "1 raw_input_contents for 2 inputs"),
+        ("raw and typed", "input 'x0' has both contents and raw_input_contents"),
         ("not a message", "request is not a valid message"),
+        ("typed count", "input 'x0' has 3 values, shape [2, 1] needs 2"),
+        ("typed nan", "input 'x0' contains NaN or Inf"),
+        ("typed range", "input 'x2' has values out of range for INT8"),
+        ("typed text", "input 'x1' is not valid UTF-8"),
+        ("typed none", "input 'x0' has 0 values, shape [2, 1] needs 2"),
     ],
 )
 def test_refused_requests_get_the_plain_paths_errors(change: str, message: str) -> None:
@@ -267,6 +285,23 @@ def test_refused_requests_get_the_plain_paths_errors(change: str, message: str) 
         req.raw_input_contents[1] += b"\x00"
     elif change == "raw count":
         del req.raw_input_contents[1]
+    elif change == "raw and typed":
+        req.inputs[0].contents.fp32_contents.extend([1.0, 2.0])
+    elif change.startswith("typed"):
+        req = _raw_request(
+            [("FP32", [1.0, 2.0]), ("BYTES", ["a", "b"]), ("INT8", [1, 2])], 2, False
+        )
+        contents = [t.contents for t in req.inputs]
+        if change == "typed count":
+            contents[0].fp32_contents.append(3.0)
+        elif change == "typed nan":
+            contents[0].fp32_contents[1] = float("inf")
+        elif change == "typed range":
+            contents[2].int_contents[0] = 300
+        elif change == "typed text":
+            contents[1].bytes_contents[0] = b"\xff"
+        elif change == "typed none":
+            req.inputs[0].ClearField("contents")
     data = req.SerializeToString()
     if change == "not a message":
         data = data[:-3]
@@ -283,3 +318,33 @@ def test_the_wire_request_names_its_model_for_the_metrics() -> None:
     assert InferWire(good.SerializeToString()).model_version == "3"
     broken = InferWire(good.SerializeToString()[:-2])
     assert (broken.model_name, broken.model_version) == ("", "")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "wire", "expected"),
+    [
+        ("INT16", 2, 2**32 + 5, 5),  # an int32 field keeps the low 32 bits, as protobuf does
+        ("INT16", 2, 2**64 - 1, -1),  # -1 as a ten-byte varint
+        ("UINT8", 4, 2**32 + 7, 7),  # so does a uint32 field
+        ("INT64", 3, 2**64 - 2, -2),
+        ("UINT64", 5, 2**64 - 2, 2**64 - 2),
+    ],
+)
+def test_typed_integers_are_read_as_protobuf_reads_them(
+    datatype: str, field: int, wire: int, expected: int
+) -> None:
+    values = _delimited(field, _varint(wire))
+    tensor = _delimited(1, b"x") + _delimited(2, datatype.encode()) + _delimited(3, b"\x01\x01")
+    data = _delimited(1, b"m") + _delimited(5, tensor + _delimited(5, values))
+    assert _assert_agree(data) == "native"
+    (x,) = decode_infer(InferWire(data), LIMIT, LIMIT).inputs
+    assert x.data.tolist() == [[expected]]
