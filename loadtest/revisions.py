@@ -6,8 +6,8 @@
 Each revision is checked out (``git worktree add --detach``) into a temporary folder
 and served from there by this interpreter (its packages come first on ``PYTHONPATH``;
 third-party packages are this environment's, so the revisions compared must share their
-pins; each checkout's native extension is compiled in it). ``.`` is the working tree as it
-is. Every server runs one worker; h2load sends the
+pins; each checkout's native extension is compiled in it, or it would load this tree's).
+``.`` is the working tree as it is. Every server runs one worker; h2load sends the
 same single-row ``ModelInfer`` bytes (tritonclient's raw form) to each, in rounds whose
 order alternates, and each round reads the server's CPU time (supervisor, template and
 worker) over the measured window. The table gives requests per second and server CPU
@@ -89,8 +89,10 @@ dist.run_commands()
 
 
 def build_extension(tree: Path) -> None:
-    """Compile the revision's ``server/_textcodes.c`` into its checkout (a worktree has
-    sources only), so that every revision runs with its own native code, as installed."""
+    """Compile the revision's ``server/_textcodes.c`` into its checkout, so that every
+    revision runs with its own native code, as installed. A worktree has sources only, and
+    without a build of its own the editable install's finder would load the working tree's
+    extension into the older revision."""
     if (tree / "server" / "_textcodes.c").exists():
         subprocess.run(
             [sys.executable, "-c", _BUILD_EXTENSION], cwd=tree, check=True,
