@@ -385,6 +385,14 @@ static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *
     return -1;
 }
 
+/* a field's tag: as protobuf reads it, at most five bytes and 32 bits */
+static inline int read_tag(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+    const uint8_t *start = *pp;
+    if (read_varint(pp, end, out) < 0 || *pp - start > 5 || *out > UINT32_MAX)
+        return -1;
+    return 0;
+}
+
 /* a length-delimited field's bytes; -1 when they run past the end */
 static inline int read_span(const uint8_t **pp, const uint8_t *end, Span *span) {
     uint64_t n;
@@ -418,7 +426,7 @@ static int parse_input(Span msg, WireInput *in) {
     in->ndim = in->has_contents = 0;
     while (p < end) {
         uint64_t key;
-        if (read_varint(&p, end, &key) < 0)
+        if (read_tag(&p, end, &key) < 0)
             return 0;
         uint64_t field = key >> 3, wire = key & 7;
         if (field == 3 && wire == 0) { /* one shape value, unpacked */
@@ -568,7 +576,7 @@ static PyObject *decode_typed(Vocabulary *v, Span contents, const WireType *t,
     while (p < end) { /* find the field, and count BYTES elements */
         uint64_t key;
         Span s;
-        if (read_varint(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0 ||
+        if (read_tag(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0 ||
             (int)(key >> 3) != t->field)
             return NULL; /* another field, or one sent unpacked */
         if (t->kind == KIND_BYTES) {
@@ -589,7 +597,7 @@ static PyObject *decode_typed(Vocabulary *v, Span contents, const WireType *t,
         for (Py_ssize_t i = 0; i < count; i++) { /* the walk above checked every step */
             uint64_t key;
             Span s;
-            read_varint(&p, end, &key);
+            read_tag(&p, end, &key);
             read_span(&p, end, &s);
             int64_t slot;
             PyObject *item = element_str(v, s.p, s.n, &slot);
@@ -694,7 +702,7 @@ static PyObject *output_name(Span msg) {
     while (p < end) {
         uint64_t key;
         Span s;
-        if (read_varint(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0)
+        if (read_tag(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0)
             return NULL;
         if ((key >> 3) != 1)
             return NULL; /* parameters */
@@ -728,7 +736,7 @@ static PyObject *decode_infer(PyObject *Py_UNUSED(module), PyObject *const *args
     while (p < end) {
         uint64_t key;
         Span s;
-        if (read_varint(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0)
+        if (read_tag(&p, end, &key) < 0 || (key & 7) != 2 || read_span(&p, end, &s) < 0)
             Py_RETURN_NONE;
         switch (key >> 3) {
         case 1: case 2: case 3:

@@ -348,3 +348,35 @@ def test_typed_integers_are_read_as_protobuf_reads_them(
     assert _assert_agree(data) == "native"
     (x,) = decode_infer(InferWire(data), LIMIT, LIMIT).inputs
     assert x.data.tolist() == [[expected]]
+
+
+def _padded(value: int, size: int) -> bytes:
+    """``value`` as a varint of exactly ``size`` bytes (protobuf allows padding)."""
+    out = bytearray()
+    for i in range(size):
+        out.append((value & 0x7F) | (0x80 if i < size - 1 else 0))
+        value >>= 7
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [1, 5, 6, 10])
+@pytest.mark.parametrize("where", ["tag", "length", "shape value"])
+def test_padded_varints_are_read_as_protobuf_reads_them(where: str, size: int) -> None:
+    """Protobuf takes a length or a value padded up to ten bytes, and a tag of at most
+    five: the native decoder must never accept a request the message parser refuses."""
+    raw = _delimited(7, struct.pack("<f", 1.0))
+    shape = _delimited(3, b"\x01\x01")
+    if where == "shape value":
+        shape = _key(3, 0) + _padded(1, size) + _key(3, 0) + b"\x01"
+    tensor = _delimited(5, _delimited(1, b"x") + _delimited(2, b"FP32") + shape)
+    name = _delimited(1, b"m")
+    if where == "tag":
+        name = _padded(1 << 3 | 2, size) + b"\x01m"
+    elif where == "length":
+        name = _key(1, 2) + _padded(1, size) + b"m"
+    data = name + tensor + raw
+    taken = _assert_agree(data)
+    assert taken == ("plain" if where == "tag" and size > 5 else "native")
+    if taken == "plain":
+        with pytest.raises(InvalidInput, match="request is not a valid message"):
+            decode_infer(InferWire(data), LIMIT, LIMIT)
