@@ -459,3 +459,15 @@ def test_any_encoding_of_a_request_gets_the_plain_answer(
         tensor[:] = [f for f in tensor if f[0] != 3] + [(3, 0, d) for d in dims]
     taken = _assert_agree(_reencode(fields, data.draw))
     event(taken)
+
+
+def test_without_the_native_decoder_every_request_takes_the_plain_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An install built without a C compiler has no native decoder: same results."""
+    data = _raw_request([("FP32", [1.0, 2.0]), ("BYTES", ["a", "b"])], 2).SerializeToString()
+    native = decode_infer(InferWire(data), LIMIT, LIMIT)
+    monkeypatch.setattr(oip_codec, "_decode_wire", None)
+    _assert_same(decode_infer(InferWire(data), LIMIT, LIMIT), native)
+    with pytest.raises(InvalidInput, match="request is not a valid message"):
+        decode_infer(InferWire(data[:-1]), LIMIT, LIMIT)
