@@ -721,6 +721,9 @@ static PyObject *decode_infer(PyObject *Py_UNUSED(module), PyObject *const *args
         PyErr_SetString(PyExc_RuntimeError, "decode_infer before configure");
         return NULL;
     }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    Py_RETURN_NONE; /* numbers travel little-endian: the plain path converts them */
+#endif
     Vocabulary *v = (Vocabulary *)args[0];
     Py_ssize_t max_elements = PyLong_AsSsize_t(args[2]);
     Py_ssize_t max_batch = PyLong_AsSsize_t(args[3]);
