@@ -170,6 +170,47 @@ static int id_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t count) {
     return 0;
 }
 
+/* UTF-8 text as str; NULL with no exception set when it is not valid UTF-8 */
+static PyObject *utf8_or_null(const char *p, Py_ssize_t n) {
+    PyObject *text = PyUnicode_DecodeUTF8(p, n, "strict");
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+        PyErr_Clear();
+    return text;
+}
+
+/* the str of one element: the vocabulary's own object when known (its slot, id + 1, in
+ * *slot; 0 when unknown); NULL with no exception set when it is not valid UTF-8 */
+static PyObject *element_str(Vocabulary *v, const char *p, Py_ssize_t n, int64_t *slot) {
+    int32_t s = find(v, p, n);
+    *slot = (int64_t)s + 1;
+    if (s >= 0)
+        return Py_NewRef(v->words[s]);
+    return utf8_or_null(p, n);
+}
+
+/* the count elements of a raw BYTES buffer into items (each NULL or None before; a new
+ * reference after) and their slots into ids. 0: done; -1: a buffer not handled here (no
+ * exception set), or an error (set); items set so far stay for the caller to release */
+static int split_texts(Vocabulary *v, const unsigned char *buf, Py_ssize_t size,
+                       Py_ssize_t count, PyObject **items, int64_t *ids) {
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (size - pos < 4)
+            return -1;
+        uint32_t n = (uint32_t)buf[pos] | (uint32_t)buf[pos + 1] << 8 |
+                     (uint32_t)buf[pos + 2] << 16 | (uint32_t)buf[pos + 3] << 24;
+        pos += 4;
+        if ((Py_ssize_t)n > size - pos)
+            return -1;
+        PyObject *item = element_str(v, (const char *)buf + pos, (Py_ssize_t)n, &ids[i]);
+        if (item == NULL)
+            return -1;
+        Py_XSETREF(items[i], item);
+        pos += n;
+    }
+    return pos == size ? 0 : -1;
+}
+
 static PyObject *Vocabulary_split(Vocabulary *v, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "split(buffer, count, slots)");
@@ -192,54 +233,15 @@ static PyObject *Vocabulary_split(Vocabulary *v, PyObject *const *args, Py_ssize
         PyBuffer_Release(&raw);
         return NULL;
     }
-    const unsigned char *buf = raw.buf;
-    Py_ssize_t size = raw.len, pos = 0;
-    int64_t *ids = idv.buf;
-    PyObject *items = PyList_New(count);
-    if (items == NULL)
-        goto fail;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (size - pos < 4)
-            goto unhandled;
-        uint32_t n = (uint32_t)buf[pos] | (uint32_t)buf[pos + 1] << 8 |
-                     (uint32_t)buf[pos + 2] << 16 | (uint32_t)buf[pos + 3] << 24;
-        pos += 4;
-        if ((Py_ssize_t)n > size - pos)
-            goto unhandled;
-        const char *p = (const char *)buf + pos;
-        pos += n;
-        int32_t s = find(v, p, (Py_ssize_t)n);
-        PyObject *item;
-        if (s >= 0) {
-            item = v->words[s];
-            Py_INCREF(item);
-        } else {
-            item = PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "strict");
-            if (item == NULL) {
-                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
-                    goto fail;
-                PyErr_Clear();
-                goto unhandled;
-            }
-        }
-        ids[i] = (int64_t)s + 1;
-        PyList_SET_ITEM(items, i, item);
-    }
-    if (pos != size)
-        goto unhandled;
+    PyObject *items = PyList_New(count); /* its items start as NULL */
+    if (items != NULL &&
+        split_texts(v, raw.buf, raw.len, count, PySequence_Fast_ITEMS(items), idv.buf) < 0)
+        Py_CLEAR(items);
     PyBuffer_Release(&raw);
     PyBuffer_Release(&idv);
+    if (items == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
     return items;
-unhandled:
-    Py_DECREF(items);
-    PyBuffer_Release(&raw);
-    PyBuffer_Release(&idv);
-    Py_RETURN_NONE;
-fail:
-    Py_XDECREF(items);
-    PyBuffer_Release(&raw);
-    PyBuffer_Release(&idv);
-    return NULL;
 }
 
 static PyObject *Vocabulary_ids(Vocabulary *v, PyObject *const *args, Py_ssize_t nargs) {
@@ -405,12 +407,7 @@ static inline int read_span(const uint8_t **pp, const uint8_t *end, Span *span) 
 }
 
 /* a proto3 string as str; NULL with no exception set when it is not valid UTF-8 */
-static PyObject *span_str(Span s) {
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)s.p, s.n, "strict");
-    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
-        PyErr_Clear();
-    return text;
-}
+static PyObject *span_str(Span s) { return utf8_or_null((const char *)s.p, s.n); }
 
 typedef struct {
     Span name, datatype, contents;
@@ -482,15 +479,6 @@ static Py_ssize_t element_count(const WireInput *in, Py_ssize_t max_elements,
     return count;
 }
 
-/* one str for an element: the vocabulary's own object when known; its slot in *slot */
-static PyObject *element_str(Vocabulary *v, const uint8_t *p, Py_ssize_t n, int64_t *slot) {
-    int32_t s = find(v, (const char *)p, n);
-    *slot = (int64_t)s + 1;
-    if (s >= 0)
-        return Py_NewRef(v->words[s]);
-    return span_str((Span){p, n});
-}
-
 /* a raw BYTES tensor: a plain object array for one element, a TextArray with its slots for
  * more (as server.textcodes.split_known gives); NULL and no exception: not handled */
 static PyObject *decode_text(Vocabulary *v, Span raw, const WireInput *in, Py_ssize_t count) {
@@ -514,25 +502,8 @@ static PyObject *decode_text(Vocabulary *v, Span raw, const WireInput *in, Py_ss
         Py_XDECREF(slots);
         return NULL;
     }
-    PyObject **items = PyArray_DATA((PyArrayObject *)arr);
-    const uint8_t *buf = raw.p;
-    Py_ssize_t pos = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (raw.n - pos < 4)
-            goto unhandled;
-        uint32_t n = (uint32_t)buf[pos] | (uint32_t)buf[pos + 1] << 8 |
-                     (uint32_t)buf[pos + 2] << 16 | (uint32_t)buf[pos + 3] << 24;
-        pos += 4;
-        if ((Py_ssize_t)n > raw.n - pos)
-            goto unhandled;
-        PyObject *item = element_str(v, buf + pos, (Py_ssize_t)n, &ids[i]);
-        if (item == NULL)
-            goto unhandled; /* not UTF-8, or out of memory: the exception says which */
-        Py_XSETREF(items[i], item);
-        pos += n;
-    }
-    if (pos != raw.n)
-        goto unhandled;
+    if (split_texts(v, raw.p, raw.n, count, PyArray_DATA((PyArrayObject *)arr), ids) < 0)
+        goto unhandled; /* malformed, not UTF-8, or out of memory: the exception says */
     if (slots != NULL) {
         if (PyObject_SetAttr(arr, slots_attr, slots) < 0)
             goto unhandled;
@@ -597,10 +568,10 @@ static PyObject *decode_typed(Vocabulary *v, Span contents, const WireType *t,
         for (Py_ssize_t i = 0; i < count; i++) { /* the walk above checked every step */
             uint64_t key;
             Span s;
-            read_tag(&p, end, &key);
-            read_span(&p, end, &s);
             int64_t slot;
-            PyObject *item = element_str(v, s.p, s.n, &slot);
+            PyObject *item = NULL;
+            if (read_tag(&p, end, &key) == 0 && read_span(&p, end, &s) == 0)
+                item = element_str(v, (const char *)s.p, s.n, &slot);
             if (item == NULL) {
                 Py_DECREF(arr);
                 return NULL;
