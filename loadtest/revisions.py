@@ -76,28 +76,23 @@ def _entry_point(tree: Path) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-#: builds a checkout's native extension in place, as its install would
-_BUILD_EXTENSION = """
-import numpy
-from setuptools import Distribution, Extension
-ext = Extension("server._textcodes", ["server/_textcodes.c"],
-                include_dirs=[numpy.get_include()], extra_compile_args=["-O2"])
-dist = Distribution({"ext_modules": [ext], "script_args": ["build_ext", "--inplace", "-q"]})
-dist.parse_command_line()
-dist.run_commands()
-"""
-
-
 def build_extension(tree: Path) -> None:
-    """Compile the revision's ``server/_textcodes.c`` into its checkout, so that every
-    revision runs with its own native code, as installed. A worktree has sources only, and
-    without a build of its own the editable install's finder would load the working tree's
-    extension into the older revision."""
-    if (tree / "server" / "_textcodes.c").exists():
-        subprocess.run(
-            [sys.executable, "-c", _BUILD_EXTENSION], cwd=tree, check=True,
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+    """Compile the revision's ``server/_textcodes.c`` into its checkout, by the revision's
+    own build configuration (its ``setup.py``, or ``pyproject.toml`` before it had one), so
+    that every revision runs with its own native code, as installed. A worktree has sources
+    only, and without a build of its own the editable install's finder would load the
+    working tree's extension into the older revision."""
+    if not (tree / "server" / "_textcodes.c").exists():
+        return
+    script = (
+        ["setup.py"]
+        if (tree / "setup.py").exists()
+        else ["-c", "import setuptools; setuptools.setup()"]
+    )
+    subprocess.run(
+        [sys.executable, *script, "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 @contextmanager
